@@ -1,0 +1,101 @@
+"""The van node's aiohttp application: ``create_app(config)``.
+
+Each resource (store, GPS, uplink) has one cleanup context, so teardown
+mirrors setup and every background task is awaited on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from devices.gps import GpsTracker
+from mobile_office.web import error_middleware
+from sync.mqtt import MqttSettings
+from sync.uplink import Uplink
+
+from . import api, views
+from .appkeys import CATALOG, CONFIG, GPS, SESSIONS, STORE, UPLINK
+from .auth import Sessions
+from .catalog import Catalog
+from .config import NodeConfig
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    store = await Store.open(cfg.db_path, cfg.node_id, cfg.hq_seal_public, cfg.clock)
+    if await store.import_keyslots(cfg.keyslots):
+        log.info("node %s: keyslots imported from the enrolment bundle", cfg.node_id)
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _background(coro_task: asyncio.Task[None]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        coro_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await coro_task
+
+
+async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    host, port = cfg.gpsd or ("127.0.0.1", 2947)
+    tracker = GpsTracker(host, port)
+    app[GPS] = tracker
+    if cfg.gpsd is None:
+        yield
+        return
+
+    async def record_positions() -> None:
+        last = None
+        while True:
+            fix = tracker.fix
+            if fix is not None and fix.received != last:
+                last = fix.received
+                await app[STORE].record_position(fix.time or cfg.clock.now(), fix.lat, fix.lon)
+            await cfg.clock.sleep(cfg.position_interval)
+
+    async with _background(asyncio.create_task(tracker.run(), name="gps")):
+        async with _background(asyncio.create_task(record_positions(), name="positions")):
+            yield
+
+
+async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    mqtt = MqttSettings(url=cfg.broker, client_id=cfg.node_id, version=cfg.mqtt_version)
+    uplink = Uplink(cfg.db_path, cfg.node_id, cfg.sign_key, cfg.hq_sign_public, mqtt, cfg.clock, ack_timeout=cfg.ack_timeout)
+    app[UPLINK] = uplink
+    app[STORE].on_enqueued.append(uplink.kick)
+    async with _background(asyncio.create_task(uplink.run(), name="uplink")):
+        yield
+
+
+def create_app(config: NodeConfig) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=2 * 1024 * 1024)
+    app[CONFIG] = config
+    app[SESSIONS] = Sessions(config.clock, config.session_timeout)
+    app[CATALOG] = Catalog.load()
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_gps_ctx)
+    app.cleanup_ctx.append(_uplink_ctx)
+    api.add_routes(app)
+    views.add_routes(app)
+    app.router.add_static("/static", HERE / "static")
+    return app

@@ -1,0 +1,20 @@
+"""Typed keys of the objects the node's handlers share (web.AppKey)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from devices.gps import GpsTracker
+from sync.uplink import Uplink
+
+from .auth import Sessions
+from .catalog import Catalog
+from .config import NodeConfig
+from .store import Store
+
+CONFIG = web.AppKey("config", NodeConfig)
+STORE = web.AppKey("store", Store)
+SESSIONS = web.AppKey("sessions", Sessions)
+CATALOG = web.AppKey("catalog", Catalog)
+GPS = web.AppKey("gps", GpsTracker)
+UPLINK = web.AppKey("uplink", Uplink)

@@ -1,0 +1,39 @@
+"""The service catalogue the van offers (HQ publishes new versions; the bundled one seeds it)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mobile_office import data_path
+
+
+@dataclass(frozen=True)
+class Service:
+    code: str
+    category: str
+    name: str
+    documents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    version: int
+    categories: dict[str, str]
+    services: dict[str, Service]
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Catalog:
+        doc = json.loads((path or data_path("catalog.json")).read_text(encoding="utf-8"))
+        services = {
+            s["code"]: Service(s["code"], s["category"], s["name"], tuple(s.get("documents", ())))
+            for s in doc["services"]
+        }
+        return cls(int(doc["version"]), {c["code"]: c["name"] for c in doc["categories"]}, services)
+
+    def grouped(self) -> list[tuple[str, list[Service]]]:
+        groups: dict[str, list[Service]] = {}
+        for s in self.services.values():
+            groups.setdefault(s.category, []).append(s)
+        return [(self.categories.get(c, c), sorted(v, key=lambda s: s.code)) for c, v in groups.items()]

@@ -1,0 +1,36 @@
+"""Everything a node needs to start, built by the CLI from a bundle + settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from sync.clock import Clock, SystemClock
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    data_dir: Path
+    sign_key: Ed25519PrivateKey
+    hq_seal_public: X25519PublicKey
+    hq_sign_public: Ed25519PublicKey
+    keyslots: list[dict[str, Any]]
+    broker: str = "mqtt://127.0.0.1:1883"
+    mqtt_version: str = "5"
+    gpsd: tuple[str, int] | None = ("127.0.0.1", 2947)
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    session_timeout: float = 900.0
+    position_interval: float = 5.0
+    ack_timeout: float = 10.0
+    secure_cookies: bool = False
+    clock: Clock = field(default_factory=SystemClock)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "node.db"

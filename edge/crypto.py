@@ -1,0 +1,150 @@
+"""Envelope encryption of citizens' records (the one crypto module).
+
+* A fresh 256-bit data key per record encrypts each sensitive field with
+  AES-256-GCM; the associated data binds table, record id, field name and
+  version, so a ciphertext moved to another field or record fails to open.
+* The data key is wrapped twice: to HQ's X25519 public key (ephemeral ECDH
+  + HKDF-SHA256 + AES-GCM, an HPKE-style base mode) and under the node key.
+* The node key is itself only ever stored wrapped (keyslots): under a key
+  derived with scrypt from each administrator's password, and to HQ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from .errors import CryptoError
+
+KEY_LEN = 32
+NONCE_LEN = 12
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+
+def random_key() -> bytes:
+    return os.urandom(KEY_LEN)
+
+
+def _raw_public(pub: X25519PublicKey) -> bytes:
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def wrap_with_key(secret: bytes, key: bytes, context: bytes) -> bytes:
+    nonce = os.urandom(NONCE_LEN)
+    return nonce + AESGCM(key).encrypt(nonce, secret, context)
+
+
+def unwrap_with_key(blob: bytes, key: bytes, context: bytes) -> bytes:
+    if len(blob) < NONCE_LEN + 16:
+        raise CryptoError("wrapped key too short")
+    try:
+        return AESGCM(key).decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], context)
+    except InvalidTag as exc:
+        raise CryptoError("wrong key or tampered data") from exc
+
+
+def _hkdf(shared: bytes, salt: bytes, context: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), KEY_LEN, salt, b"mo/v1/wrap|" + context).derive(shared)
+
+
+def wrap_to_public(secret: bytes, recipient: X25519PublicKey, context: bytes) -> bytes:
+    """eph_pub(32) || nonce(12) || AES-GCM(secret); only the private key holder opens it."""
+    eph = X25519PrivateKey.generate()
+    eph_pub = _raw_public(eph.public_key())
+    key = _hkdf(eph.exchange(recipient), eph_pub + _raw_public(recipient), context)
+    return eph_pub + wrap_with_key(secret, key, context)
+
+
+def unwrap_with_private(blob: bytes, private: X25519PrivateKey, context: bytes) -> bytes:
+    if len(blob) < 32 + NONCE_LEN + 16:
+        raise CryptoError("sealed key too short")
+    eph_pub = X25519PublicKey.from_public_bytes(blob[:32])
+    key = _hkdf(private.exchange(eph_pub), blob[:32] + _raw_public(private.public_key()), context)
+    return unwrap_with_key(blob[32:], key, context)
+
+
+def kek_from_password(password: str, salt: bytes, n: int = SCRYPT_N) -> bytes:
+    """Deliberately slow (tens of ms); callers run it in an executor."""
+    return Scrypt(salt=salt, length=KEY_LEN, n=n, r=SCRYPT_R, p=SCRYPT_P).derive(password.encode("utf-8"))
+
+
+def field_aad(table: str, record_id: str, field: str, version: int) -> bytes:
+    return f"mo/v1|{table}|{record_id}|{field}|{version}".encode()
+
+
+def record_aad(table: str, record_id: str, version: int) -> bytes:
+    return f"mo/v1|{table}|{record_id}|{version}".encode()
+
+
+@dataclass(frozen=True)
+class SealedRecord:
+    table: str
+    record_id: str
+    version: int
+    fields: dict[str, bytes]  # field -> nonce || ciphertext
+    wrap_hq: bytes
+    wrap_node: bytes | None
+
+
+def seal(
+    table: str,
+    record_id: str,
+    version: int,
+    fields: dict[str, str],
+    hq_public: X25519PublicKey,
+    node_key: bytes,
+) -> SealedRecord:
+    data_key = random_key()
+    aes = AESGCM(data_key)
+    enc: dict[str, bytes] = {}
+    for name, value in fields.items():
+        nonce = os.urandom(NONCE_LEN)
+        enc[name] = nonce + aes.encrypt(nonce, value.encode("utf-8"), field_aad(table, record_id, name, version))
+    ctx = record_aad(table, record_id, version)
+    return SealedRecord(
+        table, record_id, version, enc, wrap_to_public(data_key, hq_public, ctx), wrap_with_key(data_key, node_key, ctx)
+    )
+
+
+def _open_fields(rec: SealedRecord, data_key: bytes) -> dict[str, str]:
+    aes = AESGCM(data_key)
+    out = {}
+    for name, blob in rec.fields.items():
+        try:
+            plain = aes.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], field_aad(rec.table, rec.record_id, name, rec.version))
+        except InvalidTag as exc:
+            raise CryptoError(f"field {name!r} does not open: tampered or moved") from exc
+        out[name] = plain.decode("utf-8")
+    return out
+
+
+def open_with_node_key(rec: SealedRecord, node_key: bytes) -> dict[str, str]:
+    if rec.wrap_node is None:
+        raise CryptoError("the node's copy of this record's key was shredded")
+    dk = unwrap_with_key(rec.wrap_node, node_key, record_aad(rec.table, rec.record_id, rec.version))
+    return _open_fields(rec, dk)
+
+
+def open_with_hq_key(rec: SealedRecord, hq_private: X25519PrivateKey) -> dict[str, str]:
+    dk = unwrap_with_private(rec.wrap_hq, hq_private, record_aad(rec.table, rec.record_id, rec.version))
+    return _open_fields(rec, dk)
+
+
+def blind_index(index_key: bytes, kind: str, value: str) -> bytes:
+    """Keyed HMAC of a normalised identifier, truncated: lookup without plaintext."""
+    return hmac.new(index_key, f"{kind}:{value}".encode(), hashlib.sha256).digest()[:16]
+
+
+def derive_subkey(node_key: bytes, purpose: str) -> bytes:
+    return HKDF(hashes.SHA256(), KEY_LEN, None, b"mo/v1/subkey|" + purpose.encode()).derive(node_key)

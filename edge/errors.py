@@ -1,0 +1,41 @@
+"""Exception root of the edge package.  Errors that reach HTTP carry their status."""
+
+from __future__ import annotations
+
+from mobile_office.web import HttpProblem
+
+
+class EdgeError(Exception):
+    """Root of every error raised by edge/."""
+
+
+class CryptoError(EdgeError):
+    """A key or ciphertext does not open: wrong key, tampering, or shredded."""
+
+
+class StoreLocked(EdgeError):
+    """Personal data cannot be read or written until an administrator logs in."""
+
+
+class HttpError(EdgeError, HttpProblem):
+    """An error with an HTTP status, a machine code and a Ukrainian message for people."""
+
+
+class ValidationFailed(HttpError):
+    status = 422
+    code = "validation_failed"
+
+
+class Unauthorized(HttpError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(HttpError):
+    status = 403
+    code = "forbidden"
+
+
+class Locked(HttpError):
+    status = 423
+    code = "store_locked"

@@ -1,0 +1,38 @@
+"""The node's status document, shared by the API and the status bar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .appkeys import CONFIG, GPS, STORE, UPLINK
+
+
+async def node_status(app: web.Application) -> dict[str, Any]:
+    cfg, store, gps = app[CONFIG], app[STORE], app[GPS]
+    uplink = app.get(UPLINK)
+    fix = gps.fix
+    summary = await store.outbox_summary()
+    return {
+        "node_id": cfg.node_id,
+        "gps": {
+            "state": gps.state.value,
+            "mode": fix.mode if fix and gps.state.value == "fix" else (1 if gps.state.value == "no_fix" else 0),
+            "lat": fix.lat if fix else None,
+            "lon": fix.lon if fix else None,
+            "time": fix.time if fix else None,
+            "clock_offset": gps.clock_offset,
+        },
+        "outbox": {
+            "pending": summary["pending"],
+            "delivered": summary["delivered"],
+            "oldest_pending": summary["oldest_pending"],
+            "by_stream": summary["by_stream"],
+        },
+        "link": {
+            "mqtt": "up" if uplink is not None and uplink.status.mqtt_up else "down",
+            "last_ack": summary["last_ack"],
+        },
+        "store": {"locked": store.locked},
+    }

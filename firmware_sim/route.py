@@ -1,0 +1,100 @@
+"""A van driving a trip from stops.json: where it is at simulated time t.
+
+Roads are not modelled: the van goes straight between waypoints at a
+constant cruising speed and dwells at each stop for its planned time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from mobile_office import data_path
+
+EARTH_R = 6_371_008.8
+
+
+def haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_R * math.asin(math.sqrt(a))
+
+
+def bearing(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dl = math.radians(lon2 - lon1)
+    y = math.sin(dl) * math.cos(p2)
+    x = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    return (math.degrees(math.atan2(y, x)) + 360) % 360
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    code: str
+    name: str
+    lat: float
+    lon: float
+    dwell_s: float
+
+
+@dataclass(frozen=True)
+class SimPosition:
+    t: float  # seconds since the trip started
+    lat: float
+    lon: float
+    speed: float  # m/s
+    track: float
+    at_stop: str | None
+
+
+@dataclass
+class Route:
+    waypoints: list[Waypoint]
+    speed: float = 40 / 3.6  # cruising, m/s
+
+    @classmethod
+    def from_trip(cls, trip_code: str, stops_file: Path | None = None) -> Route:
+        doc = json.loads((stops_file or data_path("stops.json")).read_text(encoding="utf-8"))
+        places = {doc["base"]["code"]: doc["base"], **{s["code"]: s for s in doc["stops"]}}
+        trips = {t["code"]: t for t in doc["trips"]}
+        if trip_code not in trips:
+            raise KeyError(f"unknown trip {trip_code!r}; known: {', '.join(sorted(trips))}")
+        wps = []
+        for code in trips[trip_code]["route"]:
+            p = places[code]
+            wps.append(Waypoint(code, p["name"], p["lat"], p["lon"], 60.0 * p.get("dwell_min", 0)))
+        return cls(wps)
+
+    def legs(self) -> list[tuple[Waypoint, Waypoint, float]]:
+        return [(a, b, haversine(a.lat, a.lon, b.lat, b.lon)) for a, b in zip(self.waypoints, self.waypoints[1:])]
+
+    @property
+    def length_m(self) -> float:
+        return sum(d for _, _, d in self.legs())
+
+    @property
+    def duration_s(self) -> float:
+        return sum(d / self.speed for _, _, d in self.legs()) + sum(w.dwell_s for w in self.waypoints[1:-1])
+
+    def at(self, t: float) -> SimPosition:
+        """Position t seconds into the trip (clamped to the end)."""
+        t = max(0.0, t)
+        elapsed = 0.0
+        legs = self.legs()
+        for i, (a, b, dist) in enumerate(legs):
+            if i > 0:  # dwell at the stop where this leg starts
+                if t < elapsed + a.dwell_s:
+                    return SimPosition(t, a.lat, a.lon, 0.0, 0.0, a.code)
+                elapsed += a.dwell_s
+            drive = dist / self.speed
+            if t < elapsed + drive:
+                f = (t - elapsed) / drive
+                return SimPosition(
+                    t, a.lat + (b.lat - a.lat) * f, a.lon + (b.lon - a.lon) * f, self.speed, bearing(a.lat, a.lon, b.lat, b.lon), None
+                )
+            elapsed += drive
+        last = self.waypoints[-1]
+        return SimPosition(t, last.lat, last.lon, 0.0, 0.0, last.code)

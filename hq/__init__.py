@@ -1,0 +1,1 @@
+"""Headquarters: ingest from the fleet, record vault, fleet dashboard."""

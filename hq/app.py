@@ -1,0 +1,108 @@
+"""HQ's aiohttp application: ``create_app(config)``; ingest runs as one cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from mobile_office.web import error_middleware, json_response
+from provisioning.keys import HQKeys
+from sync.clock import Clock, SystemClock
+from sync.ingest import Ingest, MqttIngestWorker
+from sync.mqtt import MqttSettings
+
+from .store import HQStore
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class HQConfig:
+    data_dir: Path
+    keys: HQKeys
+    broker: str = "mqtt://127.0.0.1:1883"
+    mqtt_version: str = "5"
+    worker: str = "hq-1"
+    host: str = "0.0.0.0"
+    port: int = 8090
+    clock: Clock = field(default_factory=SystemClock)
+
+
+CONFIG = web.AppKey("hq_config", HQConfig)
+STORE = web.AppKey("hq_store", HQStore)
+INGEST = web.AppKey("hq_ingest", Ingest)
+WORKER = web.AppKey("hq_worker", MqttIngestWorker)
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    store = await HQStore.open(cfg.data_dir / "hq.db", cfg.clock)
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    node_keys = cfg.keys.node_keys()
+
+    def key_for(node_id: str):  # type: ignore[no-untyped-def]
+        if node_id not in node_keys:
+            node_keys.update(cfg.keys.node_keys())  # a van enrolled since start-up
+        return node_keys.get(node_id)
+
+    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock)
+    app[INGEST] = ingest
+    mqtt = MqttSettings(url=cfg.broker, client_id=cfg.worker, version=cfg.mqtt_version)
+    worker = MqttIngestWorker(ingest, mqtt, cfg.clock, shared=cfg.mqtt_version == "5")
+    app[WORKER] = worker
+    task = asyncio.create_task(worker.run(), name="hq-ingest")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "—"
+    return datetime.fromtimestamp(ts, timezone.utc).astimezone().strftime("%d.%m.%Y %H:%M:%S")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def fleet(request: web.Request) -> web.Response:
+    return json_response(await request.app[STORE].fleet())
+
+
+async def stats(request: web.Request) -> web.Response:
+    return json_response(await request.app[STORE].stats())
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    ctx = {"fleet": await request.app[STORE].fleet(), "stats": await request.app[STORE].stats(), "when": _when,
+           "ingest_up": request.app[WORKER].connected}
+    return aiohttp_jinja2.render_template("dashboard.html", request, ctx)
+
+
+def create_app(config: HQConfig) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[CONFIG] = config
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_ingest_ctx)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/fleet", fleet)
+    app.router.add_get("/api/v1/stats", stats)
+    app.router.add_get("/", dashboard)
+    return app

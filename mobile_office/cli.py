@@ -1,0 +1,195 @@
+"""`mobile-office`: one command, subcommands demo, node, hq, provision, sim, config-docs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__, settings
+from .runtime import setup_logging
+
+log = logging.getLogger("mobile_office")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="run broker, HQ and one simulated van on this machine",
+                       description="Runs the whole system on one machine: an MQTT broker (embedded unless --broker), "
+                       "HQ, and one van node whose GPS simulator drives a trip from stops.json. Stops on Ctrl-C.")
+    p.add_argument("--data-dir", type=Path, default=Path("./demo-data"), help="where the demo keeps HQ, the van and their keys (default: ./demo-data)")
+    p.add_argument("--http-port", type=settings.port, default=8080, help="van UI port (default: 8080)")
+    p.add_argument("--hq-port", type=settings.port, default=8090, help="HQ dashboard port (default: 8090)")
+    p.add_argument("--admin-password", help="password of the demo administrator 'admin' (default: random, printed)")
+    p.add_argument("--broker", type=settings.mqtt_url, help="use this MQTT 5 broker (e.g. mqtt://127.0.0.1:1883 for Mosquitto) instead of the embedded one")
+    p.add_argument("--gpsd", type=settings.host_port, help="use this gpsd (HOST:PORT) instead of the GPS simulator")
+    p.add_argument("--trip", default="TRIP-NORTH", help="simulated trip from stops.json (default: TRIP-NORTH)")
+    p.add_argument("--speedup", type=settings.positive_float, default=30.0, help="simulated time runs this many times faster (default: 30)")
+    p.add_argument("--host", default="127.0.0.1", help="address both web UIs listen on (default: 127.0.0.1)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_demo
+
+    opts = DemoOptions(args.data_dir, args.http_port, args.hq_port, args.admin_password, args.broker, args.gpsd, args.trip, args.speedup, args.host)
+    asyncio.run(run_demo(opts))
+    return 0
+
+
+def _add_node(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("node", help="run a van node from its enrolment bundle",
+                       description="Runs the van node: local web UI, encrypted store, GPS, sync with HQ.")
+    p.add_argument("--bundle", type=Path, required=True, help="enrolment bundle directory made by 'provision add-node'")
+    settings.NODE.add_arguments(p)
+    p.set_defaults(func=cmd_node)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from edge.app import create_app
+
+    from .nodecli import node_config
+    from .runtime import start_site, stop_event
+
+    cfg = node_config(args.bundle, args)
+
+    async def main() -> None:
+        stop = stop_event()
+        runner = await start_site(create_app(cfg), cfg.http_host, cfg.http_port)
+        log.info("node %s serving on http://%s:%d/", cfg.node_id, cfg.http_host, cfg.http_port)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+    return 0
+
+
+def _add_hq(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("hq", help="run HQ: ingest from the fleet and the dashboard")
+    settings.HQ.add_arguments(p)
+    p.set_defaults(func=cmd_hq)
+
+
+def cmd_hq(args: argparse.Namespace) -> int:
+    from hq.app import create_app
+
+    from .nodecli import hq_config
+    from .runtime import start_site, stop_event
+
+    cfg = hq_config(args)
+
+    async def main() -> None:
+        stop = stop_event()
+        runner = await start_site(create_app(cfg), cfg.host, cfg.port)
+        log.info("HQ worker %s serving on http://%s:%d/", cfg.worker, cfg.host, cfg.port)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+    return 0
+
+
+def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("provision", help="HQ keys and node enrolment bundles")
+    psub = p.add_subparsers(dest="provision_cmd", required=True, metavar="COMMAND")
+    q = psub.add_parser("init-hq", help="create HQ's keys in a directory")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory (created)")
+    q.set_defaults(func=cmd_init_hq)
+    q = psub.add_parser("add-node", help="enrol a van: write its bundle and register it at HQ")
+    q.add_argument("name", help="node id, e.g. van-01")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    q.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    q.add_argument("--admin", action="append", default=[], metavar="USER[:ROLE]",
+                   help="administrator account (repeatable; role van_admin, case_admin or supervisor); a one-time password is printed")
+    q.set_defaults(func=cmd_add_node)
+
+
+def cmd_init_hq(args: argparse.Namespace) -> int:
+    from provisioning.keys import init_hq
+
+    init_hq(args.hq_dir)
+    print(f"HQ keys created in {args.hq_dir}")
+    return 0
+
+
+def cmd_add_node(args: argparse.Namespace) -> int:
+    from provisioning.keys import AdminAccount, add_node, load_hq, one_time_password
+
+    accounts = []
+    for spec in args.admin or ["admin"]:
+        user, _, role = spec.partition(":")
+        accounts.append(AdminAccount(user, one_time_password(), role or "van_admin"))
+    add_node(load_hq(args.hq_dir), args.name, args.out, accounts)
+    print(f"Bundle for {args.name} written to {args.out}")
+    for a in accounts:
+        print(f"  {a.username} ({a.role}): one-time password {a.password}")
+    return 0
+
+
+def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("sim", help="run a hardware simulator alone")
+    psub = p.add_subparsers(dest="sim_cmd", required=True, metavar="DEVICE")
+    q = psub.add_parser("gps", help="a GPS receiver driving a trip, served as a gpsd-protocol server")
+    q.add_argument("--trip", default="TRIP-NORTH", help="trip code from stops.json")
+    q.add_argument("--speedup", type=settings.positive_float, default=30.0, help="simulated time factor")
+    q.add_argument("--port", type=settings.port, default=2947, help="TCP port of the gpsd-protocol server (default 2947)")
+    q.set_defaults(func=cmd_sim_gps)
+
+
+def cmd_sim_gps(args: argparse.Namespace) -> int:
+    import time
+
+    from firmware_sim.gpsd_server import GpsdProtocolServer
+    from firmware_sim.route import Route
+
+    from .runtime import stop_event
+
+    route = Route.from_trip(args.trip)
+    t0 = time.monotonic()
+
+    async def main() -> None:
+        stop = stop_event()
+        async with GpsdProtocolServer(lambda: route.at((time.monotonic() - t0) * args.speedup), port=args.port) as srv:
+            print(f"gpsd-protocol server on 127.0.0.1:{srv.port} (trip {args.trip}, x{args.speedup:g})", flush=True)
+            await stop.wait()
+
+    asyncio.run(main())
+    return 0
+
+
+def _add_config_docs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("config-docs", help="print the settings reference (Markdown)")
+    p.set_defaults(func=lambda a: print(settings.docs_markdown()) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mobile-office", description="Mobile Office (ЦНАП): van node, HQ, provisioning and simulators.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_node, _add_hq, _add_provision, _add_sim, _add_config_docs):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    from provisioning.errors import ProvisioningError
+
+    try:
+        return int(args.func(args) or 0)
+    except (settings.ConfigError, ProvisioningError) as exc:
+        print(f"mobile-office: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""`mobile-office demo`: broker, HQ and one simulated van in one process.
+
+It goes through the same provisioning path as a real deployment: HQ keys
+are created once, the van gets an enrolment bundle, the node starts from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware_sim.gpsd_server import GpsdProtocolServer
+from firmware_sim.route import Route
+from provisioning.keys import AdminAccount, add_node, init_hq, load_hq
+
+from .nodecli import hq_config, node_config
+from .runtime import free_port, port_is_free, start_site, stop_event
+
+log = logging.getLogger(__name__)
+
+NODE_ID = "van-01"
+
+
+@dataclass
+class DemoOptions:
+    data_dir: Path
+    http_port: int = 8080
+    hq_port: int = 8090
+    admin_password: str | None = None
+    broker: str | None = None
+    gpsd: tuple[str, int] | None = None
+    trip: str = "TRIP-NORTH"
+    speedup: float = 30.0
+    host: str = "127.0.0.1"
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(port: int) -> AsyncIterator[str]:
+    from amqtt.broker import Broker
+
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+    )
+    await broker.start()
+    try:
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        await broker.shutdown()
+
+
+def _provision(opts: DemoOptions) -> tuple[Path, str]:
+    hq_dir = opts.data_dir / "hq"
+    bundle_dir = opts.data_dir / "bundles" / NODE_ID
+    pw_file = opts.data_dir / "demo-admin-password.txt"
+    keys = load_hq(hq_dir) if (hq_dir / "hq.json").exists() else init_hq(hq_dir)
+    if not (bundle_dir / "node.json").exists():
+        password = opts.admin_password or secrets.token_urlsafe(9)
+        add_node(keys, NODE_ID, bundle_dir, [AdminAccount("admin", password, "van_admin")])
+        # Demo only: a real van's one-time password is handed over on paper, never stored.
+        fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+    elif opts.admin_password is not None:
+        log.warning("the demo van already exists in %s: its administrator keeps the first password", opts.data_dir)
+    password = pw_file.read_text().strip() if pw_file.exists() else "(see the first run)"
+    return bundle_dir, password
+
+
+async def run_demo(opts: DemoOptions) -> None:
+    opts.data_dir.mkdir(parents=True, exist_ok=True)
+    for port, what in ((opts.http_port, "--http-port"), (opts.hq_port, "--hq-port")):
+        if not port_is_free(port, opts.host):
+            raise SystemExit(f"mobile-office demo: port {port} ({what}) is already in use; choose another")
+    bundle_dir, password = await asyncio.get_running_loop().run_in_executor(None, _provision, opts)
+    stop = stop_event()
+    route = Route.from_trip(opts.trip)
+    started = time.monotonic()
+
+    def position():  # type: ignore[no-untyped-def]
+        return route.at((time.monotonic() - started) * opts.speedup)
+
+    async with contextlib.AsyncExitStack() as stack:
+        if opts.broker:
+            broker, version = opts.broker, "5"
+        else:
+            broker = await stack.enter_async_context(embedded_broker(free_port()))
+            version = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
+        if opts.gpsd:
+            gpsd = opts.gpsd
+        else:
+            sim = await stack.enter_async_context(GpsdProtocolServer(position))
+            gpsd = ("127.0.0.1", sim.port)
+        hq_cfg = hq_config(None, {"hq_data_dir": str(opts.data_dir / "hq"), "hq_broker": broker, "hq_mqtt_version": version, "hq_port": str(opts.hq_port)})
+        from hq.app import create_app as create_hq
+
+        hq_runner = await start_site(create_hq(hq_cfg), opts.host, opts.hq_port)
+        stack.push_async_callback(hq_runner.cleanup)
+        cfg = node_config(
+            bundle_dir,
+            None,
+            {"data_dir": str(opts.data_dir / "node"), "broker": broker, "mqtt_version": version,
+             "gpsd": f"{gpsd[0]}:{gpsd[1]}", "http_port": str(opts.http_port), "position_interval": "2"},
+        )
+        from edge.app import create_app as create_node
+
+        node_runner = await start_site(create_node(cfg), opts.host, opts.http_port)
+        stack.push_async_callback(node_runner.cleanup)
+        print(f"Van UI (administrator):  http://{opts.host}:{opts.http_port}/", flush=True)
+        print(f"HQ dashboard:            http://{opts.host}:{opts.hq_port}/", flush=True)
+        print(f"Login: admin / {password}", flush=True)
+        print(f"Broker: {broker} · GPS: gpsd {gpsd[0]}:{gpsd[1]} · trip {opts.trip} at x{opts.speedup:g}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        await stop.wait()
+        print("Stopping…", flush=True)

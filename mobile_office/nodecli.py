@@ -1,0 +1,47 @@
+"""Building the node's and HQ's configuration from the settings registry and a bundle."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edge.config import NodeConfig
+from hq.app import HQConfig
+from provisioning.keys import load_bundle, load_hq
+
+from . import settings
+
+
+def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: dict[str, Any] | None = None) -> NodeConfig:
+    bundle = load_bundle(bundle_dir)
+    values = settings.NODE.resolve(args, {**bundle.settings, **(overrides or {})})
+    return NodeConfig(
+        node_id=bundle.node_id,
+        data_dir=values["data_dir"],
+        sign_key=bundle.sign,
+        hq_seal_public=bundle.hq_seal_public,
+        hq_sign_public=bundle.hq_sign_public,
+        keyslots=[{"kind": s.kind, "username": s.username, "role": s.role, "salt": s.salt, "n": s.n, "wrapped": s.wrapped} for s in bundle.keyslots],
+        broker=values["broker"],
+        mqtt_version=values["mqtt_version"],
+        gpsd=values["gpsd"],
+        http_host=values["http_host"],
+        http_port=values["http_port"],
+        session_timeout=values["session_timeout"],
+        position_interval=values["position_interval"],
+        ack_timeout=values["ack_timeout"],
+    )
+
+
+def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None = None) -> HQConfig:
+    values = settings.HQ.resolve(args, overrides)
+    return HQConfig(
+        data_dir=values["hq_data_dir"],
+        keys=load_hq(values["hq_data_dir"]),
+        broker=values["hq_broker"],
+        mqtt_version=values["hq_mqtt_version"],
+        worker=values["hq_worker"],
+        host=values["hq_host"],
+        port=values["hq_port"],
+    )

@@ -1,0 +1,163 @@
+"""One settings registry: it validates config, builds ``--help`` and the docs.
+
+Each setting is declared once with its type, default and help text.  The
+same declaration is used by argparse (flags), by the config-file loader (a
+node's enrolment bundle carries a JSON config) and by ``docs/config.md``.
+Bad values fail fast with one clear line naming the setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message is one line for the operator."""
+
+
+def port(value: str) -> int:
+    n = int(value)
+    if not 0 <= n <= 65535:
+        raise ValueError("port must be 0..65535")
+    return n
+
+
+def positive_float(value: str) -> float:
+    f = float(value)
+    if f <= 0:
+        raise ValueError("must be > 0")
+    return f
+
+
+def host_port(value: str) -> tuple[str, int]:
+    host, sep, p = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError("expected HOST:PORT")
+    return host, port(p)
+
+
+def mqtt_url(value: str) -> str:
+    if not value.startswith(("mqtt://", "mqtts://")):
+        raise ValueError("expected mqtt://host:port or mqtts://host:port")
+    rest = value.split("://", 1)[1]
+    host_port(rest if ":" in rest else rest + ":1883")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # snake_case key in config files; flag is --name-with-dashes
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, raw: Any) -> Any:
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            raw = str(raw)
+        if self.choices and raw not in self.choices:
+            raise ConfigError(f"{self.flag}: '{raw}' is not one of {', '.join(self.choices)}")
+        try:
+            return self.parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{self.flag}: bad value '{raw}': {exc}") from exc
+
+
+@dataclass
+class SettingGroup:
+    title: str
+    settings: list[Setting] = field(default_factory=list)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group(self.title)
+        for s in self.settings:
+            default_txt = "" if s.default is None else f" (default: {s.default})"
+            group.add_argument(
+                s.flag,
+                dest=s.name,
+                default=None,
+                metavar=s.metavar,
+                choices=s.choices,
+                help=s.help + default_txt,
+            )
+
+    def resolve(self, args: argparse.Namespace | None, file_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Flags override the config file, which overrides defaults."""
+        out: dict[str, Any] = {}
+        file_values = file_values or {}
+        for s in self.settings:
+            raw = getattr(args, s.name, None) if args is not None else None
+            if raw is None:
+                raw = file_values.get(s.name)
+            out[s.name] = s.default if raw is None else s.convert(raw)
+        return out
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "", "| flag / config key | default | meaning |", "|---|---|---|"]
+        for s in self.settings:
+            d = "" if s.default is None else f"`{s.default}`"
+            lines.append(f"| `{s.flag}` / `{s.name}` | {d} | {s.help} |")
+        return "\n".join(lines) + "\n"
+
+
+def load_json_config(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: line {exc.lineno}: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return data
+
+
+NODE = SettingGroup(
+    "van node",
+    [
+        Setting("data_dir", Path, Path("./data/node"), "directory of the node's database and keys", "DIR"),
+        Setting("http_host", str, "0.0.0.0", "address the van UI listens on", "ADDR"),
+        Setting("http_port", port, 8080, "port of the van UI", "PORT"),
+        Setting("broker", mqtt_url, "mqtt://127.0.0.1:1883", "MQTT broker of HQ", "URL"),
+        Setting("mqtt_version", str, "5", "MQTT protocol version to speak", choices=("5", "3.1.1")),
+        Setting("gpsd", host_port, ("127.0.0.1", 2947), "gpsd to read positions from", "HOST:PORT"),
+        Setting("modem", str, None, "serial device of the satellite modem (none: no satellite link)", "DEVICE"),
+        Setting("ack_timeout", positive_float, 10.0, "seconds before an unacknowledged batch is sent again", "SECONDS"),
+        Setting("position_interval", positive_float, 5.0, "seconds between positions sent to HQ", "SECONDS"),
+        Setting("session_timeout", positive_float, 900.0, "idle seconds before an administrator is logged out", "SECONDS"),
+    ],
+)
+
+HQ = SettingGroup(
+    "HQ",
+    [
+        Setting("hq_data_dir", Path, Path("./data/hq"), "directory of HQ's database and keys", "DIR"),
+        Setting("hq_host", str, "0.0.0.0", "address the HQ dashboard listens on", "ADDR"),
+        Setting("hq_port", port, 8090, "port of the HQ dashboard", "PORT"),
+        Setting("hq_broker", mqtt_url, "mqtt://127.0.0.1:1883", "MQTT broker HQ ingests from", "URL"),
+        Setting("hq_mqtt_version", str, "5", "MQTT protocol version HQ speaks", choices=("5", "3.1.1")),
+        Setting("hq_worker", str, "hq-1", "this ingest worker's name (MQTT client id)", "NAME"),
+    ],
+)
+
+
+def all_groups() -> Iterable[SettingGroup]:
+    return (NODE, HQ)
+
+
+def docs_markdown() -> str:
+    parts = ["# Configuration", "", "Generated from `mobile_office/settings.py` (`mobile-office config-docs`).", ""]
+    parts += [g.markdown() for g in all_groups()]
+    return "\n".join(parts)

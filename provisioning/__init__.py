@@ -1,0 +1,1 @@
+"""HQ key material and node enrolment bundles (`mobile-office provision ...`)."""

@@ -1,0 +1,224 @@
+"""HQ keys and node enrolment bundles.
+
+HQ directory::
+
+    hq.json                 created, key ids
+    hq_seal.key             X25519 private key (opens records sealed by nodes), 0600
+    hq_sign.key             Ed25519 private key (signs acks and downlink), 0600
+    nodes/<node_id>.json    each enrolled node's public signing key, revoked flag
+
+Node bundle (copied to the van's SD card; ``mobile-office node --bundle``)::
+
+    node.json               node id, HQ public keys, config settings
+    node_sign.key           node's Ed25519 private key, 0600
+    keyslots.json           the node key wrapped per administrator (scrypt) and to HQ
+
+The node key itself is generated here, wrapped, and forgotten: it is never
+written anywhere in plaintext.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from edge import crypto
+
+from .errors import ProvisioningError
+
+NODE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+ROLES = ("van_admin", "case_admin", "supervisor")
+
+
+def b64e(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def b64d(s: str) -> bytes:
+    return base64.b64decode(s.encode("ascii"))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _raw_pub(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_private(path: Path) -> Any:
+    try:
+        return serialization.load_pem_private_key(path.read_bytes(), None)
+    except FileNotFoundError as exc:
+        raise ProvisioningError(f"key file missing: {path}") from exc
+    except ValueError as exc:
+        raise ProvisioningError(f"key file unreadable: {path}") from exc
+
+
+@dataclass
+class HQKeys:
+    directory: Path
+    seal: X25519PrivateKey
+    sign: Ed25519PrivateKey
+
+    @property
+    def seal_public(self) -> X25519PublicKey:
+        return self.seal.public_key()
+
+    @property
+    def sign_public(self) -> Ed25519PublicKey:
+        return self.sign.public_key()
+
+    def node_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Signing keys of enrolled, unrevoked nodes."""
+        out = {}
+        for p in sorted((self.directory / "nodes").glob("*.json")):
+            doc = json.loads(p.read_text(encoding="utf-8"))
+            if not doc.get("revoked"):
+                out[doc["node_id"]] = Ed25519PublicKey.from_public_bytes(b64d(doc["sign_public"]))
+        return out
+
+
+def init_hq(directory: Path) -> HQKeys:
+    """Create HQ's keys; refuses to overwrite an existing HQ."""
+    if (directory / "hq.json").exists():
+        raise ProvisioningError(f"HQ keys already exist in {directory}")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "nodes").mkdir(exist_ok=True)
+    seal, sign = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    _write_private(directory / "hq_seal.key", _pem(seal))
+    _write_private(directory / "hq_sign.key", _pem(sign))
+    _write_json(directory / "hq.json", {"created": time.time(), "seal_public": b64e(_raw_pub(seal.public_key())), "sign_public": b64e(_raw_pub(sign.public_key()))})
+    return HQKeys(directory, seal, sign)
+
+
+def load_hq(directory: Path) -> HQKeys:
+    if not (directory / "hq.json").exists():
+        raise ProvisioningError(f"no HQ keys in {directory}: run 'mobile-office provision init-hq --hq-dir {directory}' first")
+    return HQKeys(directory, load_private(directory / "hq_seal.key"), load_private(directory / "hq_sign.key"))
+
+
+@dataclass
+class AdminAccount:
+    username: str
+    password: str
+    role: str = "van_admin"
+
+
+@dataclass
+class Keyslot:
+    kind: str  # "admin" or "hq"
+    wrapped: bytes
+    username: str | None = None
+    role: str | None = None
+    salt: bytes = b""
+    n: int = crypto.SCRYPT_N
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "username": self.username, "role": self.role, "salt": b64e(self.salt), "n": self.n, "wrapped": b64e(self.wrapped)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Keyslot:
+        return cls(d["kind"], b64d(d["wrapped"]), d.get("username"), d.get("role"), b64d(d.get("salt", "")), int(d.get("n", crypto.SCRYPT_N)))
+
+
+def keyslot_context(node_id: str, kind: str, username: str | None) -> bytes:
+    return f"keyslot|{node_id}|{kind}|{username or ''}".encode()
+
+
+def make_admin_slot(node_id: str, node_key: bytes, account: AdminAccount, n: int = crypto.SCRYPT_N) -> Keyslot:
+    salt = os.urandom(16)
+    kek = crypto.kek_from_password(account.password, salt, n)
+    wrapped = crypto.wrap_with_key(node_key, kek, keyslot_context(node_id, "admin", account.username))
+    return Keyslot("admin", wrapped, account.username, account.role, salt, n)
+
+
+@dataclass
+class NodeBundle:
+    directory: Path
+    node_id: str
+    sign: Ed25519PrivateKey
+    hq_seal_public: X25519PublicKey
+    hq_sign_public: Ed25519PublicKey
+    keyslots: list[Keyslot]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount], settings: dict[str, Any] | None = None) -> NodeBundle:
+    if not NODE_ID_RE.match(node_id):
+        raise ProvisioningError("node id: 1-32 characters, lowercase Latin letters, digits and '-', e.g. van-01")
+    record = hq.directory / "nodes" / f"{node_id}.json"
+    if record.exists():
+        raise ProvisioningError(f"node {node_id} is already enrolled at this HQ")
+    if not admins:
+        raise ProvisioningError("a node needs at least one administrator")
+    for a in admins:
+        if a.role not in ROLES:
+            raise ProvisioningError(f"unknown role {a.role!r}; one of {', '.join(ROLES)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sign = Ed25519PrivateKey.generate()
+    node_key = crypto.random_key()
+    slots = [make_admin_slot(node_id, node_key, a) for a in admins]
+    slots.append(Keyslot("hq", crypto.wrap_to_public(node_key, hq.seal_public, keyslot_context(node_id, "hq", None))))
+    del node_key
+    _write_private(out_dir / "node_sign.key", _pem(sign))
+    _write_json(out_dir / "keyslots.json", [s.to_json() for s in slots])
+    _write_json(
+        out_dir / "node.json",
+        {
+            "node_id": node_id,
+            "hq_seal_public": b64e(_raw_pub(hq.seal_public)),
+            "hq_sign_public": b64e(_raw_pub(hq.sign_public)),
+            "settings": settings or {},
+        },
+    )
+    _write_json(record, {"node_id": node_id, "sign_public": b64e(_raw_pub(sign.public_key())), "enrolled": time.time(), "revoked": False})
+    return load_bundle(out_dir)
+
+
+def load_bundle(directory: Path) -> NodeBundle:
+    try:
+        doc = json.loads((directory / "node.json").read_text(encoding="utf-8"))
+        slots = [Keyslot.from_json(d) for d in json.loads((directory / "keyslots.json").read_text(encoding="utf-8"))]
+    except FileNotFoundError as exc:
+        raise ProvisioningError(f"not an enrolment bundle: {directory} ({exc.filename} missing)") from exc
+    except (ValueError, KeyError) as exc:
+        raise ProvisioningError(f"enrolment bundle {directory} is damaged: {exc}") from exc
+    return NodeBundle(
+        directory,
+        doc["node_id"],
+        load_private(directory / "node_sign.key"),
+        X25519PublicKey.from_public_bytes(b64d(doc["hq_seal_public"])),
+        Ed25519PublicKey.from_public_bytes(b64d(doc["hq_sign_public"])),
+        slots,
+        doc.get("settings", {}),
+    )
+
+
+def one_time_password() -> str:
+    return secrets.token_urlsafe(9)

@@ -1,0 +1,211 @@
+"""Envelope v1: the signed, sequence-numbered unit that crosses the link.
+
+Layout (big-endian), documented byte by byte in docs/protocol.md::
+
+    0   2  magic b"MO"
+    2   1  version (1)
+    3   1  flags: bit0 body is zlib-compressed, bit1 downlink (signed by HQ)
+    4   1  stream code (see STREAMS)
+    5   1  node id length N (1..64)
+    6   N  node id, ASCII
+    .   8  first sequence number (u64)
+    .   2  item count (u16)
+    .   8  HLC timestamp (u64, 48-bit ms + 16-bit counter)
+    .   *  body: items, each a varint length then the bytes (maybe compressed)
+    -64 64 Ed25519 signature over every byte before it
+
+The same bytes travel over MQTT and, when small enough, as one Iridium SBD
+message, so HQ verifies both paths identically.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .errors import EnvelopeError
+
+MAGIC = b"MO"
+VERSION = 1
+FLAG_COMPRESSED = 0x01
+FLAG_DOWNLINK = 0x02
+SIG_LEN = 64
+MAX_NODE_ID = 64
+MAX_ITEMS = 0xFFFF
+# Compression only pays above this size; tiny SBD messages stay raw.
+COMPRESS_MIN = 96
+
+UP_STREAMS = {"status": 1, "pos": 2, "rec": 3, "audit": 4, "evt": 5, "blob": 6}
+DOWN_STREAMS = {"ack": 16, "cmd": 17, "assign": 18, "prereg": 19, "catalog": 20}
+STREAMS = {**UP_STREAMS, **DOWN_STREAMS}
+STREAM_NAMES = {v: k for k, v in STREAMS.items()}
+
+_FIXED = struct.Struct(">QHQ")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    node_id: str
+    stream: str
+    first_seq: int
+    items: tuple[bytes, ...]
+    hlc: int
+    downlink: bool = False
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.items) - 1
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise EnvelopeError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 35:
+            raise EnvelopeError("varint too long")
+
+
+def pack_items(items: Sequence[bytes]) -> bytes:
+    return b"".join(_varint(len(i)) + i for i in items)
+
+
+def unpack_items(body: bytes, count: int) -> tuple[bytes, ...]:
+    items = []
+    pos = 0
+    for _ in range(count):
+        n, pos = _read_varint(body, pos)
+        if pos + n > len(body):
+            raise EnvelopeError("item runs past the body")
+        items.append(body[pos : pos + n])
+        pos += n
+    if pos != len(body):
+        raise EnvelopeError("trailing bytes after the last item")
+    return tuple(items)
+
+
+def encode(env: Envelope, key: Ed25519PrivateKey, compress: bool | None = None) -> bytes:
+    node = env.node_id.encode("ascii")
+    if not 1 <= len(node) <= MAX_NODE_ID:
+        raise EnvelopeError("node id must be 1..64 ASCII characters")
+    if not 1 <= len(env.items) <= MAX_ITEMS:
+        raise EnvelopeError("an envelope carries 1..65535 items")
+    body = pack_items(env.items)
+    flags = FLAG_DOWNLINK if env.downlink else 0
+    if compress is None:
+        compress = len(body) >= COMPRESS_MIN
+    if compress:
+        packed = zlib.compress(body, 6)
+        if len(packed) < len(body):
+            body = packed
+            flags |= FLAG_COMPRESSED
+    head = MAGIC + bytes([VERSION, flags, STREAMS[env.stream], len(node)]) + node
+    unsigned = head + _FIXED.pack(env.first_seq, len(env.items), env.hlc) + body
+    return unsigned + key.sign(unsigned)
+
+
+def peek_node_id(data: bytes) -> str:
+    """The claimed sender, read before verification to pick the key."""
+    if len(data) < 6 + SIG_LEN or data[:2] != MAGIC:
+        raise EnvelopeError("not a Mobile Office envelope")
+    n = data[5]
+    try:
+        return data[6 : 6 + n].decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError("node id is not ASCII") from exc
+
+
+# Refuse decompression bombs: no honest batch inflates past this.
+MAX_BODY = 16 * 1024 * 1024
+
+
+def decode(data: bytes, key_for: Callable[[str], Ed25519PublicKey | None]) -> Envelope:
+    """Verify and parse; raises EnvelopeError on anything but a valid message."""
+    node_id = peek_node_id(data)
+    if data[2] != VERSION:
+        raise EnvelopeError(f"unsupported envelope version {data[2]}")
+    flags, code, n = data[3], data[4], data[5]
+    if code not in STREAM_NAMES:
+        raise EnvelopeError(f"unknown stream code {code}")
+    fixed_at = 6 + n
+    if len(data) < fixed_at + _FIXED.size + SIG_LEN:
+        raise EnvelopeError("truncated envelope")
+    key = key_for(node_id)
+    if key is None:
+        raise EnvelopeError(f"unknown signer for node {node_id!r}")
+    unsigned, sig = data[:-SIG_LEN], data[-SIG_LEN:]
+    try:
+        key.verify(sig, unsigned)
+    except InvalidSignature as exc:
+        raise EnvelopeError(f"bad signature on a message from {node_id!r}") from exc
+    first_seq, count, hlc = _FIXED.unpack_from(data, fixed_at)
+    body = unsigned[fixed_at + _FIXED.size :]
+    if flags & FLAG_COMPRESSED:
+        try:
+            d = zlib.decompressobj()
+            body = d.decompress(body, MAX_BODY)
+            if d.unconsumed_tail:
+                raise EnvelopeError("compressed body too large")
+        except zlib.error as exc:
+            raise EnvelopeError("corrupt compressed body") from exc
+    stream = STREAM_NAMES[code]
+    downlink = bool(flags & FLAG_DOWNLINK)
+    if downlink != (stream in DOWN_STREAMS):
+        raise EnvelopeError("direction flag does not match the stream")
+    return Envelope(node_id, stream, first_seq, unpack_items(body, count), hlc, downlink)
+
+
+# Acks: one item per stream, cumulative: "HQ holds every seq <= upto".
+_ACK = struct.Struct(">BQ")
+
+
+def ack_items(acks: dict[str, int]) -> tuple[bytes, ...]:
+    return tuple(_ACK.pack(UP_STREAMS[s], upto) for s, upto in sorted(acks.items()))
+
+
+def parse_ack_items(items: Sequence[bytes]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        if len(item) != _ACK.size:
+            raise EnvelopeError("malformed ack item")
+        code, upto = _ACK.unpack(item)
+        name = STREAM_NAMES.get(code)
+        if name not in UP_STREAMS:
+            raise EnvelopeError(f"ack for unknown stream code {code}")
+        out[name] = upto
+    return out
+
+
+def topic_up(node_id: str, stream: str) -> str:
+    return f"mo/v1/{node_id}/up/{stream}"
+
+
+def topic_down(node_id: str, kind: str) -> str:
+    return f"mo/v1/{node_id}/down/{kind}"
+
+
+def topic_status(node_id: str) -> str:
+    return f"mo/v1/{node_id}/status"

@@ -1,0 +1,251 @@
+"""One MQTT connection as an async context manager (paho-mqtt 2.x underneath).
+
+Paho runs its network loop in its own thread; every callback is handed to
+the event loop with ``call_soon_threadsafe``.  Publishes become futures keyed
+by message id and resolve on the broker's PUBACK.  A PUBACK is *not* proof of
+delivery (see docs/protocol.md): callers keep their data until HQ's
+application-level ack.  The reconnect loop lives outside (``run_forever``),
+so one ``MqttLink`` is one session attempt, as in aiomqtt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from .clock import Clock
+from .errors import LinkDown, PublishTimeout
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes], Awaitable[None]]
+
+
+@dataclass
+class MqttSettings:
+    url: str
+    client_id: str
+    version: str = "5"  # "5" or "3.1.1"
+    keepalive: int = 30
+    session_expiry: int = 7 * 24 * 3600
+    connect_timeout: float = 10.0
+    publish_timeout: float = 15.0
+    will_topic: str | None = None
+    will_payload: bytes = b""
+    tls: ssl.SSLContext | None = None
+    username: str | None = None
+    password: str | None = None
+    subscriptions: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        u = urlparse(self.url)
+        default = 8883 if u.scheme == "mqtts" else 1883
+        return u.hostname or "127.0.0.1", u.port or default
+
+
+class MqttLink:
+    """A connected MQTT session.  Leaves by raising LinkDown when the connection drops."""
+
+    def __init__(self, settings: MqttSettings, on_message: MessageHandler) -> None:
+        self.settings = settings
+        self._on_message = on_message
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected: asyncio.Future[bool] | None = None
+        self._closed = asyncio.Event()
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._client: paho.Client | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.session_present = False
+
+    # -- paho thread -> event loop --------------------------------------
+    def _cb_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._on_connect, not reason.is_failure, bool(flags.session_present), str(reason))
+
+    def _cb_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._on_disconnect, str(reason))
+
+    def _cb_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._on_puback, mid, reason.is_failure, str(reason))
+
+    def _cb_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._dispatch, msg.topic, bytes(msg.payload))
+
+    # -- on the event loop -----------------------------------------------
+    def _on_connect(self, ok: bool, session_present: bool, reason: str) -> None:
+        self.session_present = session_present
+        if self._connected and not self._connected.done():
+            if ok:
+                self._connected.set_result(True)
+            else:
+                self._connected.set_exception(LinkDown(f"broker refused the connection: {reason}"))
+
+    def _on_disconnect(self, reason: str) -> None:
+        if self._connected and not self._connected.done():
+            self._connected.set_exception(LinkDown(f"connection failed: {reason}"))
+        self._closed.set()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(LinkDown(f"disconnected: {reason}"))
+        self._pending.clear()
+
+    def _on_puback(self, mid: int, failed: bool, reason: str) -> None:
+        fut = self._pending.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        if failed:
+            fut.set_exception(LinkDown(f"broker rejected publish: {reason}"))
+        else:
+            fut.set_result(None)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        task = asyncio.ensure_future(self._on_message(topic, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("message handler failed: %r", task.exception())
+
+    # -- public API --------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and not self._closed.is_set()
+
+    async def __aenter__(self) -> MqttLink:
+        self._loop = asyncio.get_running_loop()
+        s = self.settings
+        v5 = s.version == "5"
+        client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else False,
+        )
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_publish = self._cb_publish
+        client.on_message = self._cb_message
+        # Our own outbox resends; paho must not grow an unbounded queue.
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(64)
+        if s.tls is not None:
+            client.tls_set_context(s.tls)
+        if s.username:
+            client.username_pw_set(s.username, s.password)
+        if s.will_topic:
+            client.will_set(s.will_topic, s.will_payload, qos=1, retain=True)
+        props = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = s.session_expiry
+        host, port = s.host_port
+        self._connected = self._loop.create_future()
+        self._client = client
+        try:
+            if v5:
+                client.connect_async(host, port, s.keepalive, clean_start=False, properties=props)
+            else:
+                client.connect_async(host, port, s.keepalive)
+            client.loop_start()
+            await asyncio.wait_for(asyncio.shield(self._connected), s.connect_timeout)
+            for topic, qos in s.subscriptions:
+                client.subscribe(topic, qos)
+        except BaseException as exc:
+            await self._stop()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise LinkDown(f"no answer from broker {host}:{port}") from exc
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stop()
+
+    async def _stop(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.disconnect()
+        except Exception:  # already gone
+            pass
+        # loop_stop joins the network thread: keep that off the event loop.
+        await asyncio.get_running_loop().run_in_executor(None, client.loop_stop)
+        self._on_disconnect("closed")
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish and wait for the broker's PUBACK (QoS 1)."""
+        client = self._client
+        if client is None or self._closed.is_set():
+            raise LinkDown("not connected")
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise LinkDown(f"publish failed: {paho.error_string(info.rc)}")
+        if qos == 0:
+            return
+        fut = self._pending.get(info.mid)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._pending[info.mid] = fut
+        try:
+            await asyncio.wait_for(fut, self.settings.publish_timeout)
+        except asyncio.TimeoutError as exc:
+            self._pending.pop(info.mid, None)
+            raise PublishTimeout(f"no PUBACK for {topic} within {self.settings.publish_timeout}s") from exc
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+        raise LinkDown("connection lost")
+
+
+async def run_forever(
+    settings: MqttSettings,
+    on_message: MessageHandler,
+    session: Callable[[MqttLink], Awaitable[None]],
+    clock: Clock,
+    on_state: Callable[[bool], None] | None = None,
+    min_backoff: float = 0.5,
+    max_backoff: float = 30.0,
+) -> None:
+    """Keep a session up: connect, run ``session(link)``, reconnect with jittered backoff."""
+    backoff = min_backoff
+    was_up: bool | None = None
+    while True:
+        try:
+            async with MqttLink(settings, on_message) as link:
+                backoff = min_backoff
+                if was_up is not True:
+                    log.info("MQTT connected to %s as %s", settings.url, settings.client_id)
+                was_up = True
+                if on_state:
+                    on_state(True)
+                await session(link)
+                await link.wait_closed()
+        except (LinkDown, PublishTimeout, OSError) as exc:
+            if was_up is not False:
+                log.warning("MQTT link down (%s); retrying", exc)
+            was_up = False
+        if on_state:
+            on_state(False)
+        # Full jitter: a fleet of vans must not reconnect in lockstep after a broker restart.
+        await clock.sleep(random.uniform(min_backoff, backoff))
+        backoff = min(max_backoff, backoff * 2)
