@@ -1,0 +1,39 @@
+"""`mobile-office demo` starts on a bare machine, answers on both ports, stops cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
+from tests.helpers import ApiClient
+
+pytestmark = pytest.mark.functional
+
+
+def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path, procs: list[Proc]) -> None:
+    node_port, hq_port = free_port(), free_port()
+    demo = spawn(
+        mobile_office_cmd("demo", "--data-dir", str(tmp_path / "demo"), "--http-port", str(node_port), "--hq-port", str(hq_port), "--admin-password", "демо-пароль"),
+        tmp_path / "demo.log",
+    )
+    procs.append(demo)
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{node_port}/healthz") and http_ok(f"http://127.0.0.1:{hq_port}/healthz"), 60, what="demo to serve")
+    out = demo.output()
+    assert f"http://127.0.0.1:{node_port}/" in out and f"http://127.0.0.1:{hq_port}/" in out
+    assert "admin / демо-пароль" in out
+
+    api = ApiClient(f"http://127.0.0.1:{node_port}")
+    api.login("admin", "демо-пароль")
+    status, doc = api.request("POST", "/api/v1/applications", {"surname": "Косач", "given_name": "Лариса", "rnokpp": "3184710691", "service_code": "RES-01"})
+    assert status == 201, doc
+    hq = ApiClient(f"http://127.0.0.1:{hq_port}")
+    wait_until(lambda: hq.get("/api/v1/stats")["records"] == 1, 60, what="the record at HQ")
+    # The simulated van's position reaches HQ through gpsd protocol and MQTT.
+    wait_until(lambda: hq.get("/api/v1/fleet")[0]["lat"] is not None, 60, what="a position at HQ")
+
+    assert demo.terminate() == 0
+    out = demo.output()
+    assert "Traceback" not in out, out[-3000:]
+    assert not http_ok(f"http://127.0.0.1:{node_port}/healthz")
