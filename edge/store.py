@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from sync import outbox
 from sync.clock import Clock
 from sync.db import open_db, transaction
+from sync.migrate import migrate
 
 from . import crypto
 from .errors import CryptoError, StoreLocked
@@ -108,20 +109,8 @@ class Store:
         await self.db.close()
 
     async def _migrate(self) -> None:
-        async with self.db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        current = int(row[0]) if row else 0
-        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            async with transaction(self.db):
-                for stmt in script.split(";"):
-                    if stmt.strip():
-                        await self.db.execute(stmt)
-                await self.db.execute(f"PRAGMA user_version = {version}")
-            log.info("store migrated to schema %d", version)
-        async with transaction(self.db):
-            for stmt in outbox.SCHEMA.split(";"):
-                if stmt.strip():
-                    await self.db.execute(stmt)
+        await migrate(self.db, "store", MIGRATIONS)
+        await outbox.create_schema(self.db)
 
     # -- keys --------------------------------------------------------------
     async def import_keyslots(self, slots: list[dict[str, object]]) -> bool:

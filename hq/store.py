@@ -17,33 +17,36 @@ import aiosqlite
 
 from sync.clock import Clock
 from sync.db import open_db, transaction
+from sync.migrate import migrate
 from sync.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
+MIGRATIONS = [
+    """
+CREATE TABLE items (
     node_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
     payload BLOB NOT NULL, hlc INTEGER NOT NULL, via TEXT NOT NULL, received REAL NOT NULL,
     PRIMARY KEY (node_id, stream, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS stream_state (
+CREATE TABLE stream_state (
     node_id TEXT NOT NULL, stream TEXT NOT NULL, contiguous INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (node_id, stream)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS node_state (
+CREATE TABLE node_state (
     node_id TEXT PRIMARY KEY, last_seen REAL, lat REAL, lon REAL, pos_time REAL,
     link TEXT, status TEXT, status_at REAL
 );
-CREATE TABLE IF NOT EXISTS records (
+CREATE TABLE records (
     node_id TEXT NOT NULL, seq INTEGER NOT NULL, record_id TEXT NOT NULL UNIQUE, number TEXT NOT NULL,
     service_code TEXT NOT NULL, created REAL NOT NULL, sealed TEXT NOT NULL,
     PRIMARY KEY (node_id, seq)
 );
-CREATE TABLE IF NOT EXISTS rejections (
+CREATE TABLE rejections (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, claimed_node TEXT, channel TEXT, reason TEXT
 );
-"""
+""",
+]
 
 POS_STRUCT = struct.Struct(">dii")
 
@@ -56,10 +59,7 @@ class HQStore:
     @classmethod
     async def open(cls, path: Path, clock: Clock) -> HQStore:
         db = await open_db(path)
-        async with transaction(db):
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
-                    await db.execute(stmt)
+        await migrate(db, "hq", MIGRATIONS)
         return cls(db, clock)
 
     async def close(self) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from .clock import Clock
 from .errors import LinkDown, PublishTimeout
@@ -132,7 +133,7 @@ class MqttLink:
         s = self.settings
         v5 = s.version == "5"
         client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             clean_session=None if v5 else False,
@@ -152,7 +153,7 @@ class MqttLink:
             client.will_set(s.will_topic, s.will_payload, qos=1, retain=True)
         props = None
         if v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = s.session_expiry
         host, port = s.host_port
         self._connected = self._loop.create_future()

@@ -13,22 +13,25 @@ from dataclasses import dataclass
 import aiosqlite
 
 from .db import transaction
+from .migrate import migrate
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+MIGRATIONS = [
+    """
+CREATE TABLE outbox (
     stream   TEXT    NOT NULL,
     seq      INTEGER NOT NULL,
     payload  BLOB    NOT NULL,
     created  REAL    NOT NULL,
     PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox_stream (
+CREATE TABLE outbox_stream (
     stream    TEXT PRIMARY KEY,
     next_seq  INTEGER NOT NULL DEFAULT 1,
     acked     INTEGER NOT NULL DEFAULT 0,
     acked_at  REAL
 );
-"""
+""",
+]
 
 # Drain order: what HQ needs to track the fleet first, bulky things last.
 PRIORITY = ("status", "pos", "rec", "audit", "evt", "blob")
@@ -55,7 +58,7 @@ class StreamState:
 
 
 async def create_schema(db: aiosqlite.Connection) -> None:
-    await db.executescript(SCHEMA)
+    await migrate(db, "outbox", MIGRATIONS)
 
 
 async def enqueue(db: aiosqlite.Connection, stream: str, payload: bytes, now: float) -> int:
