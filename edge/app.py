@@ -91,7 +91,10 @@ def create_app(config: NodeConfig) -> web.Application:
     app[CONFIG] = config
     app[SESSIONS] = Sessions(config.clock, config.session_timeout)
     app[CATALOG] = Catalog.load()
-    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    env = aiohttp_jinja2.setup(
+        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, context_processors=[aiohttp_jinja2.request_processor, views.ui_context]
+    )
+    views.install_filters(env)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_gps_ctx)
     app.cleanup_ctx.append(_uplink_ctx)

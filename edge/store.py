@@ -198,14 +198,16 @@ class Store:
 
     async def read_application(self, app_id: str) -> dict[str, str]:
         node_key = self._require_key()
-        async with self.db.execute("SELECT number, service_code, version, fields, wrap_hq, wrap_node FROM applications WHERE id = ?", (app_id,)) as cur:
+        async with self.db.execute(
+            "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created FROM applications WHERE id = ?", (app_id,)
+        ) as cur:
             row = await cur.fetchone()
         if row is None:
             raise KeyError(app_id)
-        number, code, version, fields, wrap_hq, wrap_node = row
+        number, code, version, fields, wrap_hq, wrap_node, created = row
         rec = crypto.SealedRecord("applications", app_id, version, _unpack_fields(fields), bytes(wrap_hq), None if wrap_node is None else bytes(wrap_node))
         out = crypto.open_with_node_key(rec, node_key)
-        out.update(number=number, service_code=code)
+        out.update(number=number, service_code=code, created=str(created))
         return out
 
     async def record_position(self, gps_time: float, lat: float, lon: float) -> None:

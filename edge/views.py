@@ -1,33 +1,64 @@
-"""Server-rendered pages of the van UI (work with JavaScript off)."""
+"""Server-rendered pages of the van UI.  The core flow works with JavaScript off.
+
+Strings come from edge/i18n.py; pages follow post/redirect/get so that a
+reload never submits an application twice.
+"""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
 import aiohttp_jinja2
+import segno
 from aiohttp import web
 
+from . import i18n
 from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
-from .auth import Session, set_cookie
-from .errors import Locked, ValidationFailed
+from .auth import COOKIE, Session, set_cookie
+from .errors import HttpError, Locked, ValidationFailed
 from .intake import parse_application
 from .status import node_status
+
+ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def language(request: web.Request) -> str:
+    lang = request.cookies.get(i18n.COOKIE, i18n.DEFAULT)
+    return lang if lang in i18n.LANGUAGES else i18n.DEFAULT
+
+
+async def ui_context(request: web.Request) -> dict[str, Any]:
+    """Jinja context processor: translator and language on every page."""
+    lang = language(request)
+    return {"t": i18n.translator(lang), "lang": lang}
+
+
+def hhmm(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(float(ts)).strftime("%H:%M")
+
+
+def install_filters(env: Any) -> None:
+    env.filters["hhmm"] = hhmm
 
 
 async def _page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
     ctx.setdefault("status", await node_status(request.app))
+    ctx.setdefault("session", request.app[SESSIONS].get(request))
     return aiohttp_jinja2.render_template(template, request, ctx, status=status)
 
 
 def _session_or_redirect(request: web.Request) -> Session:
     s = request.app[SESSIONS].get(request)
     if s is None:
-        raise web.HTTPSeeOther("/login")
+        expired = "?expired=1" if request.cookies.get(COOKIE) else ""
+        raise web.HTTPSeeOther("/login" + expired)
     return s
 
 
 async def login_form(request: web.Request) -> web.Response:
-    return await _page(request, "login.html", {"error": None, "username": ""})
+    return await _page(request, "login.html", {"error": None, "username": "", "expired": "expired" in request.query})
 
 
 async def login_submit(request: web.Request) -> web.Response:
@@ -35,7 +66,8 @@ async def login_submit(request: web.Request) -> web.Response:
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     account = await request.app[STORE].unlock(username, password) if username and password else None
     if account is None:
-        return await _page(request, "login.html", {"error": "Неправильне ім'я користувача або пароль", "username": username}, status=401)
+        ctx = {"error": i18n.translate("login.failed", language(request)), "username": username, "expired": False}
+        return await _page(request, "login.html", ctx, status=401)
     session = request.app[SESSIONS].create(account.username, account.role)
     resp = web.HTTPSeeOther("/")
     set_cookie(resp, session, request.app[CONFIG].secure_cookies)
@@ -47,12 +79,34 @@ async def logout(request: web.Request) -> web.Response:
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     request.app[SESSIONS].drop(s)
-    raise web.HTTPSeeOther("/login")
+    resp = web.HTTPSeeOther("/login")
+    resp.del_cookie(COOKIE, path="/")
+    raise resp
+
+
+async def set_language(request: web.Request) -> web.Response:
+    lang = request.match_info["lang"]
+    if lang not in i18n.LANGUAGES:
+        raise HttpError("Невідома мова", code="unknown_language", status=404)
+    back = request.query.get("next", "/")
+    resp = web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/")
+    resp.set_cookie(i18n.COOKIE, lang, max_age=365 * 24 * 3600, samesite="Strict", path="/")
+    raise resp
+
+
+def _intake_ctx(request: web.Request, s: Session, values: dict[str, str], errors: dict[str, str], message: str | None = None) -> dict[str, Any]:
+    catalog = request.app[CATALOG]
+    docs = {code: list(svc.documents) for code, svc in catalog.services.items()}
+    chosen = catalog.services.get(values.get("service_code", ""))
+    return {
+        "session": s, "catalog": catalog, "values": values, "errors": errors, "message": message,
+        "documents": docs, "chosen": chosen,
+    }
 
 
 async def intake_form(request: web.Request) -> web.Response:
     s = _session_or_redirect(request)
-    return await _page(request, "intake.html", {"session": s, "catalog": request.app[CATALOG], "values": {}, "errors": {}})
+    return await _page(request, "intake.html", _intake_ctx(request, s, {}, {}))
 
 
 async def intake_submit(request: web.Request) -> web.Response:
@@ -61,21 +115,44 @@ async def intake_submit(request: web.Request) -> web.Response:
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     values = {k: str(form.get(k, "")) for k in ("surname", "given_name", "rnokpp", "service_code")}
     store = request.app[STORE]
+    if store.locked:
+        raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
     try:
-        if store.locked:
-            raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
         inp = parse_application(values, request.app[CATALOG])
     except ValidationFailed as exc:
-        ctx = {"session": s, "catalog": request.app[CATALOG], "values": values, "errors": exc.fields, "message": exc.message}
-        return await _page(request, "intake.html", ctx, status=422)
+        msg = i18n.translate("intake.fix_fields", language(request))
+        return await _page(request, "intake.html", _intake_ctx(request, s, values, exc.fields, msg), status=422)
     saved = await store.create_application(inp.surname, inp.given_name, inp.rnokpp, inp.service_code, s.username)
-    service = request.app[CATALOG].services[inp.service_code]
-    return await _page(request, "saved.html", {"session": s, "number": saved.number, "service": service})
+    raise web.HTTPSeeOther(f"/applications/{saved.id}/receipt?saved=1")
+
+
+async def receipt(request: web.Request) -> web.Response:
+    _session_or_redirect(request)
+    app_id = request.match_info["id"]
+    if not ID_RE.match(app_id):
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    store = request.app[STORE]
+    if store.locked:
+        raise Locked("Сховище заблоковане: увійдіть знову")
+    try:
+        rec = await store.read_application(app_id)
+    except KeyError as exc:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404) from exc
+    service = request.app[CATALOG].services.get(rec["service_code"])
+    qr = segno.make(rec["number"], error="m").svg_inline(scale=4, title=rec["number"])
+    ctx = {
+        "rec": rec, "service": service, "qr": qr, "just_saved": "saved" in request.query,
+        "paper": "receipt80" if request.query.get("paper") == "80" else "a4",
+        "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
+    }
+    return await _page(request, "receipt.html", ctx)
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login_submit)
     app.router.add_post("/logout", logout)
+    app.router.add_get("/lang/{lang}", set_language)
     app.router.add_get("/", intake_form)
     app.router.add_post("/applications", intake_submit)
+    app.router.add_get("/applications/{id}/receipt", receipt)

@@ -1,0 +1,90 @@
+"""Every string the van UI shows people, in one catalogue: Ukrainian first, English too.
+
+Templates call ``t("key")``; a missing key in the chosen language falls back
+to Ukrainian, and a key missing everywhere shows itself (so it is noticed in
+tests, never crashes a page).  The language comes from the ``mo_lang``
+cookie, set by the switch in the page header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+LANGUAGES = ("uk", "en")
+DEFAULT = "uk"
+COOKIE = "mo_lang"
+
+CATALOGUE: dict[str, dict[str, str]] = {
+    "app.title": {"uk": "Мобільний офіс", "en": "Mobile Office"},
+    "app.centre": {"uk": "ЦНАП", "en": "ASC"},
+    "nav.new_application": {"uk": "Нова заява", "en": "New application"},
+    "nav.logout": {"uk": "Вийти", "en": "Log out"},
+    "nav.skip": {"uk": "Перейти до змісту", "en": "Skip to content"},
+    "lang.switch": {"uk": "English", "en": "Українська"},
+    "status.gps": {"uk": "GPS", "en": "GPS"},
+    "status.gps.fix": {"uk": "є сигнал", "en": "fix"},
+    "status.gps.no_fix": {"uk": "немає фіксації", "en": "no fix"},
+    "status.gps.no_receiver": {"uk": "немає приймача", "en": "no receiver"},
+    "status.gps.gpsd_down": {"uk": "gpsd недоступний", "en": "gpsd down"},
+    "status.link": {"uk": "Зв'язок з ЦНАП", "en": "Link to HQ"},
+    "status.link.up": {"uk": "є (MQTT)", "en": "up (MQTT)"},
+    "status.link.down": {"uk": "немає", "en": "down"},
+    "status.pending": {"uk": "Чекають відправлення", "en": "Waiting to send"},
+    "status.oldest": {"uk": "найстаріший", "en": "oldest"},
+    "status.last_ack": {"uk": "Останнє підтвердження ЦНАП", "en": "Last HQ acknowledgement"},
+    "status.never": {"uk": "ще не було", "en": "none yet"},
+    "status.store": {"uk": "Сховище", "en": "Store"},
+    "status.store.locked": {"uk": "заблоковане", "en": "locked"},
+    "status.store.open": {"uk": "відкрите", "en": "unlocked"},
+    "login.title": {"uk": "Вхід адміністратора", "en": "Administrator login"},
+    "login.username": {"uk": "Ім'я користувача", "en": "Username"},
+    "login.password": {"uk": "Пароль", "en": "Password"},
+    "login.submit": {"uk": "Увійти", "en": "Log in"},
+    "login.failed": {"uk": "Неправильне ім'я користувача або пароль", "en": "Wrong username or password"},
+    "login.locked_notice": {
+        "uk": "Після перезапуску дані громадян зашифровані й недоступні, доки адміністратор не увійде. Передавання до ЦНАП і запис маршруту тривають.",
+        "en": "After a restart citizens' data stays encrypted until an administrator logs in. Delivery to HQ and route recording go on.",
+    },
+    "login.expired": {"uk": "Сеанс завершено через бездіяльність. Увійдіть знову.", "en": "Your session timed out. Please log in again."},
+    "intake.title": {"uk": "Нова заява", "en": "New application"},
+    "intake.applicant": {"uk": "Заявник", "en": "Applicant"},
+    "intake.surname": {"uk": "Прізвище", "en": "Surname"},
+    "intake.given_name": {"uk": "Ім'я", "en": "Given name"},
+    "intake.rnokpp": {"uk": "РНОКПП (10 цифр)", "en": "Taxpayer number (RNOKPP, 10 digits)"},
+    "intake.service": {"uk": "Послуга", "en": "Service"},
+    "intake.service.search": {"uk": "Пошук послуги за назвою або кодом", "en": "Find a service by name or code"},
+    "intake.service.choose": {"uk": "— оберіть послугу —", "en": "— choose a service —"},
+    "intake.documents": {"uk": "Документи, які треба перевірити", "en": "Documents to check"},
+    "intake.submit": {"uk": "Зберегти заяву", "en": "Save application"},
+    "intake.fix_fields": {"uk": "Перевірте поля, позначені червоним", "en": "Please check the fields marked in red"},
+    "saved.title": {"uk": "Заяву збережено", "en": "Application saved"},
+    "saved.number": {"uk": "Номер заяви", "en": "Application number"},
+    "saved.durable": {
+        "uk": "Заява надійно збережена на цьому пристрої й буде передана до ЦНАП, щойно з'явиться зв'язок.",
+        "en": "The application is safely stored on this device and will reach HQ as soon as there is a connection.",
+    },
+    "receipt.title": {"uk": "Розписка про прийняття заяви", "en": "Application receipt"},
+    "receipt.print": {"uk": "Друкувати", "en": "Print"},
+    "receipt.print_80": {"uk": "Друк на чековому принтері (80 мм)", "en": "Print on a receipt printer (80 mm)"},
+    "receipt.service": {"uk": "Послуга", "en": "Service"},
+    "receipt.applicant": {"uk": "Заявник", "en": "Applicant"},
+    "receipt.date": {"uk": "Дата прийняття", "en": "Received on"},
+    "receipt.documents": {"uk": "Документи, надані для перевірки", "en": "Documents presented"},
+    "receipt.term": {"uk": "Строк надання послуги", "en": "Term"},
+    "receipt.term_value": {"uk": "до 10 робочих днів; про готовність повідомимо", "en": "up to 10 working days; we will notify you when ready"},
+    "receipt.qr": {"uk": "QR-код із номером заяви: збережіть його", "en": "QR code with the application number: keep it"},
+    "receipt.next": {"uk": "Наступний громадянин", "en": "Next citizen"},
+    "error.home": {"uk": "На головну", "en": "Home"},
+}
+
+
+def translate(key: str, lang: str) -> str:
+    entry = CATALOGUE.get(key)
+    if entry is None:
+        return key
+    return entry.get(lang) or entry[DEFAULT]
+
+
+def translator(lang: str) -> Callable[[str], str]:
+    lang = lang if lang in LANGUAGES else DEFAULT
+    return lambda key: translate(key, lang)

@@ -1,0 +1,97 @@
+"""A van administrator's day in the browser, against `mobile-office demo`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
+from tests.ui.conftest import axe_violations, screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.functional]
+
+PASSWORD = "Пароль-для-тесту-1"
+
+
+@pytest.fixture
+def demo(tmp_path: Path, procs: list[Proc]) -> Iterator[str]:
+    node_port, hq_port = free_port(), free_port()
+    p = spawn(
+        mobile_office_cmd("demo", "--data-dir", str(tmp_path / "demo"), "--http-port", str(node_port), "--hq-port", str(hq_port), "--admin-password", PASSWORD),
+        tmp_path / "demo.log",
+    )
+    procs.append(p)
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{node_port}/healthz") and http_ok(f"http://127.0.0.1:{hq_port}/healthz"), 60, what="demo")
+    yield f"http://127.0.0.1:{node_port}"
+    p.terminate()
+
+
+def test_van_day_login_intake_with_correction_receipt_logout(browser: Any, demo: str) -> None:
+    ctx = browser.new_context(viewport={"width": 1024, "height": 768}, locale="uk-UA")
+    page = ctx.new_page()
+    page.goto(demo + "/")
+    assert page.url.endswith("/login")
+    assert axe_violations(page) == []
+
+    # Wrong password first: a clear message, and the store stays locked.
+    page.fill("#username", "admin")
+    page.fill("#password", "не той пароль")
+    page.click("#login-submit")
+    assert "Неправильне ім'я користувача або пароль" in page.inner_text("#login-error")
+    screenshot(page, "van-login", docs=True)
+
+    # Keyboard only: the username keeps its value, type the password, Enter.
+    page.focus("#password")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(demo + "/")
+    assert page.inner_text("h1") == "Нова заява"
+    assert axe_violations(page) == []
+
+    # One wrong field: the error sits next to it, everything typed is kept.
+    page.fill("#surname", "Шевченко")
+    page.fill("#given_name", "Тарас")
+    page.fill("#rnokpp", "1759013775")
+    page.fill("#service-search", "RES-01")
+    assert page.eval_on_selector("#service_code", "el => el.value") == "RES-01"
+    assert "Паспорт громадянина України" in page.inner_text("#documents")
+    page.click("#submit-application")
+    assert "контрольну цифру" in page.inner_text("#rnokpp-error")
+    assert page.get_attribute("#rnokpp", "aria-invalid") == "true"
+    assert page.input_value("#surname") == "Шевченко"
+    assert page.input_value("#given_name") == "Тарас"
+    assert page.eval_on_selector("#service_code", "el => el.value") == "RES-01"
+    screenshot(page, "van-intake-error", docs=True)
+    assert axe_violations(page) == []
+
+    page.fill("#rnokpp", "1759013776")
+    page.click("#submit-application")
+    page.wait_for_url(re.compile(r".*/applications/[0-9a-f]{32}/receipt\?saved=1$"))
+    number = page.inner_text("#application-number")
+    assert re.fullmatch(r"VAN-01-\d{8}-\d{4}", number)
+    assert "Шевченко Тарас" in page.inner_text(".receipt")
+    assert page.locator(".qr svg").count() == 1
+    screenshot(page, "van-receipt", docs=True)
+    assert axe_violations(page) == []
+
+    # A reload shows the receipt again and stores nothing twice (post/redirect/get).
+    page.reload()
+    assert page.inner_text("#application-number") == number
+
+    # The status bar is live: the record leaves the outbox once HQ acks it.
+    wait_until(lambda: page.inner_text('[data-field="pending"] b').startswith("0"), 60, what="status bar to show the outbox drained")
+
+    # English is available for every string on the page.
+    page.click("text=English")
+    assert page.inner_text(".receipt h2") == "Application receipt"
+    page.click("text=Українська")
+
+    page.click("text=Вийти")
+    page.wait_for_url(demo + "/login")
+    page.goto(demo + "/")
+    assert page.url.endswith("/login")
+    ctx.close()
