@@ -21,7 +21,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API runs its own event loop, which must be
+# gone before pytest-asyncio's tests in other modules start theirs.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's Chromium is not installed (the test command installs it as root: apt-get install chromium)")
