@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date
+
 from aiohttp import web
 
 from mobile_office.web import json_response
 
 from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
-from .auth import set_cookie
+from .auth import Session, set_cookie
 from .errors import HttpError, Locked, Unauthorized, ValidationFailed
-from .intake import parse_application
+from .intake import parse_applicant, parse_application
 from .status import node_status
 
 
@@ -58,8 +61,43 @@ async def create_application(request: web.Request) -> web.Response:
     if store.locked:
         raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
     inp = parse_application(data, request.app[CATALOG])
-    saved = await store.create_application(inp.surname, inp.given_name, inp.rnokpp, inp.service_code, session.username)
+    applicant_id = data.get("applicant_id")
+    if applicant_id is not None and not (
+        isinstance(applicant_id, str) and re.fullmatch(r"[0-9a-f]{32}", applicant_id) and await store.applicant_exists(applicant_id)
+    ):
+        raise ValidationFailed("Невідомий заявник", fields={"applicant_id": "має бути ідентифікатором заявника"})
+    saved = await store.create_application(inp.surname, inp.given_name, inp.rnokpp, inp.service_code, session.username, applicant_id)
     return json_response({"id": saved.id, "number": saved.number}, status=201)
+
+
+async def _unlocked_session(request: web.Request) -> Session:
+    session = request.app[SESSIONS].require(request)
+    if request.app[STORE].locked:
+        raise Locked("Сховище заблоковане: увійдіть знову, щоб працювати з даними громадян")
+    return session
+
+
+async def create_applicant(request: web.Request) -> web.Response:
+    session = await _unlocked_session(request)
+    data = await _json_body(request)
+    inp = parse_applicant(data, date.fromtimestamp(request.app[CONFIG].clock.now()))
+    applicant_id = await request.app[STORE].create_applicant(inp.fields, session.username)
+    return json_response({"id": applicant_id, "warnings": list(inp.warnings)}, status=201)
+
+
+async def find_applicants(request: web.Request) -> web.Response:
+    session = await _unlocked_session(request)
+    q = request.query
+    doc = (q["document_type"], q["document_number"].upper()) if q.get("document_type") and q.get("document_number") else None
+    if not (q.get("rnokpp") or q.get("unzr") or doc or (q.get("surname") and q.get("birth_date"))):
+        raise ValidationFailed(
+            "Вкажіть РНОКПП, УНЗР, документ або прізвище з датою народження",
+            fields={"query": "rnokpp | unzr | document_type+document_number | surname+birth_date"},
+        )
+    found = await request.app[STORE].find_applicants(
+        session.username, rnokpp=q.get("rnokpp"), unzr=q.get("unzr"), document=doc, surname=q.get("surname"), birth_date=q.get("birth_date")
+    )
+    return json_response({"applicants": found})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -72,3 +110,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/logout", logout)
     app.router.add_post("/api/v1/applications", create_application)
     app.router.add_get("/api/v1/status", status)
+    app.router.add_post("/api/v1/applicants", create_applicant)
+    app.router.add_get("/api/v1/applicants", find_applicants)

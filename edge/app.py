@@ -53,6 +53,21 @@ async def _background(coro_task: asyncio.Task[None]) -> AsyncIterator[None]:
             await coro_task
 
 
+async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Crypto-shred what HQ holds once local retention has passed (needs no key: runs while locked)."""
+    cfg, store = app[CONFIG], app[STORE]
+
+    async def shred_forever() -> None:
+        while True:
+            n = await store.shred_expired(cfg.retention_days * 86400)
+            if n:
+                log.info("shredded the local copy of %d records held by HQ", n)
+            await cfg.clock.sleep(cfg.shred_interval)
+
+    async with _background(asyncio.create_task(shred_forever(), name="shredder")):
+        yield
+
+
 async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     host, port = cfg.gpsd or ("127.0.0.1", 2947)
@@ -96,6 +111,7 @@ def create_app(config: NodeConfig) -> web.Application:
     )
     views.install_filters(env)
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_shredder_ctx)
     app.cleanup_ctx.append(_gps_ctx)
     app.cleanup_ctx.append(_uplink_ctx)
     api.add_routes(app)

@@ -29,6 +29,8 @@ class NodeConfig:
     position_interval: float = 5.0
     ack_timeout: float = 10.0
     secure_cookies: bool = False
+    retention_days: float = 7.0
+    shred_interval: float = 3600.0
     clock: Clock = field(default_factory=SystemClock)
 
     @property

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 
 from .catalog import Catalog
 from .errors import ValidationFailed
-from .validation import FieldError, validate_name, validate_rnokpp
+from .validation import (
+    FieldError, rnokpp_warnings, unzr_birth_date, validate_birth_date, validate_document, validate_name, validate_phone,
+    validate_rnokpp, validate_unzr,
+)
 
 
 @dataclass(frozen=True)
@@ -45,3 +50,82 @@ def parse_application(data: Mapping[str, object], catalog: Catalog) -> Applicati
     if errors:
         raise ValidationFailed("Перевірте поля, позначені червоним", fields=errors)
     return ApplicationInput(values["surname"], values["given_name"], values["rnokpp"], code)
+
+
+CATEGORIES = ("age80", "disability1", "disability", "incapacitated", "idp", "veteran", "attack", "none")
+
+
+@dataclass(frozen=True)
+class ApplicantInput:
+    """A validated applicant; every value is already normalised."""
+
+    fields: dict[str, str]  # sensitive: sealed before storage
+    warnings: tuple[str, ...]
+
+
+def parse_applicant(data: Mapping[str, object], today: date) -> ApplicantInput:
+    """Required: surname, given_name, and РНОКПП or a reason it is absent.  The rest optional."""
+    errors: dict[str, str] = {}
+    out: dict[str, str] = {}
+
+    def get(name: str) -> str:
+        v = data.get(name, "")
+        return v.strip() if isinstance(v, str) else ""
+
+    def check(name: str, fn: Callable[[str], str], optional: bool = False) -> None:
+        raw = get(name)
+        if optional and not raw:
+            return
+        try:
+            out[name] = fn(raw)
+        except FieldError as exc:
+            errors[name] = exc.message
+
+    check("surname", lambda v: validate_name(v, "прізвище"))
+    check("given_name", lambda v: validate_name(v, "ім'я"))
+    check("patronymic", lambda v: validate_name(v, "по батькові"), optional=True)
+    birth: date | None = None
+    if get("birth_date"):
+        try:
+            birth = validate_birth_date(get("birth_date"), today)
+            out["birth_date"] = birth.isoformat()
+        except FieldError as exc:
+            errors["birth_date"] = exc.message
+    absent = get("rnokpp_absent_reason")
+    if absent and not get("rnokpp"):
+        out["rnokpp_absent_reason"] = absent[:200]
+    else:
+        check("rnokpp", validate_rnokpp)
+    check("unzr", validate_unzr, optional=True)
+    doc_type, doc_number = get("document_type"), get("document_number")
+    if doc_type or doc_number:
+        try:
+            out["document_number"] = validate_document(doc_type, doc_number)
+            out["document_type"] = doc_type
+        except FieldError as exc:
+            errors["document_number"] = exc.message
+    check("phone", validate_phone, optional=True)
+    email = get("email")
+    if email:
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email) or len(email) > 254:
+            errors["email"] = "Електронна пошта має вигляд name@example.com"
+        else:
+            out["email"] = email
+    address = get("address")
+    if address:
+        out["address"] = address[:300]
+    cats = data.get("categories", [])
+    if isinstance(cats, str):
+        cats = [c for c in cats.split(",") if c]
+    if not isinstance(cats, list) or any(c not in CATEGORIES for c in cats):
+        errors["categories"] = "Невідома категорія заявника"
+    elif cats:
+        out["categories"] = ",".join(sorted(set(str(c) for c in cats)))
+    if errors:
+        raise ValidationFailed("Перевірте поля, позначені червоним", fields=errors)
+    warnings: list[str] = []
+    if "rnokpp" in out:
+        warnings += rnokpp_warnings(out["rnokpp"], birth, None)
+    if "unzr" in out and birth is not None and unzr_birth_date(out["unzr"]) != birth:
+        warnings.append("Дата народження не збігається з УНЗР: перевірте документи")
+    return ApplicantInput(out, tuple(warnings))

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import struct
 import uuid
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from sync.clock import Clock
 from sync.db import open_db, transaction
 from sync.migrate import migrate
 
-from . import crypto
+from . import audit, crypto
 from .errors import CryptoError, StoreLocked
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,41 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX applications_rnokpp ON applications(rnokpp_index);
     CREATE TABLE day_counter (day TEXT PRIMARY KEY, n INTEGER NOT NULL);
+    """,
+    # 2: applicants, audit chain, shredding
+    """
+    CREATE TABLE applicants (
+        id TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        fields BLOB NOT NULL,
+        wrap_hq BLOB NOT NULL,
+        wrap_node BLOB,
+        rnokpp_index BLOB,
+        unzr_index BLOB,
+        document_index BLOB,
+        name_dob_index BLOB,
+        outbox_seq INTEGER NOT NULL,
+        shredded_at REAL
+    );
+    CREATE INDEX applicants_rnokpp ON applicants(rnokpp_index);
+    CREATE INDEX applicants_unzr ON applicants(unzr_index);
+    CREATE INDEX applicants_document ON applicants(document_index);
+    CREATE INDEX applicants_name_dob ON applicants(name_dob_index);
+    ALTER TABLE applications ADD COLUMN applicant_id TEXT REFERENCES applicants(id);
+    ALTER TABLE applications ADD COLUMN shredded_at REAL;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        prev BLOB NOT NULL,
+        hash BLOB NOT NULL
+    );
     """,
 ]
 
@@ -160,7 +196,9 @@ class Store:
         return self._node_key
 
     # -- intake ------------------------------------------------------------
-    async def create_application(self, surname: str, given_name: str, rnokpp: str, service_code: str, actor: str) -> SavedApplication:
+    async def create_application(
+        self, surname: str, given_name: str, rnokpp: str, service_code: str, actor: str, applicant_id: str | None = None
+    ) -> SavedApplication:
         node_key = self._require_key()
         assert self._index_key is not None
         app_id = uuid.uuid4().hex
@@ -193,10 +231,13 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (app_id, number, service_code, now, actor, version, _pack_fields(sealed.fields), sealed.wrap_hq, sealed.wrap_node, index, seq),
             )
+            if applicant_id is not None:
+                await self.db.execute("UPDATE applications SET applicant_id = ? WHERE id = ?", (applicant_id, app_id))
+            await audit.append(self.db, now, actor, "create", "applications", app_id, "intake")
         self._notify()
         return SavedApplication(app_id, number)
 
-    async def read_application(self, app_id: str) -> dict[str, str]:
+    async def read_application(self, app_id: str, actor: str, reason: str = "view") -> dict[str, str]:
         node_key = self._require_key()
         async with self.db.execute(
             "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created FROM applications WHERE id = ?", (app_id,)
@@ -208,7 +249,160 @@ class Store:
         rec = crypto.SealedRecord("applications", app_id, version, _unpack_fields(fields), bytes(wrap_hq), None if wrap_node is None else bytes(wrap_node))
         out = crypto.open_with_node_key(rec, node_key)
         out.update(number=number, service_code=code, created=str(created))
+        async with transaction(self.db):
+            await audit.append(self.db, self.clock.now(), actor, "read", "applications", app_id, reason)
+        self._notify()
         return out
+
+    # -- applicants -----------------------------------------------------------
+    def _indexes(self, fields: dict[str, str]) -> dict[str, bytes | None]:
+        assert self._index_key is not None
+        key = self._index_key
+
+        def bi(kind: str, value: str | None) -> bytes | None:
+            return None if not value else crypto.blind_index(key, kind, value)
+
+        name_dob = None
+        if fields.get("birth_date"):
+            name_dob = f"{fields['surname'].casefold()}|{fields['birth_date']}"
+        doc = f"{fields.get('document_type')}|{fields['document_number']}" if fields.get("document_number") else None
+        return {
+            "rnokpp_index": bi("rnokpp", fields.get("rnokpp")),
+            "unzr_index": bi("unzr", fields.get("unzr")),
+            "document_index": bi("document", doc),
+            "name_dob_index": bi("name_dob", name_dob),
+        }
+
+    async def create_applicant(self, fields: dict[str, str], actor: str) -> str:
+        """Seal and store a validated applicant (see intake.parse_applicant); returns its id."""
+        node_key = self._require_key()
+        applicant_id = uuid.uuid4().hex
+        now = self.clock.now()
+        sealed = crypto.seal("applicants", applicant_id, 1, fields, self.hq_seal_public, node_key)
+        idx = self._indexes(fields)
+        wire = json.dumps(
+            {"type": "applicant", "id": applicant_id, "created": now, "version": 1,
+             "fields": json.loads(_pack_fields(sealed.fields)), "wrap_hq": base64.b64encode(sealed.wrap_hq).decode()},
+            separators=(",", ":"),
+        ).encode()
+        async with transaction(self.db):
+            seq = await outbox.enqueue(self.db, "rec", wire, now)
+            await self.db.execute(
+                "INSERT INTO applicants(id, created, created_by, version, fields, wrap_hq, wrap_node, rnokpp_index, unzr_index,"
+                " document_index, name_dob_index, outbox_seq) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (applicant_id, now, actor, _pack_fields(sealed.fields), sealed.wrap_hq, sealed.wrap_node,
+                 idx["rnokpp_index"], idx["unzr_index"], idx["document_index"], idx["name_dob_index"], seq),
+            )
+            await audit.append(self.db, now, actor, "create", "applicants", applicant_id, "intake")
+        self._notify()
+        return applicant_id
+
+    async def find_applicants(self, actor: str, *, rnokpp: str | None = None, unzr: str | None = None,
+                              document: tuple[str, str] | None = None, surname: str | None = None,
+                              birth_date: str | None = None) -> list[dict[str, str]]:
+        """Look up by blind index: no plaintext is compared or stored.  Each hit is an audited read."""
+        node_key = self._require_key()
+        assert self._index_key is not None
+        if rnokpp:
+            column, probe = "rnokpp_index", crypto.blind_index(self._index_key, "rnokpp", rnokpp)
+        elif unzr:
+            column, probe = "unzr_index", crypto.blind_index(self._index_key, "unzr", unzr)
+        elif document:
+            column, probe = "document_index", crypto.blind_index(self._index_key, "document", f"{document[0]}|{document[1]}")
+        elif surname and birth_date:
+            column, probe = "name_dob_index", crypto.blind_index(self._index_key, "name_dob", f"{surname.casefold()}|{birth_date}")
+        else:
+            return []
+        async with self.db.execute(
+            f"SELECT id, version, fields, wrap_hq, wrap_node FROM applicants WHERE {column} = ? AND wrap_node IS NOT NULL", (probe,)
+        ) as cur:
+            rows = await cur.fetchall()
+        found = []
+        for app_id, version, fields, wrap_hq, wrap_node in rows:
+            rec = crypto.SealedRecord("applicants", app_id, version, _unpack_fields(fields), bytes(wrap_hq), bytes(wrap_node))
+            found.append({"id": app_id, **crypto.open_with_node_key(rec, node_key)})
+        if found:
+            async with transaction(self.db):
+                for f in found:
+                    await audit.append(self.db, self.clock.now(), actor, "read", "applicants", f["id"], f"search by {column.removesuffix('_index')}")
+            self._notify()
+        return found
+
+    async def applicant_exists(self, applicant_id: str) -> bool:
+        async with self.db.execute("SELECT 1 FROM applicants WHERE id = ?", (applicant_id,)) as cur:
+            return await cur.fetchone() is not None
+
+    # -- administrators' keyslots -------------------------------------------------
+    async def accounts(self) -> list[Account]:
+        async with self.db.execute("SELECT username, role FROM keyslots WHERE kind = 'admin' ORDER BY username") as cur:
+            return [Account(r[0], r[1]) async for r in cur]
+
+    async def _admin_slot(self, username: str, password: str) -> tuple[bytes, bytes, int]:
+        salt = os.urandom(16)
+        n = crypto.SCRYPT_N
+        kek = await asyncio.get_running_loop().run_in_executor(None, crypto.kek_from_password, password, salt, n)
+        return salt, crypto.wrap_with_key(self._require_key(), kek, f"keyslot|{self.node_id}|admin|{username}".encode()), n
+
+    async def add_admin(self, username: str, password: str, role: str, actor: str) -> None:
+        """Needs the store unlocked: the new slot wraps the node key under the new password."""
+        salt, wrapped, n = await self._admin_slot(username, password)
+        async with transaction(self.db):
+            await self.db.execute(
+                "INSERT INTO keyslots(kind, username, role, salt, n, wrapped) VALUES ('admin', ?, ?, ?, ?, ?)", (username, role, salt, n, wrapped)
+            )
+            await audit.append(self.db, self.clock.now(), actor, "create", "keyslots", username, "administrator added")
+        self._notify()
+
+    async def remove_admin(self, username: str, actor: str) -> bool:
+        async with transaction(self.db):
+            async with self.db.execute("SELECT COUNT(*) FROM keyslots WHERE kind = 'admin'") as cur:
+                row = await cur.fetchone()
+            if row is None or row[0] <= 1:
+                raise ValueError("the last administrator cannot be removed")
+            cur2 = await self.db.execute("DELETE FROM keyslots WHERE kind = 'admin' AND username = ?", (username,))
+            if not cur2.rowcount:
+                return False
+            await audit.append(self.db, self.clock.now(), actor, "delete", "keyslots", username, "administrator removed")
+        self._notify()
+        return True
+
+    async def change_password(self, username: str, new_password: str) -> None:
+        """Rewrap the node key under the new password; the old password stops working."""
+        salt, wrapped, n = await self._admin_slot(username, new_password)
+        async with transaction(self.db):
+            await self.db.execute("UPDATE keyslots SET salt = ?, n = ?, wrapped = ? WHERE kind = 'admin' AND username = ?", (salt, n, wrapped, username))
+            await audit.append(self.db, self.clock.now(), username, "update", "keyslots", username, "password changed")
+        self._notify()
+
+    # -- crypto-shredding ---------------------------------------------------------
+    async def shred_expired(self, retention_s: float) -> int:
+        """Forget the node's copy of personal data HQ holds and local retention no longer needs.
+
+        Deleting the node's wrap of the data key makes the ciphertext unreadable
+        here (HQ's wrap travelled with the record); the blind indexes go too.
+        Non-personal metadata (service code, times) stays for local statistics.
+        Runs while locked: it needs no key.
+        """
+        now = self.clock.now()
+        cutoff = now - retention_s
+        async with self.db.execute("SELECT acked FROM outbox_stream WHERE stream = 'rec'") as cur:
+            row = await cur.fetchone()
+        acked = int(row[0]) if row else 0
+        shredded = 0
+        async with transaction(self.db):
+            for table, extra in (("applications", "rnokpp_index = zeroblob(16)"),
+                                 ("applicants", "rnokpp_index = NULL, unzr_index = NULL, document_index = NULL, name_dob_index = NULL")):
+                async with self.db.execute(
+                    f"SELECT id FROM {table} WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND created <= ?", (acked, cutoff)
+                ) as cur:
+                    ids = [r[0] for r in await cur.fetchall()]
+                for rid in ids:
+                    await self.db.execute(f"UPDATE {table} SET wrap_node = NULL, fields = '{{}}', shredded_at = ?, {extra} WHERE id = ?", (now, rid))
+                    await audit.append(self.db, now, "system", "shred", table, rid, f"retention {retention_s / 86400:g} days passed, HQ holds it")
+                shredded += len(ids)
+        if shredded:
+            self._notify()
+        return shredded
 
     async def record_position(self, gps_time: float, lat: float, lon: float) -> None:
         """Positions are not personal data: recorded even while the store is locked."""

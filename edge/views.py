@@ -17,7 +17,7 @@ from aiohttp import web
 from . import i18n
 from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
 from .auth import COOKIE, Session, set_cookie
-from .errors import HttpError, Locked, ValidationFailed
+from .errors import CryptoError, HttpError, Locked, ValidationFailed
 from .intake import parse_application
 from .status import node_status
 
@@ -127,7 +127,7 @@ async def intake_submit(request: web.Request) -> web.Response:
 
 
 async def receipt(request: web.Request) -> web.Response:
-    _session_or_redirect(request)
+    s = _session_or_redirect(request)
     app_id = request.match_info["id"]
     if not ID_RE.match(app_id):
         raise HttpError("Заяву не знайдено", code="not_found", status=404)
@@ -135,9 +135,11 @@ async def receipt(request: web.Request) -> web.Response:
     if store.locked:
         raise Locked("Сховище заблоковане: увійдіть знову")
     try:
-        rec = await store.read_application(app_id)
+        rec = await store.read_application(app_id, s.username, "receipt")
     except KeyError as exc:
         raise HttpError("Заяву не знайдено", code="not_found", status=404) from exc
+    except CryptoError as exc:
+        raise HttpError("Заяву вже передано до ЦНАП, а її копію на фургоні знищено за строком зберігання", code="shredded", status=410) from exc
     service = request.app[CATALOG].services.get(rec["service_code"])
     qr = segno.make(rec["number"], error="m").svg_inline(scale=4, title=rec["number"])
     ctx = {

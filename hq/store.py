@@ -18,6 +18,8 @@ import aiosqlite
 from sync.clock import Clock
 from sync.db import open_db, transaction
 from sync.migrate import migrate
+
+from . import audit
 from sync.envelope import Envelope
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class HQStore:
     async def open(cls, path: Path, clock: Clock) -> HQStore:
         db = await open_db(path)
         await migrate(db, "hq", MIGRATIONS)
+        await migrate(db, "hq_audit", audit.MIGRATIONS)
         return cls(db, clock)
 
     async def close(self) -> None:
@@ -93,6 +96,9 @@ class HQStore:
                         break
                     contiguous = seq
             await self.db.execute("UPDATE stream_state SET contiguous = ? WHERE node_id = ? AND stream = ?", (contiguous, env.node_id, env.stream))
+            if env.stream == "audit":
+                for problem in await audit.verify_new(self.db, env.node_id, now):
+                    log.warning("audit chain of %s: %s", env.node_id, problem)
         return contiguous
 
     async def _apply(self, node_id: str, stream: str, seq: int, item: bytes) -> None:
@@ -144,6 +150,7 @@ class HQStore:
             ("positions", "SELECT COUNT(*) FROM items WHERE stream = 'pos'"),
             ("nodes", "SELECT COUNT(*) FROM node_state"),
             ("rejected", "SELECT COUNT(*) FROM rejections"),
+            ("audit_alerts", "SELECT COUNT(*) FROM audit_alerts"),
         ):
             async with self.db.execute(sql) as cur:
                 row = await cur.fetchone()

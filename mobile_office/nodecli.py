@@ -31,6 +31,7 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         session_timeout=values["session_timeout"],
         position_interval=values["position_interval"],
         ack_timeout=values["ack_timeout"],
+        retention_days=values["retention_days"],
     )
 
 

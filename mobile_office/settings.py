@@ -137,6 +137,7 @@ NODE = SettingGroup(
         Setting("ack_timeout", positive_float, 10.0, "seconds before an unacknowledged batch is sent again", "SECONDS"),
         Setting("position_interval", positive_float, 5.0, "seconds between positions sent to HQ", "SECONDS"),
         Setting("session_timeout", positive_float, 900.0, "idle seconds before an administrator is logged out", "SECONDS"),
+        Setting("retention_days", positive_float, 7.0, "days the van keeps personal data HQ has acknowledged, then shreds it", "DAYS"),
     ],
 )
 

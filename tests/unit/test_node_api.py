@@ -84,7 +84,9 @@ async def test_submit_commits_record_and_outbox_entry(client: TestClient, tmp_pa
     assert db.execute("SELECT service_code FROM applications WHERE id = ?", (doc["id"],)).fetchone() == ("RES-01",)
     assert db.execute("SELECT COUNT(*) FROM outbox WHERE stream = 'rec'").fetchone()[0] == 1
     status = await (await client.get("/api/v1/status")).json()
-    assert status["outbox"]["pending"] == 1 and status["outbox"]["delivered"] == 0
+    # the record and its audit entry wait together for HQ
+    assert status["outbox"]["by_stream"]["rec"] == {"pending": 1, "delivered": 0}
+    assert status["outbox"]["by_stream"]["audit"] == {"pending": 1, "delivered": 0}
     assert status["link"]["mqtt"] == "down"
     assert set(status["gps"]) >= {"mode", "lat", "lon", "time"}
 

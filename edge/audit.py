@@ -1,0 +1,91 @@
+"""Tamper-evident audit log: every read and write of personal data, hash-chained.
+
+Each entry's hash covers the previous entry's hash and the entry itself, so
+an edited, removed or inserted entry breaks the chain.  Entries hold who,
+what, when and why, never the personal data itself.  They are written in
+the caller's transaction and shipped to HQ on the ``audit`` stream, where
+hq/audit.py verifies continuity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import aiosqlite
+
+from sync import outbox
+
+GENESIS = bytes(32)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: float
+    actor: str
+    action: str  # create, read, update, search, shred, login
+    entity: str  # table name
+    entity_id: str
+    reason: str
+    prev: bytes
+    hash: bytes
+
+    def body(self) -> dict[str, object]:
+        return {"seq": self.seq, "at": self.at, "actor": self.actor, "action": self.action, "entity": self.entity, "id": self.entity_id, "reason": self.reason}
+
+    def wire(self) -> bytes:
+        doc = {**self.body(), "prev": self.prev.hex(), "hash": self.hash.hex()}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def entry_hash(prev: bytes, body: dict[str, object]) -> bytes:
+    return hashlib.sha256(prev + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).digest()
+
+
+def parse_wire(item: bytes) -> AuditEntry:
+    doc = json.loads(item)
+    return AuditEntry(int(doc["seq"]), float(doc["at"]), str(doc["actor"]), str(doc["action"]), str(doc["entity"]), str(doc["id"]),
+                      str(doc["reason"]), bytes.fromhex(doc["prev"]), bytes.fromhex(doc["hash"]))
+
+
+def verify_link(prev_hash: bytes, entry: AuditEntry) -> str | None:
+    """None if the entry follows prev_hash correctly, else what is wrong."""
+    if entry.prev != prev_hash:
+        return f"entry {entry.seq} does not follow the previous entry (chain broken)"
+    if entry_hash(entry.prev, entry.body()) != entry.hash:
+        return f"entry {entry.seq} was altered (hash mismatch)"
+    return None
+
+
+async def append(db: aiosqlite.Connection, at: float, actor: str, action: str, entity: str, entity_id: str, reason: str) -> AuditEntry:
+    """Add an entry inside the caller's open transaction and queue it for HQ."""
+    async with db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") as cur:
+        row = await cur.fetchone()
+    seq, prev = (1, GENESIS) if row is None else (int(row[0]) + 1, bytes(row[1]))
+    body = {"seq": seq, "at": at, "actor": actor, "action": action, "entity": entity, "id": entity_id, "reason": reason}
+    entry = AuditEntry(seq, at, actor, action, entity, entity_id, reason, prev, entry_hash(prev, body))
+    await db.execute(
+        "INSERT INTO audit(seq, at, actor, action, entity, entity_id, reason, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (seq, at, actor, action, entity, entity_id, reason, prev, entry.hash),
+    )
+    await outbox.enqueue(db, "audit", entry.wire(), at)
+    return entry
+
+
+async def verify_local(db: aiosqlite.Connection) -> list[str]:
+    """Walk the node's own chain; returns the problems found (empty when intact)."""
+    problems = []
+    prev = GENESIS
+    expected = 1
+    async with db.execute("SELECT seq, at, actor, action, entity, entity_id, reason, prev, hash FROM audit ORDER BY seq") as cur:
+        async for r in cur:
+            entry = AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), bytes(r[8]))
+            if entry.seq != expected:
+                problems.append(f"entries {expected}..{entry.seq - 1} are missing")
+            problem = verify_link(prev, entry)
+            if problem:
+                problems.append(problem)
+            prev, expected = entry.hash, entry.seq + 1
+    return problems
