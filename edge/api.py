@@ -86,8 +86,9 @@ async def create_applicant(request: web.Request) -> web.Response:
 
 
 async def find_applicants(request: web.Request) -> web.Response:
+    """POST with a JSON body, never GET: identifiers must not end up in URLs, logs or browser history."""
     session = await _unlocked_session(request)
-    q = request.query
+    q = {k: v for k, v in (await _json_body(request)).items() if isinstance(v, str) and v}
     doc = (q["document_type"], q["document_number"].upper()) if q.get("document_type") and q.get("document_number") else None
     if not (q.get("rnokpp") or q.get("unzr") or doc or (q.get("surname") and q.get("birth_date"))):
         raise ValidationFailed(
@@ -111,4 +112,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/applications", create_application)
     app.router.add_get("/api/v1/status", status)
     app.router.add_post("/api/v1/applicants", create_applicant)
-    app.router.add_get("/api/v1/applicants", find_applicants)
+    app.router.add_post("/api/v1/applicants/search", find_applicants)

@@ -10,6 +10,8 @@ import sys
 
 from aiohttp import web
 
+from .web import SafeAccessLogger
+
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
@@ -32,7 +34,7 @@ def stop_event() -> asyncio.Event:
 
 
 async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log_class=SafeAccessLogger, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
     await site.start()

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,17 @@ _dumps = functools.partial(json.dumps, ensure_ascii=False)
 def json_response(data: Any, status: int = 200) -> web.Response:
     """JSON with Ukrainian text readable as is (UTF-8, not \\u escapes)."""
     return web.json_response(data, status=status, dumps=_dumps)
+
+
+class SafeAccessLogger(AbstractAccessLogger):
+    """Access log without query strings: a URL must never carry personal data into a log."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status, time * 1000)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
 
 
 class HttpProblem(Exception):
