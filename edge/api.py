@@ -66,8 +66,13 @@ async def create_application(request: web.Request) -> web.Response:
         isinstance(applicant_id, str) and re.fullmatch(r"[0-9a-f]{32}", applicant_id) and await store.applicant_exists(applicant_id)
     ):
         raise ValidationFailed("Невідомий заявник", fields={"applicant_id": "має бути ідентифікатором заявника"})
-    saved = await store.create_application(inp.surname, inp.given_name, inp.rnokpp, inp.service_code, session.username, applicant_id)
-    return json_response({"id": saved.id, "number": saved.number}, status=201)
+    saved = await store.create_applications(
+        inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), session.username, applicant_id, inp.package_code
+    )
+    body: dict[str, object] = {"id": saved[0].id, "number": saved[0].number}
+    if inp.package_code:
+        body["applications"] = [{"id": a.id, "number": a.number} for a in saved]
+    return json_response(body, status=201)
 
 
 async def _unlocked_session(request: web.Request) -> Session:

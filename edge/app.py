@@ -22,10 +22,11 @@ from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
 from . import api, views
-from .appkeys import CATALOG, CONFIG, GPS, SESSIONS, STORE, UPLINK
+from .appkeys import CATALOG, CONFIG, DESK, GPS, SESSIONS, STORE, UPLINK
 from .auth import Sessions
 from .catalog import Catalog
 from .config import NodeConfig
+from .service_desk import ServiceDesk
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     if await store.import_keyslots(cfg.keyslots):
         log.info("node %s: keyslots imported from the enrolment bundle", cfg.node_id)
     app[STORE] = store
+    app[DESK] = ServiceDesk(store)
     yield
     await store.close()
 

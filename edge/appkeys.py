@@ -10,6 +10,7 @@ from sync.uplink import Uplink
 from .auth import Sessions
 from .catalog import Catalog
 from .config import NodeConfig
+from .service_desk import ServiceDesk
 from .store import Store
 
 CONFIG = web.AppKey("config", NodeConfig)
@@ -18,3 +19,4 @@ SESSIONS = web.AppKey("sessions", Sessions)
 CATALOG = web.AppKey("catalog", Catalog)
 GPS = web.AppKey("gps", GpsTracker)
 UPLINK = web.AppKey("uplink", Uplink)
+DESK = web.AppKey("desk", ServiceDesk)

@@ -20,11 +20,20 @@ class ApplicationInput:
     surname: str
     given_name: str
     rnokpp: str
-    service_code: str
+    service_codes: tuple[str, ...]
+    package_code: str | None = None
+
+    @property
+    def service_code(self) -> str:
+        return self.service_codes[0]
 
 
-def parse_application(data: Mapping[str, object], catalog: Catalog) -> ApplicationInput:
-    """All fields are checked; every problem is reported at once, field by field."""
+def parse_application(data: Mapping[str, object], catalog: Catalog, require_consent: bool = False) -> ApplicationInput:
+    """All fields are checked; every problem is reported at once, field by field.
+
+    Either ``service_code`` or ``package_code`` (a life-situation package: one
+    application per service in it) names what the citizen asks for.
+    """
     errors: dict[str, str] = {}
     values: dict[str, str] = {}
 
@@ -43,13 +52,24 @@ def parse_application(data: Mapping[str, object], catalog: Catalog) -> Applicati
         except FieldError as exc:
             errors[name] = exc.message
     code = get("service_code").strip().upper()
-    if not code:
-        errors["service_code"] = "Оберіть послугу з переліку"
+    package = get("package_code").strip().upper()
+    codes: tuple[str, ...] = ()
+    if package:
+        if package not in catalog.packages or not catalog.packages[package].services:
+            errors["package_code"] = "Такого пакета послуг немає в переліку"
+        else:
+            codes = catalog.packages[package].services
+    elif not code:
+        errors["service_code"] = "Оберіть послугу з переліку або пакет послуг"
     elif code not in catalog.services:
         errors["service_code"] = f"Послуги з кодом «{code[:20]}» немає в переліку"
+    else:
+        codes = (code,)
+    if require_consent and get("consent") not in ("on", "yes", "true", "1"):
+        errors["consent"] = "Без згоди заявника на обробку персональних даних заяву прийняти не можна"
     if errors:
         raise ValidationFailed("Перевірте поля, позначені червоним", fields=errors)
-    return ApplicationInput(values["surname"], values["given_name"], values["rnokpp"], code)
+    return ApplicationInput(values["surname"], values["given_name"], values["rnokpp"], codes, package or None)
 
 
 CATEGORIES = ("age80", "disability1", "disability", "incapacitated", "idp", "veteran", "attack", "none")

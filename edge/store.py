@@ -97,6 +97,31 @@ MIGRATIONS: list[str] = [
         hash BLOB NOT NULL
     );
     """,
+    # 3: packages, queue, ratings
+    """
+    ALTER TABLE applications ADD COLUMN package_code TEXT;
+    CREATE TABLE queue_tickets (
+        id TEXT PRIMARY KEY,
+        day TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        created REAL NOT NULL,
+        preregistered INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'waiting' CHECK (status IN ('waiting', 'called', 'served', 'no_show')),
+        called_at REAL,
+        finished_at REAL,
+        served_by TEXT,
+        UNIQUE (day, number)
+    );
+    CREATE TABLE ratings (
+        token TEXT PRIMARY KEY,
+        application_id TEXT NOT NULL REFERENCES applications(id),
+        created REAL NOT NULL,
+        score INTEGER CHECK (score BETWEEN 1 AND 5),
+        comment_sealed BLOB,
+        rated_at REAL
+    );
+    """,
 ]
 
 SENSITIVE_APPLICATION_FIELDS = ("surname", "given_name", "rnokpp")
@@ -199,56 +224,64 @@ class Store:
     async def create_application(
         self, surname: str, given_name: str, rnokpp: str, service_code: str, actor: str, applicant_id: str | None = None
     ) -> SavedApplication:
+        return (await self.create_applications(surname, given_name, rnokpp, [service_code], actor, applicant_id))[0]
+
+    async def create_applications(
+        self, surname: str, given_name: str, rnokpp: str, service_codes: list[str], actor: str,
+        applicant_id: str | None = None, package_code: str | None = None,
+    ) -> list[SavedApplication]:
+        """One application per service, all in ONE transaction (a life-situation package is all or nothing)."""
         node_key = self._require_key()
         assert self._index_key is not None
-        app_id = uuid.uuid4().hex
         now = self.clock.now()
         version = 1
-        sealed = crypto.seal(
-            "applications", app_id, version, {"surname": surname, "given_name": given_name, "rnokpp": rnokpp}, self.hq_seal_public, node_key
-        )
         index = crypto.blind_index(self._index_key, "rnokpp", rnokpp)
+        identity = {"surname": surname, "given_name": given_name, "rnokpp": rnokpp}
+        prepared = []
+        for code in service_codes:
+            app_id = uuid.uuid4().hex
+            prepared.append((app_id, code, crypto.seal("applications", app_id, version, identity, self.hq_seal_public, node_key)))
         day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d")
+        saved = []
         async with transaction(self.db):
-            await self.db.execute(
-                "INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1", (day,)
-            )
-            async with self.db.execute("SELECT n FROM day_counter WHERE day = ?", (day,)) as cur:
-                row = await cur.fetchone()
-            assert row is not None
-            number = f"{self.node_id.upper()}-{day}-{int(row[0]):04d}"
-            wire = json.dumps(
-                {
-                    "type": "application", "id": app_id, "number": number, "service_code": service_code,
-                    "created": now, "version": version, "fields": json.loads(_pack_fields(sealed.fields)),
-                    "wrap_hq": base64.b64encode(sealed.wrap_hq).decode(),
-                },
-                separators=(",", ":"),
-            ).encode()
-            seq = await outbox.enqueue(self.db, "rec", wire, now)
-            await self.db.execute(
-                "INSERT INTO applications(id, number, service_code, created, created_by, version, fields, wrap_hq, wrap_node, rnokpp_index, outbox_seq)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (app_id, number, service_code, now, actor, version, _pack_fields(sealed.fields), sealed.wrap_hq, sealed.wrap_node, index, seq),
-            )
-            if applicant_id is not None:
-                await self.db.execute("UPDATE applications SET applicant_id = ? WHERE id = ?", (applicant_id, app_id))
-            await audit.append(self.db, now, actor, "create", "applications", app_id, "intake")
+            for app_id, service_code, sealed in prepared:
+                await self.db.execute("INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1", (day,))
+                async with self.db.execute("SELECT n FROM day_counter WHERE day = ?", (day,)) as cur:
+                    row = await cur.fetchone()
+                assert row is not None
+                number = f"{self.node_id.upper()}-{day}-{int(row[0]):04d}"
+                wire = json.dumps(
+                    {
+                        "type": "application", "id": app_id, "number": number, "service_code": service_code,
+                        "created": now, "version": version, "fields": json.loads(_pack_fields(sealed.fields)),
+                        "wrap_hq": base64.b64encode(sealed.wrap_hq).decode(), "package": package_code,
+                    },
+                    separators=(",", ":"),
+                ).encode()
+                seq = await outbox.enqueue(self.db, "rec", wire, now)
+                await self.db.execute(
+                    "INSERT INTO applications(id, number, service_code, created, created_by, version, fields, wrap_hq, wrap_node,"
+                    " rnokpp_index, outbox_seq, applicant_id, package_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (app_id, number, service_code, now, actor, version, _pack_fields(sealed.fields), sealed.wrap_hq,
+                     sealed.wrap_node, index, seq, applicant_id, package_code),
+                )
+                await audit.append(self.db, now, actor, "create", "applications", app_id, f"package {package_code}" if package_code else "intake")
+                saved.append(SavedApplication(app_id, number))
         self._notify()
-        return SavedApplication(app_id, number)
+        return saved
 
     async def read_application(self, app_id: str, actor: str, reason: str = "view") -> dict[str, str]:
         node_key = self._require_key()
         async with self.db.execute(
-            "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created FROM applications WHERE id = ?", (app_id,)
+            "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created, package_code FROM applications WHERE id = ?", (app_id,)
         ) as cur:
             row = await cur.fetchone()
         if row is None:
             raise KeyError(app_id)
-        number, code, version, fields, wrap_hq, wrap_node, created = row
+        number, code, version, fields, wrap_hq, wrap_node, created, package_code = row
         rec = crypto.SealedRecord("applications", app_id, version, _unpack_fields(fields), bytes(wrap_hq), None if wrap_node is None else bytes(wrap_node))
         out = crypto.open_with_node_key(rec, node_key)
-        out.update(number=number, service_code=code, created=str(created))
+        out.update(number=number, service_code=code, created=str(created), package_code=package_code or "")
         async with transaction(self.db):
             await audit.append(self.db, self.clock.now(), actor, "read", "applications", app_id, reason)
         self._notify()
@@ -327,6 +360,16 @@ class Store:
                     await audit.append(self.db, self.clock.now(), actor, "read", "applicants", f["id"], f"search by {column.removesuffix('_index')}")
             self._notify()
         return found
+
+    async def package_siblings(self, app_id: str) -> list[tuple[str, str]]:
+        """(number, service code) of every application submitted together with this one as a package."""
+        async with self.db.execute(
+            "SELECT b.number, b.service_code FROM applications a JOIN applications b"
+            " ON b.package_code = a.package_code AND b.created = a.created AND b.created_by = a.created_by"
+            " WHERE a.id = ? AND a.package_code IS NOT NULL ORDER BY b.number",
+            (app_id,),
+        ) as cur:
+            return [(r[0], r[1]) async for r in cur]
 
     async def applicant_exists(self, applicant_id: str) -> bool:
         async with self.db.execute("SELECT 1 FROM applicants WHERE id = ?", (applicant_id,)) as cur:

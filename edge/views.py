@@ -15,10 +15,11 @@ import segno
 from aiohttp import web
 
 from . import i18n
-from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
+from .appkeys import CATALOG, CONFIG, DESK, SESSIONS, STORE
 from .auth import COOKIE, Session, set_cookie
 from .errors import CryptoError, HttpError, Locked, ValidationFailed
 from .intake import parse_application
+from .service_desk import DeskError
 from .status import node_status
 
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -99,7 +100,7 @@ def _intake_ctx(request: web.Request, s: Session, values: dict[str, str], errors
     docs = {code: list(svc.documents) for code, svc in catalog.services.items()}
     chosen = catalog.services.get(values.get("service_code", ""))
     return {
-        "session": s, "catalog": catalog, "values": values, "errors": errors, "message": message,
+        "session": s, "catalog": catalog, "values": values, "errors": errors, "message": message, "packages": catalog.packages,
         "documents": docs, "chosen": chosen,
     }
 
@@ -109,21 +110,49 @@ async def intake_form(request: web.Request) -> web.Response:
     return await _page(request, "intake.html", _intake_ctx(request, s, {}, {}))
 
 
+async def today(request: web.Request) -> web.Response:
+    s = _session_or_redirect(request)
+    tickets = await request.app[DESK].today()
+    issued = request.query.get("issued", "")
+    return await _page(request, "today.html", {"session": s, "tickets": tickets, "issued": issued[:8]})
+
+
+async def queue_action(request: web.Request) -> web.Response:
+    s = _session_or_redirect(request)
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    desk = request.app[DESK]
+    action = request.match_info["action"]
+    try:
+        if action == "issue":
+            t = await desk.issue_ticket(preregistered=form.get("prereg") == "1")
+            raise web.HTTPSeeOther(f"/?issued={t.label}")
+        if action == "call":
+            await desk.call_next(s.username)
+        elif action in ("served", "no_show"):
+            await desk.finish(str(form.get("ticket", "")), action == "served", s.username)
+        else:
+            raise HttpError("Невідома дія з чергою", code="unknown_action", status=404)
+    except DeskError as exc:
+        raise HttpError(str(exc), code="queue_conflict", status=409) from exc
+    raise web.HTTPSeeOther("/")
+
+
 async def intake_submit(request: web.Request) -> web.Response:
     s = _session_or_redirect(request)
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
-    values = {k: str(form.get(k, "")) for k in ("surname", "given_name", "rnokpp", "service_code")}
+    values = {k: str(form.get(k, "")) for k in ("surname", "given_name", "rnokpp", "service_code", "package_code", "consent")}
     store = request.app[STORE]
     if store.locked:
         raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
     try:
-        inp = parse_application(values, request.app[CATALOG])
+        inp = parse_application(values, request.app[CATALOG], require_consent=True)
     except ValidationFailed as exc:
         msg = i18n.translate("intake.fix_fields", language(request))
         return await _page(request, "intake.html", _intake_ctx(request, s, values, exc.fields, msg), status=422)
-    saved = await store.create_application(inp.surname, inp.given_name, inp.rnokpp, inp.service_code, s.username)
-    raise web.HTTPSeeOther(f"/applications/{saved.id}/receipt?saved=1")
+    saved = await store.create_applications(inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), s.username, None, inp.package_code)
+    raise web.HTTPSeeOther(f"/applications/{saved[0].id}/receipt?saved=1")
 
 
 async def receipt(request: web.Request) -> web.Response:
@@ -140,14 +169,45 @@ async def receipt(request: web.Request) -> web.Response:
         raise HttpError("Заяву не знайдено", code="not_found", status=404) from exc
     except CryptoError as exc:
         raise HttpError("Заяву вже передано до ЦНАП, а її копію на фургоні знищено за строком зберігання", code="shredded", status=410) from exc
-    service = request.app[CATALOG].services.get(rec["service_code"])
+    catalog = request.app[CATALOG]
+    service = catalog.services.get(rec["service_code"])
     qr = segno.make(rec["number"], error="m").svg_inline(scale=4, title=rec["number"])
+    token = await request.app[DESK].rating_token(app_id)
+    rate_url = f"{request.scheme}://{request.host}/rate/{token}"
+    siblings = [(n, catalog.services.get(c)) for n, c in await store.package_siblings(app_id)]
     ctx = {
         "rec": rec, "service": service, "qr": qr, "just_saved": "saved" in request.query,
+        "rate_path": f"/rate/{token}", "rate_qr": segno.make(rate_url, error="m").svg_inline(scale=3, title=rate_url),
+        "siblings": siblings, "package": catalog.packages.get(rec.get("package_code", "")),
         "paper": "receipt80" if request.query.get("paper") == "80" else "a4",
         "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
     }
     return await _page(request, "receipt.html", ctx)
+
+
+async def rate_form(request: web.Request) -> web.Response:
+    """Public: a citizen rates one service event; sees nothing else and needs no login."""
+    token = request.match_info["token"]
+    try:
+        open_ = await request.app[DESK].rating_open(token)
+    except DeskError as exc:
+        raise HttpError(str(exc), code="not_found", status=404) from exc
+    return aiohttp_jinja2.render_template("rate.html", request, {"token": token, "done": not open_, "thanks": False, "error": None})
+
+
+async def rate_submit(request: web.Request) -> web.Response:
+    token = request.match_info["token"]
+    form = await request.post()
+    try:
+        score = int(str(form.get("score", "0")))
+    except ValueError:
+        score = 0
+    try:
+        await request.app[DESK].rate(token, score, str(form.get("comment", "")))
+    except DeskError as exc:
+        ctx = {"token": token, "done": "оцінено" in str(exc), "thanks": False, "error": str(exc)}
+        return aiohttp_jinja2.render_template("rate.html", request, ctx, status=422)
+    return aiohttp_jinja2.render_template("rate.html", request, {"token": token, "done": True, "thanks": True, "error": None})
 
 
 def add_routes(app: web.Application) -> None:
@@ -155,6 +215,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/login", login_submit)
     app.router.add_post("/logout", logout)
     app.router.add_get("/lang/{lang}", set_language)
-    app.router.add_get("/", intake_form)
+    app.router.add_get("/", today)
+    app.router.add_post("/queue/{action}", queue_action)
+    app.router.add_get("/applications/new", intake_form)
     app.router.add_post("/applications", intake_submit)
+    app.router.add_get("/rate/{token}", rate_form)
+    app.router.add_post("/rate/{token}", rate_submit)
     app.router.add_get("/applications/{id}/receipt", receipt)

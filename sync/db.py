@@ -8,7 +8,9 @@ deadlock on a lock upgrade, and no write is ever left half-open.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,12 +34,20 @@ async def open_db(path: Path) -> aiosqlite.Connection:
     return db
 
 
+# One writer at a time per connection: tasks sharing a connection (two acks
+# handled concurrently, a status message during an ingest) queue here instead
+# of failing with "cannot start a transaction within a transaction".
+_writers: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 @asynccontextmanager
 async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
-    await db.execute("COMMIT")
+    lock = _writers.setdefault(db, asyncio.Lock())
+    async with lock:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")

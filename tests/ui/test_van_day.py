@@ -30,7 +30,9 @@ def demo(tmp_path: Path, procs: list[Proc]) -> Iterator[str]:
     p.terminate()
 
 
-def test_van_day_login_intake_with_correction_receipt_logout(browser: Any, demo: str) -> None:
+def test_van_day(browser: Any, demo: str) -> None:
+    """Login, queue, a new applicant with one wrong field then corrected, a package, a receipt,
+    a rating from a second browser context, logout; with accessibility checks and screenshots."""
     ctx = browser.new_context(viewport={"width": 1024, "height": 768}, locale="uk-UA")
     page = ctx.new_page()
     page.goto(demo + "/")
@@ -49,10 +51,21 @@ def test_van_day_login_intake_with_correction_receipt_logout(browser: Any, demo:
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
     page.wait_for_url(demo + "/")
-    assert page.inner_text("h1") == "Нова заява"
+    assert page.inner_text("h1") == "Черга на сьогодні"
+
+    # The queue: a walk-in, then a pre-registered citizen, who is called first.
+    page.click("#issue-ticket")
+    assert page.inner_text("#issued-ticket") == "А-001"
+    page.click("#issue-prereg")
+    assert page.inner_text("#issued-ticket") == "П-002"
+    page.click("#call-next")
+    assert "викликано" in page.inner_text("#ticket-П-002")
+    assert "очікує" in page.inner_text("#ticket-А-001")
+    screenshot(page, "van-queue", docs=True)
     assert axe_violations(page) == []
 
     # One wrong field: the error sits next to it, everything typed is kept.
+    page.goto(demo + "/applications/new")
     page.fill("#surname", "Шевченко")
     page.fill("#given_name", "Тарас")
     page.fill("#rnokpp", "1759013775")
@@ -61,6 +74,7 @@ def test_van_day_login_intake_with_correction_receipt_logout(browser: Any, demo:
     assert "Паспорт громадянина України" in page.inner_text("#documents")
     page.click("#submit-application")
     assert "контрольну цифру" in page.inner_text("#rnokpp-error")
+    assert "згоди" in page.inner_text("#consent-error")
     assert page.get_attribute("#rnokpp", "aria-invalid") == "true"
     assert page.input_value("#surname") == "Шевченко"
     assert page.input_value("#given_name") == "Тарас"
@@ -69,26 +83,61 @@ def test_van_day_login_intake_with_correction_receipt_logout(browser: Any, demo:
     assert axe_violations(page) == []
 
     page.fill("#rnokpp", "1759013776")
+    page.check("#consent")
     page.click("#submit-application")
     page.wait_for_url(re.compile(r".*/applications/[0-9a-f]{32}/receipt\?saved=1$"))
     number = page.inner_text("#application-number")
     assert re.fullmatch(r"VAN-01-\d{8}-\d{4}", number)
     assert "Шевченко Тарас" in page.inner_text(".receipt")
-    assert page.locator(".qr svg").count() == 1
+    assert page.locator(".qr svg").count() == 2  # application number, rating link
     screenshot(page, "van-receipt", docs=True)
     assert axe_violations(page) == []
 
     # A reload shows the receipt again and stores nothing twice (post/redirect/get).
     page.reload()
     assert page.inner_text("#application-number") == number
+    rate_path = page.get_attribute("#rate-here", "href")
 
-    # The status bar is live: the record leaves the outbox once HQ acks it.
-    wait_until(lambda: page.inner_text('[data-field="pending"] b').startswith("0"), 60, what="status bar to show the outbox drained")
+    # The citizen rates on their own phone: a separate browser with no session.
+    phone = browser.new_context(viewport={"width": 390, "height": 800}, locale="uk-UA")
+    p2 = phone.new_page()
+    p2.goto(demo + rate_path)
+    assert p2.locator("nav").count() == 0 and p2.locator("#statusbar").count() == 0  # nothing else to reach
+    assert axe_violations(p2) == []
+    p2.check("#score-5")
+    p2.fill("#comment", "Дуже зручно, дякую!")
+    p2.click("#rate-submit")
+    assert "Дякуємо" in p2.inner_text("#rate-thanks")
+    screenshot(p2, "citizen-rating", docs=True)
+    p2.goto(demo + rate_path)
+    assert p2.locator("#rate-done").count() == 1  # one rating per service event
+    p2.goto(demo + "/")
+    assert p2.url.endswith("/login")  # a citizen's browser reaches nothing else
+    phone.close()
+
+    # A life-situation package: several applications in one go.
+    page.goto(demo + "/applications/new")
+    page.fill("#surname", "Українка")
+    page.fill("#given_name", "Леся")
+    page.fill("#rnokpp", "3184710691")
+    page.select_option("#package_code", "PKG-BIRTH")
+    page.check("#consent")
+    page.click("#submit-application")
+    page.wait_for_url(re.compile(r".*/receipt\?saved=1$"))
+    numbers = page.inner_text("#package-numbers")
+    assert numbers.count("VAN-01-") >= 3
+
+    # The status bar is live: everything leaves the outbox once HQ acks it.
+    wait_until(lambda: page.inner_text('[data-field="pending"] b').startswith("0"), 90, what="status bar to show the outbox drained")
 
     # English is available for every string on the page.
     page.click("text=English")
     assert page.inner_text(".receipt h2") == "Application receipt"
     page.click("text=Українська")
+
+    page.goto(demo + "/")
+    page.click("#ticket-П-002 button:has-text('Обслуговано')")
+    assert "обслуговано" in page.inner_text("#ticket-П-002")
 
     page.click("text=Вийти")
     page.wait_for_url(demo + "/login")

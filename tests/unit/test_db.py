@@ -1,0 +1,40 @@
+"""Concurrent writers on one connection queue up instead of failing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sync.db import open_db, transaction
+
+
+async def test_concurrent_transactions_on_one_connection(tmp_path: Path) -> None:
+    db = await open_db(tmp_path / "t.db")
+    await db.execute("CREATE TABLE t (n INTEGER)")
+
+    async def writer(n: int) -> None:
+        async with transaction(db):
+            await db.execute("INSERT INTO t VALUES (?)", (n,))
+            await asyncio.sleep(0)  # let the other tasks try to start theirs meanwhile
+            await db.execute("INSERT INTO t VALUES (?)", (n,))
+
+    await asyncio.gather(*(writer(i) for i in range(20)))
+    async with db.execute("SELECT COUNT(*), COUNT(DISTINCT n) FROM t") as cur:
+        assert tuple(await cur.fetchone()) == (40, 20)  # type: ignore[arg-type]
+    await db.close()
+
+
+async def test_failed_transaction_rolls_back_and_releases(tmp_path: Path) -> None:
+    db = await open_db(tmp_path / "t.db")
+    await db.execute("CREATE TABLE t (n INTEGER)")
+    try:
+        async with transaction(db):
+            await db.execute("INSERT INTO t VALUES (1)")
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    async with transaction(db):
+        await db.execute("INSERT INTO t VALUES (2)")
+    async with db.execute("SELECT n FROM t") as cur:
+        assert [r[0] for r in await cur.fetchall()] == [2]
+    await db.close()
