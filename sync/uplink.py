@@ -84,6 +84,8 @@ class Uplink:
         self._inflight: dict[str, _InFlight] = {}
         self._db: aiosqlite.Connection | None = None
         self._status_at = 0.0
+        # One connection, several coroutines (drain, downlink handler): one writer at a time.
+        self._write = asyncio.Lock()
         mqtt.will_topic = topic_status(node_id)
         mqtt.will_payload = json.dumps({"node_id": node_id, "state": "offline"}).encode()
         mqtt.subscriptions = [(f"mo/v1/{node_id}/down/#", 1), (topic_catalog(), 1)]
@@ -169,12 +171,17 @@ class Uplink:
             env = Envelope(self.node_id, stream, rows[0].seq, tuple(r.payload for r in rows), self.hlc.tick(),
                            trusted_time=self.trusted_time())
             await link.publish(topic_up(self.node_id, stream), encode(env, self._key))
-            await outbox.mark_sent(self._db, stream, rows[0].seq, rows[-1].seq, self.clock.now())
+            async with self._write:
+                await outbox.mark_sent(self._db, stream, rows[0].seq, rows[-1].seq, self.clock.now())
             self._inflight[stream] = _InFlight(rows[-1].seq, now if fl is None else fl.since)
             sent_any = True
         return sent_any
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
+        async with self._write:
+            await self._on_message_locked(topic, payload)
+
+    async def _on_message_locked(self, topic: str, payload: bytes) -> None:
         assert self._db is not None and self.downlink is not None
         try:
             env = decode(payload, lambda _node: self._hq_key)
@@ -203,7 +210,8 @@ class Uplink:
 
     async def sbd_seq(self) -> int:
         assert self._db is not None
-        return await outbox.allocate_seq(self._db, "status")
+        async with self._write:
+            return await outbox.allocate_seq(self._db, "status")
 
     async def _on_ack(self, env: Envelope) -> None:
         assert self._db is not None
