@@ -100,17 +100,23 @@ class HQStore:
                 " trusted_time = excluded.trusted_time",
                 (env.node_id, now, via, int(env.trusted_time)),
             )
-            for i, item in enumerate(env.items):
-                seq = env.first_seq + i
-                cur = await self.db.execute(
-                    "INSERT OR IGNORE INTO items(node_id, stream, seq, payload, hlc, via, received) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (env.node_id, env.stream, seq, item, env.hlc, via, now),
-                )
-                if not cur.rowcount:
-                    res.duplicates += 1
-                    continue
-                res.new += 1
-                reason = await self._apply(env.node_id, env.stream, seq, item)
+            last = env.first_seq + len(env.items) - 1
+            async with self.db.execute(
+                "SELECT seq FROM items WHERE node_id = ? AND stream = ? AND seq BETWEEN ? AND ?",
+                (env.node_id, env.stream, env.first_seq, last),
+            ) as cur:
+                held = {int(r[0]) async for r in cur}
+            fresh = [(env.first_seq + i, item) for i, item in enumerate(env.items) if env.first_seq + i not in held]
+            res.duplicates = len(env.items) - len(fresh)
+            res.new = len(fresh)
+            await self.db.executemany(
+                "INSERT INTO items(node_id, stream, seq, payload, hlc, via, received) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(env.node_id, env.stream, seq, item, env.hlc, via, now) for seq, item in fresh],
+            )
+            # Positions: only the newest of a batch moves the fleet map; each is still checked.
+            newest_pos = max((seq for seq, item in fresh if item), default=None) if env.stream == "pos" else None
+            for seq, item in fresh:
+                reason = await self._apply(env.node_id, env.stream, seq, item, project=env.stream != "pos" or seq == newest_pos)
                 if reason is not None:
                     res.quarantined.append((seq, reason))
                     await self.db.execute(
@@ -138,7 +144,7 @@ class HQStore:
         res.contiguous = contiguous
         return res
 
-    async def _apply(self, node_id: str, stream: str, seq: int, item: bytes) -> str | None:
+    async def _apply(self, node_id: str, stream: str, seq: int, item: bytes, project: bool = True) -> str | None:
         """Project a newly stored item into the tables the dashboard reads; a reason if it cannot be."""
         if stream == "pos":
             if not item:
@@ -147,6 +153,8 @@ class HQStore:
                 p = poscodec.unpack_position(item)
             except EnvelopeError as exc:
                 return str(exc)
+            if not project:
+                return None
             await self.db.execute(
                 "INSERT INTO node_state(node_id, lat, lon, pos_time) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(node_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, pos_time = excluded.pos_time"
