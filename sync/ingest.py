@@ -115,6 +115,25 @@ class Ingest:
         return encode(env, self.hq_key)
 
 
+class SbdIngest:
+    """HQ's entry for Iridium SBD: the DirectIP MO receiver calls ``on_mo`` for each message.
+
+    The payload is an ordinary envelope v1 (heartbeat on the ``status``
+    stream); it is verified and stored exactly like MQTT traffic.  The ack is
+    not sent back over the satellite (MT bytes cost money and heartbeats are
+    not pruned from an outbox), so it is dropped here.
+    """
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self.received = 0
+
+    async def on_mo(self, imei: str, momsn: int, payload: bytes, session_time: float) -> None:
+        self.received += 1
+        log.info("SBD MO %d from modem ...%s (%d bytes)", momsn, imei[-4:], len(payload))
+        await self.ingest.handle(payload, channel="sbd")
+
+
 class MqttIngestWorker:
     """One HQ ingest worker on the broker."""
 

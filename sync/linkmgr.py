@@ -22,13 +22,16 @@ import logging
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .clock import HLC, Clock
 from .envelope import Envelope, encode
 from .errors import SyncError
+
+if TYPE_CHECKING:
+    from .uplink import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +180,22 @@ class LinkManager:
         while True:
             await self.step()
             await self.clock.sleep(tick)
+
+
+def for_uplink(uplink: Uplink, modem: SbdModemLike | None, sbd_after: float = 300.0, sbd_interval: float = 900.0,
+               min_signal: int = 2) -> LinkManager:
+    """The node's link manager over its MQTT uplink: what edge constructs with the (entered) modem."""
+
+    async def heartbeat() -> Heartbeat:
+        doc = await uplink.status_document()
+        pos = doc.get("pos")
+        depth = doc.get("depth")
+        p: dict[str, Any] = pos if isinstance(pos, dict) else {}
+        return Heartbeat(
+            float(p.get("t") or uplink.clock.now()), float(p.get("lat") or 0.0), float(p.get("lon") or 0.0),
+            float(p.get("speed") or 0.0), float(p.get("course") or 0.0), bool(doc.get("trusted_time")), bool(p),
+            {str(k): int(v) for k, v in depth.items()} if isinstance(depth, dict) else {},
+        )
+
+    return LinkManager(uplink.node_id, uplink.signing_key, uplink.clock, modem, lambda: uplink.status.mqtt_up, heartbeat,
+                       uplink.sbd_seq, uplink.handle_sbd_downlink, sbd_after, sbd_interval, min_signal)

@@ -91,6 +91,10 @@ class Uplink:
         mqtt.subscriptions = [(f"mo/v1/{node_id}/down/#", 1), (topic_catalog(), 1)]
         self.mqtt = mqtt
 
+    @property
+    def signing_key(self) -> Ed25519PrivateKey:
+        return self._key
+
     def kick(self) -> None:
         """Something new is in the outbox (or an ack moved): drain now."""
         self._wake.set()
