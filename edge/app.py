@@ -85,7 +85,10 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
             fix = tracker.fix
             if fix is not None and fix.received != last:
                 last = fix.received
-                await app[STORE].record_position(fix.time or cfg.clock.now(), fix.lat, fix.lon)
+                # A fix with a GPS time means the node's clock is GPS-disciplined: trusted time.
+                await app[STORE].record_position(
+                    fix.time or cfg.clock.now(), fix.lat, fix.lon, fix.speed, fix.track, trusted_time=fix.time is not None
+                )
             await cfg.clock.sleep(cfg.position_interval)
 
     async with _background(asyncio.create_task(tracker.run(), name="gps")):
@@ -96,7 +99,19 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     mqtt = MqttSettings(url=cfg.broker, client_id=cfg.node_id, version=cfg.mqtt_version)
-    uplink = Uplink(cfg.db_path, cfg.node_id, cfg.sign_key, cfg.hq_sign_public, mqtt, cfg.clock, ack_timeout=cfg.ack_timeout)
+    gps = app[GPS]
+
+    def trusted_time() -> bool:
+        return gps.fix is not None and gps.fix.time is not None
+
+    def latest_position() -> dict[str, object] | None:
+        fix = gps.fix
+        if fix is None:
+            return None
+        return {"lat": fix.lat, "lon": fix.lon, "t": fix.time, "speed": fix.speed, "course": fix.track}
+
+    uplink = Uplink(cfg.db_path, cfg.node_id, cfg.sign_key, cfg.hq_sign_public, mqtt, cfg.clock, ack_timeout=cfg.ack_timeout,
+                    trusted_time=trusted_time, latest_position=latest_position)
     app[UPLINK] = uplink
     app[STORE].on_enqueued.append(uplink.kick)
     async with _background(asyncio.create_task(uplink.run(), name="uplink")):

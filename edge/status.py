@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from sync import outbox
+
 from .appkeys import CONFIG, GPS, STORE, UPLINK
 
 
@@ -29,6 +31,9 @@ async def node_status(app: web.Application) -> dict[str, Any]:
             "delivered": summary["delivered"],
             "oldest_pending": summary["oldest_pending"],
             "by_stream": summary["by_stream"],
+            # per data class: bytes waiting and the limit (records/audit refuse intake past it; GPS thins)
+            "usage": await outbox.usage(store.db),
+            "quarantined": await outbox.quarantined(store.db),
         },
         "link": {
             "mqtt": "up" if uplink is not None and uplink.status.mqtt_up else "down",

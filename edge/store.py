@@ -23,7 +23,7 @@ from pathlib import Path
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from sync import outbox
+from sync import outbox, poscodec
 from sync.clock import Clock
 from sync.db import open_db, transaction
 from sync.migrate import migrate
@@ -447,10 +447,18 @@ class Store:
             self._notify()
         return shredded
 
-    async def record_position(self, gps_time: float, lat: float, lon: float) -> None:
-        """Positions are not personal data: recorded even while the store is locked."""
-        item = POS_STRUCT.pack(gps_time, round(lat * 1e7), round(lon * 1e7))
+    async def record_position(
+        self, gps_time: float, lat: float, lon: float,
+        speed: float | None = None, course: float | None = None, trusted_time: bool = False,
+    ) -> None:
+        """Positions are not personal data: recorded even while the store is locked.
+
+        Raw GPS is the one class that may be thinned: past its byte limit the
+        outbox drops every other unsent point instead of refusing the new one.
+        """
+        item = poscodec.pack_position(poscodec.Position(gps_time, lat, lon, speed, course, trusted_time))
         async with transaction(self.db):
+            await outbox.make_room_for_positions(self.db)
             await outbox.enqueue(self.db, "pos", item, self.clock.now())
         self._notify()
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from mobile_office.web import error_middleware, json_response
 from provisioning.keys import HQKeys
 from sync.clock import Clock, SystemClock
-from sync.ingest import Ingest, MqttIngestWorker
+from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
 from .store import HQStore
@@ -40,6 +40,8 @@ CONFIG = web.AppKey("hq_config", HQConfig)
 STORE = web.AppKey("hq_store", HQStore)
 INGEST = web.AppKey("hq_ingest", Ingest)
 WORKER = web.AppKey("hq_worker", MqttIngestWorker)
+# The DirectIP MO receiver calls app[SBD_INGEST].on_mo(imei, momsn, payload, session_time).
+SBD_INGEST = web.AppKey("hq_sbd_ingest", SbdIngest)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -61,6 +63,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
 
     ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock)
     app[INGEST] = ingest
+    app[SBD_INGEST] = SbdIngest(ingest)
     mqtt = MqttSettings(url=cfg.broker, client_id=cfg.worker, version=cfg.mqtt_version)
     worker = MqttIngestWorker(ingest, mqtt, cfg.clock, shared=cfg.mqtt_version == "5")
     app[WORKER] = worker
@@ -89,6 +92,18 @@ async def stats(request: web.Request) -> web.Response:
     return json_response(await request.app[STORE].stats())
 
 
+async def quarantine(request: web.Request) -> web.Response:
+    return json_response(await request.app[STORE].quarantined())
+
+
+async def data_classes(request: web.Request) -> web.Response:
+    """Bytes received per node and data class; nodes report what still waits in their retained status."""
+    store = request.app[STORE]
+    ingest = request.app[INGEST]
+    return json_response({"received": await store.class_bytes(),
+                          "ingest": {"stored": ingest.stored, "duplicates": ingest.duplicates, "rejected": ingest.rejected}})
+
+
 async def dashboard(request: web.Request) -> web.Response:
     ctx = {"fleet": await request.app[STORE].fleet(), "stats": await request.app[STORE].stats(), "when": _when,
            "ingest_up": request.app[WORKER].connected}
@@ -104,5 +119,7 @@ def create_app(config: HQConfig) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/fleet", fleet)
     app.router.add_get("/api/v1/stats", stats)
+    app.router.add_get("/api/v1/quarantine", quarantine)
+    app.router.add_get("/api/v1/data-classes", data_classes)
     app.router.add_get("/", dashboard)
     return app

@@ -4,7 +4,9 @@ Layout (big-endian), documented byte by byte in docs/protocol.md::
 
     0   2  magic b"MO"
     2   1  version (1)
-    3   1  flags: bit0 body is zlib-compressed, bit1 downlink (signed by HQ)
+    3   1  flags: bit0 body is zlib-compressed, bit1 downlink (signed by HQ),
+             bit2 body is a delta-coded position batch (sync.poscodec),
+             bit3 the sender's clock was GPS-disciplined (trusted time)
     4   1  stream code (see STREAMS)
     5   1  node id length N (1..64)
     6   N  node id, ASCII
@@ -28,12 +30,15 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from . import poscodec
 from .errors import EnvelopeError
 
 MAGIC = b"MO"
 VERSION = 1
 FLAG_COMPRESSED = 0x01
 FLAG_DOWNLINK = 0x02
+FLAG_POSCODEC = 0x04
+FLAG_TRUSTED_TIME = 0x08
 SIG_LEN = 64
 MAX_NODE_ID = 64
 MAX_ITEMS = 0xFFFF
@@ -42,6 +47,8 @@ COMPRESS_MIN = 96
 
 UP_STREAMS = {"status": 1, "pos": 2, "rec": 3, "audit": 4, "evt": 5, "blob": 6}
 DOWN_STREAMS = {"ack": 16, "cmd": 17, "assign": 18, "prereg": 19, "catalog": 20}
+# Kinds HQ may send to one node on mo/v1/{node}/down/{kind}.
+DOWN_KINDS = ("ack", "cmd", "assign", "prereg")
 STREAMS = {**UP_STREAMS, **DOWN_STREAMS}
 STREAM_NAMES = {v: k for k, v in STREAMS.items()}
 
@@ -56,6 +63,7 @@ class Envelope:
     items: tuple[bytes, ...]
     hlc: int
     downlink: bool = False
+    trusted_time: bool = False
 
     @property
     def last_seq(self) -> int:
@@ -113,12 +121,16 @@ def encode(env: Envelope, key: Ed25519PrivateKey, compress: bool | None = None) 
         raise EnvelopeError("node id must be 1..64 ASCII characters")
     if not 1 <= len(env.items) <= MAX_ITEMS:
         raise EnvelopeError("an envelope carries 1..65535 items")
-    body = pack_items(env.items)
-    flags = FLAG_DOWNLINK if env.downlink else 0
+    flags = (FLAG_DOWNLINK if env.downlink else 0) | (FLAG_TRUSTED_TIME if env.trusted_time else 0)
+    if env.stream == "pos" and poscodec.can_encode(env.items):
+        body = poscodec.encode_batch(env.items)
+        flags |= FLAG_POSCODEC
+    else:
+        body = pack_items(env.items)
     if compress is None:
         compress = len(body) >= COMPRESS_MIN
     if compress:
-        packed = zlib.compress(body, 6)
+        packed = zlib.compress(body, 9)
         if len(packed) < len(body):
             body = packed
             flags |= FLAG_COMPRESSED
@@ -175,7 +187,8 @@ def decode(data: bytes, key_for: Callable[[str], Ed25519PublicKey | None]) -> En
     downlink = bool(flags & FLAG_DOWNLINK)
     if downlink != (stream in DOWN_STREAMS):
         raise EnvelopeError("direction flag does not match the stream")
-    return Envelope(node_id, stream, first_seq, unpack_items(body, count), hlc, downlink)
+    items = poscodec.decode_batch(body, count) if flags & FLAG_POSCODEC else unpack_items(body, count)
+    return Envelope(node_id, stream, first_seq, items, hlc, downlink, bool(flags & FLAG_TRUSTED_TIME))
 
 
 # Acks: one item per stream, cumulative: "HQ holds every seq <= upto".
@@ -199,6 +212,48 @@ def parse_ack_items(items: Sequence[bytes]) -> dict[str, int]:
     return out
 
 
+# Besides cumulative acks, an ack envelope may carry (first byte of the item):
+#   0x80|code, u64 N           "resend stream from N": HQ saw a gap
+#   0x40|code, u64 N, reason   "item N is quarantined at HQ" (UTF-8 reason)
+RESEND = 0x80
+QUARANTINE = 0x40
+
+
+@dataclass
+class AckMessage:
+    acks: dict[str, int]
+    resend_from: dict[str, int]
+    quarantined: list[tuple[str, int, str]]
+
+
+def resend_item(stream: str, from_seq: int) -> bytes:
+    return _ACK.pack(RESEND | UP_STREAMS[stream], from_seq)
+
+
+def quarantine_item(stream: str, seq: int, reason: str) -> bytes:
+    return _ACK.pack(QUARANTINE | UP_STREAMS[stream], seq) + reason.encode()[:200]
+
+
+def parse_ack_message(items: Sequence[bytes]) -> AckMessage:
+    msg = AckMessage({}, {}, [])
+    for item in items:
+        if len(item) < _ACK.size:
+            raise EnvelopeError("malformed ack item")
+        code, n = _ACK.unpack_from(item)
+        name = STREAM_NAMES.get(code & 0x3F)
+        if name not in UP_STREAMS:
+            raise EnvelopeError(f"ack for unknown stream code {code}")
+        if code & RESEND:
+            msg.resend_from[name] = n
+        elif code & QUARANTINE:
+            msg.quarantined.append((name, n, item[_ACK.size :].decode("utf-8", "replace")))
+        elif len(item) == _ACK.size:
+            msg.acks[name] = n
+        else:
+            raise EnvelopeError("malformed ack item")
+    return msg
+
+
 def topic_up(node_id: str, stream: str) -> str:
     return f"mo/v1/{node_id}/up/{stream}"
 
@@ -209,3 +264,7 @@ def topic_down(node_id: str, kind: str) -> str:
 
 def topic_status(node_id: str) -> str:
     return f"mo/v1/{node_id}/status"
+
+
+def topic_catalog() -> str:
+    return "mo/v1/all/down/catalog"

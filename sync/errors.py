@@ -15,3 +15,15 @@ class LinkDown(SyncError):
 
 class PublishTimeout(SyncError):
     """The broker did not confirm a publish in time."""
+
+
+class OutboxFull(SyncError):
+    """Accepting more would break a data-class limit or fill the disk; nothing was written."""
+
+    #: For people (the intake page shows it as is).
+    message_uk = "Сховище черги на відправлення майже заповнене: запис не прийнято. Дочекайтеся зв'язку з центром і спробуйте ще раз."
+
+    def __init__(self, stream: str, detail: str) -> None:
+        super().__init__(f"outbox_full: {detail}")
+        self.stream = stream
+        self.detail = detail

@@ -11,28 +11,39 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .clock import HLC, Clock
-from .envelope import Envelope, UP_STREAMS, ack_items, decode, encode, topic_down
+from .envelope import Envelope, UP_STREAMS, ack_items, decode, encode, quarantine_item, resend_item, topic_down
 from .errors import EnvelopeError
 from .mqtt import MqttLink, MqttSettings, run_forever
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class StoreResult:
+    """What one committed envelope changed at HQ."""
+
+    contiguous: int  # HQ holds every seq <= this on the stream
+    new: int = 0  # items stored for the first time
+    duplicates: int = 0  # items HQ already had (resends, replays): harmless, counted
+    quarantined: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason), stored but not applied
+
+
 class IngestSink(Protocol):
     """Storage behind ingest (hq.store implements it)."""
 
-    async def store_envelope(self, env: Envelope, via: str) -> int:
-        """Commit the items idempotently; return the contiguous seq HQ now holds."""
+    async def store_envelope(self, env: Envelope, via: str) -> StoreResult:
+        """Commit the items idempotently; report the contiguous seq HQ now holds."""
         ...
 
     async def record_rejection(self, claimed_node: str, channel: str, reason: str) -> None: ...
 
-    async def record_status(self, node_id: str, state: str, at: float) -> None: ...
+    async def record_status(self, node_id: str, state: str, at: float, depth: dict[str, Any] | None = None) -> None: ...
 
 
 def up_topic_parts(topic: str) -> tuple[str, str] | None:
@@ -58,10 +69,16 @@ class Ingest:
         self.clock = clock
         self.hlc = HLC(clock)
         self.rejected = 0
+        self.duplicates = 0
+        self.stored = 0
         self._ack_seq = 0
 
-    async def handle(self, payload: bytes, channel: str, topic_node: str | None = None, topic_stream: str | None = None) -> bytes | None:
-        """Verify and store one envelope.  Returns the signed ack to send back, or None."""
+    async def handle(self, payload: bytes, channel: str = "mqtt", topic_node: str | None = None, topic_stream: str | None = None) -> bytes | None:
+        """Verify and store one envelope.  Returns the signed ack to send back, or None.
+
+        The satellite gateway (DirectIP MO) calls this with ``channel="sbd"``
+        and the message body: same verification, same idempotent storage.
+        """
         try:
             env = decode(payload, self.key_for)
             if env.downlink or env.stream not in UP_STREAMS:
@@ -77,13 +94,44 @@ class Ingest:
             await self.sink.record_rejection(claimed, channel, str(exc))
             return None
         self.hlc.observe(env.hlc)
-        contiguous = await self.sink.store_envelope(env, channel)
-        return self.make_ack(env.node_id, {env.stream: contiguous}) if contiguous > 0 else None
+        res = await self.sink.store_envelope(env, channel)
+        self.stored += res.new
+        if res.duplicates:
+            self.duplicates += res.duplicates
+            log.info("%d items from %s/%s already held (resend or replay)", res.duplicates, env.node_id, env.stream)
+        extra = [quarantine_item(env.stream, seq, reason) for seq, reason in res.quarantined]
+        if env.first_seq > res.contiguous + 1:
+            # A gap before this batch: ask for it now instead of waiting for the node's timeout.
+            extra.append(resend_item(env.stream, res.contiguous + 1))
+        if res.contiguous <= 0 and not extra:
+            return None
+        acks = {env.stream: res.contiguous} if res.contiguous > 0 else {}
+        return self.make_ack(env.node_id, acks, extra)
 
-    def make_ack(self, node_id: str, acks: dict[str, int]) -> bytes:
+    def make_ack(self, node_id: str, acks: dict[str, int], extra: list[bytes] | None = None) -> bytes:
         self._ack_seq += 1
-        env = Envelope(node_id, "ack", self._ack_seq, ack_items(acks), self.hlc.tick(), downlink=True)
+        items = ack_items(acks) + tuple(extra or ())
+        env = Envelope(node_id, "ack", self._ack_seq, items, self.hlc.tick(), downlink=True)
         return encode(env, self.hq_key)
+
+
+class SbdIngest:
+    """HQ's entry for Iridium SBD: the DirectIP MO receiver calls ``on_mo`` for each message.
+
+    The payload is an ordinary envelope v1 (heartbeat on the ``status``
+    stream); it is verified and stored exactly like MQTT traffic.  The ack is
+    not sent back over the satellite (MT bytes cost money and heartbeats are
+    not pruned from an outbox), so it is dropped here.
+    """
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self.received = 0
+
+    async def on_mo(self, imei: str, momsn: int, payload: bytes, session_time: float) -> None:
+        self.received += 1
+        log.info("SBD MO %d from modem ...%s (%d bytes)", momsn, imei[-4:], len(payload))
+        await self.ingest.handle(payload, channel="sbd")
 
 
 class MqttIngestWorker:
@@ -109,13 +157,23 @@ class MqttIngestWorker:
     async def _session(self, link: MqttLink) -> None:
         self._link = link
 
+    async def publish_down(self, topic: str, payload: bytes, retain: bool = False) -> bool:
+        """Send a signed downlink (command, assignment, catalogue); False if not connected."""
+        link = self._link
+        if link is None or not link.connected:
+            return False
+        await link.publish(topic, payload, retain=retain)
+        return True
+
     async def _on_message(self, topic: str, payload: bytes) -> None:
         link = self._link
         if topic.endswith("/status"):
             try:
                 doc = json.loads(payload)
                 node = topic.split("/")[2]
-                await self.ingest.sink.record_status(node, str(doc.get("state", "?")), self.clock.now())
+                depth = doc.get("depth")
+                await self.ingest.sink.record_status(node, str(doc.get("state", "?")), self.clock.now(),
+                                                     depth if isinstance(depth, dict) else None)
             except (ValueError, AttributeError):
                 log.warning("unreadable status on %s", topic)
             return

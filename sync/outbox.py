@@ -8,11 +8,13 @@ stream (1, 2, 3, ...), which lets HQ ack cumulatively and spot gaps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 import aiosqlite
 
 from .db import transaction
+from .errors import OutboxFull
 from .migrate import migrate
 
 MIGRATIONS = [
@@ -31,10 +33,54 @@ CREATE TABLE outbox_stream (
     acked_at  REAL
 );
 """,
+    # 2: per-class byte accounting, a per-item sync ledger, the node's view of HQ's quarantine
+    """
+ALTER TABLE outbox_stream ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE outbox_stream SET bytes = COALESCE((SELECT SUM(length(payload)) FROM outbox o WHERE o.stream = outbox_stream.stream), 0);
+CREATE TABLE sync_ledger (
+    stream  TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    created REAL    NOT NULL,
+    sent    REAL,
+    acked   REAL,
+    PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
+CREATE TABLE quarantine (
+    stream TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
+""",
 ]
 
 # Drain order: what HQ needs to track the fleet first, bulky things last.
 PRIORITY = ("status", "pos", "rec", "audit", "evt", "blob")
+# Streams whose every item gets a ledger row an administrator can read; raw GPS
+# (tens of thousands of points a day) is tracked per stream only.
+LEDGER_STREAMS = frozenset({"rec", "audit", "evt", "blob"})
+# Streams that are never dropped: intake is refused before they overflow.
+NEVER_DROP = frozenset({"rec", "audit", "evt", "blob"})
+
+
+@dataclass
+class Limits:
+    """Byte limits per data class, and the disk space always kept free."""
+
+    per_stream: dict[str, int] = field(
+        default_factory=lambda: {
+            "rec": 512 * 1024 * 1024,
+            "audit": 128 * 1024 * 1024,
+            "evt": 64 * 1024 * 1024,
+            "blob": 2 * 1024 * 1024 * 1024,
+            "pos": 32 * 1024 * 1024,
+        }
+    )
+    min_free_disk: int = 64 * 1024 * 1024
+
+    def limit(self, stream: str) -> int | None:
+        return self.per_stream.get(stream)
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -51,6 +97,7 @@ class StreamState:
     next_seq: int
     acked: int
     acked_at: float | None
+    bytes: int = 0
 
     @property
     def pending(self) -> int:
@@ -73,12 +120,124 @@ async def enqueue(db: aiosqlite.Connection, stream: str, payload: bytes, now: fl
     await db.execute(
         "INSERT INTO outbox(stream, seq, payload, created) VALUES (?, ?, ?, ?)", (stream, seq, payload, now)
     )
+    await db.execute("UPDATE outbox_stream SET bytes = bytes + ? WHERE stream = ?", (len(payload), stream))
+    if stream in LEDGER_STREAMS:
+        await db.execute("INSERT OR REPLACE INTO sync_ledger(stream, seq, created) VALUES (?, ?, ?)", (stream, seq, now))
     return seq
 
 
 async def streams(db: aiosqlite.Connection) -> dict[str, StreamState]:
-    async with db.execute("SELECT stream, next_seq, acked, acked_at FROM outbox_stream") as cur:
-        return {r[0]: StreamState(r[0], r[1], r[2], r[3]) async for r in cur}
+    async with db.execute("SELECT stream, next_seq, acked, acked_at, bytes FROM outbox_stream") as cur:
+        return {r[0]: StreamState(r[0], r[1], r[2], r[3], r[4]) async for r in cur}
+
+
+async def _db_file(db: aiosqlite.Connection) -> str | None:
+    async with db.execute("PRAGMA database_list") as cur:
+        async for _seq, name, path in cur:
+            if name == "main" and path:
+                return str(path)
+    return None
+
+
+async def check_capacity(
+    db: aiosqlite.Connection, stream: str, incoming: int = 0, limits: Limits = DEFAULT_LIMITS
+) -> None:
+    """Raise OutboxFull if accepting ``incoming`` more bytes on ``stream`` would break a limit.
+
+    The store calls this *before* it accepts a record, so an administrator is
+    told to wait for the link instead of the node ever dropping a saved record.
+    """
+    limit = limits.limit(stream)
+    if limit is not None:
+        async with db.execute("SELECT bytes FROM outbox_stream WHERE stream = ?", (stream,)) as cur:
+            row = await cur.fetchone()
+        used = int(row[0]) if row else 0
+        if used + incoming > limit:
+            raise OutboxFull(stream, f"outbox class {stream!r} holds {used} of {limit} bytes")
+    path = await _db_file(db)
+    if path is not None:
+        st = os.statvfs(os.path.dirname(path) or ".")
+        free = st.f_bavail * st.f_frsize
+        if free - incoming < limits.min_free_disk:
+            raise OutboxFull(stream, f"only {free} bytes free on the data disk")
+
+
+async def capacity_ok(db: aiosqlite.Connection, stream: str, incoming: int = 0, limits: Limits = DEFAULT_LIMITS) -> bool:
+    try:
+        await check_capacity(db, stream, incoming, limits)
+    except OutboxFull:
+        return False
+    return True
+
+
+async def usage(db: aiosqlite.Connection, limits: Limits = DEFAULT_LIMITS) -> dict[str, dict[str, int | None]]:
+    """Bytes waiting per data class with its limit, for the status bar and HQ."""
+    states = await streams(db)
+    names = sorted(set(states) | set(limits.per_stream))
+    return {
+        n: {"bytes": states[n].bytes if n in states else 0, "limit": limits.limit(n),
+            "pending": states[n].pending if n in states else 0}
+        for n in names
+    }
+
+
+async def make_room_for_positions(db: aiosqlite.Connection, limits: Limits = DEFAULT_LIMITS) -> int:
+    """Inside the caller's transaction: past the GPS limit, thin the oldest unsent half.
+
+    Every other point is emptied (payload ``b""``), never deleted, so sequence
+    numbers stay dense and HQ's cumulative ack keeps moving.  The newest point
+    is never thinned.  Returns how many points were thinned.
+    """
+    limit = limits.limit("pos")
+    if limit is None:
+        return 0
+    async with db.execute("SELECT bytes, next_seq FROM outbox_stream WHERE stream = 'pos'") as cur:
+        row = await cur.fetchone()
+    if row is None or row[0] <= limit:
+        return 0
+    async with db.execute(
+        "SELECT seq, length(payload) FROM (SELECT seq, payload, row_number() OVER (ORDER BY seq) AS rn FROM outbox"
+        " WHERE stream = 'pos' AND length(payload) > 0 AND seq < ?) WHERE rn % 2 = 0",
+        (row[1] - 1,),
+    ) as cur:
+        victims = [(int(r[0]), int(r[1])) async for r in cur]
+    victims = victims[: max(1, len(victims) // 2)]
+    freed = sum(n for _, n in victims)
+    await db.executemany("UPDATE outbox SET payload = x'' WHERE stream = 'pos' AND seq = ?", [(s,) for s, _ in victims])
+    await db.execute("UPDATE outbox_stream SET bytes = bytes - ? WHERE stream = 'pos'", (freed,))
+    return len(victims)
+
+
+async def mark_sent(db: aiosqlite.Connection, stream: str, first: int, last: int, now: float) -> None:
+    if stream in LEDGER_STREAMS:
+        async with transaction(db):
+            await db.execute(
+                "UPDATE sync_ledger SET sent = ? WHERE stream = ? AND seq BETWEEN ? AND ? AND sent IS NULL",
+                (now, stream, first, last),
+            )
+
+
+async def ledger(db: aiosqlite.Connection, stream: str, seq: int) -> dict[str, object] | None:
+    """The sync ledger of one item: when it was created, first sent, acknowledged by HQ."""
+    async with db.execute("SELECT created, sent, acked FROM sync_ledger WHERE stream = ? AND seq = ?", (stream, seq)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    async with db.execute("SELECT reason, at FROM quarantine WHERE stream = ? AND seq = ?", (stream, seq)) as cur:
+        q = await cur.fetchone()
+    state = "quarantined" if q else "acknowledged" if row[2] else "sent" if row[1] else "created"
+    return {"stream": stream, "seq": seq, "created": row[0], "sent": row[1], "acknowledged": row[2], "state": state,
+            "quarantine": None if q is None else {"reason": q[0], "at": q[1]}}
+
+
+async def record_quarantine(db: aiosqlite.Connection, stream: str, seq: int, reason: str, now: float) -> None:
+    async with transaction(db):
+        await db.execute("INSERT OR IGNORE INTO quarantine(stream, seq, reason, at) VALUES (?, ?, ?, ?)", (stream, seq, reason, now))
+
+
+async def quarantined(db: aiosqlite.Connection) -> list[dict[str, object]]:
+    async with db.execute("SELECT stream, seq, reason, at FROM quarantine ORDER BY at") as cur:
+        return [{"stream": r[0], "seq": r[1], "reason": r[2], "at": r[3]} async for r in cur]
 
 
 async def batch(db: aiosqlite.Connection, stream: str, after_seq: int, max_items: int, max_bytes: int) -> list[OutboxRow]:
@@ -115,6 +274,32 @@ async def apply_ack(db: aiosqlite.Connection, stream: str, upto: int, now: float
         upto = min(upto, next_seq - 1)
         if upto <= acked:
             return False
+        async with db.execute(
+            "SELECT COALESCE(SUM(length(payload)), 0) FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto)
+        ) as cur:
+            freed_row = await cur.fetchone()
+        freed = int(freed_row[0]) if freed_row else 0
         await db.execute("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto))
-        await db.execute("UPDATE outbox_stream SET acked = ?, acked_at = ? WHERE stream = ?", (upto, now, stream))
+        await db.execute(
+            "UPDATE outbox_stream SET acked = ?, acked_at = ?, bytes = MAX(0, bytes - ?) WHERE stream = ?",
+            (upto, now, freed, stream),
+        )
+        if stream in LEDGER_STREAMS:
+            await db.execute(
+                "UPDATE sync_ledger SET acked = ?, sent = COALESCE(sent, ?) WHERE stream = ? AND seq > ? AND seq <= ?",
+                (now, now, stream, acked, upto),
+            )
     return True
+
+
+async def allocate_seq(db: aiosqlite.Connection, stream: str) -> int:
+    """A sequence number for a fire-and-forget item (an SBD heartbeat): counted as sent and done."""
+    async with transaction(db):
+        await db.execute("INSERT OR IGNORE INTO outbox_stream(stream) VALUES (?)", (stream,))
+        async with db.execute(
+            "UPDATE outbox_stream SET next_seq = next_seq + 1, acked = next_seq WHERE stream = ? RETURNING next_seq - 1",
+            (stream,),
+        ) as cur:
+            row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from . import outbox
 from .clock import HLC, Clock
 from .db import open_db
-from .envelope import Envelope, decode, encode, parse_ack_items, topic_down, topic_status, topic_up
+from .downlink import Downlink, Handler
+from .envelope import Envelope, decode, encode, parse_ack_message, topic_catalog, topic_status, topic_up
 from .errors import EnvelopeError
 from .mqtt import MqttLink, MqttSettings, run_forever
 
@@ -34,6 +35,8 @@ class UplinkStatus:
     mqtt_up: bool = False
     last_ack_at: float | None = None
     rejected_downlinks: int = 0
+    last_connected_at: float | None = None
+    last_status: dict[str, object] = field(default_factory=dict)
     listeners: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -56,6 +59,9 @@ class Uplink:
         max_batch_bytes: int = 64 * 1024,
         max_batch_items: int = 500,
         window_items: int = 5000,
+        trusted_time: Callable[[], bool] = lambda: False,
+        latest_position: Callable[[], dict[str, object] | None] = lambda: None,
+        heartbeat: float = 60.0,
     ) -> None:
         self.db_path = db_path
         self.node_id = node_id
@@ -67,14 +73,27 @@ class Uplink:
         self.max_batch_bytes = max_batch_bytes
         self.max_batch_items = max_batch_items
         self.window_items = window_items
+        self.trusted_time = trusted_time
+        self.latest_position = latest_position
+        self.heartbeat = heartbeat
         self.status = UplinkStatus()
+        self.downlink: Downlink | None = None
+        # Edge registers downlink callbacks before run(); they are attached to the Downlink then.
+        self.handlers: dict[str, Handler] = {}
         self._wake = asyncio.Event()
         self._inflight: dict[str, _InFlight] = {}
         self._db: aiosqlite.Connection | None = None
+        self._status_at = 0.0
+        # One connection, several coroutines (drain, downlink handler): one writer at a time.
+        self._write = asyncio.Lock()
         mqtt.will_topic = topic_status(node_id)
         mqtt.will_payload = json.dumps({"node_id": node_id, "state": "offline"}).encode()
-        mqtt.subscriptions = [(f"mo/v1/{node_id}/down/#", 1)]
+        mqtt.subscriptions = [(f"mo/v1/{node_id}/down/#", 1), (topic_catalog(), 1)]
         self.mqtt = mqtt
+
+    @property
+    def signing_key(self) -> Ed25519PrivateKey:
+        return self._key
 
     def kick(self) -> None:
         """Something new is in the outbox (or an ack moved): drain now."""
@@ -83,6 +102,11 @@ class Uplink:
     async def run(self) -> None:
         self._db = await open_db(self.db_path)
         await outbox.create_schema(self._db)
+        self.downlink = Downlink(self._db, self.clock)
+        await self.downlink.create_schema()
+        self.downlink.on_enqueued.append(self.kick)
+        for kind, handler in self.handlers.items():
+            self.downlink.register(kind, handler)
         try:
             await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._set_link_state)
         finally:
@@ -90,15 +114,33 @@ class Uplink:
 
     def _set_link_state(self, up: bool) -> None:
         self.status.mqtt_up = up
+        if up:
+            self.status.last_connected_at = self.clock.monotonic()
         self._inflight.clear()  # a new session resends whatever is not acked
 
+    async def status_document(self) -> dict[str, object]:
+        """Heartbeat: state, latest position, outbox depth per class.  Also the SBD heartbeat's source."""
+        assert self._db is not None
+        use = await outbox.usage(self._db)
+        return {
+            "node_id": self.node_id, "state": "online", "ts": self.clock.now(), "trusted_time": self.trusted_time(),
+            "pos": self.latest_position(),
+            "depth": {k: v["pending"] for k, v in use.items() if v["pending"]},
+            "bytes": {k: v["bytes"] for k, v in use.items() if v["bytes"]},
+        }
+
+    async def _publish_status(self, link: MqttLink) -> None:
+        doc = await self.status_document()
+        self.status.last_status = doc
+        self._status_at = self.clock.monotonic()
+        await link.publish(topic_status(self.node_id), json.dumps(doc, separators=(",", ":")).encode(), retain=True)
+
     async def _session(self, link: MqttLink) -> None:
-        await link.publish(
-            topic_status(self.node_id),
-            json.dumps({"node_id": self.node_id, "state": "online", "ts": self.clock.now()}).encode(),
-            retain=True,
-        )
+        # The latest position collapses into the retained status, which always goes first.
+        await self._publish_status(link)
         while link.connected:
+            if self.clock.monotonic() - self._status_at >= self.heartbeat:
+                await self._publish_status(link)
             sent = await self._drain_once(link)
             if not sent:
                 self._wake.clear()
@@ -130,36 +172,71 @@ class Uplink:
             rows = await outbox.batch(self._db, stream, after, self.max_batch_items, self.max_batch_bytes)
             if not rows:
                 continue
-            env = Envelope(self.node_id, stream, rows[0].seq, tuple(r.payload for r in rows), self.hlc.tick())
+            env = Envelope(self.node_id, stream, rows[0].seq, tuple(r.payload for r in rows), self.hlc.tick(),
+                           trusted_time=self.trusted_time())
             await link.publish(topic_up(self.node_id, stream), encode(env, self._key))
+            async with self._write:
+                await outbox.mark_sent(self._db, stream, rows[0].seq, rows[-1].seq, self.clock.now())
             self._inflight[stream] = _InFlight(rows[-1].seq, now if fl is None else fl.since)
             sent_any = True
         return sent_any
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
-        assert self._db is not None
-        if not topic.endswith("/down/ack"):
-            log.debug("ignoring downlink on %s (not handled yet)", topic)
-            return
+        async with self._write:
+            await self._on_message_locked(topic, payload)
+
+    async def _on_message_locked(self, topic: str, payload: bytes) -> None:
+        assert self._db is not None and self.downlink is not None
         try:
             env = decode(payload, lambda _node: self._hq_key)
-            if not env.downlink or env.stream != "ack" or env.node_id != self.node_id:
-                raise EnvelopeError("not an ack for this node")
-            acks = parse_ack_items(env.items)
+            if not env.downlink:
+                raise EnvelopeError("an uplink envelope on a downlink topic")
+            if env.stream == "catalog":
+                if env.node_id != "all" or not topic.endswith("/all/down/catalog"):
+                    raise EnvelopeError("a catalogue is addressed to all nodes")
+                self.hlc.observe(env.hlc)
+                await self.downlink.apply_catalog(env)
+                return
+            if env.node_id != self.node_id or (topic != "sbd" and not topic.endswith(f"/down/{env.stream}")):
+                raise EnvelopeError("not addressed to this node on this topic")
+            if env.stream == "ack":
+                await self._on_ack(env)
+            else:
+                self.hlc.observe(env.hlc)
+                await self.downlink.apply(env)
         except EnvelopeError as exc:
             self.status.rejected_downlinks += 1
             log.warning("rejected downlink on %s: %s", topic, exc)
-            return
+
+    async def handle_sbd_downlink(self, payload: bytes) -> None:
+        """An MT message from the satellite: the same signed downlink envelope as on MQTT."""
+        await self._on_message("sbd", payload)
+
+    async def sbd_seq(self) -> int:
+        assert self._db is not None
+        async with self._write:
+            return await outbox.allocate_seq(self._db, "status")
+
+    async def _on_ack(self, env: Envelope) -> None:
+        assert self._db is not None
+        msg = parse_ack_message(env.items)
         self.hlc.observe(env.hlc)
+        for stream, seq, reason in msg.quarantined:
+            log.warning("HQ quarantined %s/%d: %s", stream, seq, reason)
+            await outbox.record_quarantine(self._db, stream, seq, reason, self.clock.now())
         moved = False
-        for stream, upto in acks.items():
+        for stream, upto in msg.acks.items():
             if await outbox.apply_ack(self._db, stream, upto, self.clock.now()):
                 moved = True
                 fl = self._inflight.get(stream)
                 if fl is not None:
                     # progress resets the resend timer of what is still in flight
                     fl.since = self.clock.monotonic()
-        if moved:
+        for stream, from_seq in msg.resend_from.items():
+            # HQ saw a gap: forget what we think is in flight and go again from there.
+            log.info("HQ asks to resend %s from %d", stream, from_seq)
+            self._inflight.pop(stream, None)
+        if moved or msg.quarantined:
             self.status.last_ack_at = self.clock.now()
             for listener in self.status.listeners:
                 listener()

@@ -113,7 +113,7 @@ async def test_hq_detects_forged_and_missing_audit_entries(store: Store, tmp_pat
     hq = await HQStore.open(tmp_path / "hq.db", clock)
     try:
         env = lambda first, payloads: Envelope("van-01", "audit", first, tuple(payloads), 1)  # noqa: E731
-        assert await hq.store_envelope(env(1, [items[0][1]]), "mqtt") == 1
+        assert (await hq.store_envelope(env(1, [items[0][1]]), "mqtt")).contiguous == 1
         # entry 2 edited on the way (or on the SD card) but re-hashed without the chain key
         forged = items[1][1].replace(b'"actor":"admin"', b'"actor":"nobody"')
         await hq.store_envelope(env(2, [forged, items[2][1]]), "mqtt")
