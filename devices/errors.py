@@ -7,3 +7,19 @@ class DeviceError(Exception):
 
 class GpsUnavailable(DeviceError):
     """gpsd cannot be reached or stopped answering."""
+
+
+class ModemError(DeviceError):
+    """The satellite modem failed a command (ERROR, bad checksum, bad answer)."""
+
+
+class ModemTimeout(ModemError):
+    """The modem did not answer within the command's timeout."""
+
+
+class ModemGone(ModemError):
+    """The serial port disappeared or cannot be opened."""
+
+
+class PayloadTooLarge(ModemError):
+    """An SBD payload over the module's limit; refused before touching the modem."""
