@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -72,7 +73,7 @@ class GpsdConnection:
     async def _call(self, fn: Any, *args: Any) -> Any:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._ex, fn, *args)
-        except (OSError, ValueError, KeyError, IndexError) as exc:  # socket errors, bad JSON
+        except Exception as exc:  # gpsd-py3 raises bare Exception too; socket errors, bad JSON
             raise GpsUnavailable(f"gpsd at {self.host}:{self.port}: {exc}") from exc
 
     async def __aenter__(self) -> GpsdConnection:
@@ -98,11 +99,22 @@ class GpsdConnection:
                 pass
         gpsd.gpsd_socket = None
 
-    async def poll(self) -> tuple[GpsState, Fix | None]:
-        resp = await self._call(gpsd.get_current)
+    @staticmethod
+    def _poll_once() -> tuple[GpsState, Any]:
+        try:
+            resp = gpsd.get_current()
+        except UserWarning:  # gpsd-py3's way of saying "no active device"
+            return GpsState.NO_RECEIVER, None
+        except (IndexError, KeyError):  # a device, but no report yet
+            return GpsState.NO_FIX, None
         if getattr(resp, "mode", 0) < 2:
-            devices = (gpsd.state.get("devices") or {}).get("devices") or []
-            return (GpsState.NO_FIX if devices else GpsState.NO_RECEIVER), None
+            return GpsState.NO_FIX, None
+        return GpsState.FIX, resp
+
+    async def poll(self) -> tuple[GpsState, Fix | None]:
+        state, resp = await self._call(self._poll_once)
+        if resp is None:
+            return state, None
         fix = Fix(
             time=_parse_time(getattr(resp, "time", None)),
             lat=float(resp.lat),
@@ -126,6 +138,8 @@ class GpsTracker:
         self.retry = retry
         self.state = GpsState.GPSD_DOWN
         self.fix: Fix | None = None
+        # Subscribers get every new fix (the trip recorder, the position sampler).
+        self.listeners: list[Callable[[Fix], None]] = []
         self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpsd")
 
     @property
@@ -151,6 +165,8 @@ class GpsTracker:
                             self.state = state
                             if fix is not None:
                                 self.fix = fix
+                                for listener in self.listeners:
+                                    listener(fix)
                             await asyncio.sleep(self.interval)
                 except GpsUnavailable as exc:
                     if not reported_down:

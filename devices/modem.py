@@ -305,3 +305,18 @@ class ModemManager:
                 self.modem = None
                 self.status.present = False
             await asyncio.sleep(self.retry)
+
+    # The same calls as SbdModem, on whichever modem is open now.
+    def _current(self) -> SbdModem:
+        if self.modem is None:
+            raise ModemGone(f"satellite modem on {self.settings.device} is unavailable")
+        return self.modem
+
+    async def send(self, payload: bytes) -> SbdResult:
+        return await self._current().send(payload)
+
+    async def receive(self) -> list[bytes]:
+        return await self._current().receive()
+
+    async def signal(self) -> int:
+        return await self._current().signal()

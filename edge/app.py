@@ -17,12 +17,14 @@ import jinja2
 from aiohttp import web
 
 from devices.gps import GpsTracker
+from devices.modem import ModemManager, ModemSettings
 from mobile_office.web import error_middleware
+from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
 from . import api, views
-from .appkeys import CATALOG, CONFIG, DESK, GPS, SESSIONS, STORE, UPLINK
+from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, UPLINK
 from .auth import Sessions
 from .catalog import Catalog
 from .config import NodeConfig
@@ -118,6 +120,20 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Satellite link: the modem kept open by its manager, and the link manager that uses it."""
+    cfg = app[CONFIG]
+    if not cfg.modem:
+        yield
+        return
+    manager = ModemManager(ModemSettings(cfg.modem))
+    app[MODEM] = manager
+    links = for_uplink(app[UPLINK], manager, sbd_after=cfg.sbd_after, sbd_interval=cfg.sbd_interval)
+    async with _background(asyncio.create_task(manager.run(), name="modem")):
+        async with _background(asyncio.create_task(links.run(), name="link-manager")):
+            yield
+
+
 def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
@@ -131,6 +147,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_shredder_ctx)
     app.cleanup_ctx.append(_gps_ctx)
     app.cleanup_ctx.append(_uplink_ctx)
+    app.cleanup_ctx.append(_modem_ctx)
     api.add_routes(app)
     views.add_routes(app)
     app.router.add_static("/static", HERE / "static")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from devices.gps import GpsTracker
+from devices.modem import ModemManager
 from sync.uplink import Uplink
 
 from .auth import Sessions
@@ -20,3 +21,4 @@ CATALOG = web.AppKey("catalog", Catalog)
 GPS = web.AppKey("gps", GpsTracker)
 UPLINK = web.AppKey("uplink", Uplink)
 DESK = web.AppKey("desk", ServiceDesk)
+MODEM = web.AppKey("modem", ModemManager)

@@ -23,6 +23,9 @@ class NodeConfig:
     broker: str = "mqtt://127.0.0.1:1883"
     mqtt_version: str = "5"
     gpsd: tuple[str, int] | None = ("127.0.0.1", 2947)
+    modem: str | None = None
+    sbd_after: float = 300.0
+    sbd_interval: float = 900.0
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     session_timeout: float = 900.0

@@ -8,7 +8,16 @@ from aiohttp import web
 
 from sync import outbox
 
-from .appkeys import CONFIG, GPS, STORE, UPLINK
+from .appkeys import CONFIG, GPS, MODEM, STORE, UPLINK
+
+
+def _satellite(app: web.Application) -> dict[str, Any] | None:
+    manager = app.get(MODEM)
+    if manager is None:
+        return None
+    st = manager.status
+    return {"present": st.present, "signal": st.signal, "last_success": st.last_success, "last_error": st.last_error,
+            "sessions_ok": st.sessions_ok, "sessions_failed": st.sessions_failed}
 
 
 async def node_status(app: web.Application) -> dict[str, Any]:
@@ -37,6 +46,7 @@ async def node_status(app: web.Application) -> dict[str, Any]:
         },
         "link": {
             "mqtt": "up" if uplink is not None and uplink.status.mqtt_up else "down",
+            "satellite": _satellite(app),
             "last_ack": summary["last_ack"],
         },
         "store": {"locked": store.locked},

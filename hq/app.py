@@ -19,6 +19,7 @@ from sync.clock import Clock, SystemClock
 from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
+from .directip import DirectIpReceiver, MoMessage
 from .store import HQStore
 
 HERE = Path(__file__).parent
@@ -33,6 +34,7 @@ class HQConfig:
     worker: str = "hq-1"
     host: str = "0.0.0.0"
     port: int = 8090
+    directip_port: int | None = None
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -42,6 +44,7 @@ INGEST = web.AppKey("hq_ingest", Ingest)
 WORKER = web.AppKey("hq_worker", MqttIngestWorker)
 # The DirectIP MO receiver calls app[SBD_INGEST].on_mo(imei, momsn, payload, session_time).
 SBD_INGEST = web.AppKey("hq_sbd_ingest", SbdIngest)
+DIRECTIP = web.AppKey("hq_directip", DirectIpReceiver)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -72,6 +75,22 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _directip_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Iridium DirectIP MO receiver: satellite messages enter the same ingest as MQTT."""
+    cfg = app[CONFIG]
+    if cfg.directip_port is None:
+        yield
+        return
+    sbd = app[SBD_INGEST]
+
+    async def on_mo(mo: MoMessage) -> None:
+        await sbd.on_mo(mo.imei, mo.momsn, mo.payload, float(mo.session_time))
+
+    async with DirectIpReceiver(on_mo, cfg.host, cfg.directip_port) as rx:
+        app[DIRECTIP] = rx
+        yield
 
 
 def _when(ts: float | None) -> str:
@@ -116,6 +135,7 @@ def create_app(config: HQConfig) -> web.Application:
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
+    app.cleanup_ctx.append(_directip_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/fleet", fleet)
     app.router.add_get("/api/v1/stats", stats)

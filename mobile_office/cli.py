@@ -24,6 +24,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--admin-password", help="password of the demo administrator 'admin' (default: random, printed)")
     p.add_argument("--broker", type=settings.mqtt_url, help="use this MQTT 5 broker (e.g. mqtt://127.0.0.1:1883 for Mosquitto) instead of the embedded one")
     p.add_argument("--gpsd", type=settings.host_port, help="use this gpsd (HOST:PORT) instead of the GPS simulator")
+    p.add_argument("--modem", help="serial device of a satellite modem (a real RockBLOCK/9603 or another emulator) instead of the simulated one")
+    p.add_argument("--directip-port", type=settings.port, help="port of HQ's Iridium DirectIP receiver (default: a free port, printed)")
     p.add_argument("--trip", default="TRIP-NORTH", help="simulated trip from stops.json (default: TRIP-NORTH)")
     p.add_argument("--speedup", type=settings.positive_float, default=30.0, help="simulated time runs this many times faster (default: 30)")
     p.add_argument("--host", default="127.0.0.1", help="address both web UIs listen on (default: 127.0.0.1)")
@@ -33,7 +35,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoOptions, run_demo
 
-    opts = DemoOptions(args.data_dir, args.http_port, args.hq_port, args.admin_password, args.broker, args.gpsd, args.trip, args.speedup, args.host)
+    opts = DemoOptions(args.data_dir, args.http_port, args.hq_port, args.admin_password, args.broker, args.gpsd,
+                       args.modem, args.directip_port, args.trip, args.speedup, args.host)
     asyncio.run(run_demo(opts))
     return 0
 
@@ -138,7 +141,18 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.add_argument("--trip", default="TRIP-NORTH", help="trip code from stops.json")
     q.add_argument("--speedup", type=settings.positive_float, default=30.0, help="simulated time factor")
     q.add_argument("--port", type=settings.port, default=2947, help="TCP port of the gpsd-protocol server (default 2947)")
+    q.add_argument("--pty", action="store_true", help="write NMEA 0183 to a pseudo-terminal instead (point gpsd or minicom at the printed device)")
+    q.add_argument("--tunnel", action="append", default=[], metavar="FROM-TO", help="no fix between these simulated seconds (repeatable)")
+    q.add_argument("--cold-start", type=float, default=0.0, help="simulated seconds without a fix after power-on")
     q.set_defaults(func=cmd_sim_gps)
+    q = psub.add_parser("modem", help="an Iridium 9603 SBD modem on a pseudo-terminal, with its satellite gateway")
+    q.add_argument("--imei", default="300434063839690", help="the modem's IMEI (15 digits)")
+    q.add_argument("--directip", type=settings.host_port, default=("127.0.0.1", 10800), help="HQ's DirectIP MO receiver (default 127.0.0.1:10800)")
+    q.add_argument("--mt-port", type=settings.port, default=10801, help="port where the gateway accepts DirectIP MT from HQ (default 10801)")
+    q.add_argument("--signal", type=int, default=4, choices=range(0, 6), help="signal bars 0..5 (default 4)")
+    q.add_argument("--failure-rate", type=float, default=0.0, help="share of SBD sessions that fail (0..1)")
+    q.add_argument("--noise-rate", type=float, default=0.0, help="share of answers preceded by line noise (0..1)")
+    q.set_defaults(func=cmd_sim_modem)
 
 
 def cmd_sim_gps(args: argparse.Namespace) -> int:
@@ -149,14 +163,51 @@ def cmd_sim_gps(args: argparse.Namespace) -> int:
 
     from .runtime import stop_event
 
+    from firmware_sim.gps_pty import NmeaPty
+
     route = Route.from_trip(args.trip)
     t0 = time.monotonic()
+    tunnels = []
+    for spec in args.tunnel:
+        a, _, b = spec.partition("-")
+        try:
+            tunnels.append((float(a), float(b)))
+        except ValueError as exc:
+            raise settings.ConfigError(f"--tunnel: expected FROM-TO in simulated seconds, got {spec!r}") from exc
 
     async def main() -> None:
         stop = stop_event()
+        if args.pty:
+            async with NmeaPty(route, speedup=args.speedup, tunnels=tunnels, cold_start=args.cold_start) as feed:
+                print(f"NMEA receiver on {feed.device} (trip {args.trip}, x{args.speedup:g}); e.g. gpsd -N -n -b {feed.device}", flush=True)
+                await stop.wait()
+            return
         async with GpsdProtocolServer(lambda: route.at((time.monotonic() - t0) * args.speedup), port=args.port) as srv:
             print(f"gpsd-protocol server on 127.0.0.1:{srv.port} (trip {args.trip}, x{args.speedup:g})", flush=True)
             await stop.wait()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_sim_modem(args: argparse.Namespace) -> int:
+    from firmware_sim.gateway import SatelliteGateway
+    from firmware_sim.modem import ModemSim, ModemSimConfig
+
+    from .runtime import stop_event
+
+    if not (len(args.imei) == 15 and args.imei.isdigit()):
+        raise settings.ConfigError("--imei: 15 digits")
+    cfg = ModemSimConfig(imei=args.imei, failure_rate=args.failure_rate, noise_rate=args.noise_rate, signal=lambda: args.signal)
+
+    async def main() -> None:
+        stop = stop_event()
+        async with SatelliteGateway(hq_host=args.directip[0], hq_port=args.directip[1], mt_port=args.mt_port) as gw:
+            async with ModemSim(cfg, gw) as modem:
+                gw.on_mt_queued.append(lambda imei: modem.ring())
+                print(f"Iridium 9603 emulator on {modem.device} (IMEI {args.imei}); MO to DirectIP {args.directip[0]}:{args.directip[1]};"
+                      f" MT accepted on port {gw.mt_port}", flush=True)
+                await stop.wait()
 
     asyncio.run(main())
     return 0

@@ -16,7 +16,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_sim.gateway import SatelliteGateway
+from firmware_sim.gps_pty import NmeaPty, gpsd_binary, real_gpsd
 from firmware_sim.gpsd_server import GpsdProtocolServer
+from firmware_sim.modem import ModemSim, ModemSimConfig
 from firmware_sim.route import Route
 from provisioning.keys import AdminAccount, add_node, init_hq, load_hq
 
@@ -36,6 +39,8 @@ class DemoOptions:
     admin_password: str | None = None
     broker: str | None = None
     gpsd: tuple[str, int] | None = None
+    modem: str | None = None
+    directip_port: int | None = None
     trip: str = "TRIP-NORTH"
     speedup: float = 30.0
     host: str = "127.0.0.1"
@@ -97,10 +102,24 @@ async def run_demo(opts: DemoOptions) -> None:
             version = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
         if opts.gpsd:
             gpsd = opts.gpsd
+        elif gpsd_binary() is not None:
+            # The real thing: Debian's gpsd reading NMEA from the simulated receiver through a pty.
+            feed = await stack.enter_async_context(NmeaPty(route, speedup=opts.speedup))
+            gpsd = ("127.0.0.1", free_port())
+            await stack.enter_async_context(real_gpsd(feed.device, gpsd[1]))
         else:
             sim = await stack.enter_async_context(GpsdProtocolServer(position))
             gpsd = ("127.0.0.1", sim.port)
-        hq_cfg = hq_config(None, {"hq_data_dir": str(opts.data_dir / "hq"), "hq_broker": broker, "hq_mqtt_version": version, "hq_port": str(opts.hq_port)})
+        directip_port = opts.directip_port or free_port()
+        if opts.modem:
+            modem_device = opts.modem
+        else:
+            gateway = await stack.enter_async_context(SatelliteGateway(hq_port=directip_port))
+            sim_modem = await stack.enter_async_context(ModemSim(ModemSimConfig(), gateway))
+            gateway.on_mt_queued.append(lambda imei: sim_modem.ring())
+            modem_device = sim_modem.device
+        hq_cfg = hq_config(None, {"hq_data_dir": str(opts.data_dir / "hq"), "hq_broker": broker, "hq_mqtt_version": version,
+                                  "hq_port": str(opts.hq_port), "directip_port": str(directip_port), "hq_host": opts.host})
         from hq.app import create_app as create_hq
 
         hq_runner = await start_site(create_hq(hq_cfg), opts.host, opts.hq_port)
@@ -109,7 +128,8 @@ async def run_demo(opts: DemoOptions) -> None:
             bundle_dir,
             None,
             {"data_dir": str(opts.data_dir / "node"), "broker": broker, "mqtt_version": version,
-             "gpsd": f"{gpsd[0]}:{gpsd[1]}", "http_port": str(opts.http_port), "position_interval": "2"},
+             "gpsd": f"{gpsd[0]}:{gpsd[1]}", "http_port": str(opts.http_port), "position_interval": "2",
+             "modem": modem_device, "sbd_after": "60", "sbd_interval": "120"},
         )
         from edge.app import create_app as create_node
 
@@ -119,6 +139,7 @@ async def run_demo(opts: DemoOptions) -> None:
         print(f"HQ dashboard:            http://{opts.host}:{opts.hq_port}/", flush=True)
         print(f"Login: admin / {password}", flush=True)
         print(f"Broker: {broker} · GPS: gpsd {gpsd[0]}:{gpsd[1]} · trip {opts.trip} at x{opts.speedup:g}", flush=True)
+        print(f"Satellite modem: {modem_device} · HQ DirectIP receiver: port {directip_port}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         await stop.wait()
         print("Stopping…", flush=True)

@@ -26,6 +26,9 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         broker=values["broker"],
         mqtt_version=values["mqtt_version"],
         gpsd=values["gpsd"],
+        modem=values["modem"],
+        sbd_after=values["sbd_after"],
+        sbd_interval=values["sbd_interval"],
         http_host=values["http_host"],
         http_port=values["http_port"],
         session_timeout=values["session_timeout"],
@@ -45,4 +48,5 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         worker=values["hq_worker"],
         host=values["hq_host"],
         port=values["hq_port"],
+        directip_port=values["directip_port"],
     )

@@ -134,6 +134,8 @@ NODE = SettingGroup(
         Setting("mqtt_version", str, "5", "MQTT protocol version to speak", choices=("5", "3.1.1")),
         Setting("gpsd", host_port, ("127.0.0.1", 2947), "gpsd to read positions from", "HOST:PORT"),
         Setting("modem", str, None, "serial device of the satellite modem (none: no satellite link)", "DEVICE"),
+        Setting("sbd_after", positive_float, 300.0, "seconds without MQTT before heartbeats go by satellite", "SECONDS"),
+        Setting("sbd_interval", positive_float, 900.0, "seconds between satellite heartbeats while MQTT is down", "SECONDS"),
         Setting("ack_timeout", positive_float, 10.0, "seconds before an unacknowledged batch is sent again", "SECONDS"),
         Setting("position_interval", positive_float, 5.0, "seconds between positions sent to HQ", "SECONDS"),
         Setting("session_timeout", positive_float, 900.0, "idle seconds before an administrator is logged out", "SECONDS"),
@@ -150,6 +152,7 @@ HQ = SettingGroup(
         Setting("hq_broker", mqtt_url, "mqtt://127.0.0.1:1883", "MQTT broker HQ ingests from", "URL"),
         Setting("hq_mqtt_version", str, "5", "MQTT protocol version HQ speaks", choices=("5", "3.1.1")),
         Setting("hq_worker", str, "hq-1", "this ingest worker's name (MQTT client id)", "NAME"),
+        Setting("directip_port", port, None, "TCP port of the Iridium DirectIP MO receiver (none: no satellite ingest)", "PORT"),
     ],
 )
 

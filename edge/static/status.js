@@ -26,6 +26,9 @@
         var k = "gps" + s.gps.state.charAt(0).toUpperCase() + s.gps.state.slice(1);
         set("gps", d[k] || s.gps.state, s.gps.state === "fix");
         set("link", s.link.mqtt === "up" ? d.linkUp : d.linkDown, s.link.mqtt === "up");
+        var sat = s.link.satellite;
+        if (sat && sat.present) set("sat", d.satSignal + " " + (sat.signal === null ? "?" : sat.signal) + "/5", sat.signal >= 2);
+        else set("sat", d.satNone, false);
         var pending = String(s.outbox.pending);
         if (s.outbox.pending && s.outbox.oldest_pending) pending += " (" + d.oldest + " " + hhmm(s.outbox.oldest_pending) + ")";
         set("pending", pending);
