@@ -84,7 +84,11 @@ class HQStore:
     @classmethod
     async def open(cls, path: Path, clock: Clock) -> HQStore:
         db = await open_db(path)
-        await migrate(db, "hq", MIGRATIONS)
+        try:
+            await migrate(db, "hq", MIGRATIONS)
+        except BaseException:
+            await db.close()
+            raise
         return cls(db, clock)
 
     async def close(self) -> None:
