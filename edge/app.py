@@ -115,7 +115,24 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     uplink = Uplink(cfg.db_path, cfg.node_id, cfg.sign_key, cfg.hq_sign_public, mqtt, cfg.clock, ack_timeout=cfg.ack_timeout,
                     trusted_time=trusted_time, latest_position=latest_position)
     app[UPLINK] = uplink
-    app[STORE].on_enqueued.append(uplink.kick)
+    store, sessions = app[STORE], app[SESSIONS]
+    store.on_enqueued.append(uplink.kick)
+
+    # Signed commands from HQ; each runs at most once per command id (sync/downlink.py)
+    # and must be harmless to repeat after a crash between running and recording it.
+    async def lock(doc: dict[str, object]) -> None:
+        store.lock()
+        sessions.drop_all()
+        log.warning("HQ command: store locked, all sessions closed")
+
+    async def sync_now(doc: dict[str, object]) -> None:
+        uplink.kick()
+
+    async def shred(doc: dict[str, object]) -> None:
+        n = await store.shred_expired(0.0)  # everything HQ already holds, whatever its age
+        log.warning("HQ command: shredded the local copy of %d records", n)
+
+    uplink.handlers.update({"lock": lock, "sync_now": sync_now, "shred": shred})
     async with _background(asyncio.create_task(uplink.run(), name="uplink")):
         yield
 

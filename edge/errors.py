@@ -39,3 +39,10 @@ class Forbidden(HttpError):
 class Locked(HttpError):
     status = 423
     code = "store_locked"
+
+
+class StorageFull(HttpError):
+    """Records and audit are never dropped: intake is refused before the outbox overflows."""
+
+    status = 507
+    code = "storage_full"

@@ -13,7 +13,6 @@ import base64
 import json
 import logging
 import os
-import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +25,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from sync import outbox, poscodec
 from sync.clock import Clock
 from sync.db import open_db, transaction
+from sync.errors import OutboxFull
 from sync.migrate import migrate
 
 from . import audit, crypto
-from .errors import CryptoError, StoreLocked
+from .errors import CryptoError, StorageFull, StoreLocked
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,6 @@ MIGRATIONS: list[str] = [
 ]
 
 SENSITIVE_APPLICATION_FIELDS = ("surname", "given_name", "rnokpp")
-POS_STRUCT = struct.Struct(">dii")  # GPS time, lat and lon in 1e-7 degrees
 
 
 @dataclass(frozen=True)
@@ -242,6 +241,8 @@ class Store:
             app_id = uuid.uuid4().hex
             prepared.append((app_id, code, crypto.seal("applications", app_id, version, identity, self.hq_seal_public, node_key)))
         day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d")
+        # ~ the size of what goes out per application: sealed fields and the HQ wrap, plus metadata
+        await self._check_capacity(sum(len(_pack_fields(p[2].fields)) + len(p[2].wrap_hq) + 300 for p in prepared))
         saved = []
         async with transaction(self.db):
             for app_id, service_code, sealed in prepared:
@@ -269,6 +270,13 @@ class Store:
                 saved.append(SavedApplication(app_id, number))
         self._notify()
         return saved
+
+    async def _check_capacity(self, incoming: int) -> None:
+        try:
+            await outbox.check_capacity(self.db, "rec", incoming)
+            await outbox.check_capacity(self.db, "audit", 400)
+        except OutboxFull as exc:
+            raise StorageFull(exc.message_uk) from exc
 
     async def read_application(self, app_id: str, actor: str, reason: str = "view") -> dict[str, str]:
         node_key = self._require_key()
@@ -318,6 +326,7 @@ class Store:
              "fields": json.loads(_pack_fields(sealed.fields)), "wrap_hq": base64.b64encode(sealed.wrap_hq).decode()},
             separators=(",", ":"),
         ).encode()
+        await self._check_capacity(len(wire))
         async with transaction(self.db):
             seq = await outbox.enqueue(self.db, "rec", wire, now)
             await self.db.execute(

@@ -70,10 +70,22 @@ CREATE TABLE down_seq (node_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER 
 ALTER TABLE node_state ADD COLUMN depth TEXT;
 ALTER TABLE node_state ADD COLUMN trusted_time INTEGER
 """,
+    # 3: applicants (sealed) and citizens' ratings, as the van sends them
+    """
+CREATE TABLE applicants (
+    node_id TEXT NOT NULL, seq INTEGER NOT NULL, record_id TEXT NOT NULL UNIQUE, created REAL NOT NULL, sealed TEXT NOT NULL,
+    PRIMARY KEY (node_id, seq)
+);
+CREATE TABLE ratings (
+    node_id TEXT NOT NULL, seq INTEGER NOT NULL, application_id TEXT NOT NULL, score INTEGER NOT NULL, at REAL NOT NULL,
+    comment_sealed TEXT, PRIMARY KEY (node_id, seq)
+);
+ALTER TABLE records ADD COLUMN package_code TEXT
+""",
 ]
 
 # Record schemas HQ knows how to project; anything else is quarantined.
-RECORD_TYPES = frozenset({"application"})
+RECORD_TYPES = frozenset({"application", "applicant", "rating"})
 
 POS_STRUCT = struct.Struct(">dii")
 
@@ -86,8 +98,12 @@ class HQStore:
     @classmethod
     async def open(cls, path: Path, clock: Clock) -> HQStore:
         db = await open_db(path)
-        await migrate(db, "hq", MIGRATIONS)
-        await migrate(db, "hq_audit", audit.MIGRATIONS)
+        try:
+            await migrate(db, "hq", MIGRATIONS)
+            await migrate(db, "hq_audit", audit.MIGRATIONS)
+        except BaseException:
+            await db.close()
+            raise
         return cls(db, clock)
 
     async def close(self) -> None:
@@ -185,12 +201,29 @@ class HQStore:
                 doc = json.loads(item)
                 if not isinstance(doc, dict):
                     return "record is not a JSON object"
-                if doc.get("type", "application") not in RECORD_TYPES:
-                    return f"unknown record schema {str(doc.get('type'))[:40]!r}"
-                await self.db.execute(
-                    "INSERT OR IGNORE INTO records(node_id, seq, record_id, number, service_code, created, sealed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (node_id, seq, str(doc["id"]), str(doc["number"]), str(doc["service_code"]), float(doc["created"]), item.decode()),
-                )
+                kind = doc.get("type", "application")
+                if kind not in RECORD_TYPES:
+                    return f"unknown record schema {str(kind)[:40]!r}"
+                if kind == "application":
+                    await self.db.execute(
+                        "INSERT OR IGNORE INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (node_id, seq, str(doc["id"]), str(doc["number"]), str(doc["service_code"]), float(doc["created"]),
+                         item.decode(), doc.get("package")),
+                    )
+                elif kind == "applicant":
+                    await self.db.execute(
+                        "INSERT OR IGNORE INTO applicants(node_id, seq, record_id, created, sealed) VALUES (?, ?, ?, ?, ?)",
+                        (node_id, seq, str(doc["id"]), float(doc["created"]), item.decode()),
+                    )
+                else:
+                    score = int(doc["score"])
+                    if not 1 <= score <= 5:
+                        return f"rating score {score} out of 1..5"
+                    await self.db.execute(
+                        "INSERT OR IGNORE INTO ratings(node_id, seq, application_id, score, at, comment_sealed) VALUES (?, ?, ?, ?, ?, ?)",
+                        (node_id, seq, str(doc["application_id"]), score, float(doc["at"]), doc.get("comment_sealed")),
+                    )
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("record %s/%d quarantined: %s", node_id, seq, type(exc).__name__)
                 return f"malformed record: {type(exc).__name__}"
@@ -258,6 +291,8 @@ class HQStore:
             ("rejected", "SELECT COUNT(*) FROM rejections"),
             ("audit_alerts", "SELECT COUNT(*) FROM audit_alerts"),
             ("quarantined", "SELECT COUNT(*) FROM quarantine"),
+            ("applicants", "SELECT COUNT(*) FROM applicants"),
+            ("ratings", "SELECT COUNT(*) FROM ratings"),
         ):
             async with self.db.execute(sql) as cur:
                 row = await cur.fetchone()

@@ -21,12 +21,17 @@ import aiosqlite
 async def open_db(path: Path) -> aiosqlite.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(path, isolation_level=None)
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=FULL")
-    await db.execute("PRAGMA busy_timeout=10000")
-    await db.execute("PRAGMA foreign_keys=ON")
-    # Deleted rows may have held ciphertext only, but don't leave even that behind.
-    await db.execute("PRAGMA secure_delete=ON")
+    try:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows may have held ciphertext only, but don't leave even that behind.
+        await db.execute("PRAGMA secure_delete=ON")
+    except BaseException:
+        # a cancel here must not leave the connection's thread running (it blocks process exit)
+        await asyncio.shield(db.close())
+        raise
     try:
         os.chmod(path, 0o600)
     except OSError:

@@ -101,13 +101,15 @@ class Uplink:
 
     async def run(self) -> None:
         self._db = await open_db(self.db_path)
-        await outbox.create_schema(self._db)
-        self.downlink = Downlink(self._db, self.clock)
-        await self.downlink.create_schema()
-        self.downlink.on_enqueued.append(self.kick)
-        for kind, handler in self.handlers.items():
-            self.downlink.register(kind, handler)
+        # Everything after the open is inside try: a cancel during set-up must still close
+        # the connection (an unclosed aiosqlite thread keeps the process from exiting).
         try:
+            await outbox.create_schema(self._db)
+            self.downlink = Downlink(self._db, self.clock)
+            await self.downlink.create_schema()
+            self.downlink.on_enqueued.append(self.kick)
+            for kind, handler in self.handlers.items():
+                self.downlink.register(kind, handler)
             await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._set_link_state)
         finally:
             await self._db.close()

@@ -98,3 +98,14 @@ async def hq_items(db_path: Path, stream: str = "rec") -> list[tuple[int, bytes]
             return [(int(r[0]), bytes(r[1])) async for r in cur]
     finally:
         await db.close()
+
+
+@contextlib.asynccontextmanager
+async def node_outbox(path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """The node's database as the store sees it; closed even when the test fails."""
+    db = await open_db(path)
+    try:
+        await outbox.create_schema(db)
+        yield db
+    finally:
+        await db.close()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiosqlite
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,7 +23,7 @@ from sync import outbox, poscodec
 from sync.db import open_db, transaction
 from tests.conftest import REPO, Broker, start_mosquitto
 
-from .harness import hq_items, hq_workers, node_uplink, pending, record, submit, wait_for
+from .harness import node_outbox, hq_items, hq_workers, node_uplink, pending, record, submit, wait_for
 
 pytestmark = pytest.mark.fault
 ITERATIONS = int(os.environ.get("MO_FAULT_ITERATIONS", "3"))
@@ -148,25 +149,27 @@ async def test_connection_stalled_and_cut_by_a_proxy(mosquitto: Broker, tmp_path
 async def test_hq_down_for_a_while_then_a_24h_offline_day_drains(mosquitto: Broker, tmp_path: Path) -> None:
     nk, hk = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     node_db, hq_db = tmp_path / "node.db", tmp_path / "hq.db"
-    db = await open_db(node_db)
-    await outbox.create_schema(db)
-    # A day offline: 300 records and 8 h of 1 Hz GPS written while nothing answers.
+    async with node_outbox(node_db) as db:
+        await _offline_day(db)
     saved = list(range(1, 301))
-    await submit(db, 1, 300)
-    async with transaction(db):
-        for i in range(8 * 3600):
-            p = poscodec.Position(1_780_000_000 + i, 47.9 + i * 1e-5, 33.4 + i * 7e-6, 11.0, 40.0, True)
-            await outbox.enqueue(db, "pos", poscodec.pack_position(p), float(i))
     async with node_uplink(mosquitto.url, node_db, nk, hk, ack_timeout=2.0) as up:
         await wait_for(lambda: _ok(up.status.mqtt_up), what="node connected")
         await asyncio.sleep(1.0)  # HQ is down: the node publishes, nobody acks
         assert await pending(node_db) == 300 + 8 * 3600
         async with hq_workers(mosquitto.url, hq_db, nk, hk):
             await wait_for(lambda: _drained(node_db), 120, "the offline day drains")
-    await db.close()
     await _check_exact(hq_db, saved)
     pos = await hq_items(hq_db, "pos")
     assert [s for s, _ in pos] == list(range(1, 8 * 3600 + 1))
+
+
+async def _offline_day(db: aiosqlite.Connection) -> None:
+    # A day offline: 300 records and 8 h of 1 Hz GPS written while nothing answers.
+    await submit(db, 1, 300)
+    async with transaction(db):
+        for i in range(8 * 3600):
+            p = poscodec.Position(1_780_000_000 + i, 47.9 + i * 1e-5, 33.4 + i * 7e-6, 11.0, 40.0, True)
+            await outbox.enqueue(db, "pos", poscodec.pack_position(p), float(i))
 
 
 async def _ok(v: bool) -> bool:

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sync import downlink, outbox
-from sync.db import open_db
+from sync import downlink
 from sync.envelope import topic_catalog, topic_down
 
-from .harness import NODE, hq_items, hq_workers, node_uplink, pending, record, submit, wait_for
+from .harness import NODE, hq_items, node_outbox, hq_workers, node_uplink, pending, record, submit, wait_for
 
 pytestmark = pytest.mark.functional
 
@@ -22,9 +21,7 @@ pytestmark = pytest.mark.functional
 async def test_two_hq_workers_share_the_load_without_duplicates(mosquitto, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     nk, hk = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     node_db, hq_db = tmp_path / "node.db", tmp_path / "hq.db"
-    db = await open_db(node_db)
-    await outbox.create_schema(db)
-    async with hq_workers(mosquitto.url, hq_db, nk, hk, n=2) as workers:
+    async with node_outbox(node_db) as db, hq_workers(mosquitto.url, hq_db, nk, hk, n=2) as workers:
         await wait_for(lambda: _true(all(w.connected for w, _ in workers)), what="HQ workers")
         # small batches so both workers get work
         async with node_uplink(mosquitto.url, node_db, nk, hk, max_batch_items=7) as up:
@@ -36,7 +33,6 @@ async def test_two_hq_workers_share_the_load_without_duplicates(mosquitto, tmp_p
 
             await wait_for(drained, 90, "outbox drained")
         handled = [w.ingest.stored for w, _ in workers]
-    await db.close()
     items = await hq_items(hq_db)
     assert [s for s, _ in items] == list(range(1, 301))
     assert [p for _, p in items] == [record(i) for i in range(1, 301)]

@@ -205,3 +205,47 @@ async def test_link_manager_falls_back_to_sbd_and_hq_ingests_it(keys: Keys, cloc
     assert hb0.depth == {"rec": 12, "pos": 3000, "blob": 2}
     fleet = (await hq_store.fleet())[0]
     assert fleet["link"] == "sbd" and fleet["outbox_depth"]["rec"] == 12 and abs(fleet["lat"] - 47.91) < 1e-6
+
+
+async def test_link_manager_over_a_real_uplink_reports_the_outbox_depth(tmp_path, keys: Keys, clock: ManualClock,  # type: ignore[no-untyped-def]
+                                                                          ingest: Ingest, hq_store: HQStore) -> None:
+    import asyncio
+    import socket
+
+    from sync import linkmgr
+    from sync.db import open_db
+    from sync.mqtt import MqttSettings
+    from sync.uplink import Uplink
+
+    with socket.socket() as s:  # a port nobody listens on: the broker is unreachable
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = await open_db(tmp_path / "van.db")
+    try:
+        await outbox.create_schema(db)
+        async with transaction(db):
+            for _ in range(3):
+                await outbox.enqueue(db, "rec", b"{}", clock.now())
+        up = Uplink(tmp_path / "van.db", "van-01", keys.node, keys.hq.public_key(),
+                    MqttSettings(url=f"mqtt://127.0.0.1:{port}", client_id="van-01", connect_timeout=1), clock,
+                    latest_position=lambda: {"lat": 47.9, "lon": 33.4, "t": clock.now(), "speed": 0.0, "course": 0.0},
+                    trusted_time=lambda: True)
+        task = asyncio.create_task(up.run())
+        try:
+            modem = FakeSatellite(bars=4)
+            lm = linkmgr.for_uplink(up, modem, sbd_after=60, sbd_interval=600)
+            for _ in range(200):
+                if up.downlink is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert await lm.step() == "waiting"
+            clock.advance(61)
+            assert await lm.step() == "sent"
+            await ingest.handle(modem.sent[0], channel="sbd")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await db.close()
+    hb = unpack_heartbeat((await hq_store.items("van-01", "status"))[0][1])
+    assert hb.depth == {"rec": 3} and hb.trusted_time and hb.has_fix
