@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -20,17 +21,20 @@ from pathlib import Path
 from edge.store import Store
 from provisioning.keys import AdminAccount, add_node, init_hq
 from sync.clock import SystemClock
-from sync.db import open_db, transaction
+from sync.db import open_db, run_transaction
 
 
 async def raw_rate(path: Path, n: int, size: int) -> float:
     db = await open_db(path)
     await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
     payload = os.urandom(size)
+    def insert(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t(payload) VALUES (?)", (payload,))
+
+    # The baseline gets the same one-hop transaction the store uses: the ratio is SQL + crypto, not plumbing.
     t0 = time.perf_counter()
     for _ in range(n):
-        async with transaction(db):
-            await db.execute("INSERT INTO t(payload) VALUES (?)", (payload,))
+        await run_transaction(db, insert)
     dt = time.perf_counter() - t0
     await db.close()
     return n / dt

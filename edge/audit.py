@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from dataclasses import dataclass
 
 import aiosqlite
 
 from sync import outbox
+from sync.db import run_sync
 
 GENESIS = bytes(32)
 
@@ -59,19 +61,23 @@ def verify_link(prev_hash: bytes, entry: AuditEntry) -> str | None:
     return None
 
 
-async def append(db: aiosqlite.Connection, at: float, actor: str, action: str, entity: str, entity_id: str, reason: str) -> AuditEntry:
-    """Add an entry inside the caller's open transaction and queue it for HQ."""
-    async with db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") as cur:
-        row = await cur.fetchone()
+def append_sync(conn: sqlite3.Connection, at: float, actor: str, action: str, entity: str, entity_id: str, reason: str) -> AuditEntry:
+    """``append`` for code already on the connection's thread (sync.db.run_sync)."""
+    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (1, GENESIS) if row is None else (int(row[0]) + 1, bytes(row[1]))
     body = {"seq": seq, "at": at, "actor": actor, "action": action, "entity": entity, "id": entity_id, "reason": reason}
     entry = AuditEntry(seq, at, actor, action, entity, entity_id, reason, prev, entry_hash(prev, body))
-    await db.execute(
+    conn.execute(
         "INSERT INTO audit(seq, at, actor, action, entity, entity_id, reason, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (seq, at, actor, action, entity, entity_id, reason, prev, entry.hash),
     )
-    await outbox.enqueue(db, "audit", entry.wire(), at)
+    outbox.enqueue_sync(conn, "audit", entry.wire(), at)
     return entry
+
+
+async def append(db: aiosqlite.Connection, at: float, actor: str, action: str, entity: str, entity_id: str, reason: str) -> AuditEntry:
+    """Add an entry inside the caller's open transaction and queue it for HQ."""
+    return await run_sync(db, append_sync, at, actor, action, entity, entity_id, reason)
 
 
 async def verify_local(db: aiosqlite.Connection) -> list[str]:

@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import os
+import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from sync import outbox, poscodec
 from sync.clock import Clock
-from sync.db import open_db, transaction
+from sync.db import open_db, run_sync, run_transaction, transaction
 from sync.errors import OutboxFull
 from sync.migrate import migrate
 
@@ -242,39 +243,55 @@ class Store:
             prepared.append((app_id, code, crypto.seal("applications", app_id, version, identity, self.hq_seal_public, node_key)))
         day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d")
         # ~ the size of what goes out per application: sealed fields and the HQ wrap, plus metadata
-        await self._check_capacity(sum(len(_pack_fields(p[2].fields)) + len(p[2].wrap_hq) + 300 for p in prepared))
-        saved = []
-        async with transaction(self.db):
-            for app_id, service_code, sealed in prepared:
-                await self.db.execute("INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1", (day,))
-                async with self.db.execute("SELECT n FROM day_counter WHERE day = ?", (day,)) as cur:
-                    row = await cur.fetchone()
-                assert row is not None
-                number = f"{self.node_id.upper()}-{day}-{int(row[0]):04d}"
-                wire = json.dumps(
-                    {
-                        "type": "application", "id": app_id, "number": number, "service_code": service_code,
-                        "created": now, "version": version, "fields": json.loads(_pack_fields(sealed.fields)),
-                        "wrap_hq": base64.b64encode(sealed.wrap_hq).decode(), "package": package_code,
-                    },
-                    separators=(",", ":"),
-                ).encode()
-                seq = await outbox.enqueue(self.db, "rec", wire, now)
-                await self.db.execute(
-                    "INSERT INTO applications(id, number, service_code, created, created_by, version, fields, wrap_hq, wrap_node,"
-                    " rnokpp_index, outbox_seq, applicant_id, package_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (app_id, number, service_code, now, actor, version, _pack_fields(sealed.fields), sealed.wrap_hq,
-                     sealed.wrap_node, index, seq, applicant_id, package_code),
-                )
-                await audit.append(self.db, now, actor, "create", "applications", app_id, f"package {package_code}" if package_code else "intake")
-                saved.append(SavedApplication(app_id, number))
+        incoming = sum(len(_pack_fields(p[2].fields)) + len(p[2].wrap_hq) + 300 for p in prepared)
+        try:
+            saved = await run_transaction(
+                self.db, self._insert_applications, incoming, prepared, day, now, version, actor, index, applicant_id, package_code
+            )
+        except OutboxFull as exc:
+            raise StorageFull(exc.message_uk) from exc
         self._notify()
         return saved
 
+    def _insert_applications(
+        self, conn: sqlite3.Connection, incoming: int, prepared: list[tuple[str, str, crypto.SealedRecord]], day: str, now: float,
+        version: int, actor: str, index: bytes, applicant_id: str | None, package_code: str | None,
+    ) -> list[SavedApplication]:
+        """One intake's statements, on the connection's thread in one hop, in one transaction."""
+        # Records and audit are never dropped: refuse before the outbox would overflow, atomically with the insert.
+        outbox.check_capacity_sync(conn, "rec", incoming)
+        outbox.check_capacity_sync(conn, "audit", 400 * len(prepared))
+        saved = []
+        for app_id, service_code, sealed in prepared:
+            conn.execute("INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1", (day,))
+            row = conn.execute("SELECT n FROM day_counter WHERE day = ?", (day,)).fetchone()
+            number = f"{self.node_id.upper()}-{day}-{int(row[0]):04d}"
+            wire = json.dumps(
+                {
+                    "type": "application", "id": app_id, "number": number, "service_code": service_code,
+                    "created": now, "version": version, "fields": json.loads(_pack_fields(sealed.fields)),
+                    "wrap_hq": base64.b64encode(sealed.wrap_hq).decode(), "package": package_code,
+                },
+                separators=(",", ":"),
+            ).encode()
+            seq = outbox.enqueue_sync(conn, "rec", wire, now)
+            conn.execute(
+                "INSERT INTO applications(id, number, service_code, created, created_by, version, fields, wrap_hq, wrap_node,"
+                " rnokpp_index, outbox_seq, applicant_id, package_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (app_id, number, service_code, now, actor, version, _pack_fields(sealed.fields), sealed.wrap_hq,
+                 sealed.wrap_node, index, seq, applicant_id, package_code),
+            )
+            audit.append_sync(conn, now, actor, "create", "applications", app_id, f"package {package_code}" if package_code else "intake")
+            saved.append(SavedApplication(app_id, number))
+        return saved
+
     async def _check_capacity(self, incoming: int) -> None:
+        def both(conn: sqlite3.Connection) -> None:
+            outbox.check_capacity_sync(conn, "rec", incoming)
+            outbox.check_capacity_sync(conn, "audit", 400)
+
         try:
-            await outbox.check_capacity(self.db, "rec", incoming)
-            await outbox.check_capacity(self.db, "audit", 400)
+            await run_sync(self.db, both)
         except OutboxFull as exc:
             raise StorageFull(exc.message_uk) from exc
 

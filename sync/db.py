@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -56,3 +58,36 @@ async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Conne
             await db.execute("ROLLBACK")
             raise
         await db.execute("COMMIT")
+
+
+T = TypeVar("T")
+
+
+async def run_sync(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(sqlite3_connection, *args)`` on the connection's own thread in ONE hop.
+
+    Each ``await db.execute`` is a round trip to aiosqlite's thread; a unit of
+    several statements inside an open transaction (a record, its audit entry,
+    its outbox row) runs here at once instead.  This is the one place that
+    touches aiosqlite's private ``_execute``/``_conn`` (pinned in pyproject).
+    """
+    conn: sqlite3.Connection = db._conn
+    result: T = await db._execute(fn, conn, *args)  # type: ignore[no-untyped-call]
+    return result
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+async def run_transaction(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(conn, *args)`` inside BEGIN IMMEDIATE … COMMIT, all in one hop to the connection's thread."""
+    async with _writers.setdefault(db, asyncio.Lock()):
+        return await run_sync(db, _in_transaction, fn, *args)

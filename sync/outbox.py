@@ -9,11 +9,12 @@ stream (1, 2, 3, ...), which lets HQ ack cumulatively and spot gaps.
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass, field
 
 import aiosqlite
 
-from .db import transaction
+from .db import run_sync, transaction
 from .errors import OutboxFull
 from .migrate import migrate
 
@@ -108,22 +109,24 @@ async def create_schema(db: aiosqlite.Connection) -> None:
     await migrate(db, "outbox", MIGRATIONS)
 
 
-async def enqueue(db: aiosqlite.Connection, stream: str, payload: bytes, now: float) -> int:
-    """Add one item inside the caller's open transaction; returns its sequence number."""
-    await db.execute("INSERT OR IGNORE INTO outbox_stream(stream) VALUES (?)", (stream,))
-    async with db.execute(
+def enqueue_sync(conn: sqlite3.Connection, stream: str, payload: bytes, now: float) -> int:
+    """``enqueue`` for code already on the connection's thread (see sync.db.run_sync)."""
+    conn.execute("INSERT OR IGNORE INTO outbox_stream(stream) VALUES (?)", (stream,))
+    row = conn.execute(
         "UPDATE outbox_stream SET next_seq = next_seq + 1 WHERE stream = ? RETURNING next_seq - 1", (stream,)
-    ) as cur:
-        row = await cur.fetchone()
+    ).fetchone()
     assert row is not None
     seq = int(row[0])
-    await db.execute(
-        "INSERT INTO outbox(stream, seq, payload, created) VALUES (?, ?, ?, ?)", (stream, seq, payload, now)
-    )
-    await db.execute("UPDATE outbox_stream SET bytes = bytes + ? WHERE stream = ?", (len(payload), stream))
+    conn.execute("INSERT INTO outbox(stream, seq, payload, created) VALUES (?, ?, ?, ?)", (stream, seq, payload, now))
+    conn.execute("UPDATE outbox_stream SET bytes = bytes + ? WHERE stream = ?", (len(payload), stream))
     if stream in LEDGER_STREAMS:
-        await db.execute("INSERT OR REPLACE INTO sync_ledger(stream, seq, created) VALUES (?, ?, ?)", (stream, seq, now))
+        conn.execute("INSERT OR REPLACE INTO sync_ledger(stream, seq, created) VALUES (?, ?, ?)", (stream, seq, now))
     return seq
+
+
+async def enqueue(db: aiosqlite.Connection, stream: str, payload: bytes, now: float) -> int:
+    """Add one item inside the caller's open transaction; returns its sequence number."""
+    return await run_sync(db, enqueue_sync, stream, payload, now)
 
 
 async def streams(db: aiosqlite.Connection) -> dict[str, StreamState]:
@@ -131,12 +134,20 @@ async def streams(db: aiosqlite.Connection) -> dict[str, StreamState]:
         return {r[0]: StreamState(r[0], r[1], r[2], r[3], r[4]) async for r in cur}
 
 
-async def _db_file(db: aiosqlite.Connection) -> str | None:
-    async with db.execute("PRAGMA database_list") as cur:
-        async for _seq, name, path in cur:
-            if name == "main" and path:
-                return str(path)
-    return None
+def check_capacity_sync(conn: sqlite3.Connection, stream: str, incoming: int = 0, limits: Limits = DEFAULT_LIMITS) -> None:
+    """``check_capacity`` for code already on the connection's thread (sync.db.run_sync)."""
+    limit = limits.limit(stream)
+    if limit is not None:
+        row = conn.execute("SELECT bytes FROM outbox_stream WHERE stream = ?", (stream,)).fetchone()
+        used = int(row[0]) if row else 0
+        if used + incoming > limit:
+            raise OutboxFull(stream, f"outbox class {stream!r} holds {used} of {limit} bytes")
+    path = next((str(p) for _seq, name, p in conn.execute("PRAGMA database_list") if name == "main" and p), None)
+    if path is not None:
+        st = os.statvfs(os.path.dirname(path) or ".")
+        free = st.f_bavail * st.f_frsize
+        if free - incoming < limits.min_free_disk:
+            raise OutboxFull(stream, f"only {free} bytes free on the data disk")
 
 
 async def check_capacity(
@@ -147,19 +158,7 @@ async def check_capacity(
     The store calls this *before* it accepts a record, so an administrator is
     told to wait for the link instead of the node ever dropping a saved record.
     """
-    limit = limits.limit(stream)
-    if limit is not None:
-        async with db.execute("SELECT bytes FROM outbox_stream WHERE stream = ?", (stream,)) as cur:
-            row = await cur.fetchone()
-        used = int(row[0]) if row else 0
-        if used + incoming > limit:
-            raise OutboxFull(stream, f"outbox class {stream!r} holds {used} of {limit} bytes")
-    path = await _db_file(db)
-    if path is not None:
-        st = os.statvfs(os.path.dirname(path) or ".")
-        free = st.f_bavail * st.f_frsize
-        if free - incoming < limits.min_free_disk:
-            raise OutboxFull(stream, f"only {free} bytes free on the data disk")
+    await run_sync(db, check_capacity_sync, stream, incoming, limits)
 
 
 async def capacity_ok(db: aiosqlite.Connection, stream: str, incoming: int = 0, limits: Limits = DEFAULT_LIMITS) -> bool:
