@@ -9,56 +9,13 @@ hq/audit.py verifies continuity.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
-from dataclasses import dataclass
 
 import aiosqlite
 
 from sync import outbox
+from sync.auditchain import GENESIS, AuditEntry, entry_hash, verify_link
 from sync.db import run_sync
-
-GENESIS = bytes(32)
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    seq: int
-    at: float
-    actor: str
-    action: str  # create, read, update, search, shred, login
-    entity: str  # table name
-    entity_id: str
-    reason: str
-    prev: bytes
-    hash: bytes
-
-    def body(self) -> dict[str, object]:
-        return {"seq": self.seq, "at": self.at, "actor": self.actor, "action": self.action, "entity": self.entity, "id": self.entity_id, "reason": self.reason}
-
-    def wire(self) -> bytes:
-        doc = {**self.body(), "prev": self.prev.hex(), "hash": self.hash.hex()}
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
-def entry_hash(prev: bytes, body: dict[str, object]) -> bytes:
-    return hashlib.sha256(prev + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).digest()
-
-
-def parse_wire(item: bytes) -> AuditEntry:
-    doc = json.loads(item)
-    return AuditEntry(int(doc["seq"]), float(doc["at"]), str(doc["actor"]), str(doc["action"]), str(doc["entity"]), str(doc["id"]),
-                      str(doc["reason"]), bytes.fromhex(doc["prev"]), bytes.fromhex(doc["hash"]))
-
-
-def verify_link(prev_hash: bytes, entry: AuditEntry) -> str | None:
-    """None if the entry follows prev_hash correctly, else what is wrong."""
-    if entry.prev != prev_hash:
-        return f"entry {entry.seq} does not follow the previous entry (chain broken)"
-    if entry_hash(entry.prev, entry.body()) != entry.hash:
-        return f"entry {entry.seq} was altered (hash mismatch)"
-    return None
 
 
 def append_sync(conn: sqlite3.Connection, at: float, actor: str, action: str, entity: str, entity_id: str, reason: str) -> AuditEntry:

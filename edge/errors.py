@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from mobile_office.web import HttpProblem
+from sync.errors import CryptoError
+
+__all__ = ["CryptoError", "EdgeError", "HttpError", "Locked", "StorageFull", "StoreLocked", "ValidationFailed", "Unauthorized", "Forbidden"]
 
 
 class EdgeError(Exception):
     """Root of every error raised by edge/."""
-
-
-class CryptoError(EdgeError):
-    """A key or ciphertext does not open: wrong key, tampering, or shredded."""
 
 
 class StoreLocked(EdgeError):

@@ -15,10 +15,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sync import outbox
+from sync import crypto, outbox
 from sync.db import transaction
 
-from . import crypto
 from .store import Store
 
 PREREG_PREFIX, WALKIN_PREFIX = "П", "А"

@@ -2,7 +2,7 @@
 
 One transaction writes a record and its outbox entry; the caller sees the
 application number only after COMMIT returned.  Sensitive fields are
-sealed (edge.crypto) before they reach SQLite; the node key lives only in
+sealed (sync.crypto) before they reach SQLite; the node key lives only in
 memory, unwrapped from a keyslot when an administrator logs in.
 """
 
@@ -23,13 +23,13 @@ from pathlib import Path
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from sync import outbox, poscodec
+from sync import crypto, outbox, poscodec
 from sync.clock import Clock
 from sync.db import open_db, run_sync, run_transaction, transaction
 from sync.errors import OutboxFull
 from sync.migrate import migrate
 
-from . import audit, crypto
+from . import audit
 from .errors import CryptoError, StorageFull, StoreLocked
 
 log = logging.getLogger(__name__)

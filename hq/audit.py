@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import aiosqlite
 
-from edge.audit import GENESIS, parse_wire, verify_link
+from sync.auditchain import GENESIS, parse_wire, verify_link
 
 MIGRATIONS = [
     """

@@ -5,6 +5,10 @@ class SyncError(Exception):
     """Root of every error raised by sync/."""
 
 
+class CryptoError(SyncError):
+    """A key or ciphertext does not open: wrong key, tampering, or shredded."""
+
+
 class EnvelopeError(SyncError):
     """A message is malformed, too large, or its signature does not verify."""
 

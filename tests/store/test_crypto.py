@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge import crypto
-from edge.errors import CryptoError
+from sync import crypto
+from sync.errors import CryptoError
 
 HQ = X25519PrivateKey.generate()
 NODE_KEY = crypto.random_key()

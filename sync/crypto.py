@@ -1,4 +1,4 @@
-"""Envelope encryption of citizens' records (the one crypto module).
+"""Envelope encryption of citizens' records (the one crypto module, shared by van and HQ).
 
 * A fresh 256-bit data key per record encrypts each sensitive field with
   AES-256-GCM; the associated data binds table, record id, field name and
