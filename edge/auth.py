@@ -1,75 +1,14 @@
-"""Administrator sessions: server-side, idle timeout, CSRF token per session."""
+"""Administrator sessions of the van UI (the shared implementation is mobile_office/sessions.py)."""
 
 from __future__ import annotations
 
-import hmac
-import secrets
-from dataclasses import dataclass, field
-
 from aiohttp import web
 
-from sync.clock import Clock
-
-from .errors import Forbidden, Unauthorized
+from mobile_office.sessions import Session, Sessions
 
 COOKIE = "mo_session"
 
-
-@dataclass
-class Session:
-    token: str
-    username: str
-    role: str
-    csrf: str
-    last_seen: float
-    data: dict[str, object] = field(default_factory=dict)
-
-
-class Sessions:
-    def __init__(self, clock: Clock, idle_timeout: float) -> None:
-        self.clock = clock
-        self.idle_timeout = idle_timeout
-        self._by_token: dict[str, Session] = {}
-
-    def create(self, username: str, role: str) -> Session:
-        s = Session(secrets.token_urlsafe(32), username, role, secrets.token_urlsafe(24), self.clock.monotonic())
-        self._by_token[s.token] = s
-        return s
-
-    def get(self, request: web.Request) -> Session | None:
-        token = request.cookies.get(COOKIE)
-        if not token:
-            return None
-        s = self._by_token.get(token)
-        if s is None:
-            return None
-        now = self.clock.monotonic()
-        if now - s.last_seen > self.idle_timeout:
-            del self._by_token[token]
-            return None
-        s.last_seen = now
-        return s
-
-    def drop(self, session: Session) -> None:
-        self._by_token.pop(session.token, None)
-
-    def drop_all(self) -> None:
-        self._by_token.clear()
-
-    @property
-    def active(self) -> int:
-        return len(self._by_token)
-
-    def require(self, request: web.Request) -> Session:
-        s = self.get(request)
-        if s is None:
-            raise Unauthorized("Увійдіть, щоб продовжити", code="login_required")
-        return s
-
-    @staticmethod
-    def check_csrf(session: Session, token: str | None) -> None:
-        if not token or not hmac.compare_digest(token, session.csrf):
-            raise Forbidden("Форма застаріла або надіслана не з цієї сторінки. Оновіть сторінку й спробуйте ще раз.", code="csrf_failed")
+__all__ = ["COOKIE", "Session", "Sessions", "set_cookie"]
 
 
 def set_cookie(response: web.StreamResponse, session: Session, secure: bool) -> None:

@@ -5,51 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from mobile_office.sessions import Sessions
 from mobile_office.web import error_middleware, json_response
-from provisioning.keys import HQKeys
-from sync.clock import Clock, SystemClock
 from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
+from . import users
+from . import web as web_routes
+from .appkeys import CONFIG, DIRECTIP, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
+from .config import HQConfig
 from .directip import DirectIpReceiver, MoMessage
 from .store import HQStore
 
+__all__ = ["CONFIG", "DIRECTIP", "INGEST", "SBD_INGEST", "SESSIONS", "STORE", "WORKER", "HQConfig", "create_app"]
+
 HERE = Path(__file__).parent
-
-
-@dataclass
-class HQConfig:
-    data_dir: Path
-    keys: HQKeys
-    broker: str = "mqtt://127.0.0.1:1883"
-    mqtt_version: str = "5"
-    worker: str = "hq-1"
-    host: str = "0.0.0.0"
-    port: int = 8090
-    directip_port: int | None = None
-    clock: Clock = field(default_factory=SystemClock)
-
-
-CONFIG = web.AppKey("hq_config", HQConfig)
-STORE = web.AppKey("hq_store", HQStore)
-INGEST = web.AppKey("hq_ingest", Ingest)
-WORKER = web.AppKey("hq_worker", MqttIngestWorker)
-# The DirectIP MO receiver calls app[SBD_INGEST].on_mo(imei, momsn, payload, session_time).
-SBD_INGEST = web.AppKey("hq_sbd_ingest", SbdIngest)
-DIRECTIP = web.AppKey("hq_directip", DirectIpReceiver)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     store = await HQStore.open(cfg.data_dir / "hq.db", cfg.clock)
+    await users.create_schema(store.db)
     app[STORE] = store
     yield
     await store.close()
@@ -93,10 +75,8 @@ async def _directip_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "—"
-    return datetime.fromtimestamp(ts, timezone.utc).astimezone().strftime("%d.%m.%Y %H:%M:%S")
+async def openapi(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(HERE / "openapi.yaml", headers={"Content-Type": "application/yaml; charset=utf-8"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -123,15 +103,10 @@ async def data_classes(request: web.Request) -> web.Response:
                           "ingest": {"stored": ingest.stored, "duplicates": ingest.duplicates, "rejected": ingest.rejected}})
 
 
-async def dashboard(request: web.Request) -> web.Response:
-    ctx = {"fleet": await request.app[STORE].fleet(), "stats": await request.app[STORE].stats(), "when": _when,
-           "ingest_up": request.app[WORKER].connected}
-    return aiohttp_jinja2.render_template("dashboard.html", request, ctx)
-
-
 def create_app(config: HQConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[CONFIG] = config
+    app[SESSIONS] = Sessions(config.clock, config.session_timeout, cookie="mo_hq_session")
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
@@ -141,5 +116,7 @@ def create_app(config: HQConfig) -> web.Application:
     app.router.add_get("/api/v1/stats", stats)
     app.router.add_get("/api/v1/quarantine", quarantine)
     app.router.add_get("/api/v1/data-classes", data_classes)
-    app.router.add_get("/", dashboard)
+    app.router.add_get("/api/v1/openapi.yaml", openapi)
+    web_routes.add_routes(app)
+    app.router.add_static("/static", HERE / "static")
     return app

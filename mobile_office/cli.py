@@ -97,6 +97,40 @@ def cmd_hq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_hq_user(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("hq-user", help="add or update a user of the HQ dashboard")
+    p.add_argument("name", help="username, e.g. olena.k")
+    p.add_argument("--role", required=True, choices=("viewer", "dispatcher", "records_officer", "admin"),
+                   help="viewer sees the fleet; dispatcher also sends commands; records_officer opens records; admin all")
+    p.add_argument("--hq-data-dir", type=Path, required=True, help="HQ's data directory")
+    p.add_argument("--password", help="the password (default: a random one, printed once)")
+    p.set_defaults(func=cmd_hq_user)
+
+
+def cmd_hq_user(args: argparse.Namespace) -> int:
+    from hq import users
+    from hq.store import HQStore
+    from provisioning.keys import one_time_password
+    from sync.clock import SystemClock
+
+    password = args.password or one_time_password() + one_time_password()[:4]
+
+    async def main() -> None:
+        store = await HQStore.open(args.hq_data_dir / "hq.db", SystemClock())
+        try:
+            await users.create_schema(store.db)
+            await users.add_user(store.db, args.name, args.role, password, store.clock.now())
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(main())
+    except users.UserError as exc:
+        raise settings.ConfigError(str(exc)) from exc
+    print(f"HQ user {args.name} ({args.role})" + ("" if args.password else f": password {password}"))
+    return 0
+
+
 def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("provision", help="HQ keys and node enrolment bundles")
     psub = p.add_subparsers(dest="provision_cmd", required=True, metavar="COMMAND")
@@ -223,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_node, _add_hq, _add_provision, _add_sim, _add_config_docs):
+    for add in (_add_demo, _add_node, _add_hq, _add_hq_user, _add_provision, _add_sim, _add_config_docs):
         add(sub)
     return parser
 

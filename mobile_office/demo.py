@@ -122,7 +122,14 @@ async def run_demo(opts: DemoOptions) -> None:
                                   "hq_port": str(opts.hq_port), "directip_port": str(directip_port), "hq_host": opts.host})
         from hq.app import create_app as create_hq
 
-        hq_runner = await start_site(create_hq(hq_cfg), opts.host, opts.hq_port)
+        hq_app = create_hq(hq_cfg)
+        hq_runner = await start_site(hq_app, opts.host, opts.hq_port)
+        # The demo's HQ administrator has the van administrator's password (one thing to remember).
+        from hq import users
+        from hq.appkeys import STORE as HQ_STORE
+
+        hq_password = password if len(password) >= 10 else password + "-hq-demo"
+        await users.add_user(hq_app[HQ_STORE].db, "hq-admin", "admin", hq_password, time.time())
         stack.push_async_callback(hq_runner.cleanup)
         cfg = node_config(
             bundle_dir,
@@ -138,6 +145,7 @@ async def run_demo(opts: DemoOptions) -> None:
         print(f"Van UI (administrator):  http://{opts.host}:{opts.http_port}/", flush=True)
         print(f"HQ dashboard:            http://{opts.host}:{opts.hq_port}/", flush=True)
         print(f"Login: admin / {password}", flush=True)
+        print(f"HQ login: hq-admin / {hq_password}", flush=True)
         print(f"Broker: {broker} · GPS: gpsd {gpsd[0]}:{gpsd[1]} · trip {opts.trip} at x{opts.speedup:g}", flush=True)
         print(f"Satellite modem: {modem_device} · HQ DirectIP receiver: port {directip_port}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import NodeConfig
-from hq.app import HQConfig
+from hq.config import HQConfig
 from provisioning.keys import load_bundle, load_hq
 
 from . import settings

@@ -1,0 +1,23 @@
+"""Everything HQ needs to start, built by the CLI from the settings registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provisioning.keys import HQKeys
+from sync.clock import Clock, SystemClock
+
+
+@dataclass
+class HQConfig:
+    data_dir: Path
+    keys: HQKeys
+    broker: str = "mqtt://127.0.0.1:1883"
+    mqtt_version: str = "5"
+    worker: str = "hq-1"
+    host: str = "0.0.0.0"
+    port: int = 8090
+    directip_port: int | None = None
+    session_timeout: float = 1800.0
+    clock: Clock = field(default_factory=SystemClock)

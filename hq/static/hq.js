@@ -1,0 +1,30 @@
+// Live dashboard: polls the fleet every 10 s and refreshes the alerts and the table's state cells.
+// Without JavaScript the page shows the state at load time.
+(function () {
+  "use strict";
+  var names = { online: "на зв'язку", offline: "поза зв'язком" };
+  function when(ts) { return ts ? new Date(ts * 1000).toLocaleString("uk-UA") : "—"; }
+  function refresh() {
+    fetch("/fleet.json", { credentials: "same-origin" }).then(function (r) { return r.ok ? r.json() : null; }).then(function (v) {
+      if (!v) return;
+      var ul = document.getElementById("alerts");
+      ul.textContent = "";
+      if (!v.alerts.length) { var li = document.createElement("li"); li.className = "ok"; li.textContent = "Тривог немає"; ul.appendChild(li); }
+      v.alerts.forEach(function (a) {
+        var li = document.createElement("li"); li.className = "alert alert-" + a.code;
+        var b = document.createElement("strong"); b.textContent = a.node_id; li.appendChild(b);
+        li.appendChild(document.createTextNode(": " + a.message)); ul.appendChild(li);
+      });
+      v.nodes.forEach(function (n) {
+        var row = document.getElementById("node-" + n.node_id);
+        if (!row) return;
+        var c = row.cells;
+        c[1].textContent = names[n.status] || "невідомо"; c[1].className = n.status;
+        c[2].textContent = when(n.last_seen);
+        c[5].textContent = when(n.position_time);
+        c[7].textContent = n.records;
+      });
+    }).catch(function () {});
+  }
+  setInterval(refresh, 10000);
+})();

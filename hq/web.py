@@ -1,0 +1,137 @@
+"""HQ's pages: login, fleet dashboard, record vault, commands to the vans."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from mobile_office.sessions import Session, Sessions
+from mobile_office.web import HttpProblem, json_response
+from sync.downlink import COMMANDS, build, command
+from sync.envelope import topic_down
+
+from . import fleet, users, vault
+from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "—"
+    return datetime.fromtimestamp(float(ts), timezone.utc).astimezone().strftime("%d.%m.%Y %H:%M:%S")
+
+
+def _session(request: web.Request, permission: str | None = None) -> Session:
+    s = request.app[SESSIONS].get(request)
+    if s is None:
+        raise web.HTTPSeeOther("/login")
+    if permission is not None and not users.allowed(s.role, permission):
+        raise HttpProblem("Ваша роль не дає доступу до цієї дії", code="forbidden", status=403)
+    return s
+
+
+async def _page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
+    ctx.setdefault("session", request.app[SESSIONS].get(request))
+    ctx["when"] = when
+    ctx["can"] = lambda perm: ctx["session"] is not None and users.allowed(ctx["session"].role, perm)
+    return aiohttp_jinja2.render_template(template, request, ctx, status=status)
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return await _page(request, "hq_login.html", {"error": None, "username": ""})
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    form = await request.post()
+    username, password = str(form.get("username", "")), str(form.get("password", ""))
+    role = await users.check_password(request.app[STORE].db, username, password) if username and password else None
+    if role is None:
+        return await _page(request, "hq_login.html", {"error": "Неправильне ім'я користувача або пароль", "username": username}, 401)
+    sessions: Sessions = request.app[SESSIONS]
+    session = sessions.create(username, role)
+    resp = web.HTTPSeeOther("/")
+    sessions.set_cookie(resp, session, secure=request.secure)
+    raise resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    s = _session(request)
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    request.app[SESSIONS].drop(s)
+    resp = web.HTTPSeeOther("/login")
+    resp.del_cookie(request.app[SESSIONS].cookie, path="/")
+    raise resp
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    _session(request)
+    store = request.app[STORE]
+    now = request.app[CONFIG].clock.now()
+    view = await fleet.fleet_view(store, now)
+    since = now - 24 * 3600
+    tracks = {n["node_id"]: await fleet.track(store, n["node_id"], since) for n in view["nodes"]}
+    ctx = {"view": view, "stats": await store.stats(), "ingest_up": request.app[WORKER].connected,
+           "map": fleet.svg_map(tracks, view["nodes"]), "commands": sorted(COMMANDS)}
+    return await _page(request, "dashboard.html", ctx)
+
+
+async def fleet_live(request: web.Request) -> web.Response:
+    """What the dashboard's script polls: the fleet with alerts, as of now."""
+    _session(request)
+    return json_response(await fleet.fleet_view(request.app[STORE], request.app[CONFIG].clock.now()))
+
+
+async def records(request: web.Request) -> web.Response:
+    _session(request)
+    return await _page(request, "records.html", {"records": await vault.list_records(request.app[STORE])})
+
+
+async def record_open(request: web.Request) -> web.Response:
+    s = _session(request, "open_records")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    reason = str(form.get("reason", "")).strip()
+    if len(reason) < 3:
+        raise HttpProblem("Вкажіть підставу для перегляду персональних даних", code="reason_required", status=422,
+                          fields={"reason": "обов'язкове"})
+    try:
+        rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal, request.match_info["id"], s.username, reason[:200])
+    except vault.VaultError as exc:
+        raise HttpProblem("Запис не знайдено або він не відкривається ключем ЦНАП", code="not_found", status=404) from exc
+    openings = await vault.openings(request.app[STORE], request.match_info["id"])
+    return await _page(request, "record.html", {"rec": rec, "openings": openings})
+
+
+async def send_command(request: web.Request) -> web.Response:
+    s = _session(request, "command")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    node_id, kind = str(form.get("node_id", "")), str(form.get("kind", ""))
+    if kind not in COMMANDS:
+        raise HttpProblem("Невідома команда", code="unknown_command", status=422, fields={"kind": "невідома команда"})
+    store, ingest = request.app[STORE], request.app[INGEST]
+    if node_id not in {n["node_id"] for n in await store.fleet()}:
+        raise HttpProblem("Невідомий фургон", code="unknown_node", status=422, fields={"node_id": "невідомий фургон"})
+    seq = await store.next_down_seq(node_id, "cmd")
+    cmd_id = uuid.uuid4().hex[:12]
+    payload = build(request.app[CONFIG].keys.sign, node_id, "cmd", seq, [command(cmd_id, kind, time.time() + 24 * 3600)], ingest.hlc.tick())
+    sent = await request.app[WORKER].publish_down(topic_down(node_id, "cmd"), payload)
+    if not sent:
+        raise HttpProblem("Немає зв'язку з брокером: команду не надіслано", code="broker_down", status=503)
+    raise web.HTTPSeeOther(f"/?sent={kind}:{node_id}")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login_submit)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/", dashboard)
+    app.router.add_get("/fleet.json", fleet_live)
+    app.router.add_get("/records", records)
+    app.router.add_post("/records/{id}", record_open)
+    app.router.add_post("/commands", send_command)

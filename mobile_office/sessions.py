@@ -1,0 +1,79 @@
+"""Server-side login sessions shared by the van UI and the HQ dashboard.
+
+A session is a random token in an HttpOnly, SameSite=Strict cookie, with
+its own CSRF token and an idle timeout on the injected clock.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from sync.clock import Clock
+
+from .web import HttpProblem
+
+
+@dataclass
+class Session:
+    token: str
+    username: str
+    role: str
+    csrf: str
+    last_seen: float
+    data: dict[str, object] = field(default_factory=dict)
+
+
+class Sessions:
+    def __init__(self, clock: Clock, idle_timeout: float, cookie: str = "mo_session") -> None:
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.cookie = cookie
+        self._by_token: dict[str, Session] = {}
+
+    def create(self, username: str, role: str) -> Session:
+        s = Session(secrets.token_urlsafe(32), username, role, secrets.token_urlsafe(24), self.clock.monotonic())
+        self._by_token[s.token] = s
+        return s
+
+    def get(self, request: web.Request) -> Session | None:
+        token = request.cookies.get(self.cookie)
+        if not token:
+            return None
+        s = self._by_token.get(token)
+        if s is None:
+            return None
+        now = self.clock.monotonic()
+        if now - s.last_seen > self.idle_timeout:
+            del self._by_token[token]
+            return None
+        s.last_seen = now
+        return s
+
+    def drop(self, session: Session) -> None:
+        self._by_token.pop(session.token, None)
+
+    def drop_all(self) -> None:
+        self._by_token.clear()
+
+    @property
+    def active(self) -> int:
+        return len(self._by_token)
+
+    def require(self, request: web.Request) -> Session:
+        s = self.get(request)
+        if s is None:
+            raise HttpProblem("Увійдіть, щоб продовжити", code="login_required", status=401)
+        return s
+
+    @staticmethod
+    def check_csrf(session: Session, token: str | None) -> None:
+        if not token or not hmac.compare_digest(token, session.csrf):
+            raise HttpProblem("Форма застаріла або надіслана не з цієї сторінки. Оновіть сторінку й спробуйте ще раз.",
+                              code="csrf_failed", status=403)
+
+    def set_cookie(self, response: web.StreamResponse, session: Session, secure: bool) -> None:
+        response.set_cookie(self.cookie, session.token, httponly=True, samesite="Strict", secure=secure, path="/")
