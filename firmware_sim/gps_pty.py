@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import shutil
@@ -32,6 +33,7 @@ class NmeaPty:
     tunnels: list[tuple[float, float]] = field(default_factory=list)
     cold_start: float = 0.0
     seed: int = 1
+    jitter_m: float = 2.5  # receiver noise, metres (1 sigma), also while parked
     device: str = ""
     fix_enabled: bool = True  # tests switch the sky off and on
     _master: int = -1
@@ -71,10 +73,19 @@ class NmeaPty:
         while True:
             t = self.sim_time()
             state.fix = self.has_fix(t)
-            data = epoch(time.time(), self.route.at(t), state, rnd)
+            data = epoch(time.time(), jittered(self.route.at(t), self.jitter_m, rnd), state, rnd)
             with contextlib.suppress(OSError):  # nobody reading yet: the pty buffer just fills
                 os.write(self._master, data)
             await asyncio.sleep(self.period)
+
+
+def jittered(pos: SimPosition, sigma_m: float, rnd: random.Random) -> SimPosition:
+    """What a real receiver reports: the true position plus metres of noise."""
+    if sigma_m <= 0:
+        return pos
+    dlat = rnd.gauss(0, sigma_m) / 111_320
+    dlon = rnd.gauss(0, sigma_m) / (111_320 * max(0.1, math.cos(math.radians(pos.lat))))
+    return SimPosition(pos.t, pos.lat + dlat, pos.lon + dlon, pos.speed, pos.track, pos.at_stop)
 
 
 def gpsd_binary() -> str | None:

@@ -44,6 +44,27 @@ class ModemSimConfig:
     seed: int = 1
 
 
+class SkySignal:
+    """Signal bars along a trip: open sky mostly, blocks and trees fade it, the depot roof kills it.
+
+    ``blocked`` are (start, end) windows of simulated seconds with no sky at
+    all (0 bars); elsewhere the bars wander between 2 and 5 with slow fading.
+    """
+
+    def __init__(self, clock: Callable[[], float], blocked: list[tuple[float, float]] | None = None, seed: int = 7) -> None:
+        self.clock = clock
+        self.blocked = blocked or []
+        self.rnd = random.Random(seed)
+        self._level = 4.0
+
+    def __call__(self) -> int:
+        t = self.clock()
+        if any(a <= t < b for a, b in self.blocked):
+            return 0
+        self._level = min(5.0, max(1.5, self._level + self.rnd.uniform(-0.7, 0.7)))
+        return int(round(self._level))
+
+
 class ModemSim:
     """``async with ModemSim(cfg, gateway) as m: print(m.device)``"""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from firmware_sim.gateway import SatelliteGateway
 from firmware_sim.gps_pty import NmeaPty, gpsd_binary, real_gpsd
 from firmware_sim.gpsd_server import GpsdProtocolServer
-from firmware_sim.modem import ModemSim, ModemSimConfig
+from firmware_sim.modem import ModemSim, ModemSimConfig, SkySignal
 from firmware_sim.route import Route
 from provisioning.keys import AdminAccount, add_node, init_hq, load_hq
 
@@ -115,7 +115,8 @@ async def run_demo(opts: DemoOptions) -> None:
             modem_device = opts.modem
         else:
             gateway = await stack.enter_async_context(SatelliteGateway(hq_port=directip_port))
-            sim_modem = await stack.enter_async_context(ModemSim(ModemSimConfig(), gateway))
+            sky = SkySignal(lambda: (time.monotonic() - started) * opts.speedup)
+            sim_modem = await stack.enter_async_context(ModemSim(ModemSimConfig(signal=sky), gateway))
             gateway.on_mt_queued.append(lambda imei: sim_modem.ring())
             modem_device = sim_modem.device
         hq_cfg = hq_config(None, {"hq_data_dir": str(opts.data_dir / "hq"), "hq_broker": broker, "hq_mqtt_version": version,

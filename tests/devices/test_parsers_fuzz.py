@@ -80,3 +80,26 @@ def test_checksum_definition(payload: bytes) -> None:
     from devices.modem import sbd_checksum
 
     assert int.from_bytes(sbd_checksum(payload), "big") == sum(payload) % 65536
+
+
+def test_sky_signal_model() -> None:
+    from firmware_sim.modem import SkySignal
+
+    t = [0.0]
+    sky = SkySignal(lambda: t[0], blocked=[(100, 200)])
+    bars = [sky() for _ in range(200)]
+    assert all(1 <= b <= 5 for b in bars) and len(set(bars)) > 1  # fades, never 0 under open sky
+    t[0] = 150
+    assert sky() == 0  # under the depot roof
+
+
+def test_receiver_jitter_is_metres_not_kilometres() -> None:
+    import random
+
+    from firmware_sim.gps_pty import jittered
+    from firmware_sim.route import haversine
+
+    pos = Route.from_trip("TRIP-NORTH").at(0)
+    rnd = random.Random(5)
+    d = [haversine(pos.lat, pos.lon, j.lat, j.lon) for j in (jittered(pos, 2.5, rnd) for _ in range(500))]
+    assert 0.5 < sum(d) / len(d) < 8 and max(d) < 30
