@@ -397,6 +397,22 @@ class Store:
         ) as cur:
             return [(r[0], r[1]) async for r in cur]
 
+    async def read_applicant(self, applicant_id: str, actor: str, reason: str) -> dict[str, str]:
+        """Open one applicant's card (an audited read); KeyError if unknown, CryptoError if shredded."""
+        node_key = self._require_key()
+        async with self.db.execute("SELECT version, fields, wrap_hq, wrap_node FROM applicants WHERE id = ?", (applicant_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyError(applicant_id)
+        version, fields, wrap_hq, wrap_node = row
+        rec = crypto.SealedRecord("applicants", applicant_id, version, _unpack_fields(fields), bytes(wrap_hq),
+                                  None if wrap_node is None else bytes(wrap_node))
+        out = {"id": applicant_id, **crypto.open_with_node_key(rec, node_key)}
+        async with transaction(self.db):
+            await audit.append(self.db, self.clock.now(), actor, "read", "applicants", applicant_id, reason)
+        self._notify()
+        return out
+
     async def applicant_exists(self, applicant_id: str) -> bool:
         async with self.db.execute("SELECT 1 FROM applicants WHERE id = ?", (applicant_id,)) as cur:
             return await cur.fetchone() is not None

@@ -7,7 +7,7 @@ reload never submits an application twice.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import aiohttp_jinja2
@@ -18,7 +18,8 @@ from . import i18n
 from .appkeys import CATALOG, CONFIG, DESK, SESSIONS, STORE
 from .auth import COOKIE, Session, set_cookie
 from .errors import CryptoError, HttpError, Locked, ValidationFailed
-from .intake import parse_application
+from .intake import parse_applicant, parse_application
+from .validation import FieldError, validate_birth_date
 from .service_desk import DeskError
 from .status import node_status
 
@@ -107,7 +108,16 @@ def _intake_ctx(request: web.Request, s: Session, values: dict[str, str], errors
 
 async def intake_form(request: web.Request) -> web.Response:
     s = _session_or_redirect(request)
-    return await _page(request, "intake.html", _intake_ctx(request, s, {}, {}))
+    values: dict[str, str] = {}
+    applicant_id = request.query.get("applicant", "")
+    if applicant_id and ID_RE.match(applicant_id) and not request.app[STORE].locked:
+        try:
+            a = await request.app[STORE].read_applicant(applicant_id, s.username, "new application")
+            values = {"surname": a.get("surname", ""), "given_name": a.get("given_name", ""), "rnokpp": a.get("rnokpp", ""),
+                      "applicant_id": applicant_id}
+        except (KeyError, CryptoError):
+            pass  # unknown or shredded: an empty form is the right answer
+    return await _page(request, "intake.html", _intake_ctx(request, s, values, {}))
 
 
 async def today(request: web.Request) -> web.Response:
@@ -142,7 +152,7 @@ async def intake_submit(request: web.Request) -> web.Response:
     s = _session_or_redirect(request)
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
-    values = {k: str(form.get(k, "")) for k in ("surname", "given_name", "rnokpp", "service_code", "package_code", "consent")}
+    values = {k: str(form.get(k, "")) for k in ("surname", "given_name", "rnokpp", "service_code", "package_code", "consent", "applicant_id")}
     store = request.app[STORE]
     if store.locked:
         raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
@@ -151,7 +161,9 @@ async def intake_submit(request: web.Request) -> web.Response:
     except ValidationFailed as exc:
         msg = i18n.translate("intake.fix_fields", language(request))
         return await _page(request, "intake.html", _intake_ctx(request, s, values, exc.fields, msg), status=422)
-    saved = await store.create_applications(inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), s.username, None, inp.package_code)
+    applicant_id = values["applicant_id"] if ID_RE.match(values["applicant_id"]) and await store.applicant_exists(values["applicant_id"]) else None
+    saved = await store.create_applications(inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), s.username, applicant_id,
+                                            inp.package_code)
     raise web.HTTPSeeOther(f"/applications/{saved[0].id}/receipt?saved=1")
 
 
@@ -183,6 +195,59 @@ async def receipt(request: web.Request) -> web.Response:
         "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
     }
     return await _page(request, "receipt.html", ctx)
+
+
+APPLICANT_FIELDS = ("surname", "given_name", "patronymic", "birth_date", "rnokpp", "rnokpp_absent_reason", "unzr",
+                    "document_type", "document_number", "phone", "email", "address")
+
+
+def _unlocked(request: web.Request) -> Session:
+    s = _session_or_redirect(request)
+    if request.app[STORE].locked:
+        raise Locked("Сховище заблоковане: увійдіть знову, щоб працювати з даними громадян")
+    return s
+
+
+async def applicants_page(request: web.Request) -> web.Response:
+    s = _unlocked(request)
+    return await _page(request, "applicants.html", {"session": s, "query": {}, "searched": False, "found": []})
+
+
+async def applicants_search(request: web.Request) -> web.Response:
+    """POST, never GET: identifiers stay out of URLs, logs and browser history."""
+    s = _unlocked(request)
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    q = {k: str(form.get(k, "")).strip() for k in ("rnokpp", "unzr", "surname", "birth_date")}
+    birth = q["birth_date"]
+    if birth:
+        try:
+            birth = validate_birth_date(birth, date.fromtimestamp(request.app[CONFIG].clock.now())).isoformat()
+        except FieldError as exc:
+            ctx = {"session": s, "query": q, "searched": False, "found": [], "message": exc.message}
+            return await _page(request, "applicants.html", ctx, status=422)
+    found = await request.app[STORE].find_applicants(s.username, rnokpp=q["rnokpp"] or None, unzr=q["unzr"] or None,
+                                                     surname=q["surname"] or None, birth_date=birth or None)
+    return await _page(request, "applicants.html", {"session": s, "query": q, "searched": True, "found": found})
+
+
+async def applicant_new(request: web.Request) -> web.Response:
+    s = _unlocked(request)
+    return await _page(request, "applicant_new.html", {"session": s, "values": {}, "errors": {}})
+
+
+async def applicant_create(request: web.Request) -> web.Response:
+    s = _unlocked(request)
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    values = {k: str(form.get(k, "")) for k in APPLICANT_FIELDS}
+    try:
+        inp = parse_applicant(values, date.fromtimestamp(request.app[CONFIG].clock.now()))
+    except ValidationFailed as exc:
+        msg = i18n.translate("intake.fix_fields", language(request))
+        return await _page(request, "applicant_new.html", {"session": s, "values": values, "errors": exc.fields, "message": msg}, 422)
+    applicant_id = await request.app[STORE].create_applicant(inp.fields, s.username)
+    raise web.HTTPSeeOther(f"/applications/new?applicant={applicant_id}")
 
 
 async def rate_form(request: web.Request) -> web.Response:
@@ -218,6 +283,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/", today)
     app.router.add_post("/queue/{action}", queue_action)
     app.router.add_get("/applications/new", intake_form)
+    app.router.add_get("/applicants", applicants_page)
+    app.router.add_post("/applicants/search", applicants_search)
+    app.router.add_get("/applicants/new", applicant_new)
+    app.router.add_post("/applicants", applicant_create)
     app.router.add_post("/applications", intake_submit)
     app.router.add_get("/rate/{token}", rate_form)
     app.router.add_post("/rate/{token}", rate_submit)

@@ -144,3 +144,45 @@ def test_van_day(browser: Any, demo: str) -> None:
     page.goto(demo + "/")
     assert page.url.endswith("/login")
     ctx.close()
+
+
+def test_returning_citizen_is_found_and_prefilled(browser: Any, demo: str) -> None:
+    ctx = browser.new_context(viewport={"width": 1024, "height": 900}, locale="uk-UA")
+    page = ctx.new_page()
+    page.goto(demo + "/login")
+    page.fill("#username", "admin")
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(demo + "/")
+
+    page.click("text=Заявники")
+    page.fill("#q-rnokpp", "1759013776")
+    page.click("#find-applicant")
+    assert page.locator("#not-found").count() == 1
+    assert "1759013776" not in page.url  # searched by POST: never in the URL
+
+    page.click("#new-applicant")
+    page.fill("#surname", "Шевченко")
+    page.fill("#given_name", "Тарас")
+    page.fill("#birth_date", "28.02.1948")
+    page.fill("#rnokpp", "1759013776")
+    page.fill("#phone", "067 12")  # wrong
+    page.click("#save-applicant")
+    assert "+380" in page.inner_text("#phone-error")
+    assert page.input_value("#birth_date") == "28.02.1948"
+    assert axe_violations(page) == []
+    page.fill("#phone", "067 123 45 67")
+    page.click("#save-applicant")
+    page.wait_for_url(re.compile(r".*/applications/new\?applicant=[0-9a-f]{32}$"))
+    assert page.input_value("#surname") == "Шевченко" and page.input_value("#rnokpp") == "1759013776"
+
+    # Next visit: found in one lookup by surname and date of birth.
+    page.goto(demo + "/applicants")
+    page.fill("#q-surname", "шевченко")
+    page.fill("#q-birth", "28.02.1948")
+    page.click("#find-applicant")
+    assert "Шевченко Тарас" in page.inner_text("#found")
+    screenshot(page, "van-applicant-found", docs=True)
+    page.click("#found a")
+    assert page.input_value("#given_name") == "Тарас"
+    ctx.close()
