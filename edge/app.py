@@ -38,7 +38,7 @@ HERE = Path(__file__).parent
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    store = await Store.open(cfg.db_path, cfg.node_id, cfg.hq_seal_public, cfg.clock)
+    store = await Store.open(cfg.db_path, cfg.node_id, cfg.hq_seal_public, cfg.clock, cfg.limits)
     if await store.import_keyslots(cfg.keyslots):
         log.info("node %s: keyslots imported from the enrolment bundle", cfg.node_id)
     app[STORE] = store

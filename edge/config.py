@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from sync.clock import Clock, SystemClock
+from sync.outbox import Limits
 
 
 @dataclass
@@ -33,6 +34,7 @@ class NodeConfig:
     ack_timeout: float = 10.0
     secure_cookies: bool = False
     retention_days: float = 7.0
+    limits: Limits = field(default_factory=Limits)
     shred_interval: float = 3600.0
     clock: Clock = field(default_factory=SystemClock)
 

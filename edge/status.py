@@ -41,7 +41,7 @@ async def node_status(app: web.Application) -> dict[str, Any]:
             "oldest_pending": summary["oldest_pending"],
             "by_stream": summary["by_stream"],
             # per data class: bytes waiting and the limit (records/audit refuse intake past it; GPS thins)
-            "usage": await outbox.usage(store.db),
+            "usage": await outbox.usage(store.db, store.limits),
             "quarantined": await outbox.quarantined(store.db),
         },
         "link": {

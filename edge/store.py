@@ -149,8 +149,10 @@ def _unpack_fields(blob: bytes) -> dict[str, bytes]:
 
 
 class Store:
-    def __init__(self, db: aiosqlite.Connection, node_id: str, hq_seal_public: X25519PublicKey, clock: Clock) -> None:
+    def __init__(self, db: aiosqlite.Connection, node_id: str, hq_seal_public: X25519PublicKey, clock: Clock,
+                 limits: outbox.Limits | None = None) -> None:
         self.db = db
+        self.limits = limits or outbox.DEFAULT_LIMITS
         self.node_id = node_id
         self.hq_seal_public = hq_seal_public
         self.clock = clock
@@ -159,9 +161,10 @@ class Store:
         self.on_enqueued: list[Callable[[], None]] = []
 
     @classmethod
-    async def open(cls, path: Path, node_id: str, hq_seal_public: X25519PublicKey, clock: Clock) -> Store:
+    async def open(cls, path: Path, node_id: str, hq_seal_public: X25519PublicKey, clock: Clock,
+                   limits: outbox.Limits | None = None) -> Store:
         db = await open_db(path)
-        store = cls(db, node_id, hq_seal_public, clock)
+        store = cls(db, node_id, hq_seal_public, clock, limits)
         await store._migrate()
         return store
 
@@ -259,8 +262,8 @@ class Store:
     ) -> list[SavedApplication]:
         """One intake's statements, on the connection's thread in one hop, in one transaction."""
         # Records and audit are never dropped: refuse before the outbox would overflow, atomically with the insert.
-        outbox.check_capacity_sync(conn, "rec", incoming)
-        outbox.check_capacity_sync(conn, "audit", 400 * len(prepared))
+        outbox.check_capacity_sync(conn, "rec", incoming, self.limits)
+        outbox.check_capacity_sync(conn, "audit", 400 * len(prepared), self.limits)
         saved = []
         for app_id, service_code, sealed in prepared:
             conn.execute("INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1", (day,))
@@ -287,8 +290,8 @@ class Store:
 
     async def _check_capacity(self, incoming: int) -> None:
         def both(conn: sqlite3.Connection) -> None:
-            outbox.check_capacity_sync(conn, "rec", incoming)
-            outbox.check_capacity_sync(conn, "audit", 400)
+            outbox.check_capacity_sync(conn, "rec", incoming, self.limits)
+            outbox.check_capacity_sync(conn, "audit", 400, self.limits)
 
         try:
             await run_sync(self.db, both)
@@ -500,7 +503,7 @@ class Store:
         """
         item = poscodec.pack_position(poscodec.Position(gps_time, lat, lon, speed, course, trusted_time))
         async with transaction(self.db):
-            await outbox.make_room_for_positions(self.db)
+            await outbox.make_room_for_positions(self.db, self.limits)
             await outbox.enqueue(self.db, "pos", item, self.clock.now())
         self._notify()
 

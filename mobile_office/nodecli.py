@@ -9,8 +9,12 @@ from typing import Any
 from edge.config import NodeConfig
 from hq.config import HQConfig
 from provisioning.keys import load_bundle, load_hq
+from sync.outbox import Limits
 
 from . import settings
+
+
+MB = 1024 * 1024
 
 
 def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: dict[str, Any] | None = None) -> NodeConfig:
@@ -35,6 +39,11 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         position_interval=values["position_interval"],
         ack_timeout=values["ack_timeout"],
         retention_days=values["retention_days"],
+        limits=Limits(
+            {**Limits().per_stream, "rec": int(values["limit_records_mb"] * MB), "audit": int(values["limit_audit_mb"] * MB),
+             "pos": int(values["limit_positions_mb"] * MB)},
+            int(values["min_free_disk_mb"] * MB),
+        ),
     )
 
 

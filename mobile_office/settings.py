@@ -139,6 +139,10 @@ NODE = SettingGroup(
         Setting("ack_timeout", positive_float, 10.0, "seconds before an unacknowledged batch is sent again", "SECONDS"),
         Setting("position_interval", positive_float, 5.0, "seconds between positions sent to HQ", "SECONDS"),
         Setting("session_timeout", positive_float, 900.0, "idle seconds before an administrator is logged out", "SECONDS"),
+        Setting("limit_records_mb", positive_float, 512.0, "records waiting for HQ: past this, intake is refused (never dropped)", "MB"),
+        Setting("limit_audit_mb", positive_float, 128.0, "audit entries waiting for HQ: past this, intake is refused", "MB"),
+        Setting("limit_positions_mb", positive_float, 32.0, "raw GPS waiting for HQ: past this, the oldest unsent points are thinned", "MB"),
+        Setting("min_free_disk_mb", positive_float, 64.0, "disk space always kept free: intake is refused before it is used", "MB"),
         Setting("retention_days", positive_float, 7.0, "days the van keeps personal data HQ has acknowledged, then shreds it", "DAYS"),
     ],
 )

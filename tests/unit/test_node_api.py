@@ -95,3 +95,29 @@ async def test_non_json_body_is_refused(client: TestClient) -> None:
     await login(client)
     r = await client.post("/api/v1/applications", data="surname=x", headers={"Content-Type": "text/plain"})
     assert r.status == 415
+
+
+async def test_full_outbox_refuses_intake_and_drops_nothing(bundle: NodeBundle, tmp_path: Path) -> None:
+    from sync.outbox import Limits
+
+    cfg = node_config(bundle, tmp_path / "node")
+    cfg.limits = Limits({**Limits().per_stream, "rec": 4000})
+    async with TestClient(TestServer(create_app(cfg))) as c:
+        await login(c)
+        accepted, refused = 0, None
+        for _ in range(20):
+            r = await c.post("/api/v1/applications", json={"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
+            if r.status == 201:
+                accepted += 1
+                continue
+            refused = r
+            break
+        assert refused is not None and refused.status == 507 and accepted >= 1
+        body = await refused.json()
+        assert body["error"]["code"] == "storage_full" and "не прийнято" in body["error"]["message"]
+        status = await (await c.get("/api/v1/status")).json()
+        assert status["outbox"]["usage"]["rec"]["limit"] == 4000
+    db = sqlite3.connect(tmp_path / "node" / "node.db")
+    # every record the administrator saw as saved is still there, waiting for HQ
+    assert db.execute("SELECT COUNT(*) FROM applications").fetchone()[0] == accepted
+    assert db.execute("SELECT COUNT(*) FROM outbox WHERE stream = 'rec'").fetchone()[0] == accepted
