@@ -24,12 +24,13 @@ from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
 from . import api, views
-from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, UPLINK
+from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, UPLINK, VISITS
 from .auth import Sessions
 from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
 from .store import Store
+from .visits import HomeVisits
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,12 @@ HERE = Path(__file__).parent
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     store = await Store.open(cfg.db_path, cfg.node_id, cfg.hq_seal_public, cfg.clock, cfg.limits)
+    store.node_seal_wrapped = cfg.node_seal_wrapped
     if await store.import_keyslots(cfg.keyslots):
         log.info("node %s: keyslots imported from the enrolment bundle", cfg.node_id)
     app[STORE] = store
     app[DESK] = ServiceDesk(store)
+    app[VISITS] = HomeVisits(store)
     yield
     await store.close()
 
@@ -132,7 +135,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
         n = await store.shred_expired(0.0)  # everything HQ already holds, whatever its age
         log.warning("HQ command: shredded the local copy of %d records", n)
 
-    uplink.handlers.update({"lock": lock, "sync_now": sync_now, "shred": shred})
+    uplink.handlers.update({"lock": lock, "sync_now": sync_now, "shred": shred, "assign": app[VISITS].receive_assignment})
     async with _background(asyncio.create_task(uplink.run(), name="uplink")):
         yield
 

@@ -13,6 +13,7 @@ from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
 from .store import Store
+from .visits import HomeVisits
 
 CONFIG = web.AppKey("config", NodeConfig)
 STORE = web.AppKey("store", Store)
@@ -22,3 +23,4 @@ GPS = web.AppKey("gps", GpsTracker)
 UPLINK = web.AppKey("uplink", Uplink)
 DESK = web.AppKey("desk", ServiceDesk)
 MODEM = web.AppKey("modem", ModemManager)
+VISITS = web.AppKey("visits", HomeVisits)

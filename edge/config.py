@@ -21,6 +21,7 @@ class NodeConfig:
     hq_seal_public: X25519PublicKey
     hq_sign_public: Ed25519PublicKey
     keyslots: list[dict[str, Any]]
+    node_seal_wrapped: bytes | None = None
     broker: str = "mqtt://127.0.0.1:1883"
     mqtt_version: str = "5"
     gpsd: tuple[str, int] | None = ("127.0.0.1", 2947)

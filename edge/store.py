@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import aiosqlite
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sync import crypto, outbox, poscodec
 from sync.clock import Clock
@@ -123,6 +123,21 @@ MIGRATIONS: list[str] = [
         rated_at REAL
     );
     """,
+    # 4: home visits assigned by HQ (the person's details stay sealed to this node)
+    """
+    CREATE TABLE visits (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        assigned_to TEXT,
+        planned_date TEXT,
+        sealed BLOB NOT NULL,
+        received REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'assigned' CHECK (status IN ('assigned', 'started', 'finished', 'cancelled')),
+        started_at REAL,
+        finished_at REAL
+    );
+    ALTER TABLE applications ADD COLUMN visit_id TEXT;
+    """,
 ]
 
 SENSITIVE_APPLICATION_FIELDS = ("surname", "given_name", "rnokpp")
@@ -158,6 +173,8 @@ class Store:
         self.clock = clock
         self._node_key: bytes | None = None
         self._index_key: bytes | None = None
+        self._seal_key: X25519PrivateKey | None = None
+        self.node_seal_wrapped: bytes | None = None  # from the bundle: opens with the node key
         self.on_enqueued: list[Callable[[], None]] = []
 
     @classmethod
@@ -198,6 +215,15 @@ class Store:
     def lock(self) -> None:
         self._node_key = None
         self._index_key = None
+        self._seal_key = None
+
+    @property
+    def seal_key(self) -> X25519PrivateKey:
+        """The node's private sealing key (downlink sealed by HQ), available while unlocked."""
+        self._require_key()
+        if self._seal_key is None:
+            raise StoreLocked("this node's bundle has no sealing key: re-enrol it to receive sealed assignments")
+        return self._seal_key
 
     async def unlock(self, username: str, password: str) -> Account | None:
         """Check the password by opening its keyslot; on success the store is unlocked."""
@@ -216,6 +242,9 @@ class Store:
             return None
         self._node_key = node_key
         self._index_key = crypto.derive_subkey(node_key, "blind-index")
+        if self.node_seal_wrapped is not None:
+            raw = crypto.unwrap_with_key(self.node_seal_wrapped, node_key, f"node-seal|{self.node_id}".encode())
+            self._seal_key = X25519PrivateKey.from_private_bytes(raw)
         return Account(username, str(role))
 
     def _require_key(self) -> bytes:

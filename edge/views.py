@@ -15,12 +15,13 @@ import segno
 from aiohttp import web
 
 from . import i18n
-from .appkeys import CATALOG, CONFIG, DESK, SESSIONS, STORE
+from .appkeys import CATALOG, CONFIG, DESK, SESSIONS, STORE, VISITS
 from .auth import COOKIE, Session, set_cookie
-from .errors import CryptoError, HttpError, Locked, ValidationFailed
+from .errors import CryptoError, HttpError, Locked, StoreLocked, ValidationFailed
 from .intake import parse_applicant, parse_application
 from .validation import FieldError, validate_birth_date
 from .service_desk import DeskError
+from .visits import VisitError
 from .status import node_status
 
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -250,6 +251,32 @@ async def applicant_create(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/applications/new?applicant={applicant_id}")
 
 
+async def visits_page(request: web.Request) -> web.Response:
+    s = _unlocked(request)
+    try:
+        visits = await request.app[VISITS].list(s.username)
+    except StoreLocked as exc:
+        raise Locked(str(exc)) from exc
+    return await _page(request, "visits.html", {"session": s, "visits": visits})
+
+
+async def visit_action(request: web.Request) -> web.Response:
+    s = _unlocked(request)
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    vid, action = request.match_info["id"], request.match_info["action"]
+    try:
+        if action == "start":
+            await request.app[VISITS].start(vid, s.username)
+        elif action == "finish":
+            await request.app[VISITS].finish(vid, s.username)
+        else:
+            raise HttpError("Невідома дія", code="unknown_action", status=404)
+    except VisitError as exc:
+        raise HttpError(str(exc), code="visit_conflict", status=409) from exc
+    raise web.HTTPSeeOther("/visits")
+
+
 async def rate_form(request: web.Request) -> web.Response:
     """Public: a citizen rates one service event; sees nothing else and needs no login."""
     token = request.match_info["token"]
@@ -284,6 +311,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/queue/{action}", queue_action)
     app.router.add_get("/applications/new", intake_form)
     app.router.add_get("/applicants", applicants_page)
+    app.router.add_get("/visits", visits_page)
+    app.router.add_post("/visits/{id}/{action}", visit_action)
     app.router.add_post("/applicants/search", applicants_search)
     app.router.add_get("/applicants/new", applicant_new)
     app.router.add_post("/applicants", applicant_create)

@@ -15,7 +15,7 @@ from mobile_office.web import HttpProblem, json_response
 from sync.downlink import COMMANDS, build, command
 from sync.envelope import topic_down
 
-from . import fleet, users, vault
+from . import fleet, planning, users, vault
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
 
 
@@ -76,7 +76,7 @@ async def dashboard(request: web.Request) -> web.Response:
     since = now - 24 * 3600
     tracks = {n["node_id"]: await fleet.track(store, n["node_id"], since) for n in view["nodes"]}
     ctx = {"view": view, "stats": await store.stats(), "ingest_up": request.app[WORKER].connected,
-           "map": fleet.svg_map(tracks, view["nodes"]), "commands": sorted(COMMANDS)}
+           "map": fleet.svg_map(tracks, view["nodes"]), "commands": sorted(COMMANDS), "categories": CATEGORIES}
     return await _page(request, "dashboard.html", ctx)
 
 
@@ -126,6 +126,28 @@ async def send_command(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/?sent={kind}:{node_id}")
 
 
+CATEGORIES = ("age80", "disability1", "disability", "incapacitated", "idp", "veteran")
+
+
+async def assign_visit(request: web.Request) -> web.Response:
+    s = _session(request, "command")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    node_id = str(form.get("node_id", ""))
+    details = {"name": str(form.get("name", "")).strip()[:120], "address": str(form.get("address", "")).strip()[:200],
+               "purpose": str(form.get("purpose", "")).strip()[:200],
+               "categories": [c for c in form.getall("category", []) if c in CATEGORIES]}
+    if not details["name"] or not details["address"]:
+        raise HttpProblem("Вкажіть особу й адресу візиту", code="validation_failed", status=422,
+                          fields={"name": "обов'язкове", "address": "обов'язкове"})
+    try:
+        await planning.assign_home_visit(request.app, node_id, details, str(form.get("planned_date", "")) or None,
+                                         str(form.get("assigned_to", "")) or None)
+    except planning.PlanningError as exc:
+        raise HttpProblem(str(exc), code="assign_failed", status=409) from exc
+    raise web.HTTPSeeOther("/?assigned=1")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login_submit)
@@ -135,3 +157,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/records", records)
     app.router.add_post("/records/{id}", record_open)
     app.router.add_post("/commands", send_command)
+    app.router.add_post("/visits", assign_visit)

@@ -103,6 +103,15 @@ class HQKeys:
                 out[doc["node_id"]] = Ed25519PublicKey.from_public_bytes(b64d(doc["sign_public"]))
         return out
 
+    def node_seal_keys(self) -> dict[str, X25519PublicKey]:
+        """Sealing keys of enrolled, unrevoked nodes (downlink with personal data is sealed to them)."""
+        out = {}
+        for p in sorted((self.directory / "nodes").glob("*.json")):
+            doc = json.loads(p.read_text(encoding="utf-8"))
+            if not doc.get("revoked") and doc.get("seal_public"):
+                out[doc["node_id"]] = X25519PublicKey.from_public_bytes(b64d(doc["seal_public"]))
+        return out
+
 
 def init_hq(directory: Path) -> HQKeys:
     """Create HQ's keys; refuses to overwrite an existing HQ."""
@@ -151,6 +160,10 @@ def keyslot_context(node_id: str, kind: str, username: str | None) -> bytes:
     return f"keyslot|{node_id}|{kind}|{username or ''}".encode()
 
 
+def node_seal_context(node_id: str) -> bytes:
+    return f"node-seal|{node_id}".encode()
+
+
 def make_admin_slot(node_id: str, node_key: bytes, account: AdminAccount, n: int = crypto.SCRYPT_N) -> Keyslot:
     salt = os.urandom(16)
     kek = crypto.kek_from_password(account.password, salt, n)
@@ -167,6 +180,7 @@ class NodeBundle:
     hq_sign_public: Ed25519PublicKey
     keyslots: list[Keyslot]
     settings: dict[str, Any] = field(default_factory=dict)
+    node_seal_wrapped: bytes | None = None  # the node's X25519 private key, wrapped under the node key
 
 
 def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount], settings: dict[str, Any] | None = None) -> NodeBundle:
@@ -185,7 +199,12 @@ def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount]
     node_key = crypto.random_key()
     slots = [make_admin_slot(node_id, node_key, a) for a in admins]
     slots.append(Keyslot("hq", crypto.wrap_to_public(node_key, hq.seal_public, keyslot_context(node_id, "hq", None))))
-    del node_key
+    # The node's sealing key (HQ seals home-visit assignments to it) is kept wrapped under the node key:
+    # it opens only after an administrator logs in, like the records.
+    seal = X25519PrivateKey.generate()
+    seal_raw = seal.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    seal_wrapped = crypto.wrap_with_key(seal_raw, node_key, node_seal_context(node_id))
+    del node_key, seal_raw
     _write_private(out_dir / "node_sign.key", _pem(sign))
     _write_json(out_dir / "keyslots.json", [s.to_json() for s in slots])
     _write_json(
@@ -194,10 +213,12 @@ def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount]
             "node_id": node_id,
             "hq_seal_public": b64e(_raw_pub(hq.seal_public)),
             "hq_sign_public": b64e(_raw_pub(hq.sign_public)),
+            "node_seal_wrapped": b64e(seal_wrapped),
             "settings": settings or {},
         },
     )
-    _write_json(record, {"node_id": node_id, "sign_public": b64e(_raw_pub(sign.public_key())), "enrolled": time.time(), "revoked": False})
+    _write_json(record, {"node_id": node_id, "sign_public": b64e(_raw_pub(sign.public_key())),
+                         "seal_public": b64e(_raw_pub(seal.public_key())), "enrolled": time.time(), "revoked": False})
     return load_bundle(out_dir)
 
 
@@ -217,6 +238,7 @@ def load_bundle(directory: Path) -> NodeBundle:
         Ed25519PublicKey.from_public_bytes(b64d(doc["hq_sign_public"])),
         slots,
         doc.get("settings", {}),
+        b64d(doc["node_seal_wrapped"]) if doc.get("node_seal_wrapped") else None,
     )
 
 

@@ -80,6 +80,17 @@ def test_hq_fleet_vault_and_roles(browser: Any, demo: tuple[str, str, Path]) -> 
     assert resp.status == 403
     assert viewer.locator("#send-command").count() == 0
 
+    # A home visit planned at HQ reaches the van, sealed to it.
+    import sqlite3
+
+    page.goto(hq + "/")
+    page.fill("#v-name", "Гнатюк Ганна Петрівна")
+    page.fill("#v-address", "вул. Тестова, 7")
+    page.check("input[name=category][value=age80]")
+    page.click("#assign-visit")
+    wait_until(lambda: sqlite3.connect(data / "node" / "node.db").execute("SELECT COUNT(*) FROM visits").fetchone()[0] == 1, 60,
+               what="the assignment at the van")
+
     # The admin sends a signed command; the van acts on it (lock).
     page.goto(hq + "/")
     page.select_option("#cmd-kind", "lock")

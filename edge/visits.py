@@ -1,0 +1,88 @@
+"""Home visits assigned by HQ to the case administrators of this node.
+
+HQ seals the person's details (name, address, categories, purpose) to the
+node's X25519 key; the node stores the sealed form as received, even while
+locked, and opens it only for a logged-in administrator (an audited read).
+Start and finish are events to HQ on the ``evt`` stream; no personal data
+travels with them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sync import crypto, outbox
+from sync.db import transaction
+
+from . import audit
+from .store import Store
+
+
+class VisitError(ValueError):
+    """A visit action that cannot be done; the message is for people."""
+
+
+def assignment_context(node_id: str, visit_id: str) -> bytes:
+    return f"assign|{node_id}|{visit_id}".encode()
+
+
+@dataclass(frozen=True)
+class Visit:
+    id: str
+    status: str
+    planned_date: str | None
+    assigned_to: str | None
+    details: dict[str, Any]  # opened: name, address, categories, purpose
+
+
+class HomeVisits:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.db = store.db
+
+    async def receive_assignment(self, doc: dict[str, Any]) -> None:
+        """Downlink handler for ``assign``: idempotent (the same id twice changes nothing)."""
+        visit_id = str(doc["id"])
+        sealed = bytes.fromhex(str(doc["sealed"]))
+        async with transaction(self.db):
+            await self.db.execute(
+                "INSERT OR IGNORE INTO visits(id, kind, assigned_to, planned_date, sealed, received) VALUES (?, 'home', ?, ?, ?, ?)",
+                (visit_id, doc.get("assigned_to"), doc.get("planned_date"), sealed, self.store.clock.now()),
+            )
+        self.store._notify()
+
+    async def list(self, actor: str) -> list[Visit]:
+        key = self.store.seal_key
+        async with self.db.execute(
+            "SELECT id, status, planned_date, assigned_to, sealed FROM visits ORDER BY planned_date, received"
+        ) as cur:
+            rows = await cur.fetchall()
+        out = []
+        for vid, status, planned, assigned, sealed in rows:
+            details = json.loads(crypto.unwrap_with_private(bytes(sealed), key, assignment_context(self.store.node_id, vid)))
+            out.append(Visit(vid, status, planned, assigned, details))
+        if out:
+            async with transaction(self.db):
+                for v in out:
+                    await audit.append(self.db, self.store.clock.now(), actor, "read", "visits", v.id, "home visit list")
+            self.store._notify()
+        return out
+
+    async def _event(self, visit_id: str, status: str, actor: str, expect: str) -> None:
+        now = self.store.clock.now()
+        column = "started_at" if status == "started" else "finished_at"
+        async with transaction(self.db):
+            cur = await self.db.execute(f"UPDATE visits SET status = ?, {column} = ? WHERE id = ? AND status = ?", (status, now, visit_id, expect))
+            if not cur.rowcount:
+                raise VisitError("Цей візит не можна " + ("розпочати" if status == "started" else "завершити") + " зараз")
+            item = json.dumps({"type": "visit", "id": visit_id, "event": status, "by": actor, "at": now}, separators=(",", ":"))
+            await outbox.enqueue(self.db, "evt", item.encode(), now)
+        self.store._notify()
+
+    async def start(self, visit_id: str, actor: str) -> None:
+        await self._event(visit_id, "started", actor, "assigned")
+
+    async def finish(self, visit_id: str, actor: str) -> None:
+        await self._event(visit_id, "finished", actor, "started")
