@@ -1,0 +1,1 @@
+"""Trips and GPS visit routes: track cleaning, stop detection, odometer, storage, reports."""
