@@ -30,6 +30,7 @@ from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
 from .store import Store
+from .trips import recorder as trips_recorder
 from .visits import HomeVisits
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,13 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
                 )
             await cfg.clock.sleep(cfg.position_interval)
 
+    await trips_recorder.create_schema(app[STORE].db)
+    recorder = trips_recorder.TrackRecorder(app[STORE].db, cfg.clock)
+    tracker.listeners.append(recorder.on_fix)
     async with _background(asyncio.create_task(tracker.run(), name="gps")):
         async with _background(asyncio.create_task(record_positions(), name="positions")):
-            yield
+            async with _background(asyncio.create_task(recorder.run(), name="track-recorder")):
+                yield
 
 
 async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:

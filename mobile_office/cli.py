@@ -247,6 +247,32 @@ def cmd_sim_modem(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("report", help="the department's numbers for a period (trips, km, stops, citizens, services, ratings)")
+    p.add_argument("--data-dir", type=Path, required=True, help="a van node's data directory (the one holding node.db)")
+    p.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--to", dest="date_to", required=True, help="last day, YYYY-MM-DD")
+    p.add_argument("--format", choices=("json", "csv", "md"), default="md", help="output format (default md)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from .report import build, render
+
+    try:
+        start, end = date.fromisoformat(args.date_from), date.fromisoformat(args.date_to)
+    except ValueError as exc:
+        raise settings.ConfigError(f"--from/--to: dates as YYYY-MM-DD ({exc})") from exc
+    if end < start:
+        raise settings.ConfigError("--to is before --from")
+    if not (args.data_dir / "node.db").exists():
+        raise settings.ConfigError(f"--data-dir: no node.db in {args.data_dir}")
+    print(render(build(args.data_dir, start, end), args.format), end="")
+    return 0
+
+
 def _add_config_docs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("config-docs", help="print the settings reference (Markdown)")
     p.set_defaults(func=lambda a: print(settings.docs_markdown()) or 0)
@@ -257,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_node, _add_hq, _add_hq_user, _add_provision, _add_sim, _add_config_docs):
+    for add in (_add_demo, _add_node, _add_hq, _add_hq_user, _add_provision, _add_sim, _add_report, _add_config_docs):
         add(sub)
     return parser
 
