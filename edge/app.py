@@ -31,6 +31,7 @@ from .config import NodeConfig
 from .service_desk import ServiceDesk
 from .store import Store
 from .trips import recorder as trips_recorder
+from .trips import web as trips_web
 from .visits import HomeVisits
 
 log = logging.getLogger(__name__)
@@ -175,5 +176,6 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_modem_ctx)
     api.add_routes(app)
     views.add_routes(app)
+    trips_web.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app

@@ -1,0 +1,67 @@
+"""The trip page of the van UI and its GPX/GeoJSON exports."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time, timedelta, timezone
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from mobile_office import data_path
+from mobile_office.web import HttpProblem, json_response
+
+from ..appkeys import CONFIG, SESSIONS, STORE
+from . import export
+from .recorder import points
+from .track import Place, detect_stops, distance_m, match
+
+
+def _places() -> tuple[list[Place], dict[str, str]]:
+    doc = json.loads(data_path("stops.json").read_text(encoding="utf-8"))
+    places = [Place(p["code"], p["name"], p["lat"], p["lon"]) for p in [doc["base"], *doc["stops"], *doc.get("home_visits", [])]]
+    return places, {p.code: p.name for p in places}
+
+
+async def _day(request: web.Request) -> tuple[date, list[export.Point], list[export.Stop], dict[str, str]]:
+    if request.app[SESSIONS].get(request) is None:
+        raise web.HTTPSeeOther("/login")
+    raw = request.query.get("date")
+    try:
+        day = date.fromisoformat(raw) if raw else datetime.fromtimestamp(request.app[CONFIG].clock.now(), timezone.utc).date()
+    except ValueError as exc:
+        raise HttpProblem("Дата має вигляд РРРР-ММ-ДД", code="bad_date", status=422, fields={"date": "РРРР-ММ-ДД"}) from exc
+    t0 = datetime.combine(day, time.min, timezone.utc).timestamp()
+    pts = await points(request.app[STORE].db, t0, t0 + 86400)
+    places, names = _places()
+    stops = [match(s, places) for s in detect_stops(pts)]
+    return day, pts, stops, names
+
+
+async def trip_page(request: web.Request) -> web.Response:
+    day, pts, stops, names = await _day(request)
+    from ..status import node_status
+
+    ctx = {"day": day.isoformat(), "prev": (day - timedelta(days=1)).isoformat(), "next": (day + timedelta(days=1)).isoformat(),
+           "km": round(distance_m(pts) / 1000, 2), "stops": stops, "names": names, "drawing": export.svg(pts, stops, names),
+           "points": len(pts), "status": await node_status(request.app), "session": request.app[SESSIONS].get(request),
+           "fmt": lambda ts: datetime.fromtimestamp(ts).strftime("%H:%M")}
+    return aiohttp_jinja2.render_template("trip.html", request, ctx)
+
+
+async def trip_gpx(request: web.Request) -> web.Response:
+    day, pts, stops, names = await _day(request)
+    body = export.gpx(pts, stops, f"{request.app[CONFIG].node_id} {day.isoformat()}", names)
+    return web.Response(text=body, content_type="application/gpx+xml",
+                        headers={"Content-Disposition": f'attachment; filename="{request.app[CONFIG].node_id}-{day}.gpx"'})
+
+
+async def trip_geojson(request: web.Request) -> web.Response:
+    _day_, pts, stops, names = await _day(request)
+    return json_response(export.geojson(pts, stops, names))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/trips", trip_page)
+    app.router.add_get("/trips/track.gpx", trip_gpx)
+    app.router.add_get("/trips/track.geojson", trip_geojson)
