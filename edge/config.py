@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ class NodeConfig:
     position_interval: float = 5.0
     ack_timeout: float = 10.0
     secure_cookies: bool = False
+    mqtt_tls: ssl.SSLContext | None = None  # mutual TLS to the broker (mqtts://)
     retention_days: float = 7.0
     limits: Limits = field(default_factory=Limits)
     shred_interval: float = 3600.0

@@ -49,7 +49,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock)
     app[INGEST] = ingest
     app[SBD_INGEST] = SbdIngest(ingest)
-    mqtt = MqttSettings(url=cfg.broker, client_id=cfg.worker, version=cfg.mqtt_version)
+    mqtt = MqttSettings(url=cfg.broker, client_id=cfg.worker, version=cfg.mqtt_version, tls=cfg.mqtt_tls)
     worker = MqttIngestWorker(ingest, mqtt, cfg.clock, shared=cfg.mqtt_version == "5")
     app[WORKER] = worker
     task = asyncio.create_task(worker.run(), name="hq-ingest")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,4 +21,5 @@ class HQConfig:
     port: int = 8090
     directip_port: int | None = None
     session_timeout: float = 1800.0
+    mqtt_tls: ssl.SSLContext | None = None
     clock: Clock = field(default_factory=SystemClock)

@@ -144,6 +144,26 @@ def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     q.add_argument("--admin", action="append", default=[], metavar="USER[:ROLE]",
                    help="administrator account (repeatable; role van_admin, case_admin or supervisor); a one-time password is printed")
     q.set_defaults(func=cmd_add_node)
+    q = psub.add_parser("add-hq-worker", help="a client certificate for an HQ ingest worker (CN hq-...)")
+    q.add_argument("name", help="worker name, e.g. hq-1 (also its MQTT client id)")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    q.set_defaults(func=cmd_add_hq_worker)
+    q = psub.add_parser("broker-config", help="write a Mosquitto configuration: mTLS, per-van ACL, CRL")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    q.add_argument("--out", type=Path, required=True, help="directory to write (run: mosquitto -c OUT/mosquitto.conf)")
+    q.add_argument("--port", type=settings.port, default=8883, help="TLS listener port (default 8883)")
+    q.add_argument("--host", default="0.0.0.0", help="listener address (default 0.0.0.0)")
+    q.add_argument("--name", action="append", default=[], metavar="HOST",
+                   help="broker host name or IP for its certificate (repeatable; default: localhost and 127.0.0.1)")
+    q.add_argument("--run-as", default="mosquitto", help="system user the broker drops to when started as root (default mosquitto)")
+    q.set_defaults(func=cmd_broker_config)
+    q = psub.add_parser("revoke", help="cut a lost van off: HQ refuses its signature, the broker its certificate (CRL)")
+    q.add_argument("name", help="node id")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    q.set_defaults(func=cmd_revoke)
+    q = psub.add_parser("list", help="enrolled vans and whether they are revoked")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    q.set_defaults(func=cmd_list_nodes)
 
 
 def cmd_init_hq(args: argparse.Namespace) -> int:
@@ -165,6 +185,48 @@ def cmd_add_node(args: argparse.Namespace) -> int:
     print(f"Bundle for {args.name} written to {args.out}")
     for a in accounts:
         print(f"  {a.username} ({a.role}): one-time password {a.password}")
+    return 0
+
+
+def cmd_add_hq_worker(args: argparse.Namespace) -> int:
+    from provisioning.ca import CA
+
+    if not args.name.startswith("hq-"):
+        raise settings.ConfigError("an HQ worker's name starts with 'hq-' (vans can never take such a name)")
+    ca = CA.load(args.hq_dir / "ca")
+    out = args.hq_dir / "workers" / args.name
+    ca.issue(args.name, out, "worker")
+    (out / "ca.crt").write_bytes(ca.cert_path.read_bytes())
+    print(f"HQ worker {args.name}: certificate in {out} (mobile-office hq --hq-worker {args.name} --hq-broker mqtts://...)")
+    return 0
+
+
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    from provisioning.ca import CA, broker_config
+
+    workers = sorted(p.name for p in (args.hq_dir / "workers").glob("hq-*")) if (args.hq_dir / "workers").exists() else []
+    if not workers:
+        raise settings.ConfigError("no HQ worker yet: run 'mobile-office provision add-hq-worker hq-1 --hq-dir ...' first")
+    conf = broker_config(CA.load(args.hq_dir / "ca"), args.out.resolve(), args.port, args.host, args.name or ["localhost", "127.0.0.1"], workers,
+                         args.run_as)
+    print(f"Broker configuration written: mosquitto -c {conf}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from provisioning.keys import load_hq, revoke_node
+
+    n = revoke_node(load_hq(args.hq_dir), args.name)
+    print(f"{args.name} revoked ({n} certificate(s) on the CRL). Copy the new crl.pem to the broker"
+          f" (provision broker-config again) and restart it; HQ refuses the van's messages from now on.")
+    return 0
+
+
+def cmd_list_nodes(args: argparse.Namespace) -> int:
+    from provisioning.keys import list_nodes, load_hq
+
+    for n in list_nodes(load_hq(args.hq_dir)):
+        print(f"{n['node_id']:<20} {'REVOKED' if n.get('revoked') else 'active'}")
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from edge.config import NodeConfig
 from hq.config import HQConfig
 from provisioning.keys import load_bundle, load_hq
+from provisioning.tls import client_context
 from sync.outbox import Limits
 
 from . import settings
@@ -40,6 +41,7 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         position_interval=values["position_interval"],
         ack_timeout=values["ack_timeout"],
         retention_days=values["retention_days"],
+        mqtt_tls=client_context(bundle_dir, "mqtt_client") if str(values["broker"]).startswith("mqtts://") else None,
         limits=Limits(
             {**Limits().per_stream, "rec": int(values["limit_records_mb"] * MB), "audit": int(values["limit_audit_mb"] * MB),
              "pos": int(values["limit_positions_mb"] * MB)},
@@ -59,4 +61,6 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         host=values["hq_host"],
         port=values["hq_port"],
         directip_port=values["directip_port"],
+        mqtt_tls=client_context(values["hq_tls_dir"] or values["hq_data_dir"] / "workers" / values["hq_worker"], "worker")
+        if str(values["hq_broker"]).startswith("mqtts://") else None,
     )

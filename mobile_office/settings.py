@@ -156,6 +156,7 @@ HQ = SettingGroup(
         Setting("hq_broker", mqtt_url, "mqtt://127.0.0.1:1883", "MQTT broker HQ ingests from", "URL"),
         Setting("hq_mqtt_version", str, "5", "MQTT protocol version HQ speaks", choices=("5", "3.1.1")),
         Setting("hq_worker", str, "hq-1", "this ingest worker's name (MQTT client id)", "NAME"),
+        Setting("hq_tls_dir", Path, None, "directory with this worker's worker.crt/.key and ca.crt, for an mqtts:// broker", "DIR"),
         Setting("directip_port", port, None, "TCP port of the Iridium DirectIP MO receiver (none: no satellite ingest)", "PORT"),
     ],
 )

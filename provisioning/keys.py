@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from sync import crypto
 
+from .ca import CA
 from .errors import ProvisioningError
 
 NODE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -123,6 +124,7 @@ def init_hq(directory: Path) -> HQKeys:
     _write_private(directory / "hq_seal.key", _pem(seal))
     _write_private(directory / "hq_sign.key", _pem(sign))
     _write_json(directory / "hq.json", {"created": time.time(), "seal_public": b64e(_raw_pub(seal.public_key())), "sign_public": b64e(_raw_pub(sign.public_key()))})
+    CA.create(directory / "ca")
     return HQKeys(directory, seal, sign)
 
 
@@ -184,8 +186,8 @@ class NodeBundle:
 
 
 def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount], settings: dict[str, Any] | None = None) -> NodeBundle:
-    if not NODE_ID_RE.match(node_id):
-        raise ProvisioningError("node id: 1-32 characters, lowercase Latin letters, digits and '-', e.g. van-01")
+    if not NODE_ID_RE.match(node_id) or node_id.startswith("hq-") or node_id == "all":
+        raise ProvisioningError("node id: 1-32 characters, lowercase Latin letters, digits and '-', e.g. van-01 (not 'all', not 'hq-...')")
     record = hq.directory / "nodes" / f"{node_id}.json"
     if record.exists():
         raise ProvisioningError(f"node {node_id} is already enrolled at this HQ")
@@ -206,6 +208,11 @@ def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount]
     seal_wrapped = crypto.wrap_with_key(seal_raw, node_key, node_seal_context(node_id))
     del node_key, seal_raw
     _write_private(out_dir / "node_sign.key", _pem(sign))
+    if (hq.directory / "ca" / "ca.crt").exists():
+        # the van's MQTT identity: a client certificate whose CN is its node id (the broker's ACL keys on it)
+        ca = CA.load(hq.directory / "ca")
+        ca.issue(node_id, out_dir, "mqtt_client")
+        (out_dir / "ca.crt").write_bytes(ca.cert_path.read_bytes())
     _write_json(out_dir / "keyslots.json", [s.to_json() for s in slots])
     _write_json(
         out_dir / "node.json",
@@ -240,6 +247,22 @@ def load_bundle(directory: Path) -> NodeBundle:
         doc.get("settings", {}),
         b64d(doc["node_seal_wrapped"]) if doc.get("node_seal_wrapped") else None,
     )
+
+
+def revoke_node(hq: HQKeys, node_id: str) -> int:
+    """Refuse a lost van everywhere: HQ stops accepting its signature, the broker its certificate."""
+    record = hq.directory / "nodes" / f"{node_id}.json"
+    if not record.exists():
+        raise ProvisioningError(f"no node {node_id} is enrolled at this HQ")
+    doc = json.loads(record.read_text(encoding="utf-8"))
+    doc["revoked"] = True
+    doc["revoked_at"] = time.time()
+    _write_json(record, doc)
+    return CA.load(hq.directory / "ca").revoke(node_id) if (hq.directory / "ca" / "ca.key").exists() else 0
+
+
+def list_nodes(hq: HQKeys) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((hq.directory / "nodes").glob("*.json"))]
 
 
 def one_time_password() -> str:

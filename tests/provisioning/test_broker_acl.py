@@ -1,0 +1,180 @@
+"""The generated Mosquitto configuration, against the real Mosquitto: mTLS identities, per-van ACL, CRL."""
+
+from __future__ import annotations
+
+import queue
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from provisioning.keys import HQKeys, NodeBundle, AdminAccount, add_node
+from provisioning.tls import client_context
+from tests.conftest import REPO, free_port, mosquitto_path, wait_until
+
+pytestmark = pytest.mark.functional
+
+
+def cli(*args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "mobile_office.cli", *args], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+class Client:
+    def __init__(self, port: int, ctx: ssl.SSLContext | None, client_id: str) -> None:
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.connected: queue.Queue[bool] = queue.Queue()
+        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+        if ctx is not None:
+            self.c.tls_set_context(ctx)
+        self.c.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload)))
+        self.c.on_connect = lambda c, u, f, rc, p: self.connected.put(not rc.is_failure)
+        self.c.connect_async("127.0.0.1", port)
+        self.c.loop_start()
+
+    def ok(self) -> bool:
+        try:
+            return self.connected.get(timeout=10)
+        except queue.Empty:
+            return False
+
+    def sub(self, topic: str) -> None:
+        self.c.subscribe(topic, 1)[1]
+
+    def pub(self, topic: str, payload: bytes) -> None:
+        self.c.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def messages_until(self, marker: bytes) -> list[tuple[str, bytes]]:
+        """Everything received up to a marker sent after the forbidden messages (same path, so in order)."""
+        got = []
+        while True:
+            topic, payload = self.inbox.get(timeout=15)
+            if payload == marker:
+                return got
+            got.append((topic, payload))
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture
+def broker(hq_keys: HQKeys, bundle: NodeBundle, tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[bytes]]]:
+    if mosquitto_path() is None:
+        pytest.skip("Mosquitto is not installed (the test command installs it as root: apt-get install mosquitto)")
+    add_node(hq_keys, "van-02", tmp_path / "bundle2", [AdminAccount("admin", "пароль-2-довгий", "van_admin")])
+    cli("provision", "add-hq-worker", "hq-1", "--hq-dir", str(hq_keys.directory))
+    port = free_port()
+    out = tmp_path / "broker"
+    cli("provision", "broker-config", "--hq-dir", str(hq_keys.directory), "--out", str(out), "--port", str(port), "--host", "127.0.0.1",
+        # pytest's temporary directories are private to root: the test broker keeps root's identity
+        "--run-as", "root")
+    proc = subprocess.Popen([mosquitto_path() or "mosquitto", "-c", str(out / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    import socket
+
+    def up() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_until(up, 10, what="mosquitto with TLS")
+    yield port, out, proc
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_acl_and_identities(broker: tuple[int, Path, subprocess.Popen[bytes]], hq_keys: HQKeys, bundle: NodeBundle, tmp_path: Path) -> None:
+    port, _out, _proc = broker
+    hq = Client(port, client_context(hq_keys.directory / "workers" / "hq-1", "worker"), "hq-1")
+    van1 = Client(port, client_context(bundle.directory, "mqtt_client"), "van-01")
+    van2 = Client(port, client_context(tmp_path / "bundle2", "mqtt_client"), "van-02")
+    try:
+        assert hq.ok() and van1.ok() and van2.ok()
+        hq.sub("$share/hq/mo/v1/+/up/#")
+        van1.sub("mo/v1/van-02/down/#")  # not allowed: silently gets nothing
+        van1.sub("mo/v1/van-01/down/#")
+        import time
+        time.sleep(0.5)  # subscriptions settle before publishing (the marker below proves delivery order)
+
+        van1.pub("mo/v1/van-02/up/rec", b"forged by van-01")  # under another van's id
+        van1.pub("mo/v1/van-01/up/rec", b"honest")
+        van1.pub("mo/v1/van-01/up/rec", b"MARK-1")
+        assert hq.messages_until(b"MARK-1") == [("mo/v1/van-01/up/rec", b"honest")]
+
+        hq.pub("mo/v1/van-02/down/cmd", b"for van-02 only")
+        hq.pub("mo/v1/van-01/down/cmd", b"MARK-2")
+        assert van1.messages_until(b"MARK-2") == []  # van-01 cannot read van-02's downlink
+    finally:
+        for c in (hq, van1, van2):
+            c.close()
+
+
+def test_no_certificate_no_entry(broker: tuple[int, Path, subprocess.Popen[bytes]], hq_keys: HQKeys) -> None:
+    port, _out, _proc = broker
+    ctx = ssl.create_default_context(cafile=str(hq_keys.directory / "ca" / "ca.crt"))  # trusts the broker, shows no cert
+    anon = Client(port, ctx, "anonymous")
+    try:
+        assert not anon.ok()
+    finally:
+        anon.close()
+
+
+def test_revoked_van_cannot_connect(broker: tuple[int, Path, subprocess.Popen[bytes]], hq_keys: HQKeys, tmp_path: Path) -> None:
+    port, out, proc = broker
+    cli("provision", "revoke", "van-02", "--hq-dir", str(hq_keys.directory))
+    assert "REVOKED" in cli("provision", "list", "--hq-dir", str(hq_keys.directory))
+    assert "van-02" not in hq_keys.node_keys()  # HQ refuses its signature too
+    # the new CRL goes to the broker, which restarts
+    cli("provision", "broker-config", "--hq-dir", str(hq_keys.directory), "--out", str(out), "--port", str(port), "--host", "127.0.0.1",
+        # pytest's temporary directories are private to root: the test broker keeps root's identity
+        "--run-as", "root")
+    proc.terminate()
+    proc.wait(10)
+    proc2 = subprocess.Popen([mosquitto_path() or "mosquitto", "-c", str(out / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import socket
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), 1).close() is None, 10, what="mosquitto back")
+        van2 = Client(port, client_context(tmp_path / "bundle2", "mqtt_client"), "van-02")
+        van1 = Client(port, client_context(hq_keys.directory.parent / "bundle", "mqtt_client"), "van-01")
+        try:
+            assert not van2.ok()
+            assert van1.ok()
+        finally:
+            van2.close()
+            van1.close()
+    finally:
+        proc2.terminate()
+        proc2.wait(10)
+
+
+def test_node_and_hq_over_mutual_tls(broker: tuple[int, Path, subprocess.Popen[bytes]], hq_keys: HQKeys, bundle: NodeBundle,
+                                     tmp_path: Path) -> None:
+    from tests.conftest import ADMIN_PASSWORD, http_ok, mobile_office_cmd, spawn
+    from tests.helpers import ApiClient
+
+    port, _out, _proc = broker
+    url = f"mqtts://127.0.0.1:{port}"
+    hq_port, node_port = free_port(), free_port()
+    procs = [
+        spawn(mobile_office_cmd("hq", "--hq-data-dir", str(hq_keys.directory), "--hq-broker", url, "--hq-worker", "hq-1",
+                                "--hq-host", "127.0.0.1", "--hq-port", str(hq_port)), tmp_path / "hq.log"),
+        spawn(mobile_office_cmd("node", "--bundle", str(bundle.directory), "--data-dir", str(tmp_path / "node"), "--broker", url,
+                                "--gpsd", f"127.0.0.1:{free_port()}", "--http-host", "127.0.0.1", "--http-port", str(node_port)),
+              tmp_path / "node.log"),
+    ]
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{node_port}/healthz") and http_ok(f"http://127.0.0.1:{hq_port}/healthz"), 30, what="node and HQ")
+        api = ApiClient(f"http://127.0.0.1:{node_port}")
+        api.login("admin", ADMIN_PASSWORD)
+        status, doc = api.request("POST", "/api/v1/applications", {"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
+        assert status == 201
+        wait_until(lambda: api.get("/api/v1/status")["outbox"]["by_stream"]["rec"]["pending"] == 0, 60, what="HQ's ack over mTLS")
+        assert ApiClient(f"http://127.0.0.1:{hq_port}").get("/api/v1/stats")["records"] == 1
+    finally:
+        for p in procs:
+            p.terminate()
