@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -14,6 +14,15 @@ from firmware_sim.modem import ModemSim, ModemSimConfig
 from hq.directip import DirectIpReceiver, MoMessage, send_mt
 
 pytestmark = pytest.mark.functional
+
+
+async def until(pred: Callable[[], object], timeout: float = 15.0) -> None:
+    """Poll with a deadline (the machine may be busy: the deadline only bounds a hang)."""
+    for _ in range(int(timeout / 0.05)):
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
 
 
 @pytest.fixture
@@ -77,8 +86,7 @@ async def test_mt_message_with_ring_alert(sim: ModemSim, gateway: SatelliteGatew
     async with SbdModem(settings(sim)) as m:
         gateway.queue_mt(sim.cfg.imei, b"cmd: sync now")
         gateway.queue_mt(sim.cfg.imei, b"cmd: second")
-        await asyncio.sleep(0.2)  # the SBDRING travels over the pty
-        assert m.status.ring_pending
+        await until(lambda: m.status.ring_pending)  # the SBDRING travels over the pty
         assert await m.receive() == [b"cmd: sync now"]
         assert m.status.ring_pending  # one more is queued at the gateway
         assert await m.receive() == [b"cmd: second"]
@@ -109,7 +117,7 @@ async def test_ring_in_the_middle_of_a_slow_csq(sim: ModemSim, gateway: Satellit
         await asyncio.sleep(0.1)
         gateway.queue_mt(sim.cfg.imei, b"urgent")  # SBDRING lands while +CSQ is pending
         assert await task == 4
-        assert m.status.ring_pending
+        await until(lambda: m.status.ring_pending)
 
 
 async def test_modem_that_goes_silent_mid_command(sim: ModemSim) -> None:
@@ -162,14 +170,11 @@ async def test_directip_round_trip(sim: ModemSim, gateway: SatelliteGateway) -> 
         gateway.hq_port = rx.port
         async with SbdModem(settings(sim)) as m:
             assert (await m.send(b"\x01\x02signed envelope")).ok
-            for _ in range(50):
-                if got:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: got)
             conf = await send_mt("127.0.0.1", gateway.mt_port, sim.cfg.imei, b"down", client_id=7)
             assert conf.ok and conf.client_id == 7 and conf.status == 1
-            await asyncio.sleep(0.2)
+            await until(lambda: m.status.ring_pending)
             assert await m.receive() == [b"down"]
     assert len(got) == 1 and got[0].payload == b"\x01\x02signed envelope"
     assert got[0].imei == sim.cfg.imei and got[0].momsn == 1
-    assert gateway.confirmed == 1
+    await until(lambda: gateway.confirmed == 1)
