@@ -23,7 +23,7 @@ from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
-from . import api, views
+from . import api, app_status, views
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, UPLINK, VISITS
 from .auth import Sessions
 from .catalog import Catalog
@@ -142,6 +142,11 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("HQ command: shredded the local copy of %d records", n)
 
     uplink.handlers.update({"lock": lock, "sync_now": sync_now, "shred": shred, "assign": app[VISITS].receive_assignment})
+    # Application status set at HQ (edge/app_status.py): HLC last-writer-wins.
+    statuses = app_status.AppStatuses(store)
+    await statuses.create_schema()
+    app[app_status.APP_STATUS] = statuses
+    uplink.handlers["recon"] = statuses.receive
     async with _background(asyncio.create_task(uplink.run(), name="uplink")):
         yield
 

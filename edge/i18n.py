@@ -151,6 +151,13 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "rate.s3": {"uk": "3 — задовільно", "en": "3 — fair"},
     "rate.s4": {"uk": "4 — добре", "en": "4 — good"},
     "rate.s5": {"uk": "5 — відмінно", "en": "5 — excellent"},
+    "applicant.sms_consent": {"uk": "Заявник погодився отримати SMS, коли заява буде готова", "en": "The applicant agreed to an SMS when the application is ready"},
+    "appstatus.label": {"uk": "Стан заяви (за даними ЦНАП)", "en": "Application status (as set by the Centre)"},
+    "appstatus.accepted": {"uk": "Прийнято", "en": "Accepted"},
+    "appstatus.in_progress": {"uk": "В роботі", "en": "In progress"},
+    "appstatus.ready": {"uk": "Готово до видачі", "en": "Ready for collection"},
+    "appstatus.issued": {"uk": "Видано", "en": "Issued"},
+    "appstatus.refused": {"uk": "Відмовлено", "en": "Refused"},
 }
 
 

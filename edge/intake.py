@@ -125,6 +125,11 @@ def parse_applicant(data: Mapping[str, object], today: date) -> ApplicantInput:
         except FieldError as exc:
             errors["document_number"] = exc.message
     check("phone", validate_phone, optional=True)
+    if get("sms_consent") in ("on", "yes", "true", "1"):
+        if "phone" in out or "phone" in errors:
+            out["sms_consent"] = "yes"  # sealed with the card: HQ may text this phone when an application is ready
+        else:
+            errors["sms_consent"] = "Для SMS-повідомлень вкажіть номер телефону"
     email = get("email")
     if email:
         if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email) or len(email) > 254:

@@ -303,6 +303,7 @@ class Store:
                     "type": "application", "id": app_id, "number": number, "service_code": service_code,
                     "created": now, "version": version, "fields": json.loads(_pack_fields(sealed.fields)),
                     "wrap_hq": base64.b64encode(sealed.wrap_hq).decode(), "package": package_code,
+                    "applicant": applicant_id,  # lets HQ find the card's sealed phone and SMS consent
                 },
                 separators=(",", ":"),
             ).encode()

@@ -14,7 +14,7 @@ import aiohttp_jinja2
 import segno
 from aiohttp import web
 
-from . import i18n
+from . import app_status, i18n
 from .appkeys import CATALOG, CONFIG, DESK, SESSIONS, STORE, VISITS
 from .auth import COOKIE, Session, set_cookie
 from .errors import CryptoError, HttpError, Locked, StoreLocked, ValidationFailed
@@ -195,11 +195,12 @@ async def receipt(request: web.Request) -> web.Response:
         "paper": "receipt80" if request.query.get("paper") == "80" else "a4",
         "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
     }
+    ctx["app_status"] = await app_status.lookup(request.app, app_id)  # set at HQ (edge/app_status.py)
     return await _page(request, "receipt.html", ctx)
 
 
 APPLICANT_FIELDS = ("surname", "given_name", "patronymic", "birth_date", "rnokpp", "rnokpp_absent_reason", "unzr",
-                    "document_type", "document_number", "phone", "email", "address")
+                    "document_type", "document_number", "phone", "email", "address", "sms_consent")
 
 
 def _unlocked(request: web.Request) -> Session:

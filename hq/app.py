@@ -16,7 +16,7 @@ from mobile_office.web import error_middleware, json_response
 from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
-from . import users
+from . import appstatus, sms, users
 from . import web as web_routes
 from .appkeys import CONFIG, DIRECTIP, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
 from .config import HQConfig
@@ -111,6 +111,8 @@ def create_app(config: HQConfig) -> web.Application:
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_directip_ctx)
+    app.cleanup_ctx.append(appstatus.status_ctx)
+    app.cleanup_ctx.append(sms.sms_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/fleet", fleet)
     app.router.add_get("/api/v1/stats", stats)

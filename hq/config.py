@@ -23,3 +23,11 @@ class HQConfig:
     session_timeout: float = 1800.0
     mqtt_tls: ssl.SSLContext | None = None
     clock: Clock = field(default_factory=SystemClock)
+    # Application status downlink and SMS notices (hq/appstatus.py, hq/sms.py); map tiles (dashboard).
+    status_resend_after: float = 300.0
+    ack_poll_interval: float = 2.0
+    sms_url: str | None = None
+    sms_token: str | None = None
+    sms_retry_min: float = 5.0
+    sms_retry_max: float = 600.0
+    tile_url: str = ""

@@ -114,3 +114,12 @@ def svg_map(tracks: dict[str, list[tuple[float, float, float]]], vans: list[dict
 
 def _esc(s: object) -> str:
     return json.dumps(str(s))[1:-1].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def map_data(tracks: dict[str, list[tuple[float, float, float]]], vans: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same figures as the SVG sketch, for the Leaflet map when a tile server is configured."""
+    return {
+        "tracks": {nid: [[lat, lon] for _, lat, lon in t] for nid, t in tracks.items() if t},
+        "vans": [{"node_id": v["node_id"], "lat": v["lat"], "lon": v["lon"], "status": v.get("status"), "as_of": v.get("position_time")}
+                 for v in vans if v.get("lat") is not None],
+    }

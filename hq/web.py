@@ -15,7 +15,7 @@ from mobile_office.web import HttpProblem, json_response
 from sync.downlink import COMMANDS, build, command
 from sync.envelope import topic_down
 
-from . import fleet, planning, users, vault
+from . import appstatus, fleet, planning, sms, users, vault
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
 
 
@@ -76,7 +76,9 @@ async def dashboard(request: web.Request) -> web.Response:
     since = now - 24 * 3600
     tracks = {n["node_id"]: await fleet.track(store, n["node_id"], since) for n in view["nodes"]}
     ctx = {"view": view, "stats": await store.stats(), "ingest_up": request.app[WORKER].connected,
-           "map": fleet.svg_map(tracks, view["nodes"]), "commands": sorted(COMMANDS), "categories": CATEGORIES}
+           "map": fleet.svg_map(tracks, view["nodes"]), "commands": sorted(COMMANDS), "categories": CATEGORIES,
+           "sent_commands": await appstatus.commands(store), "tile_url": request.app[CONFIG].tile_url,
+           "map_data": fleet.map_data(tracks, view["nodes"])}
     return await _page(request, "dashboard.html", ctx)
 
 
@@ -88,7 +90,10 @@ async def fleet_live(request: web.Request) -> web.Response:
 
 async def records(request: web.Request) -> web.Response:
     _session(request)
-    return await _page(request, "records.html", {"records": await vault.list_records(request.app[STORE])})
+    recs = await vault.list_records(request.app[STORE])
+    status = await appstatus.statuses(request.app[STORE], [r["id"] for r in recs])
+    return await _page(request, "records.html", {"records": recs, "status": status, "labels": appstatus.LABELS,
+                                                 "status_set": request.query.get("status_set")})
 
 
 async def record_open(request: web.Request) -> web.Response:
@@ -104,7 +109,46 @@ async def record_open(request: web.Request) -> web.Response:
     except vault.VaultError as exc:
         raise HttpProblem("Запис не знайдено або він не відкривається ключем ЦНАП", code="not_found", status=404) from exc
     openings = await vault.openings(request.app[STORE], request.match_info["id"])
-    return await _page(request, "record.html", {"rec": rec, "openings": openings})
+    store = request.app[STORE]
+    cur = await appstatus.current(store, rec["id"])
+    ctx = {"rec": rec, "openings": openings, "status": cur, "labels": appstatus.LABELS, "next_statuses": appstatus.TRANSITIONS[cur],
+           "edits": await appstatus.history(store, rec["id"]), "notices": await sms.notices(store, rec["id"])}
+    return await _page(request, "record.html", ctx)
+
+
+async def record_status(request: web.Request) -> web.Response:
+    """A records officer (or admin) sets the status; it is audited and flows back to the van."""
+    s = _session(request, "open_records")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    store, cfg = request.app[STORE], request.app[CONFIG]
+    try:
+        edit = await appstatus.set_status(store, request.match_info["id"], str(form.get("status", "")), s.username,
+                                          request.app[INGEST].hlc.tick(), notify_sms=bool(cfg.sms_url))
+    except appstatus.StatusError as exc:
+        raise HttpProblem(str(exc), code=exc.code, status=404 if exc.code == "not_found" else 422,
+                          fields=None if exc.code == "not_found" else {"status": str(exc)}) from exc
+    # Not connected now: the status loop sends it when the broker is back (hq/appstatus.py).
+    await appstatus.send_edit(request.app, edit["edit_id"])
+    sender = request.app.get(sms.SENDER)
+    if sender is not None and edit["status"] == "ready":
+        sender.wake.set()
+    async with store.db.execute("SELECT number FROM records WHERE record_id = ?", (edit["record_id"],)) as c:
+        row = await c.fetchone()
+    raise web.HTTPSeeOther(f"/records?status_set={row[0] if row else ''}")
+
+
+async def record_status_json(request: web.Request) -> web.Response:
+    """Status, its audited changes with the van's confirmation, and SMS notices: no personal data."""
+    _session(request)
+    store, rid = request.app[STORE], request.match_info["id"]
+    async with store.db.execute("SELECT number, node_id FROM records WHERE record_id = ?", (rid,)) as c:
+        row = await c.fetchone()
+    if row is None:
+        raise HttpProblem("Заяву не знайдено", code="not_found", status=404)
+    return json_response({"id": rid, "number": row[0], "node_id": row[1], "status": await appstatus.current(store, rid),
+                          "edits": await appstatus.history(store, rid),
+                          "sms": [{k: v for k, v in n.items() if k != "record_id"} for n in await sms.notices(store, rid)]})
 
 
 async def send_command(request: web.Request) -> web.Response:
@@ -123,6 +167,7 @@ async def send_command(request: web.Request) -> web.Response:
     sent = await request.app[WORKER].publish_down(topic_down(node_id, "cmd"), payload)
     if not sent:
         raise HttpProblem("Немає зв'язку з брокером: команду не надіслано", code="broker_down", status=503)
+    await appstatus.log_command(store, cmd_id, node_id, kind, s.username)  # the console shows the van's ack
     raise web.HTTPSeeOther(f"/?sent={kind}:{node_id}")
 
 
@@ -158,3 +203,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/records/{id}", record_open)
     app.router.add_post("/commands", send_command)
     app.router.add_post("/visits", assign_visit)
+    app.router.add_post("/records/{id}/status", record_status)
+    app.router.add_get("/api/v1/records/{id}/status", record_status_json)

@@ -249,6 +249,14 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.add_argument("--failure-rate", type=float, default=0.0, help="share of SBD sessions that fail (0..1)")
     q.add_argument("--noise-rate", type=float, default=0.0, help="share of answers preceded by line noise (0..1)")
     q.set_defaults(func=cmd_sim_modem)
+    q = psub.add_parser("sms", help="a local SMS gateway (HTTP, the provider adapter's API) that records what it was sent")
+    q.add_argument("--port", type=settings.port, default=8095, help="TCP port (default 8095)")
+    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    q.add_argument("--out", type=Path, default=Path("sms-sent.jsonl"), help="JSON-lines file of accepted messages (default sms-sent.jsonl)")
+    q.add_argument("--token", help="bearer token HQ must present (default: none)")
+    q.add_argument("--fail", type=int, default=0, help="answer the first N requests with 503")
+    q.add_argument("--delay", type=float, default=0.0, help="seconds to wait after recording a message before answering")
+    q.set_defaults(func=cmd_sim_sms)
 
 
 def cmd_sim_gps(args: argparse.Namespace) -> int:
@@ -304,6 +312,18 @@ def cmd_sim_modem(args: argparse.Namespace) -> int:
                 print(f"Iridium 9603 emulator on {modem.device} (IMEI {args.imei}); MO to DirectIP {args.directip[0]}:{args.directip[1]};"
                       f" MT accepted on port {gw.mt_port}", flush=True)
                 await stop.wait()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_sim_sms(args: argparse.Namespace) -> int:
+    from firmware_sim.sms_gateway import SmsGateway, serve
+
+    from .runtime import stop_event
+
+    async def main() -> None:
+        await serve(SmsGateway(args.out, args.token, args.fail, args.delay), args.host, args.port, stop_event())
 
     asyncio.run(main())
     return 0

@@ -63,4 +63,22 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         directip_port=values["directip_port"],
         mqtt_tls=client_context(values["hq_tls_dir"] or values["hq_data_dir"] / "workers" / values["hq_worker"], "worker")
         if str(values["hq_broker"]).startswith("mqtts://") else None,
+        status_resend_after=values["status_resend_after"],
+        sms_url=values["sms_url"],
+        sms_token=_read_token(values["sms_token_file"]),
+        sms_retry_min=values["sms_retry_min"],
+        sms_retry_max=values["sms_retry_max"],
+        tile_url=values["tile_url"],
     )
+
+
+def _read_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise settings.ConfigError(f"--sms-token-file: cannot read {path}: {exc.strerror}") from exc
+    if not token:
+        raise settings.ConfigError(f"--sms-token-file: {path} is empty")
+    return token

@@ -49,6 +49,18 @@ def mqtt_url(value: str) -> str:
     return value
 
 
+def http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError("expected http://host[:port]/path or https://...")
+    return value
+
+
+def tile_url(value: str) -> str:
+    if value and not (value.startswith(("http://", "https://", "/")) and all(p in value for p in ("{z}", "{x}", "{y}"))):
+        raise ValueError("expected a URL template with {z}, {x} and {y}")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # snake_case key in config files; flag is --name-with-dashes
@@ -158,6 +170,12 @@ HQ = SettingGroup(
         Setting("hq_worker", str, "hq-1", "this ingest worker's name (MQTT client id)", "NAME"),
         Setting("hq_tls_dir", Path, None, "directory with this worker's worker.crt/.key and ca.crt, for an mqtts:// broker", "DIR"),
         Setting("directip_port", port, None, "TCP port of the Iridium DirectIP MO receiver (none: no satellite ingest)", "PORT"),
+        Setting("status_resend_after", positive_float, 300.0, "seconds before an application status not yet confirmed by its van is sent again", "SECONDS"),
+        Setting("sms_url", http_url, None, "SMS gateway endpoint (POST JSON {id, to, text}); none: no SMS notices", "URL"),
+        Setting("sms_token_file", Path, None, "file holding the SMS gateway's bearer token (kept off the command line)", "FILE"),
+        Setting("sms_retry_min", positive_float, 5.0, "first wait before an undelivered SMS is tried again (doubles each time)", "SECONDS"),
+        Setting("sms_retry_max", positive_float, 600.0, "longest wait between SMS attempts", "SECONDS"),
+        Setting("tile_url", tile_url, "", "map tile server, e.g. https://tile.example.ua/{z}/{x}/{y}.png; empty: the tile-free map", "URL"),
     ],
 )
 

@@ -47,8 +47,10 @@ COMPRESS_MIN = 96
 
 UP_STREAMS = {"status": 1, "pos": 2, "rec": 3, "audit": 4, "evt": 5, "blob": 6}
 DOWN_STREAMS = {"ack": 16, "cmd": 17, "assign": 18, "prereg": 19, "catalog": 20}
+# Reconciliation edits of HQ-owned fields (application status): sync/reconcile.py.
+DOWN_STREAMS["recon"] = 21
 # Kinds HQ may send to one node on mo/v1/{node}/down/{kind}.
-DOWN_KINDS = ("ack", "cmd", "assign", "prereg")
+DOWN_KINDS = ("ack", "cmd", "assign", "prereg", "recon")
 STREAMS = {**UP_STREAMS, **DOWN_STREAMS}
 STREAM_NAMES = {v: k for k, v in STREAMS.items()}
 

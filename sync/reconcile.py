@@ -82,3 +82,25 @@ def apply(state: RecordState, edit: Edit) -> bool:
         return False
     state.fields[edit.field] = Version(edit.value, edit.hlc, edit.origin)
     return True
+
+
+# -- on the wire -------------------------------------------------------------
+# An HQ edit travels on the signed ``recon`` downlink (one item per edit).  The
+# downlink layer applies each ``id`` at most once; the HLC order here makes a
+# late or replayed older edit harmless even under a new id.
+
+def to_wire(edit: Edit, edit_id: str) -> dict[str, Any]:
+    return {"id": edit_id, "record_id": edit.record_id, "field": edit.field, "value": edit.value, "hlc": edit.hlc, "origin": edit.origin}
+
+
+def from_wire(doc: dict[str, Any]) -> Edit:
+    """The edit a downlink item carries; ValueError if it is not one this end can merge."""
+    try:
+        edit = Edit(str(doc["record_id"]), str(doc["field"]), doc["value"], int(doc["hlc"]), str(doc["origin"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed edit: {type(exc).__name__}") from exc
+    if not edit.record_id or edit.hlc <= 0:
+        raise ValueError("edit without a record or an HLC")
+    if edit.field == "status" and edit.value not in STATUSES:
+        raise ValueError(f"unknown status {str(edit.value)[:20]!r}")
+    return edit
