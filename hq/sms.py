@@ -216,7 +216,7 @@ class SmsSender:
                 continue
             except SmsError as exc:
                 wait = self.backoff(attempts + 1)
-                log.info("SMS %s not sent (%s): again in %.0f s", notice_id, exc, wait)
+                log.info("SMS %s not sent (%s): again in %.1f s", notice_id, exc, wait)
                 await self._set(notice_id, "next_at = ?, last_error = ?", (now + wait, str(exc)[:200]))
                 continue
             await self._set(notice_id, "state = 'delivered', delivered_at = ?, last_error = NULL", (self.store.clock.now(),))
