@@ -188,8 +188,11 @@ class HQStore:
                 hb = unpack_heartbeat(item)
             except SyncError as exc:
                 return str(exc)
+            # Only the newest heartbeat held says what waits now: a late one fills history, raises no backlog alert.
             await self.db.execute(
-                "UPDATE node_state SET depth = ? WHERE node_id = ?", (json.dumps(hb.depth), node_id)
+                "UPDATE node_state SET depth = ? WHERE node_id = ?"
+                " AND ? >= (SELECT MAX(seq) FROM items WHERE node_id = ? AND stream = 'status')",
+                (json.dumps(hb.depth), node_id, seq, node_id),
             )
             if hb.has_fix:
                 await self.db.execute(
