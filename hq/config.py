@@ -31,3 +31,4 @@ class HQConfig:
     sms_retry_min: float = 5.0
     sms_retry_max: float = 600.0
     tile_url: str = ""
+    tile_attribution: str = ""

@@ -106,10 +106,18 @@ def svg_map(tracks: dict[str, list[tuple[float, float, float]]], vans: list[dict
             continue
         x, y = xy(v["lat"], v["lon"])
         color = "#1b5e20" if v.get("status") == "online" else "#a4001c"
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="{color}"><title>{_esc(v["node_id"])}</title></circle>')
+        as_of = f" · дані станом на {_as_of(v['position_time'])}" if v.get("position_time") else ""
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="{color}"><title>{_esc(v["node_id"])}{as_of}</title></circle>')
         parts.append(f'<text x="{x + 9:.1f}" y="{y + 4:.1f}" font-size="13">{_esc(v["node_id"])}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _as_of(ts: float) -> str:
+    """The van's own time of a figure, as the dashboard prints times."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(float(ts), timezone.utc).astimezone().strftime("%d.%m.%Y %H:%M:%S")
 
 
 def _esc(s: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from urllib.parse import urlsplit
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,7 +12,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from mobile_office.sessions import Session, Sessions
-from mobile_office.web import HttpProblem, json_response
+from mobile_office.web import SECURITY_HEADERS, HttpProblem, json_response
 from sync.downlink import COMMANDS, build, command
 from sync.envelope import topic_down
 
@@ -78,8 +79,23 @@ async def dashboard(request: web.Request) -> web.Response:
     ctx = {"view": view, "stats": await store.stats(), "ingest_up": request.app[WORKER].connected,
            "map": fleet.svg_map(tracks, view["nodes"]), "commands": sorted(COMMANDS), "categories": CATEGORIES,
            "sent_commands": await appstatus.commands(store), "tile_url": request.app[CONFIG].tile_url,
+           "tile_attribution": request.app[CONFIG].tile_attribution,
            "map_data": fleet.map_data(tracks, view["nodes"])}
-    return await _page(request, "dashboard.html", ctx)
+    resp = await _page(request, "dashboard.html", ctx)
+    tiles = request.app[CONFIG].tile_url
+    if tiles:
+        # The one page that loads images from elsewhere: the configured tile server, nothing more.
+        resp.headers["Content-Security-Policy"] = SECURITY_HEADERS["Content-Security-Policy"].replace(
+            "img-src 'self' data:", f"img-src 'self' data: {tile_origin(tiles)}")
+    return resp
+
+
+def tile_origin(url: str) -> str:
+    """CSP source of a tile URL template: its scheme and host ({s} subdomains as a wildcard)."""
+    if url.startswith("/"):
+        return "'self'"
+    parts = urlsplit(url.replace("{s}", "SUBDOMAIN"))
+    return f"{parts.scheme}://{parts.netloc.replace('SUBDOMAIN', '*')}"
 
 
 async def fleet_live(request: web.Request) -> web.Response:

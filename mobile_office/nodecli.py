@@ -69,6 +69,7 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         sms_retry_min=values["sms_retry_min"],
         sms_retry_max=values["sms_retry_max"],
         tile_url=values["tile_url"],
+        tile_attribution=values["tile_attribution"],
     )
 
 

@@ -176,6 +176,7 @@ HQ = SettingGroup(
         Setting("sms_retry_min", positive_float, 5.0, "first wait before an undelivered SMS is tried again (doubles each time)", "SECONDS"),
         Setting("sms_retry_max", positive_float, 600.0, "longest wait between SMS attempts", "SECONDS"),
         Setting("tile_url", tile_url, "", "map tile server, e.g. https://tile.example.ua/{z}/{x}/{y}.png; empty: the tile-free map", "URL"),
+        Setting("tile_attribution", str, "", "attribution the tile server requires, shown on the map (e.g. © OpenStreetMap contributors)", "TEXT"),
     ],
 )
 

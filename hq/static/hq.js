@@ -24,6 +24,7 @@
         c[5].textContent = when(n.position_time);
         c[7].textContent = n.records;
       });
+      document.dispatchEvent(new CustomEvent("hq-fleet", { detail: v }));
     }).catch(function () {});
   }
   setInterval(refresh, 10000);

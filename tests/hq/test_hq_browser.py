@@ -96,4 +96,11 @@ def test_hq_fleet_vault_and_roles(browser: Any, demo: tuple[str, str, Path]) -> 
     page.select_option("#cmd-kind", "lock")
     page.click("#send-command")
     wait_until(lambda: api.get("/api/v1/status")["store"]["locked"] is True, 60, what="the van to lock on HQ's command")
+    # The commands console shows the van's acknowledgement, as of the van's time.
+
+    def console() -> str:
+        page.goto(hq + "/")
+        return str(page.inner_text("#sent-commands"))
+    assert "lock" in console()
+    wait_until(lambda: "виконано" in console(), 60, what="the van's ack in the commands console")
     ctx.close()
