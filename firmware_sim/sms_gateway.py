@@ -80,11 +80,16 @@ class SmsGateway:
         return app
 
 
-async def serve(gw: SmsGateway, host: str, port: int, stop: asyncio.Event) -> None:
+async def start(gw: SmsGateway, host: str, port: int) -> web.AppRunner:
+    """Listening when this returns; ``await runner.cleanup()`` stops it."""
     runner = web.AppRunner(gw.app())
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def serve(gw: SmsGateway, host: str, port: int, stop: asyncio.Event) -> None:
+    runner = await start(gw, host, port)
     print(f"SMS gateway on http://{host}:{port}/send; messages recorded in {gw.out}", flush=True)
     try:
         await stop.wait()

@@ -119,8 +119,14 @@ async def run_demo(opts: DemoOptions) -> None:
             sim_modem = await stack.enter_async_context(ModemSim(ModemSimConfig(signal=sky), gateway))
             gateway.on_mt_queued.append(lambda imei: sim_modem.ring())
             modem_device = sim_modem.device
+        # A local SMS gateway: "ready" notices to consenting citizens land in a file (hq/sms.py).
+        from firmware_sim.sms_gateway import SmsGateway, start as start_sms
+
+        sms_port, sms_file = free_port(), opts.data_dir / "sms-sent.jsonl"
+        stack.push_async_callback((await start_sms(SmsGateway(sms_file), "127.0.0.1", sms_port)).cleanup)
         hq_cfg = hq_config(None, {"hq_data_dir": str(opts.data_dir / "hq"), "hq_broker": broker, "hq_mqtt_version": version,
-                                  "hq_port": str(opts.hq_port), "directip_port": str(directip_port), "hq_host": opts.host})
+                                  "hq_port": str(opts.hq_port), "directip_port": str(directip_port), "hq_host": opts.host,
+                                  "sms_url": f"http://127.0.0.1:{sms_port}/send"})
         from hq.app import create_app as create_hq
 
         hq_app = create_hq(hq_cfg)
@@ -149,6 +155,7 @@ async def run_demo(opts: DemoOptions) -> None:
         print(f"HQ login: hq-admin / {hq_password}", flush=True)
         print(f"Broker: {broker} · GPS: gpsd {gpsd[0]}:{gpsd[1]} · trip {opts.trip} at x{opts.speedup:g}", flush=True)
         print(f"Satellite modem: {modem_device} · HQ DirectIP receiver: port {directip_port}", flush=True)
+        print(f"SMS gateway (demo): http://127.0.0.1:{sms_port}/send · messages recorded in {sms_file}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         await stop.wait()
         print("Stopping…", flush=True)

@@ -150,3 +150,11 @@ async def test_sender_backs_off_and_sends_once(hq: HQStore, hq_keys: HQKeys, tmp
     async with hq.db.execute("SELECT COUNT(*) FROM vault_audit WHERE username = 'sms-sender'") as cur:
         row = await cur.fetchone()
     assert row is not None and row[0] == 3
+
+
+def test_openapi_parses_and_documents_the_status_api() -> None:
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "hq" / "openapi.yaml").read_text(encoding="utf-8"))
+    assert {"/api/v1/records/{id}/status", "/records/{id}/status"} <= set(doc["paths"])
+    assert doc["components"]["schemas"]["AppStatus"]["enum"] == list(appstatus.STATUSES)
