@@ -91,9 +91,12 @@ async def current(store: HQStore, record_id: str) -> str:
 
 async def statuses(store: HQStore, record_ids: list[str]) -> dict[str, str]:
     out = {r: "accepted" for r in record_ids}
-    async with store.db.execute("SELECT record_id, status FROM app_status") as cur:
-        async for rid, status in cur:
-            if rid in out:
+    for i in range(0, len(record_ids), 500):  # one query per page of the list, not a scan of every status
+        chunk = record_ids[i:i + 500]
+        async with store.db.execute(
+            f"SELECT record_id, status FROM app_status WHERE record_id IN ({', '.join('?' * len(chunk))})", tuple(chunk)
+        ) as cur:
+            async for rid, status in cur:
                 out[str(rid)] = str(status)
     return out
 

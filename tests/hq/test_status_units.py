@@ -158,3 +158,18 @@ def test_openapi_parses_and_documents_the_status_api() -> None:
     doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "hq" / "openapi.yaml").read_text(encoding="utf-8"))
     assert {"/api/v1/records/{id}/status", "/records/{id}/status"} <= set(doc["paths"])
     assert doc["components"]["schemas"]["AppStatus"]["enum"] == list(appstatus.STATUSES)
+
+
+def test_sms_consent_on_the_applicant_card() -> None:
+    from datetime import date
+
+    from edge.errors import ValidationFailed
+    from edge.intake import parse_applicant
+
+    card = {"surname": "Косач", "given_name": "Лариса", "rnokpp": "3184710691"}
+    assert "sms_consent" not in parse_applicant({**card, "phone": "0671234567"}, date(2026, 11, 22)).fields
+    got = parse_applicant({**card, "phone": "0671234567", "sms_consent": "on"}, date(2026, 11, 22)).fields
+    assert got["sms_consent"] == "yes" and got["phone"]
+    with pytest.raises(ValidationFailed) as exc:
+        parse_applicant({**card, "sms_consent": "on"}, date(2026, 11, 22))  # consent to text, but no number
+    assert "sms_consent" in exc.value.fields
