@@ -79,3 +79,29 @@ def test_status_flows_to_the_van_once_and_newer_wins(tmp_path: Path, hq_keys: HQ
     with van.opener.open(van.base + f"/applications/{rid}/receipt", timeout=15) as r:
         html = r.read().decode()
     assert 'id="application-status">Видано<' in html
+
+
+def test_status_set_while_the_van_is_off_arrives_once(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle, mosquitto: Broker,
+                                                      procs: list[Proc]) -> None:
+    st = Stack(tmp_path, mosquitto, bundle, procs)
+    st.start_node()
+    st.start_hq("--status-resend-after", "1")
+    st.hq_user("olena.k", "records_officer")
+    rid = st.application()["id"]
+    node = procs[0]
+    assert node.terminate() == 0  # the ignition goes off
+    officer = HqBrowser(st.hq_url)
+    officer.login("olena.k", OFFICER_PASSWORD)
+    status, _ = officer.post(f"/records/{rid}/status", {"csrf": officer.csrf(), "status": "in_progress"})
+    assert status == 200
+
+    def sends() -> int:
+        with sqlite3.connect(st.hq_dir / "hq.db") as c:
+            return int(c.execute("SELECT sends FROM status_edits WHERE record_id = ?", (rid,)).fetchone()[0])
+    wait_until(lambda: sends() >= 3, 60, what="HQ resending while the van is off")
+    st.start_node()  # the broker hands over every queued copy
+    wait_until(lambda: st.van_status(rid) == "in_progress", 60, what="the status at the van")
+    wait_until(lambda: officer.api.get(f"/api/v1/records/{rid}/status")["edits"][0]["result"] == "applied", 60, what="the ack at HQ")
+    assert van_rows(st.node_db, "SELECT COUNT(*) FROM downlink_applied WHERE kind = 'recon' AND result = 'applied'")[0][0] == 1
+    assert van_rows(st.node_db, "SELECT COUNT(*) FROM audit WHERE action = 'status'")[0][0] == 1
+
