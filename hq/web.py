@@ -101,7 +101,9 @@ def tile_origin(url: str) -> str:
 async def fleet_live(request: web.Request) -> web.Response:
     """What the dashboard's script polls: the fleet with alerts, as of now."""
     _session(request)
-    return json_response(await fleet.fleet_view(request.app[STORE], request.app[CONFIG].clock.now()))
+    view = await fleet.fleet_view(request.app[STORE], request.app[CONFIG].clock.now())
+    view["commands"] = await appstatus.commands(request.app[STORE])  # the console's acks, live
+    return json_response(view)
 
 
 async def records(request: web.Request) -> web.Response:

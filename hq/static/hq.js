@@ -3,6 +3,7 @@
 (function () {
   "use strict";
   var names = { online: "на зв'язку", offline: "поза зв'язком" };
+  var acks = { applied: "виконано", expired: "прострочено", unknown: "невідома фургону", failed: "не вдалося", duplicate: "повтор" };
   function when(ts) { return ts ? new Date(ts * 1000).toLocaleString("uk-UA") : "—"; }
   function refresh() {
     fetch("/fleet.json", { credentials: "same-origin" }).then(function (r) { return r.ok ? r.json() : null; }).then(function (v) {
@@ -23,6 +24,13 @@
         c[2].textContent = when(n.last_seen);
         c[5].textContent = when(n.position_time);
         c[7].textContent = n.records;
+      });
+      (v.commands || []).forEach(function (c) {
+        var row = document.getElementById("cmd-" + c.id);
+        if (!row || !c.acked_at) return;
+        var cell = row.cells[4];
+        cell.className = "ack-" + c.result;
+        cell.textContent = (acks[c.result] || c.result) + " (станом на " + when(c.acked_at) + ", час фургона)";
       });
       document.dispatchEvent(new CustomEvent("hq-fleet", { detail: v }));
     }).catch(function () {});
