@@ -25,6 +25,8 @@ from sync.uplink import Uplink
 
 from . import api, views
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, UPLINK, VISITS
+from .appkeys import ATTACHMENTS
+from .attachments import Attachments
 from .auth import Sessions
 from .catalog import Catalog
 from .config import NodeConfig
@@ -48,6 +50,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     app[DESK] = ServiceDesk(store)
     app[VISITS] = HomeVisits(store)
+    await Attachments.create_schema(store.db)
+    app[ATTACHMENTS] = Attachments(store)
     yield
     await store.close()
 
@@ -69,6 +73,7 @@ async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
     async def shred_forever() -> None:
         while True:
             n = await store.shred_expired(cfg.retention_days * 86400)
+            n += await app[ATTACHMENTS].shred_expired(cfg.retention_days * 86400)
             if n:
                 log.info("shredded the local copy of %d records held by HQ", n)
             await cfg.clock.sleep(cfg.shred_interval)

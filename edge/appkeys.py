@@ -8,6 +8,7 @@ from devices.gps import GpsTracker
 from devices.modem import ModemManager
 from sync.uplink import Uplink
 
+from .attachments import Attachments
 from .auth import Sessions
 from .catalog import Catalog
 from .config import NodeConfig
@@ -24,3 +25,4 @@ UPLINK = web.AppKey("uplink", Uplink)
 DESK = web.AppKey("desk", ServiceDesk)
 MODEM = web.AppKey("modem", ModemManager)
 VISITS = web.AppKey("visits", HomeVisits)
+ATTACHMENTS = web.AppKey("attachments", Attachments)
