@@ -23,7 +23,7 @@ from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
-from . import api, views
+from . import api, supervisor, views
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, UPLINK, VISITS
 from .appkeys import ATTACHMENTS
 from .attachments import Attachments
@@ -181,6 +181,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_modem_ctx)
     api.add_routes(app)
     views.add_routes(app)
+    supervisor.add_routes(app)
     trips_web.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app

@@ -45,7 +45,7 @@ def language(request: web.Request) -> str:
 async def ui_context(request: web.Request) -> dict[str, Any]:
     """Jinja context processor: translator and language on every page."""
     lang = language(request)
-    return {"t": i18n.translator(lang), "lang": lang}
+    return {"t": i18n.translator(lang), "lang": lang, "allowed": roles.allowed}
 
 
 def hhmm(ts: float | None) -> str:
