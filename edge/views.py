@@ -7,6 +7,7 @@ reload never submits an application twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import sqlite3
 from datetime import date, datetime
@@ -46,6 +47,12 @@ async def ui_context(request: web.Request) -> dict[str, Any]:
     """Jinja context processor: translator and language on every page."""
     lang = language(request)
     return {"t": i18n.translator(lang), "lang": lang, "allowed": roles.allowed}
+
+
+@functools.lru_cache(maxsize=256)
+def qr_svg(text: str, scale: int) -> str:
+    """A receipt's QR codes never change, and drawing one costs ~6 ms on a small CPU: keep the recent ones."""
+    return str(segno.make(text, error="m").svg_inline(scale=scale, title=text))
 
 
 def hhmm(ts: float | None) -> str:
@@ -210,13 +217,13 @@ async def receipt(request: web.Request) -> web.Response:
         raise HttpError("Заяву вже передано до ЦНАП, а її копію на фургоні знищено за строком зберігання", code="shredded", status=410) from exc
     catalog = request.app[CATALOG]
     service = catalog.services.get(rec["service_code"])
-    qr = segno.make(rec["number"], error="m").svg_inline(scale=4, title=rec["number"])
+    qr = qr_svg(rec["number"], 4)
     token = await request.app[DESK].rating_token(app_id)
     rate_url = f"{request.scheme}://{request.host}/rate/{token}"
     siblings = [(n, catalog.services.get(c)) for n, c in await store.package_siblings(app_id)]
     ctx = {
         "rec": rec, "service": service, "qr": qr, "just_saved": "saved" in request.query,
-        "rate_path": f"/rate/{token}", "rate_qr": segno.make(rate_url, error="m").svg_inline(scale=3, title=rate_url),
+        "rate_path": f"/rate/{token}", "rate_qr": qr_svg(rate_url, 3),
         "siblings": siblings, "package": catalog.packages.get(rec.get("package_code", "")),
         "paper": "receipt80" if request.query.get("paper") == "80" else "a4",
         "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
