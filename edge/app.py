@@ -25,8 +25,9 @@ from sync.uplink import Uplink
 
 from . import api, supervisor, views
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, UPLINK, VISITS
-from .appkeys import ATTACHMENTS
+from .appkeys import ATTACHMENTS, PREREG
 from .attachments import Attachments
+from .prereg import Preregistrations
 from .auth import Sessions
 from .catalog import Catalog
 from .config import NodeConfig
@@ -52,6 +53,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[VISITS] = HomeVisits(store)
     await Attachments.create_schema(store.db)
     app[ATTACHMENTS] = Attachments(store)
+    await Preregistrations.create_schema(store.db)
+    app[PREREG] = Preregistrations(store, app[DESK])
     yield
     await store.close()
 
@@ -147,6 +150,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("HQ command: shredded the local copy of %d records", n)
 
     uplink.handlers.update({"lock": lock, "sync_now": sync_now, "shred": shred, "assign": app[VISITS].receive_assignment})
+    uplink.handlers["prereg"] = app[PREREG].receive
     async with _background(asyncio.create_task(uplink.run(), name="uplink")):
         yield
 

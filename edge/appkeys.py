@@ -10,6 +10,7 @@ from sync.uplink import Uplink
 
 from .attachments import Attachments
 from .auth import Sessions
+from .prereg import Preregistrations
 from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
@@ -26,3 +27,4 @@ DESK = web.AppKey("desk", ServiceDesk)
 MODEM = web.AppKey("modem", ModemManager)
 VISITS = web.AppKey("visits", HomeVisits)
 ATTACHMENTS = web.AppKey("attachments", Attachments)
+PREREG = web.AppKey("prereg", Preregistrations)

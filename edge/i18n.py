@@ -192,6 +192,11 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "admins.remove": {"uk": "Видалити", "en": "Remove"},
     "admins.added": {"uk": "Адміністратора додано", "en": "Administrator added"},
     "admins.removed": {"uk": "Адміністратора видалено", "en": "Administrator removed"},
+    "prereg.title": {"uk": "Попередній запис на сьогодні (від ЦНАП)", "en": "Pre-registered today (from HQ)"},
+    "prereg.slot": {"uk": "Час", "en": "Time"},
+    "prereg.person": {"uk": "Громадянин", "en": "Citizen"},
+    "prereg.arrived": {"uk": "Прибув — видати талон", "en": "Arrived: issue a ticket"},
+    "prereg.locked": {"uk": "дані зашифровані до входу", "en": "encrypted until login"},
 }
 
 

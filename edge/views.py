@@ -20,7 +20,7 @@ import segno
 from aiohttp import web
 
 from . import i18n
-from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, SESSIONS, STORE, VISITS
+from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
 from .attachments import AttachmentError, Upload
 from .forms import read_form
 from . import receipt_pdf as receipt_pdf_mod
@@ -30,6 +30,7 @@ from .errors import CryptoError, HttpError, Locked, StoreLocked, ValidationFaile
 from .intake import parse_applicant, parse_application
 from .validation import FieldError, validate_birth_date
 from .service_desk import DeskError
+from .prereg import PreregError
 from .store import SavedApplication
 from .visits import VisitError
 from .status import node_status
@@ -142,7 +143,22 @@ async def today(request: web.Request) -> web.Response:
     s = _session_or_redirect(request)
     tickets = await request.app[DESK].today()
     issued = request.query.get("issued", "")
-    return await _page(request, "today.html", {"session": s, "tickets": tickets, "issued": issued[:8]})
+    preregs = await request.app[PREREG].today(s.username)
+    return await _page(request, "today.html", {"session": s, "tickets": tickets, "issued": issued[:8], "preregs": preregs,
+                                               "catalog": request.app[CATALOG]})
+
+
+async def prereg_arrived(request: web.Request) -> web.Response:
+    """A pre-registered citizen came: their ticket (П-…) is called before walk-ins."""
+    s = _session_or_redirect(request)
+    roles.require(s, "queue")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    try:
+        label = await request.app[PREREG].arrived(request.match_info["id"], s.username)
+    except PreregError as exc:
+        raise HttpError(str(exc), code="not_found", status=404) from exc
+    raise web.HTTPSeeOther(f"/?issued={label}")
 
 
 async def queue_action(request: web.Request) -> web.Response:
@@ -434,6 +450,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/lang/{lang}", set_language)
     app.router.add_get("/", today)
     app.router.add_post("/queue/{action}", queue_action)
+    app.router.add_post("/prereg/{id}/arrived", prereg_arrived)
     app.router.add_get("/applications/new", intake_form)
     app.router.add_get("/applicants", applicants_page)
     app.router.add_get("/visits", visits_page)
