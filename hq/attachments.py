@@ -14,6 +14,7 @@ import base64
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp_jinja2
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -47,14 +48,12 @@ class AttachmentMissing(HQError):
     """Unknown, incomplete or not opening with HQ's key."""
 
 
-_migrated: set[int] = set()
+async def create_schema(store: HQStore) -> None:
+    await migrate(store.db, "hq_attachments", MIGRATIONS)
 
 
 async def _refresh(store: HQStore) -> None:
     """Index blob items that arrived since the last call (per node, by seq)."""
-    if id(store.db) not in _migrated:
-        await migrate(store.db, "hq_attachments", MIGRATIONS)
-        _migrated.add(id(store.db))
     async with store.db.execute(
         "SELECT i.node_id, i.seq, i.payload FROM items i LEFT JOIN attachment_index_state s ON s.node_id = i.node_id"
         " WHERE i.stream = ? AND i.seq > COALESCE(s.seq, 0) ORDER BY i.node_id, i.seq", ("blob",)
@@ -143,6 +142,20 @@ async def list_handler(request: web.Request) -> web.Response:
     return json_response(await list_for_record(request.app[STORE], request.match_info["id"]))
 
 
+async def page_handler(request: web.Request) -> web.Response:
+    """The list of a record's files for HQ staff; opening one is a POST with a reason."""
+    s = request.app[SESSIONS].get(request)
+    if s is None:
+        raise web.HTTPSeeOther("/login")
+    store = request.app[STORE]
+    record_id = request.match_info["id"]
+    async with store.db.execute("SELECT number FROM records WHERE record_id = ?", (record_id,)) as cur:
+        row = await cur.fetchone()
+    ctx = {"session": s, "record_id": record_id, "number": row[0] if row else None,
+           "attachments": await list_for_record(store, record_id), "can": lambda perm: users.allowed(s.role, perm)}
+    return aiohttp_jinja2.render_template("attachments.html", request, ctx)
+
+
 async def open_handler(request: web.Request) -> web.Response:
     """POST with csrf and a reason (like opening a record); answers with the file itself."""
     s = _session(request, "open_records")
@@ -165,8 +178,15 @@ async def open_handler(request: web.Request) -> web.Response:
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}", "Cache-Control": "no-store"})
 
 
+async def _on_startup(app: web.Application) -> None:
+    # on_startup handlers added here run after the cleanup contexts have opened the store
+    await create_schema(app[STORE])
+
+
 def add_routes(app: web.Application) -> None:
+    app.on_startup.append(_on_startup)
     app.router.add_get("/api/v1/records/{id}/attachments", list_handler)
+    app.router.add_get("/records/{id}/attachments", page_handler)
     app.router.add_post("/records/{id}/attachments/{att}", open_handler)
 
 

@@ -146,7 +146,10 @@ async def test_photo_from_the_page_reaches_hq_byte_for_byte(both: tuple[TestClie
         hq.session.cookie_jar.clear()
         r = await hq.post("/login", data={"username": user, "password": pw}, allow_redirects=False)
         assert r.status == 303
-        m = re.search(r'name="csrf" value="([^"]+)"', await (await hq.get("/")).text())
+        page = await (await hq.get(f"/records/{app_id}/attachments")).text()
+        assert page.count("отримано повністю") == 2
+        assert (f'action="/records/{app_id}/attachments/{jpeg_id}"' in page) == (expect == 200)  # the form only for who may open
+        m = re.search(r'name="csrf" value="([^"]+)"', page)
         assert m
         r = await hq.post(f"/records/{app_id}/attachments/{jpeg_id}", data={"csrf": m.group(1), "reason": "перевірка документів"})
         assert r.status == expect, await r.text()
