@@ -135,3 +135,16 @@ async def test_roles_are_enforced_on_the_server(client: TestClient) -> None:
     client.session.cookie_jar.clear()
     r = await client.post("/login", data={"username": "petro", "password": "пароль-петра-1"}, allow_redirects=False)
     assert r.status == 401  # the slot is gone
+
+
+async def test_json_api_takes_sealed_notes(client: TestClient) -> None:
+    r = await client.post("/api/v1/login", json={"username": "olena", "password": PW["olena"]})
+    assert r.status == 200
+    r = await client.post("/api/v1/applications", json={"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776",
+                                                         "service_code": "RES-01", "notes": "x" * 2001})
+    assert r.status == 422 and "notes" in (await r.json())["error"]["fields"]
+    r = await client.post("/api/v1/applications", json={"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776",
+                                                         "service_code": "RES-01", "notes": "Принесе довідку завтра"})
+    assert r.status == 201
+    html = await (await client.get(f"/applications/{(await r.json())['id']}/receipt")).text()
+    assert "Принесе довідку завтра" in html
