@@ -333,7 +333,8 @@ async def attachment_view(request: web.Request) -> web.StreamResponse:
     if info.application_id != app_id:
         raise HttpError("Файл не знайдено", code="not_found", status=404)
     return web.Response(body=data, content_type=info.content_type, headers={
-        "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}",
+        # Photos open in the tab; a PDF downloads (a sandboxed document cannot run the browser's PDF viewer).
+        "Content-Disposition": f"{'inline' if info.content_type.startswith('image/') else 'attachment'}; filename*=UTF-8''{quote(name)}",
         "Cache-Control": "no-store",
         "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
     })
