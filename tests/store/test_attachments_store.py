@@ -80,3 +80,21 @@ async def test_shredded_once_hq_holds_every_chunk_and_retention_passed(store: St
     assert row is not None and row[0] == 0
     with pytest.raises(KeyError):
         await att.add("0" * 32, [check_upload("a.pdf", b"%PDF-1.4")], "admin")
+
+
+async def test_full_blob_class_refuses_the_file_and_keeps_the_rest(store: Store) -> None:
+    from edge.errors import StorageFull
+    from sync.outbox import Limits
+
+    att = Attachments(store)
+    await att.create_schema(store.db)
+    app = await store.create_application("Шевченко", "Тарас", "1759013776", "RES-01", "admin")
+    store.limits = Limits({**Limits().per_stream, "blob": 100_000})
+    await att.add(app.id, [check_upload("a.jpg", photo(50_000))], "admin")
+    with pytest.raises(StorageFull) as exc:
+        await att.add(app.id, [check_upload("b.jpg", photo(80_000))], "admin")
+    assert "не прийнято" in exc.value.message  # Ukrainian text for the administrator
+    assert len(await att.list(app.id)) == 1
+    async with store.db.execute("SELECT COUNT(*) FROM outbox WHERE stream = 'blob'") as cur:
+        row = await cur.fetchone()
+    assert row is not None and row[0] == 2  # the first file's two chunks only
