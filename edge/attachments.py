@@ -21,6 +21,7 @@ browser's claim; the name is only ever shown (sealed), never used as a path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -217,7 +218,8 @@ class Attachments:
 
     async def add(self, application_id: str, uploads: list[Upload], actor: str) -> list[str]:
         """Attach files to an existing application, in one transaction of their own."""
-        prepared = self.prepare(uploads)
+        # Encrypting megabytes is CPU work: off the event loop, like the scrypt of a login.
+        prepared = await asyncio.get_running_loop().run_in_executor(None, self.prepare, uploads)
 
         def work(conn: sqlite3.Connection) -> list[str]:
             if conn.execute("SELECT 1 FROM applications WHERE id = ?", (application_id,)).fetchone() is None:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from . import i18n
 from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
-from .attachments import AttachmentError, Upload
+from .attachments import AttachmentError
 from .forms import read_form
 from . import receipt_pdf as receipt_pdf_mod
 from . import roles
@@ -307,9 +307,8 @@ async def attachments_add(request: web.Request) -> web.Response:
         s.data["attach_error"] = upload_error or i18n.translate("attach.none_chosen", language(request))
         raise web.HTTPSeeOther(back)
     att = request.app[ATTACHMENTS]
-    prepared_uploads: list[Upload] = uploads
     try:
-        ids = await att.add(app_id, prepared_uploads, s.username)
+        ids = await att.add(app_id, uploads, s.username)
     except KeyError as exc:
         raise HttpError("Заяву не знайдено", code="not_found", status=404) from exc
     except AttachmentError as exc:
