@@ -66,8 +66,12 @@ async def create_application(request: web.Request) -> web.Response:
         isinstance(applicant_id, str) and re.fullmatch(r"[0-9a-f]{32}", applicant_id) and await store.applicant_exists(applicant_id)
     ):
         raise ValidationFailed("Невідомий заявник", fields={"applicant_id": "має бути ідентифікатором заявника"})
+    notes = data.get("notes", "")
+    if not isinstance(notes, str) or len(notes) > 2000:
+        raise ValidationFailed("Перевірте поля, позначені червоним", fields={"notes": "примітки: текст до 2000 символів"})
     saved = await store.create_applications(
-        inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), session.username, applicant_id, inp.package_code
+        inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), session.username, applicant_id, inp.package_code,
+        notes=notes.strip(),
     )
     body: dict[str, object] = {"id": saved[0].id, "number": saved[0].number}
     if inp.package_code:

@@ -23,8 +23,11 @@ from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
-from . import api, app_status, views
+from . import api, app_status, supervisor, views
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, UPLINK, VISITS
+from .appkeys import ATTACHMENTS, PREREG
+from .attachments import Attachments
+from .prereg import Preregistrations
 from .auth import Sessions
 from .catalog import Catalog
 from .config import NodeConfig
@@ -48,6 +51,10 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     app[DESK] = ServiceDesk(store)
     app[VISITS] = HomeVisits(store)
+    await Attachments.create_schema(store.db)
+    app[ATTACHMENTS] = Attachments(store)
+    await Preregistrations.create_schema(store.db)
+    app[PREREG] = Preregistrations(store, app[DESK])
     yield
     await store.close()
 
@@ -69,6 +76,7 @@ async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
     async def shred_forever() -> None:
         while True:
             n = await store.shred_expired(cfg.retention_days * 86400)
+            n += await app[ATTACHMENTS].shred_expired(cfg.retention_days * 86400)
             if n:
                 log.info("shredded the local copy of %d records held by HQ", n)
             await cfg.clock.sleep(cfg.shred_interval)
@@ -147,6 +155,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     await statuses.create_schema()
     app[app_status.APP_STATUS] = statuses
     uplink.handlers["recon"] = statuses.receive
+    uplink.handlers["prereg"] = app[PREREG].receive
     async with _background(asyncio.create_task(uplink.run(), name="uplink")):
         yield
 
@@ -181,6 +190,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_modem_ctx)
     api.add_routes(app)
     views.add_routes(app)
+    supervisor.add_routes(app)
     trips_web.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app

@@ -8,7 +8,9 @@ from devices.gps import GpsTracker
 from devices.modem import ModemManager
 from sync.uplink import Uplink
 
+from .attachments import Attachments
 from .auth import Sessions
+from .prereg import Preregistrations
 from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
@@ -24,3 +26,5 @@ UPLINK = web.AppKey("uplink", Uplink)
 DESK = web.AppKey("desk", ServiceDesk)
 MODEM = web.AppKey("modem", ModemManager)
 VISITS = web.AppKey("visits", HomeVisits)
+ATTACHMENTS = web.AppKey("attachments", Attachments)
+PREREG = web.AppKey("prereg", Preregistrations)

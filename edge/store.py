@@ -260,15 +260,22 @@ class Store:
 
     async def create_applications(
         self, surname: str, given_name: str, rnokpp: str, service_codes: list[str], actor: str,
-        applicant_id: str | None = None, package_code: str | None = None,
+        applicant_id: str | None = None, package_code: str | None = None, *, notes: str = "",
+        then: Callable[[sqlite3.Connection, list[SavedApplication]], None] | None = None,
     ) -> list[SavedApplication]:
-        """One application per service, all in ONE transaction (a life-situation package is all or nothing)."""
+        """One application per service, all in ONE transaction (a life-situation package is all or nothing).
+
+        ``notes`` is sealed with the identity fields; ``then(conn, saved)`` runs in the same
+        transaction after the records (edge/attachments.py adds the photos there).
+        """
         node_key = self._require_key()
         assert self._index_key is not None
         now = self.clock.now()
         version = 1
         index = crypto.blind_index(self._index_key, "rnokpp", rnokpp)
         identity = {"surname": surname, "given_name": given_name, "rnokpp": rnokpp}
+        if notes:
+            identity["notes"] = notes
         prepared = []
         for code in service_codes:
             app_id = uuid.uuid4().hex
@@ -278,7 +285,7 @@ class Store:
         incoming = sum(len(_pack_fields(p[2].fields)) + len(p[2].wrap_hq) + 300 for p in prepared)
         try:
             saved = await run_transaction(
-                self.db, self._insert_applications, incoming, prepared, day, now, version, actor, index, applicant_id, package_code
+                self.db, self._insert_applications, incoming, prepared, day, now, version, actor, index, applicant_id, package_code, then
             )
         except OutboxFull as exc:
             raise StorageFull(exc.message_uk) from exc
@@ -288,6 +295,7 @@ class Store:
     def _insert_applications(
         self, conn: sqlite3.Connection, incoming: int, prepared: list[tuple[str, str, crypto.SealedRecord]], day: str, now: float,
         version: int, actor: str, index: bytes, applicant_id: str | None, package_code: str | None,
+        then: Callable[[sqlite3.Connection, list[SavedApplication]], None] | None = None,
     ) -> list[SavedApplication]:
         """One intake's statements, on the connection's thread in one hop, in one transaction."""
         # Records and audit are never dropped: refuse before the outbox would overflow, atomically with the insert.
@@ -316,6 +324,8 @@ class Store:
             )
             audit.append_sync(conn, now, actor, "create", "applications", app_id, f"package {package_code}" if package_code else "intake")
             saved.append(SavedApplication(app_id, number))
+        if then is not None:
+            then(conn, saved)
         return saved
 
     async def _check_capacity(self, incoming: int) -> None:

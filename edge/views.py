@@ -6,25 +6,37 @@ reload never submits an application twice.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
+import sqlite3
 from datetime import date, datetime
 from typing import Any
+
+from urllib.parse import quote
 
 import aiohttp_jinja2
 import segno
 from aiohttp import web
 
 from . import app_status, i18n
-from .appkeys import CATALOG, CONFIG, DESK, SESSIONS, STORE, VISITS
+from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
+from .attachments import AttachmentError
+from .forms import read_form
+from . import receipt_pdf as receipt_pdf_mod
+from . import roles
 from .auth import COOKIE, Session, set_cookie
 from .errors import CryptoError, HttpError, Locked, StoreLocked, ValidationFailed
 from .intake import parse_applicant, parse_application
 from .validation import FieldError, validate_birth_date
 from .service_desk import DeskError
+from .prereg import PreregError
+from .store import SavedApplication
 from .visits import VisitError
 from .status import node_status
 
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
+NOTES_MAX = 2000
 
 
 def language(request: web.Request) -> str:
@@ -35,7 +47,13 @@ def language(request: web.Request) -> str:
 async def ui_context(request: web.Request) -> dict[str, Any]:
     """Jinja context processor: translator and language on every page."""
     lang = language(request)
-    return {"t": i18n.translator(lang), "lang": lang}
+    return {"t": i18n.translator(lang), "lang": lang, "allowed": roles.allowed}
+
+
+@functools.lru_cache(maxsize=256)
+def qr_svg(text: str, scale: int) -> str:
+    """A receipt's QR codes never change, and drawing one costs ~6 ms on a small CPU: keep the recent ones."""
+    return str(segno.make(text, error="m").svg_inline(scale=scale, title=text))
 
 
 def hhmm(ts: float | None) -> str:
@@ -72,7 +90,7 @@ async def login_submit(request: web.Request) -> web.Response:
         ctx = {"error": i18n.translate("login.failed", language(request)), "username": username, "expired": False}
         return await _page(request, "login.html", ctx, status=401)
     session = request.app[SESSIONS].create(account.username, account.role)
-    resp = web.HTTPSeeOther("/")
+    resp = web.HTTPSeeOther(roles.home(account.role))
     set_cookie(resp, session, request.app[CONFIG].secure_cookies)
     raise resp
 
@@ -125,7 +143,22 @@ async def today(request: web.Request) -> web.Response:
     s = _session_or_redirect(request)
     tickets = await request.app[DESK].today()
     issued = request.query.get("issued", "")
-    return await _page(request, "today.html", {"session": s, "tickets": tickets, "issued": issued[:8]})
+    preregs = await request.app[PREREG].today(s.username)
+    return await _page(request, "today.html", {"session": s, "tickets": tickets, "issued": issued[:8], "preregs": preregs,
+                                               "catalog": request.app[CATALOG]})
+
+
+async def prereg_arrived(request: web.Request) -> web.Response:
+    """A pre-registered citizen came: their ticket (П-…) is called before walk-ins."""
+    s = _session_or_redirect(request)
+    roles.require(s, "queue")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    try:
+        label = await request.app[PREREG].arrived(request.match_info["id"], s.username)
+    except PreregError as exc:
+        raise HttpError(str(exc), code="not_found", status=404) from exc
+    raise web.HTTPSeeOther(f"/?issued={label}")
 
 
 async def queue_action(request: web.Request) -> web.Response:
@@ -151,20 +184,36 @@ async def queue_action(request: web.Request) -> web.Response:
 
 async def intake_submit(request: web.Request) -> web.Response:
     s = _session_or_redirect(request)
-    form = await request.post()
-    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
-    values = {k: str(form.get(k, "")) for k in ("surname", "given_name", "rnokpp", "service_code", "package_code", "consent", "applicant_id")}
+    roles.require(s, "intake")
+    form, uploads, upload_error = await read_form(request)
+    request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
+    values = {k: form.get(k, "") for k in ("surname", "given_name", "rnokpp", "service_code", "package_code", "consent", "applicant_id", "notes")}
+    values["notes"] = values["notes"].strip()[:NOTES_MAX]
     store = request.app[STORE]
     if store.locked:
         raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
+    errors: dict[str, str] = {}
     try:
         inp = parse_application(values, request.app[CATALOG], require_consent=True)
     except ValidationFailed as exc:
+        errors.update(exc.fields)
+    if upload_error:
+        errors["attachments"] = upload_error + ". " + i18n.translate("attach.choose_again", language(request))
+    elif errors and uploads:
+        errors["attachments"] = i18n.translate("attach.choose_again", language(request))
+    if errors:
         msg = i18n.translate("intake.fix_fields", language(request))
-        return await _page(request, "intake.html", _intake_ctx(request, s, values, exc.fields, msg), status=422)
+        return await _page(request, "intake.html", _intake_ctx(request, s, values, errors, msg), status=422)
     applicant_id = values["applicant_id"] if ID_RE.match(values["applicant_id"]) and await store.applicant_exists(values["applicant_id"]) else None
+    att = request.app[ATTACHMENTS]
+    prepared = await asyncio.get_running_loop().run_in_executor(None, att.prepare, uploads) if uploads else []
+
+    def attach(conn: sqlite3.Connection, saved: list[SavedApplication]) -> None:
+        # Same transaction as the records: the photos are saved with the application or not at all.
+        att.insert_sync(conn, saved[0].id, prepared, s.username)
+
     saved = await store.create_applications(inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), s.username, applicant_id,
-                                            inp.package_code)
+                                            inp.package_code, notes=values["notes"], then=attach if prepared else None)
     raise web.HTTPSeeOther(f"/applications/{saved[0].id}/receipt?saved=1")
 
 
@@ -184,19 +233,111 @@ async def receipt(request: web.Request) -> web.Response:
         raise HttpError("Заяву вже передано до ЦНАП, а її копію на фургоні знищено за строком зберігання", code="shredded", status=410) from exc
     catalog = request.app[CATALOG]
     service = catalog.services.get(rec["service_code"])
-    qr = segno.make(rec["number"], error="m").svg_inline(scale=4, title=rec["number"])
+    qr = qr_svg(rec["number"], 4)
     token = await request.app[DESK].rating_token(app_id)
     rate_url = f"{request.scheme}://{request.host}/rate/{token}"
     siblings = [(n, catalog.services.get(c)) for n, c in await store.package_siblings(app_id)]
     ctx = {
         "rec": rec, "service": service, "qr": qr, "just_saved": "saved" in request.query,
-        "rate_path": f"/rate/{token}", "rate_qr": segno.make(rate_url, error="m").svg_inline(scale=3, title=rate_url),
+        "rate_path": f"/rate/{token}", "rate_qr": qr_svg(rate_url, 3),
         "siblings": siblings, "package": catalog.packages.get(rec.get("package_code", "")),
         "paper": "receipt80" if request.query.get("paper") == "80" else "a4",
         "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
+        "attachments": await request.app[ATTACHMENTS].list(app_id), "app_id": app_id,
+        "attach_error": str(s.data.pop("attach_error", "")), "attached": request.query.get("attached", "")[:3],
     }
     ctx["app_status"] = await app_status.lookup(request.app, app_id)  # set at HQ (edge/app_status.py)
     return await _page(request, "receipt.html", ctx)
+
+
+async def receipt_pdf(request: web.Request) -> web.Response:
+    """The same receipt as an A4 PDF (fpdf2 with an embedded DejaVu font; made in an executor)."""
+    s = _unlocked(request)
+    app_id = request.match_info["id"]
+    if not ID_RE.match(app_id):
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    try:
+        rec = await request.app[STORE].read_application(app_id, s.username, "receipt pdf")
+    except KeyError as exc:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404) from exc
+    except CryptoError as exc:
+        raise HttpError("Заяву вже передано до ЦНАП, а її копію на фургоні знищено за строком зберігання", code="shredded", status=410) from exc
+    catalog = request.app[CATALOG]
+    t = i18n.translator(language(request))
+
+    def line(number: str, code: str) -> str:
+        svc = catalog.services.get(code)
+        return f"{number} — {code} · {svc.name}" if svc else f"{number} — {code}"
+
+    siblings = await request.app[STORE].package_siblings(app_id)
+    service = catalog.services.get(rec["service_code"])
+    docs: list[str] = []
+    for _n, code in siblings or [(rec["number"], rec["service_code"])]:
+        svc = catalog.services.get(code)
+        docs += [d for d in (svc.documents if svc else ()) if d not in docs]
+    data = receipt_pdf_mod.ReceiptData(
+        title=t("receipt.title"), number_label=t("saved.number"), number=rec["number"],
+        applicant_label=t("receipt.applicant"), applicant=f"{rec.get('surname', '')} {rec.get('given_name', '')}".strip(),
+        services_label=t("receipt.service"),
+        services=[line(n, c) for n, c in siblings] if len(siblings) > 1 else [line(rec["number"], rec["service_code"])],
+        date_label=t("receipt.date"), date=datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
+        term_label=t("receipt.term"), term=t("receipt.term_value"), documents_label=t("receipt.documents"),
+        documents=docs if service or siblings else [], notes_label=t("notes.label"), notes=rec.get("notes", ""),
+        qr_caption=t("receipt.qr"), centre=f"{t('app.centre')} · {t('app.title')} · {request.app[CONFIG].node_id}",
+    )
+    try:
+        body = await asyncio.get_running_loop().run_in_executor(None, receipt_pdf_mod.render, data)
+    except receipt_pdf_mod.FontMissing as exc:
+        raise HttpError("PDF недоступний: на вузлі не встановлено шрифт DejaVu (fonts-dejavu-core)", code="pdf_unavailable", status=503) from exc
+    return web.Response(body=body, content_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="receipt-{rec["number"]}.pdf"', "Cache-Control": "no-store"})
+
+
+async def attachments_add(request: web.Request) -> web.Response:
+    """Add photos or scans to a saved application (multipart; the camera of the tablet or a file)."""
+    s = _unlocked(request)
+    roles.require(s, "intake")
+    app_id = request.match_info["id"]
+    if not ID_RE.match(app_id):
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    form, uploads, upload_error = await read_form(request)
+    request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
+    back = f"/applications/{app_id}/receipt"
+    if upload_error or not uploads:
+        # A flash in the session, not the URL: a file name may carry a citizen's name.
+        s.data["attach_error"] = upload_error or i18n.translate("attach.none_chosen", language(request))
+        raise web.HTTPSeeOther(back)
+    att = request.app[ATTACHMENTS]
+    try:
+        ids = await att.add(app_id, uploads, s.username)
+    except KeyError as exc:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404) from exc
+    except AttachmentError as exc:
+        s.data["attach_error"] = str(exc)
+        raise web.HTTPSeeOther(back) from exc
+    raise web.HTTPSeeOther(back + f"?attached={len(ids)}")
+
+
+async def attachment_view(request: web.Request) -> web.StreamResponse:
+    """The administrator checks a photo on the van: an audited read, served inline, never sniffed."""
+    s = _unlocked(request)
+    app_id, att_id = request.match_info["id"], request.match_info["att"]
+    if not (ID_RE.match(app_id) and ID_RE.match(att_id)):
+        raise HttpError("Файл не знайдено", code="not_found", status=404)
+    try:
+        info, name, data = await request.app[ATTACHMENTS].read(att_id, s.username)
+    except KeyError as exc:
+        raise HttpError("Файл не знайдено", code="not_found", status=404) from exc
+    except CryptoError as exc:
+        raise HttpError("Файл уже передано до ЦНАП, а його копію на фургоні знищено за строком зберігання", code="shredded", status=410) from exc
+    if info.application_id != app_id:
+        raise HttpError("Файл не знайдено", code="not_found", status=404)
+    return web.Response(body=data, content_type=info.content_type, headers={
+        # Photos open in the tab; a PDF downloads (a sandboxed document cannot run the browser's PDF viewer).
+        "Content-Disposition": f"{'inline' if info.content_type.startswith('image/') else 'attachment'}; filename*=UTF-8''{quote(name)}",
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
+    })
 
 
 APPLICANT_FIELDS = ("surname", "given_name", "patronymic", "birth_date", "rnokpp", "rnokpp_absent_reason", "unzr",
@@ -310,6 +451,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/lang/{lang}", set_language)
     app.router.add_get("/", today)
     app.router.add_post("/queue/{action}", queue_action)
+    app.router.add_post("/prereg/{id}/arrived", prereg_arrived)
     app.router.add_get("/applications/new", intake_form)
     app.router.add_get("/applicants", applicants_page)
     app.router.add_get("/visits", visits_page)
@@ -321,3 +463,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/rate/{token}", rate_form)
     app.router.add_post("/rate/{token}", rate_submit)
     app.router.add_get("/applications/{id}/receipt", receipt)
+    app.router.add_get("/applications/{id}/receipt.pdf", receipt_pdf)
+    app.router.add_post("/applications/{id}/attachments", attachments_add)
+    app.router.add_get("/applications/{id}/attachments/{att}", attachment_view)

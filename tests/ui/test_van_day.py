@@ -15,6 +15,7 @@ from tests.ui.conftest import axe_violations, screenshot
 pytestmark = [pytest.mark.browser, pytest.mark.functional]
 
 PASSWORD = "Пароль-для-тесту-1"
+PHOTO = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 400  # ~100 kB, JPEG magic: three chunks
 
 
 @pytest.fixture
@@ -90,6 +91,21 @@ def test_van_day(browser: Any, demo: str) -> None:
     assert re.fullmatch(r"VAN-01-\d{8}-\d{4}", number)
     assert "Шевченко Тарас" in page.inner_text(".receipt")
     assert page.locator(".qr svg").count() == 2  # application number, rating link
+
+    # A photo of the passport from the tablet (here: a file given to the camera input), sealed at once.
+    page.set_input_files("#attach-camera", files=[{"name": "passport.jpg", "mimeType": "image/jpeg", "buffer": PHOTO}])
+    page.click("#attach-submit")
+    assert page.locator("#attachments li").count() == 1 and "JPEG" in page.inner_text("#attachments")
+    # A text file dressed up as a photo is refused in Ukrainian.
+    page.set_input_files("#attach-file", files=[{"name": "scan.jpg", "mimeType": "image/jpeg", "buffer": b"not an image"}])
+    page.click("#attach-submit")
+    assert "не є фото" in page.inner_text("#attach-error")
+    assert page.locator("#attachments li").count() == 1
+    photo = page.request.get(demo + str(page.get_attribute("#attachments a", "href")))
+    assert photo.ok and photo.body() == PHOTO
+    # The receipt as a PDF, made on the node.
+    pdf = page.request.get(demo + str(page.get_attribute("#receipt-pdf", "href")))
+    assert pdf.ok and pdf.headers["content-type"] == "application/pdf" and pdf.body().startswith(b"%PDF-")
     screenshot(page, "van-receipt", docs=True)
     assert axe_violations(page) == []
 

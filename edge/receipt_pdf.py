@@ -1,0 +1,105 @@
+"""The receipt as an A4 PDF, made on the node itself (no browser, no network).
+
+fpdf2 writes the PDF; the Cyrillic text needs a TrueType font with Ukrainian
+letters, taken from Debian's ``fonts-dejavu-core`` (bin/setup installs it) and
+embedded (subset) in the file.  The QR code is drawn as vector squares from
+segno's matrix, so no image library is involved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import segno
+from fpdf import FPDF
+
+FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu"))
+REGULAR, BOLD = "DejaVuSans.ttf", "DejaVuSans-Bold.ttf"
+
+
+class FontMissing(RuntimeError):
+    """No font with Cyrillic letters is installed (fonts-dejavu-core)."""
+
+
+def font_dir() -> Path:
+    for d in FONT_DIRS:
+        if (d / REGULAR).exists() and (d / BOLD).exists():
+            return d
+    raise FontMissing("DejaVu fonts not found: apt-get install fonts-dejavu-core")
+
+
+@dataclass(frozen=True)
+class ReceiptData:
+    title: str
+    number_label: str
+    number: str
+    applicant_label: str
+    applicant: str
+    services_label: str
+    services: list[str]  # "VAN-01-...-0001 — RES-01 · name"
+    date_label: str
+    date: str
+    term_label: str
+    term: str
+    documents_label: str
+    documents: list[str]
+    notes_label: str
+    notes: str
+    qr_caption: str
+    centre: str
+
+
+def _qr(pdf: FPDF, text: str, x: float, y: float, size: float) -> None:
+    qr = segno.make(text, error="m")
+    matrix = [list(row) for row in qr.matrix]
+    n = len(matrix) + 8  # 4-module quiet zone on each side
+    cell = size / n
+    pdf.set_fill_color(0, 0, 0)
+    for r, row in enumerate(matrix):
+        for c, dark in enumerate(row):
+            if dark:
+                pdf.rect(x + (c + 4) * cell, y + (r + 4) * cell, cell, cell, style="F")
+
+
+def render(d: ReceiptData) -> bytes:
+    fonts = font_dir()
+    pdf = FPDF(orientation="P", unit="mm", format="A4")
+    pdf.set_title(f"{d.title} {d.number}")
+    pdf.set_creator(d.centre)
+    pdf.add_font("DejaVu", "", str(fonts / REGULAR))
+    pdf.add_font("DejaVu", "B", str(fonts / BOLD))
+    pdf.set_margins(20, 20, 20)
+    pdf.add_page()
+    width = pdf.w - pdf.l_margin - pdf.r_margin
+    pdf.set_font("DejaVu", "", 10)
+    pdf.cell(width, 6, d.centre, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", "B", 16)
+    pdf.multi_cell(width - 50, 8, d.title, new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+    pdf.set_font("DejaVu", "", 12)
+    pdf.cell(width - 50, 7, f"{d.number_label}:", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", "B", 14)
+    pdf.cell(width - 50, 8, d.number, new_x="LMARGIN", new_y="NEXT")
+    _qr(pdf, d.number, pdf.w - pdf.r_margin - 45, 20, 45)
+
+    def row(label: str, value: str) -> None:
+        pdf.set_font("DejaVu", "B", 11)
+        pdf.cell(width, 7, label, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("DejaVu", "", 11)
+        pdf.multi_cell(width, 6, value, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(1)
+
+    pdf.set_y(max(pdf.get_y(), 70) + 4)
+    row(d.applicant_label, d.applicant)
+    row(d.services_label, "\n".join(d.services))
+    row(d.date_label, d.date)
+    row(d.term_label, d.term)
+    if d.documents:
+        row(d.documents_label, "\n".join(f"• {x}" for x in d.documents))
+    if d.notes:
+        row(d.notes_label, d.notes)
+    pdf.ln(4)
+    pdf.set_font("DejaVu", "", 9)
+    pdf.multi_cell(width, 5, d.qr_caption, new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
