@@ -13,6 +13,7 @@ from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
 from .store import Store
+from .trips.lifecycle import Trips
 from .visits import HomeVisits
 
 CONFIG = web.AppKey("config", NodeConfig)
@@ -24,3 +25,4 @@ UPLINK = web.AppKey("uplink", Uplink)
 DESK = web.AppKey("desk", ServiceDesk)
 MODEM = web.AppKey("modem", ModemManager)
 VISITS = web.AppKey("visits", HomeVisits)
+TRIPS = web.AppKey("trips", Trips)
