@@ -1,4 +1,4 @@
-"""`mobile-office report`: the department's numbers for a period, from a van's data directory.
+"""`mobile-office report`: the department's numbers for a period, from a van's data directory or HQ's.
 
 Trips are the recorded track split where the van stood still or was off for
 more than ``TRIP_GAP`` hours; stops come from the same dwell detection as the
@@ -36,8 +36,30 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
+def build_hq(data_dir: Path, start: date, end: date) -> dict[str, Any]:
+    """HQ's figures for [start, end] across the fleet and per van (hq/trips.py computes them, as the HQ pages do)."""
+    import asyncio
+
+    from hq import trips as hq_trips
+
+    t0 = datetime.combine(start, time.min, timezone.utc).timestamp()
+    t1 = datetime.combine(end + timedelta(days=1), time.min, timezone.utc).timestamp()
+    db = sqlite3.connect(f"file:{data_dir / 'hq.db'}?mode=ro", uri=True)
+    try:
+        async def fetch(sql: str, params: Any) -> list[tuple[Any, ...]]:
+            table = sql.split(" FROM ", 1)[1].split()[0]
+            return db.execute(sql, tuple(params)).fetchall() if _table_exists(db, table) else []
+
+        rep = asyncio.run(hq_trips.report(fetch, t0, t1))
+    finally:
+        db.close()
+    return {"period": {"from": start.isoformat(), "to": end.isoformat()}, **rep}
+
+
 def build(data_dir: Path, start: date, end: date) -> dict[str, Any]:
-    """Figures for [start, end] (whole days, UTC)."""
+    """Figures for [start, end] (whole days, UTC), from a van's data directory or HQ's (``hq.db``)."""
+    if (data_dir / "hq.db").exists() and not (data_dir / "node.db").exists():
+        return build_hq(data_dir, start, end)
     t0 = datetime.combine(start, time.min, timezone.utc).timestamp()
     t1 = datetime.combine(end + timedelta(days=1), time.min, timezone.utc).timestamp()
     db = sqlite3.connect(f"file:{data_dir / 'node.db'}?mode=ro", uri=True)
@@ -87,11 +109,15 @@ def build(data_dir: Path, start: date, end: date) -> dict[str, Any]:
         if _table_exists(db, "ratings"):
             scores = [s for (s,) in db.execute("SELECT score FROM ratings WHERE score IS NOT NULL AND rated_at >= ? AND rated_at < ?", (t0, t1))]
             ratings = {"count": len(scores), "positive_share": round(sum(1 for s in scores if s >= 4) / len(scores), 3) if scores else None}
-        visits = {}
+        visits: dict[str, int] = {}
         if _table_exists(db, "visits"):
             n = db.execute("SELECT COUNT(*) FROM visits WHERE status = 'finished' AND finished_at >= ? AND finished_at < ?", (t0, t1)).fetchone()[0]
-            # categories travel sealed to the van; HQ, which set them, reports the breakdown
             visits = {"finished": n}
+        if _table_exists(db, "visit_category_counts"):
+            # counted per day when each visit was finished (categories travel sealed; the count keeps no visit id)
+            for cat, k in db.execute("SELECT category, SUM(n) FROM visit_category_counts WHERE day >= ? AND day <= ? GROUP BY category",
+                                     (start.isoformat(), end.isoformat())):
+                visits[cat] = int(k)
         return {
             "period": {"from": start.isoformat(), "to": end.isoformat()},
             "trips": len(trips),
@@ -121,13 +147,19 @@ def render(report: dict[str, Any], fmt: str) -> str:
             w.writerow([key, report[key]])
         for cat, n in report["applications_by_category"].items():
             w.writerow([f"applications:{cat}", n])
+        for cat, n in report["home_visits_by_category"].items():
+            w.writerow([f"home_visits:{cat}", n])
         w.writerow(["ratings:count", report["ratings"]["count"]])
         w.writerow(["ratings:positive_share", report["ratings"]["positive_share"]])
+        for van, r in report.get("per_van", {}).items():
+            for key in ("trips", "km", "stops", "citizens_served"):
+                w.writerow([f"{van}:{key}", r[key]])
         w.writerow([])
-        w.writerow(["trip_start", "trip_end", "place", "arrival", "departure", "lat", "lon"])
+        w.writerow(["trip_start", "trip_end", "place", "arrival", "departure", "lat", "lon"] + (["node_id"] if "per_van" in report else []))
         for t in report["trip_list"]:
             for s in t["stops"] or [{}]:
-                w.writerow([t["start"], t["end"], s.get("place", ""), s.get("arrival", ""), s.get("departure", ""), s.get("lat", ""), s.get("lon", "")])
+                w.writerow([t["start"], t["end"], s.get("place", ""), s.get("arrival", ""), s.get("departure", ""), s.get("lat", ""), s.get("lon", "")]
+                           + ([t["node_id"]] if "per_van" in report else []))
         return out.getvalue()
     lines = [f"# Звіт мобільного офісу: {report['period']['from']} — {report['period']['to']}", "",
              f"- Виїздів: {report['trips']}", f"- Кілометрів: {report['km']}", f"- Зупинок: {report['stops']}",
@@ -135,6 +167,11 @@ def render(report: dict[str, Any], fmt: str) -> str:
              f"- Оцінок: {report['ratings']['count']}, позитивних: {report['ratings']['positive_share']}", "",
              "| категорія послуг | заяв |", "|---|---|"]
     lines += [f"| {c} | {n} |" for c, n in report["applications_by_category"].items()]
+    lines += ["", "| домашні візити | кількість |", "|---|---|"]
+    lines += [f"| {c} | {n} |" for c, n in report["home_visits_by_category"].items()]
+    if "per_van" in report:
+        lines += ["", "| фургон | виїздів | км | зупинок | громадян |", "|---|---|---|---|---|"]
+        lines += [f"| {v} | {r['trips']} | {r['km']} | {r['stops']} | {r['citizens_served']} |" for v, r in report["per_van"].items()]
     lines += ["", "| виїзд | місце | прибуття | відбуття |", "|---|---|---|---|"]
     lines += [f"| {t['start'][:10]} | {s['name']} | {s['arrival'][11:16]} | {s['departure'][11:16]} |" for t in report["trip_list"] for s in t["stops"]]
     return "\n".join(lines) + "\n"
