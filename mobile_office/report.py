@@ -56,6 +56,25 @@ def build_hq(data_dir: Path, start: date, end: date) -> dict[str, Any]:
     return {"period": {"from": start.isoformat(), "to": end.isoformat()}, **rep}
 
 
+def _lifecycle_trips(db: sqlite3.Connection, t0: float, t1: float, places: dict[str, Place]) -> list[dict[str, Any]]:
+    """Trips of the lifecycle (edge/trips/lifecycle.py) that departed in the period, with their stops as recorded."""
+    out = []
+    for tid, title, dep, ret, km in db.execute(
+        "SELECT id, title, departed_at, returned_at, km FROM trips WHERE departed_at >= ? AND departed_at < ? ORDER BY departed_at", (t0, t1)
+    ).fetchall():
+        if km is None:  # still out: the odometer so far
+            km = round(distance_m([Point(t, la / 1e7, lo / 1e7) for t, la, lo in db.execute(
+                "SELECT t, lat_e7, lon_e7 FROM track_points WHERE t >= ? ORDER BY t", (dep,))]) / 1000, 2)
+        stops = db.execute(
+            "SELECT place, name, arrived_at, departed_at, COALESCE(stop_lat, lat), COALESCE(stop_lon, lon) FROM trip_stops"
+            " WHERE trip_id = ? AND arrived_at IS NOT NULL ORDER BY arrived_at", (tid,)).fetchall()
+        out.append({"id": tid, "title": title, "start": _iso(dep), "end": _iso(ret) if ret is not None else None, "km": km,
+                    "stops": [{"place": p or "unplanned", "name": n or (places[p].name if p in places else "Незапланована зупинка"),
+                               "arrival": _iso(a), "departure": _iso(d) if d is not None else None, "lat": round(la, 5), "lon": round(lo, 5)}
+                              for p, n, a, d, la, lo in stops]})
+    return out
+
+
 def build(data_dir: Path, start: date, end: date) -> dict[str, Any]:
     """Figures for [start, end] (whole days, UTC), from a van's data directory or HQ's (``hq.db``)."""
     if (data_dir / "hq.db").exists() and not (data_dir / "node.db").exists():
@@ -74,7 +93,7 @@ def build(data_dir: Path, start: date, end: date) -> dict[str, Any]:
                 trips_pts.append([])
             trips_pts[-1].append(p)
         places = {p.code: p for p in _places()}
-        trips = []
+        trips: list[dict[str, Any]] = []
         for tp in trips_pts:
             clean_pts = track(tp)
             stops = [match(s, places.values()) for s in detect_stops(clean_pts)]
@@ -85,6 +104,10 @@ def build(data_dir: Path, start: date, end: date) -> dict[str, Any]:
                            "arrival": _iso(s.arrival), "departure": _iso(s.departure), "lat": round(s.lat, 5), "lon": round(s.lon, 5)}
                           for s in stops],
             })
+        if _table_exists(db, "trips"):
+            lifecycle = _lifecycle_trips(db, t0, t1, places)
+            if lifecycle:  # trips the van ran (planned or not) are the department's trips; the track split is the fallback
+                trips = lifecycle
         catalog = json.loads(data_path("catalog.json").read_text(encoding="utf-8"))
         category_of = {s["code"]: s["category"] for s in catalog["services"]}
         by_category: dict[str, int] = {}
@@ -105,7 +128,7 @@ def build(data_dir: Path, start: date, end: date) -> dict[str, Any]:
             waiting = sum((c or a) - a for a, c, _ in rows)
             service = sum((f or c or a) - (c or a) for a, c, f in rows)
             served = max(citizens, n_served)
-        ratings = {"count": 0, "positive_share": None}
+        ratings: dict[str, Any] = {"count": 0, "positive_share": None}
         if _table_exists(db, "ratings"):
             scores = [s for (s,) in db.execute("SELECT score FROM ratings WHERE score IS NOT NULL AND rated_at >= ? AND rated_at < ?", (t0, t1))]
             ratings = {"count": len(scores), "positive_share": round(sum(1 for s in scores if s >= 4) / len(scores), 3) if scores else None}
@@ -173,5 +196,5 @@ def render(report: dict[str, Any], fmt: str) -> str:
         lines += ["", "| фургон | виїздів | км | зупинок | громадян |", "|---|---|---|---|---|"]
         lines += [f"| {v} | {r['trips']} | {r['km']} | {r['stops']} | {r['citizens_served']} |" for v, r in report["per_van"].items()]
     lines += ["", "| виїзд | місце | прибуття | відбуття |", "|---|---|---|---|"]
-    lines += [f"| {t['start'][:10]} | {s['name']} | {s['arrival'][11:16]} | {s['departure'][11:16]} |" for t in report["trip_list"] for s in t["stops"]]
+    lines += [f"| {t['start'][:10]} | {s['name']} | {(s['arrival'] or '')[11:16]} | {(s['departure'] or '…')[11:16]} |" for t in report["trip_list"] for s in t["stops"]]
     return "\n".join(lines) + "\n"

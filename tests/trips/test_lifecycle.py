@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,7 @@ class Day:
         self.rec = TrackRecorder(store.db, clock)
         self.rec.listeners.append(self.trips.on_points)
         self.rnd = random.Random(7)
+        self.store_path = Path()
 
     async def drive(self, route: Route, start: float, until: float, offset: float) -> None:
         """Fixes from ``start`` to ``until`` seconds of the route (the route begins at T0 + offset), flushed every 30 s."""
@@ -79,7 +81,9 @@ async def day(bundle: NodeBundle, tmp_path: Path) -> AsyncIterator[Day]:
     assert await store.unlock("admin", ADMIN_PASSWORD) is not None
     await recorder_schema(store.db)
     await create_schema(store.db)
-    yield Day(store, clock)
+    d = Day(store, clock)
+    d.store_path = tmp_path / "node.db"
+    yield d
     await store.close()
 
 
@@ -139,6 +143,13 @@ async def test_a_simulated_day_runs_the_lifecycle_and_links_records(day: Day) ->
     evs = await events(day.store)
     assert [e["event"] for e in evs] == ["departed", "at_stop", "left_stop", "at_stop", "left_stop", "returned"]
     assert evs[0]["auto"] is True and evs[-1]["stops"] == 2
+
+    # The van's report counts the trip it ran, with its stops and the odometer's kilometres.
+    from mobile_office.report import build
+
+    rep = build(Path(day.store_path).parent, datetime.fromtimestamp(T0, timezone.utc).date(), datetime.fromtimestamp(T0, timezone.utc).date())
+    assert rep["trips"] == 1 and rep["km"] == trip.km and [s["place"] for s in rep["trip_list"][0]["stops"]] == ["TER-IDP", "TER-MAS"]
+    assert rep["trip_list"][0]["title"] == "Тернівський район" and rep["stops"] == 2
 
     # Retention counts from the stop's departure, not from when the application was made.
     await outbox.apply_ack(day.store.db, "rec", 100, day.clock.now())
