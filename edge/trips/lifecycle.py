@@ -173,6 +173,8 @@ class Trips:
         self._run: list[Point] = []
         self._last_home: float | None = None  # GPS time of the last point inside the depot radius
         self._home_since: float | None = None
+        # Whether the running trip has left the depot yet: a trip started by hand in the yard is not "back home".
+        self._away: bool | None = None  # None: unknown after a restart
 
     # -- plans from HQ ----------------------------------------------------------
     async def receive_plan(self, doc: dict[str, Any]) -> None:
@@ -260,6 +262,8 @@ class Trips:
             if not cur2.rowcount:
                 raise TripError("Цей виїзд не можна розпочати")
             await self._emit(trip_id, "departed", at, by=actor, auto=actor is None)
+        self._away = actor is None  # the GPS departs on leaving the depot; a hand start may be in the yard
+        self._run = []
         self.store._notify()
         return trip_id
 
@@ -332,6 +336,9 @@ class Trips:
             )
             stops = sum(1 for s in trip.stops if s.arrived_at is not None)
             await self._emit(trip.id, "returned", at, by=actor, auto=actor is None, km=km, stops=stops)
+        # The next automatic trip begins only after the van has been home (ended by hand far away, it is not leaving the depot).
+        self._last_home = None
+        self._run = []
         self.store._notify()
         return trip.id
 
@@ -362,7 +369,11 @@ class Trips:
                 await self.depart(self._last_home)  # left the depot: the trip began at its edge
                 self._run = [p]
             return
-        if home and self._home_since is not None and p.t - self._home_since >= DEPOT_DWELL:
+        if self._away is None:
+            self._away = any(s.arrived_at is not None for s in trip.stops)
+        if not home:
+            self._away = True
+        if home and self._away and self._home_since is not None and p.t - self._home_since >= DEPOT_DWELL:
             if trip.state == "at_stop":
                 await self.leave(self._home_since)
             await self.return_(self._home_since, until=p.t)

@@ -185,9 +185,21 @@ async def test_open_stop_keeps_records_and_unlinked_ones_count_from_creation(day
         await day.trips.return_(day.clock.now(), "admin")
 
 
+async def parked(day: Day, lat: float, lon: float, t0: float, seconds: int) -> None:
+    for s in range(seconds):
+        day.rec.on_fix(Fix(t0 + s, lat, lon, 3, 0.0, None, received=t0 + s))
+        if s % 30 == 29:
+            await day.rec.flush()
+    await day.rec.flush()
+
+
 async def test_manual_lifecycle_and_unplanned_stop(day: Day) -> None:
     await day.trips.receive_plan(plan("p2"))
-    tid = await day.trips.depart(day.clock.now(), "admin", "p2")
+    base = Route.from_trip("TRIP-NORTH").waypoints[0]
+    await parked(day, base.lat, base.lon, T0 - 1200, 600)
+    tid = await day.trips.depart(T0 - 600, "admin", "p2")
+    await parked(day, base.lat, base.lon, T0 - 600, 600)  # started by hand in the yard: still in the yard is not "returned"
+    assert (await day.trips.get(tid)).state == "departed"
     with pytest.raises(TripError):
         await day.trips.depart(day.clock.now(), "admin")
     stop = await day.trips.arrive(day.clock.now() + 900, 47.95, 33.30)  # nowhere near a planned stop
@@ -197,6 +209,10 @@ async def test_manual_lifecycle_and_unplanned_stop(day: Day) -> None:
     trip = await day.trips.get(tid)
     assert trip.state == "returned" and trip.stops[0].departed_at == day.clock.now() + 3600
     assert (await events(day.store))[-1]["by"] == "admin"
+    # Ended by hand far from the depot: driving on there starts no new trip until the van has been home.
+    await parked(day, 47.95, 33.30, T0 + 3700, 400)
+    await parked(day, 47.96, 33.30, T0 + 4100, 400)
+    assert await day.trips.active() is None
 
 
 async def test_home_visit_gets_its_gps_stop_as_evidence(day: Day, hq_keys: HQKeys) -> None:
