@@ -196,7 +196,12 @@ def compute(start: float, end: float, nodes: Iterable[str], plans: Iterable[tupl
 
     for n in nodes:
         node(n)
-    trips = [t for t in fold_trips(plans, events).values() if t["departed_at"] is not None and start <= t["departed_at"] < end]
+    folded = fold_trips(plans, events).values()
+    trips = [t for t in folded if t["departed_at"] is not None and start <= t["departed_at"] < end]
+    d0 = datetime.fromtimestamp(start, timezone.utc).date().isoformat()
+    d1 = datetime.fromtimestamp(end - 1, timezone.utc).date().isoformat()
+    # Plans for the period not (yet) run are listed for the dispatcher, not counted.
+    waiting = [t for t in folded if t["departed_at"] is None and t["planned_date"] and d0 <= t["planned_date"] <= d1]
     for t in trips:
         r = node(t["node_id"])
         r["trips"] += 1
@@ -259,6 +264,7 @@ def compute(start: float, end: float, nodes: Iterable[str], plans: Iterable[tupl
     out = public(fleet)
     out["per_van"] = {n: public(r) for n, r in sorted(per.items()) if n != "*"}
     out["trip_list"] = [trip_row(t) for t in sorted(trips, key=lambda t: (t["departed_at"], t["node_id"]))]
+    out["trip_list"] += [trip_row(t) for t in sorted(waiting, key=lambda t: (t["planned_date"], t["node_id"]))]
     return out
 
 

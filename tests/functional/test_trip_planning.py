@@ -66,6 +66,8 @@ def test_trip_planned_at_hq_runs_on_the_van(tmp_path: Path, hq_keys: HQKeys, bun
     for place, name, lat, lon, t_from, t_to, purpose in rows:
         form += [("place", place), ("name", name), ("lat", lat), ("lon", lon), ("from", t_from), ("to", t_to), ("purpose", purpose)]
     assert post_form(hq, "/trips", form) == 200
+    listed = hq.get(f"/api/v1/trips?from={today}&to={today}")
+    assert listed["trips"] == 0 and [(t["state"], t["title"]) for t in listed["trip_list"]] == [("planned", "Тернівський район")]
     bad = [(k, v if k != "from" else "9 ранку") for k, v in form]
     assert post_form(hq, "/trips", bad) == 422
 
