@@ -79,6 +79,7 @@ MIGRATIONS = [
         at REAL NOT NULL,
         trip_id TEXT,
         stop_id TEXT,
+        visit_id TEXT,
         PRIMARY KEY (entity, entity_id)
     ) WITHOUT ROWID;
     CREATE INDEX trip_links_open ON trip_links(stop_id, at);
@@ -106,10 +107,12 @@ GEOFENCE = 400.0  # m from a planned stop's position to count as that stop
 OPEN = 1e18  # retention anchor of a record whose visit has not closed yet: never expires
 
 # The current trip and stop, in SQL so the synchronous intake path and the async ones link alike.
+# A home visit in progress is linked too: what is made during it closes no earlier than its finish.
 _LINK_SQL = (
-    "INSERT OR IGNORE INTO trip_links(entity, entity_id, at, trip_id, stop_id) VALUES (?, ?, ?,"
+    "INSERT OR IGNORE INTO trip_links(entity, entity_id, at, trip_id, stop_id, visit_id) VALUES (?, ?, ?,"
     " (SELECT id FROM trips WHERE state IN ('departed', 'at_stop', 'between_stops') ORDER BY departed_at DESC LIMIT 1),"
-    " (SELECT current_stop FROM trips WHERE state = 'at_stop' ORDER BY departed_at DESC LIMIT 1))"
+    " (SELECT current_stop FROM trips WHERE state = 'at_stop' ORDER BY departed_at DESC LIMIT 1),"
+    " (SELECT id FROM visits WHERE status = 'started' ORDER BY started_at DESC LIMIT 1))"
 )
 
 
@@ -414,15 +417,18 @@ class Trips:
     def close_sql(table: str) -> str:
         """SQL for when ``table``'s row closed, the moment retention counts from.
 
-        The stop's departure, else the trip's return; a home visit's finish;
-        a record made outside any trip closes when made; one whose stop and
-        trip are still open never expires yet.
+        The later of: the stop's departure, else the trip's return (a record
+        made outside any trip: when made), and the finish of the home visit
+        in progress when it was made.  While any of them is open the record
+        does not expire.
         """
         assert table.isidentifier()
         return (
-            f"COALESCE((SELECT CASE WHEN l.trip_id IS NULL THEN l.at"
-            f" ELSE COALESCE(s.departed_at, t.returned_at, {OPEN}) END"
+            f"COALESCE((SELECT max(CASE WHEN l.trip_id IS NULL THEN l.at ELSE COALESCE(s.departed_at, t.returned_at, {OPEN}) END,"
+            f" CASE WHEN l.visit_id IS NULL THEN 0 WHEN v.status = 'finished' THEN v.finished_at WHEN v.status = 'started' THEN {OPEN}"
+            f" ELSE l.at END)"
             f" FROM trip_links l LEFT JOIN trip_stops s ON s.id = l.stop_id LEFT JOIN trips t ON t.id = l.trip_id"
+            f" LEFT JOIN visits v ON v.id = l.visit_id"
             f" WHERE l.entity = '{table}' AND l.entity_id = {table}.id), {table}.created)"
         )
 

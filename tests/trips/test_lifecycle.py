@@ -263,3 +263,20 @@ async def test_evidence_from_the_track_without_a_trip(day: Day, hq_keys: HQKeys)
     # The stop as stored by the finish (the recorder keeps a parked point every 10 minutes).
     assert ev is not None and ev["source"] == "track" and ev["arrival"] <= T0 + 100 and ev["departure"] >= T0 + 600
     assert abs(ev["lat"] - (base.lat + 0.05)) < 1e-4
+
+
+async def test_records_made_during_a_home_visit_close_with_its_finish(day: Day, hq_keys: HQKeys) -> None:
+    week = 7 * DAY
+    item = sealed_assignment(hq_keys.node_seal_keys()["van-01"], "van-01", {"name": "Х", "address": "Y", "categories": ["idp"]}, None, "admin")
+    visits = HomeVisits(day.store)
+    await visits.receive_assignment(item)
+    await visits.start(item["id"], "admin")
+    app = await day.store.create_application("Шевченко", "Тарас", "1759013776", "RES-01", "admin")  # at the person's home, no trip
+    await outbox.apply_ack(day.store.db, "rec", 100, day.clock.now())
+    day.clock.advance(2 * week)
+    assert await shredded(day.store, week) == set()  # the visit is still going on
+    await visits.finish(item["id"], "admin")
+    day.clock.advance(week - 60)
+    assert await shredded(day.store, week) == set()
+    day.clock.advance(120)
+    assert await shredded(day.store, week) == {app.id}
