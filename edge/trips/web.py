@@ -32,9 +32,22 @@ async def _day(request: web.Request) -> tuple[date, list[export.Point], list[exp
         day = date.fromisoformat(raw) if raw else datetime.fromtimestamp(request.app[CONFIG].clock.now(), timezone.utc).date()
     except ValueError as exc:
         raise HttpProblem("Дата має вигляд РРРР-ММ-ДД", code="bad_date", status=422, fields={"date": "РРРР-ММ-ДД"}) from exc
+    places, names = _places()
+    trip_id = request.query.get("trip")
+    if trip_id:  # one trip: its track from departure to return, its stops as the lifecycle recorded them
+        try:
+            trip = await request.app[TRIPS].get(trip_id)
+        except TripError as exc:
+            raise HttpProblem(str(exc), code="not_found", status=404) from exc
+        now = request.app[CONFIG].clock.now()
+        start = trip.departed_at if trip.departed_at is not None else now
+        pts = await points(request.app[STORE].db, start, (trip.returned_at if trip.returned_at is not None else now) + 1)
+        names.update({s.id: s.name for s in trip.stops if s.name})
+        stops = [export.Stop(s.arrived_at, s.departed_at if s.departed_at is not None else now, s.lat, s.lon,
+                             s.place if s.place in names else (s.id if s.name else None)) for s in trip.stops if s.arrived_at is not None]
+        return datetime.fromtimestamp(start, timezone.utc).date(), pts, stops, names
     t0 = datetime.combine(day, time.min, timezone.utc).timestamp()
     pts = await points(request.app[STORE].db, t0, t0 + 86400)
-    places, names = _places()
     stops = [match(s, places) for s in detect_stops(pts)]
     return day, pts, stops, names
 
@@ -96,9 +109,10 @@ async def trips_api(request: web.Request) -> web.Response:
 
 async def trip_gpx(request: web.Request) -> web.Response:
     day, pts, stops, names = await _day(request)
-    body = export.gpx(pts, stops, f"{request.app[CONFIG].node_id} {day.isoformat()}", names)
+    name = f"{request.app[CONFIG].node_id} {day.isoformat()}" + (f" {request.query['trip'][:8]}" if request.query.get("trip") else "")
+    body = export.gpx(pts, stops, name, names)
     return web.Response(text=body, content_type="application/gpx+xml",
-                        headers={"Content-Disposition": f'attachment; filename="{request.app[CONFIG].node_id}-{day}.gpx"'})
+                        headers={"Content-Disposition": f'attachment; filename="{name.replace(" ", "-")}.gpx"'})
 
 
 async def trip_geojson(request: web.Request) -> web.Response:
