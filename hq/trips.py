@@ -63,6 +63,11 @@ async def create_schema(db: Any) -> None:
     await migrate(db, "hq_trips", MIGRATIONS)
 
 
+def category_labels() -> dict[str, str]:
+    doc = json.loads(data_path("citizen_categories.json").read_text(encoding="utf-8"))
+    return {"finished": "усього візитів", **{c["code"]: c["name"] for c in doc["categories"]}}
+
+
 def places() -> dict[str, dict[str, Any]]:
     doc = json.loads(data_path("stops.json").read_text(encoding="utf-8"))
     return {p["code"]: p for p in doc["stops"]}
@@ -354,7 +359,7 @@ async def trips_page(request: web.Request) -> web.Response:
     d0, d1, rep = await _report(request)
     nodes = sorted(rep["per_van"])
     ctx = {"rep": rep, "from": d0.isoformat(), "to": d1.isoformat(), "nodes": nodes, "node_id": request.query.get("node_id", ""),
-           "places": places(), "purposes": PURPOSES, "session": s,
+           "places": places(), "purposes": PURPOSES, "session": s, "labels": category_labels(),
            "sent": request.query.get("planned")}
     return await _page(request, "trips.html", ctx)
 

@@ -42,7 +42,8 @@ def csrf_of(page: str) -> str:
     return m.group(1)
 
 
-def test_trip_planned_at_hq_runs_on_the_van(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle, mosquitto: Broker, procs: list[Proc]) -> None:
+def start_hq_and_van(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle, mosquitto: Broker, procs: list[Proc]) -> tuple[ApiClient, ApiClient]:
+    """HQ and the van as processes on the real broker; HQ's user `dispatcher1` (admin role) logged in on the returned client."""
     hq_dir = hq_keys.directory
     r = subprocess.run([sys.executable, "-m", "mobile_office.cli", "hq-user", "dispatcher1", "--role", "admin", "--hq-data-dir", str(hq_dir),
                         "--password", HQ_PASSWORD], cwd=REPO, capture_output=True, text=True)
@@ -57,6 +58,12 @@ def test_trip_planned_at_hq_runs_on_the_van(tmp_path: Path, hq_keys: HQKeys, bun
     hq = ApiClient(f"http://127.0.0.1:{hq_port}")
     assert post_form(hq, "/login", [("username", "dispatcher1"), ("password", HQ_PASSWORD)]) == 200
     wait_until(lambda: any(n["node_id"] == "van-01" for n in hq.get("/api/v1/fleet")), 30, what="the van at HQ")
+    return hq, ApiClient(f"http://127.0.0.1:{van_port}")
+
+
+def test_trip_planned_at_hq_runs_on_the_van(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle, mosquitto: Broker, procs: list[Proc]) -> None:
+    hq, van = start_hq_and_van(tmp_path, hq_keys, bundle, mosquitto, procs)
+    hq_dir = hq_keys.directory
 
     # The dispatcher plans a trip: a place from the list and one by coordinates, with windows and purposes.
     today = datetime.now(timezone.utc).date().isoformat()
@@ -71,7 +78,6 @@ def test_trip_planned_at_hq_runs_on_the_van(tmp_path: Path, hq_keys: HQKeys, bun
     bad = [(k, v if k != "from" else "9 ранку") for k, v in form]
     assert post_form(hq, "/trips", bad) == 422
 
-    van = ApiClient(f"http://127.0.0.1:{van_port}")
     van.login("admin", ADMIN_PASSWORD)
     wait_until(lambda: len(van.get(f"/api/v1/trips?date={today}")["trips"]) == 1, 30, what="the plan at the van")
     trip = van.get(f"/api/v1/trips?date={today}")["trips"][0]
