@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from mobile_office import data_path
+from mobile_office.report import admin_rates
 from mobile_office.web import HttpProblem, json_response
 from sync.db import transaction
 from sync.downlink import build
@@ -234,11 +235,19 @@ def compute(start: float, end: float, nodes: Iterable[str], plans: Iterable[tupl
             for c in cats.get(str(doc.get("id")), []):
                 hv[c] = hv.get(c, 0) + 1
         elif doc.get("type") == "queue":
-            r["_tickets"].setdefault(doc.get("id"), {})[doc.get("event")] = doc["at"]
+            tk = r["_tickets"].setdefault(doc.get("id"), {})
+            tk[doc.get("event")] = doc["at"]
+            if doc.get("event") == "called":
+                tk["by"] = doc.get("by")
     fleet = node("*")
+    fleet_rows: list[tuple[Any, ...]] = []
     for n, r in list(per.items()):
         if n == "*":
             continue
+        rows = [(f"{tk['by']}", datetime.fromtimestamp(tk["called"], timezone.utc).date().isoformat(), tk["called"], tk["served"])
+                for tk in r["_tickets"].values() if tk.get("by") and "called" in tk and "served" in tk]
+        r["_rates"] = admin_rates(rows)
+        fleet_rows += [(f"{n}/{who}", *rest) for who, *rest in rows]  # the same username on two vans is two people's shifts
         for tk in r["_tickets"].values():
             if "served" in tk:
                 r["_served"] += 1
@@ -264,8 +273,10 @@ def compute(start: float, end: float, nodes: Iterable[str], plans: Iterable[tupl
                 "ratings": {"count": n, "positive_share": round(pos / n, 3) if n else None},
                 "workload": {"served_from_queue": r["_served"],
                              "avg_wait_min": round(r["_wait"] / r["_served"] / 60, 1) if r["_served"] else None,
-                             "avg_service_min": round(r["_service"] / r["_served"] / 60, 1) if r["_served"] else None}}
+                             "avg_service_min": round(r["_service"] / r["_served"] / 60, 1) if r["_served"] else None,
+                             **r.get("_rates", {})}}
 
+    fleet["_rates"] = admin_rates(fleet_rows)
     out = public(fleet)
     out["per_van"] = {n: public(r) for n, r in sorted(per.items()) if n != "*"}
     out["trip_list"] = [trip_row(t) for t in sorted(trips, key=lambda t: (t["departed_at"], t["node_id"]))]

@@ -56,6 +56,28 @@ def build_hq(data_dir: Path, start: date, end: date) -> dict[str, Any]:
     return {"period": {"from": start.isoformat(), "to": end.isoformat()}, **rep}
 
 
+def admin_rates(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Citizens per administrator per hour: tickets served / hours from their first call to their last finish, day by day.
+
+    Rows: (administrator, day, called_at, finished_at) of served tickets.  Shared with HQ (from its queue events).
+    """
+    spans: dict[tuple[str, str], list[float]] = {}
+    for who, day, called, finished in rows:
+        s = spans.setdefault((str(who), str(day)), [float(called), float(finished), 0])
+        s[0], s[1], s[2] = min(s[0], float(called)), max(s[1], float(finished)), s[2] + 1
+    admins: dict[str, dict[str, Any]] = {}
+    for (who, _day), (a, b, n) in spans.items():
+        r = admins.setdefault(who, {"served": 0, "hours": 0.0})
+        r["served"] += int(n)
+        r["hours"] += max(b - a, 300.0) / 3600  # one quick ticket is not a 0-hour shift: at least 5 minutes
+    hours = sum(r["hours"] for r in admins.values())
+    for r in admins.values():
+        r["per_hour"] = round(r["served"] / r["hours"], 1)
+        r["hours"] = round(r["hours"], 2)
+    return {"citizens_per_admin_hour": round(sum(r["served"] for r in admins.values()) / hours, 1) if hours else None,
+            "per_admin": dict(sorted(admins.items()))}
+
+
 def _lifecycle_trips(db: sqlite3.Connection, t0: float, t1: float, places: dict[str, Place]) -> list[dict[str, Any]]:
     """Trips of the lifecycle (edge/trips/lifecycle.py) that departed in the period, with their stops as recorded."""
     out = []
@@ -121,7 +143,11 @@ def build(data_dir: Path, start: date, end: date) -> dict[str, Any]:
                                   " AND rnokpp_index != zeroblob(16)", (t0, t1)).fetchone()[0]
         served = waiting = service = 0.0
         n_served = 0
+        per_admin: dict[str, Any] = {}
         if _table_exists(db, "queue_tickets"):
+            per_admin = admin_rates(db.execute(
+                "SELECT served_by, day, called_at, finished_at FROM queue_tickets WHERE status = 'served' AND created >= ? AND created < ?"
+                " AND served_by IS NOT NULL AND called_at IS NOT NULL AND finished_at IS NOT NULL", (t0, t1)).fetchall())
             rows = db.execute("SELECT created, called_at, finished_at FROM queue_tickets WHERE status = 'served' AND created >= ? AND created < ?",
                               (t0, t1)).fetchall()
             n_served = len(rows)
@@ -152,7 +178,7 @@ def build(data_dir: Path, start: date, end: date) -> dict[str, Any]:
             "ratings": ratings,
             "workload": {"served_from_queue": n_served,
                          "avg_wait_min": round(waiting / n_served / 60, 1) if n_served else None,
-                         "avg_service_min": round(service / n_served / 60, 1) if n_served else None},
+                         "avg_service_min": round(service / n_served / 60, 1) if n_served else None, **per_admin},
             "trip_list": trips,
         }
     finally:

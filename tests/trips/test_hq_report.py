@@ -26,8 +26,14 @@ def test_fleet_and_per_van_numbers() -> None:
         ("van-02", ev(type="trip", id="a2", event="departed", at=T + 100)),  # an unplanned trip, still out
         ("van-02", ev(type="trip", id="old", event="departed", at=T - 10 * 86400)),  # outside the period
         ("van-01", ev(type="queue", event="issued", id="q1", at=T + 700)),
-        ("van-01", ev(type="queue", event="called", id="q1", at=T + 1300)),
-        ("van-01", ev(type="queue", event="served", id="q1", at=T + 1900)),
+        ("van-01", ev(type="queue", event="called", id="q1", at=T + 1300, by="olena")),
+        ("van-01", ev(type="queue", event="served", id="q1", at=T + 1900, by="olena")),
+        ("van-01", ev(type="queue", event="issued", id="q3", at=T + 1000)),
+        ("van-01", ev(type="queue", event="called", id="q3", at=T + 2000, by="olena")),
+        ("van-01", ev(type="queue", event="served", id="q3", at=T + 3100, by="olena")),
+        ("van-02", ev(type="queue", event="issued", id="z1", at=T + 100)),
+        ("van-02", ev(type="queue", event="called", id="z1", at=T + 160, by="olena")),  # another Olena, on another van
+        ("van-02", ev(type="queue", event="served", id="z1", at=T + 460, by="olena")),
         ("van-01", ev(type="queue", event="issued", id="q2", at=T + 800)),  # never served
         ("van-02", ev(type="visit", event="finished", id="v1", at=T + 500)),
         ("van-02", ev(type="visit", event="finished", id="v2", at=T + 600)),
@@ -41,9 +47,14 @@ def test_fleet_and_per_van_numbers() -> None:
     v1, v2 = rep["per_van"]["van-01"], rep["per_van"]["van-02"]
     assert (v1["trips"], v1["km"], v1["stops"]) == (1, 30.6, 1)
     assert (v2["trips"], v2["km"]) == (1, 0.0)
-    assert v1["citizens_served"] == 2  # two intakes (a package is one citizen); one ticket served
+    assert v1["citizens_served"] == 2  # two intakes (a package is one citizen); two tickets served
     assert v1["applications_by_category"] == {"pension": 1, "residence": 1, "social": 1}
-    assert v1["workload"] == {"served_from_queue": 1, "avg_wait_min": 10.0, "avg_service_min": 10.0}
+    # Olena served 2 citizens between her first call (T+1300) and her last finish (T+3100): half an hour.
+    assert v1["workload"] == {"served_from_queue": 2, "avg_wait_min": 13.3, "avg_service_min": 14.2, "citizens_per_admin_hour": 4.0,
+                              "per_admin": {"olena": {"served": 2, "hours": 0.5, "per_hour": 4.0}}}
+    # Fleet-wide the two Olenas are two people: 3 citizens in 0.5 h + 5 min.
+    assert rep["workload"]["citizens_per_admin_hour"] == round(3 / (0.5 + 300 / 3600), 1)
+    assert set(rep["workload"]["per_admin"]) == {"van-01/olena", "van-02/olena"}
     assert v2["home_visits_by_category"] == {"age80": 2, "disability": 1, "finished": 2}
     assert rep["per_van"]["van-03"]["trips"] == 0
     for key in ("trips", "stops", "citizens_served"):
