@@ -17,9 +17,9 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -519,7 +519,8 @@ class Store:
         Retention counts from the close of the visit the record was made at
         (the stop's departure, the trip's return: ``TripHooks.close_sql``),
         from creation when no trips component is attached; a finished home
-        visit's sealed details go ``retention_s`` after its finish.
+        visit's sealed details go ``retention_s`` after its finish.  With
+        ``retention_s`` 0 (HQ's shred command) everything HQ holds goes now.
         Runs while locked: it needs no key.
         """
         now = self.clock.now()
@@ -531,7 +532,8 @@ class Store:
         async with transaction(self.db):
             for table, extra in (("applications", "rnokpp_index = zeroblob(16)"),
                                  ("applicants", "rnokpp_index = NULL, unzr_index = NULL, document_index = NULL, name_dob_index = NULL")):
-                closed = self.trips.close_sql(table) if self.trips is not None else "created"
+                # Retention 0 (HQ's shred command: a lost van) forgets everything HQ holds, open visits included.
+                closed = self.trips.close_sql(table) if self.trips is not None and retention_s > 0 else "created"
                 async with self.db.execute(
                     f"SELECT id FROM {table} WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND {closed} <= ?", (acked, cutoff)
                 ) as cur:
@@ -542,7 +544,7 @@ class Store:
                 shredded += len(ids)
             # HQ wrote the home visit's details, so it holds them; the van needs them no longer than retention after the finish.
             async with self.db.execute(
-                "SELECT id FROM visits WHERE status = 'finished' AND finished_at <= ? AND length(sealed) > 0", (cutoff,)
+                "SELECT id FROM visits WHERE (status = 'finished' AND finished_at <= ? OR ? <= 0) AND length(sealed) > 0", (cutoff, retention_s)
             ) as cur:
                 vids = [r[0] for r in await cur.fetchall()]
             for vid in vids:

@@ -280,3 +280,16 @@ async def test_records_made_during_a_home_visit_close_with_its_finish(day: Day, 
     assert await shredded(day.store, week) == set()
     day.clock.advance(120)
     assert await shredded(day.store, week) == {app.id}
+
+
+async def test_hq_shred_command_forgets_open_visits_too(day: Day, hq_keys: HQKeys) -> None:
+    item = sealed_assignment(hq_keys.node_seal_keys()["van-01"], "van-01", {"name": "Х", "address": "Y", "categories": []}, None, "admin")
+    visits = HomeVisits(day.store)
+    await visits.receive_assignment(item)
+    await day.trips.depart(day.clock.now(), "admin")
+    await day.trips.arrive(day.clock.now(), 48.014, 33.465)
+    app = await day.store.create_application("Шевченко", "Тарас", "1759013776", "RES-01", "admin")
+    await outbox.apply_ack(day.store.db, "rec", 100, day.clock.now())
+    assert await shredded(day.store, 7 * DAY) == set()
+    assert await shredded(day.store, 0.0) == {app.id}  # a lost van: HQ's shred command (retention 0)
+    assert [v.details for v in await visits.list("admin")] == [{"shredded": True}]
