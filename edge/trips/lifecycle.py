@@ -436,7 +436,7 @@ class Trips:
         """Inside visits.finish's transaction: count the categories (anonymously), and the evidence if the stop is closed."""
         async with self.db.execute("SELECT sealed FROM visits WHERE id = ?", (visit_id,)) as cur:
             row = await cur.fetchone()
-        if row is not None:
+        if row is not None and row[0]:  # empty once shredded (HQ's shred command): nothing left to count
             from ..visits import assignment_context
 
             details = json.loads(crypto.unwrap_with_private(bytes(row[0]), self.store.seal_key, assignment_context(self.store.node_id, visit_id)))
