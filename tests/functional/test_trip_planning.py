@@ -119,6 +119,10 @@ def test_trip_planned_at_hq_runs_on_the_van(tmp_path: Path, hq_keys: HQKeys, bun
     cli = json.loads(out.stdout)
     assert cli["trips"] == 1 and cli["per_van"]["van-01"]["trips"] == 1 and cli["ratings"] == {"count": 0, "positive_share": None}
     assert cli["per_van"]["van-01"]["home_visits_by_category"] == {"age80": 1, "finished": 1, "idp": 1}
+    for fmt, expect in (("md", "| van-01 | 1 |"), ("csv", "van-01:trips,1")):
+        out = subprocess.run([sys.executable, "-m", "mobile_office.cli", "report", "--data-dir", str(hq_dir), "--from", today, "--to", today,
+                              "--format", fmt], cwd=REPO, capture_output=True, text=True)
+        assert out.returncode == 0 and expect in out.stdout, out.stdout + out.stderr
     # The van's own report has the same breakdown, counted when the visit was finished (no category on any record).
     out = subprocess.run([sys.executable, "-m", "mobile_office.cli", "report", "--data-dir", str(tmp_path / "node"), "--from", today, "--to", today,
                           "--format", "json"], cwd=REPO, capture_output=True, text=True)
