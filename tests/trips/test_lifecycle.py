@@ -225,9 +225,10 @@ async def test_home_visit_gets_its_gps_stop_as_evidence(day: Day, hq_keys: HQKey
     route = Route.from_trip("TRIP-NORTH")
     route.waypoints = [route.waypoints[0], type(route.waypoints[0])(hv["code"], hv["name"], hv["lat"], hv["lon"], 2400.0), route.waypoints[0]]
     arrive = route.legs()[0][2] / route.speed
-    await day.drive(route, 0, arrive + 400, 0)
-    await visits.start(item["id"], "admin")
-    await day.drive(route, arrive + 400, arrive + 2000, 0)
+    await day.drive(route, 0, arrive + 90, 0)
+    await visits.start(item["id"], "admin")  # a minute and a half after arriving: not yet known to be a stop
+    assert (await day.trips.active()).state == "departed"  # type: ignore[union-attr]
+    await day.drive(route, arrive + 90, arrive + 2000, 0)
     await visits.finish(item["id"], "admin")
     assert await day.trips.evidence(item["id"]) is None  # the van is still at the address
     await day.drive(route, arrive + 2000, route.duration_s + PARKED, 0)
