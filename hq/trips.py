@@ -172,13 +172,14 @@ def fold_trips(plans: Iterable[tuple[Any, ...]], events: Iterable[tuple[str, Any
         elif ev == "at_stop":
             s = doc.get("stop") or {}
             t["stops"].append({"id": s.get("id"), "place": s.get("place"), "name": s.get("name") or "", "lat": s.get("lat"),
-                               "lon": s.get("lon"), "arrival": at, "departure": None})
+                               "lon": s.get("lon"), "arrival": at, "departure": None, "records": {}})
             t["state"] = "at_stop"
         elif ev == "left_stop":
             sid = (doc.get("stop") or {}).get("id")
             for s in t["stops"]:
                 if s["id"] == sid and s["departure"] is None:
                     s["departure"] = at
+                    s["records"] = (doc.get("stop") or {}).get("records") or {}
             t["state"] = "between_stops"
         elif ev == "returned":
             t.update(state="returned", returned_at=at, km=doc.get("km"))
@@ -292,7 +293,8 @@ def trip_row(t: dict[str, Any]) -> dict[str, Any]:
     return {"id": t["id"], "node_id": t["node_id"], "kind": t["kind"], "title": t["title"], "state": t["state"],
             "planned_date": t["planned_date"], "assigned_to": t["assigned_to"], "start": _iso(t["departed_at"]), "end": _iso(t["returned_at"]),
             "km": t["km"], "stops": [{"place": s["place"] or "unplanned", "name": s["name"], "arrival": _iso(s["arrival"]),
-                                      "departure": _iso(s["departure"]), "lat": s["lat"], "lon": s["lon"]} for s in t["stops"]],
+                                      "departure": _iso(s["departure"]), "lat": s["lat"], "lon": s["lon"], "records": s.get("records", {})}
+                                     for s in t["stops"]],
             "planned_stops": t["planned_stops"]}
 
 

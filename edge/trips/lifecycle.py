@@ -306,7 +306,10 @@ class Trips:
 
     async def _close_stop(self, trip_id: str, stop_id: str, at: float) -> None:
         await self.db.execute("UPDATE trip_stops SET departed_at = ? WHERE id = ? AND departed_at IS NULL", (at, stop_id))
-        await self._emit(trip_id, "left_stop", at, stop={"id": stop_id})
+        # What was done at the stop, for HQ's per-stop view (counts only: the records themselves travel on their own).
+        async with self.db.execute("SELECT entity, COUNT(*) FROM trip_links WHERE stop_id = ? GROUP BY entity ORDER BY entity", (stop_id,)) as cur:
+            done = {str(e): int(n) for e, n in await cur.fetchall()}
+        await self._emit(trip_id, "left_stop", at, stop={"id": stop_id, "records": done})
         # Home visits done at this stop now have their evidence: the stop with its times.
         async with self.db.execute(
             "SELECT l.entity_id FROM trip_links l JOIN visits v ON v.id = l.entity_id"

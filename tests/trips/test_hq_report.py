@@ -21,7 +21,7 @@ def test_fleet_and_per_van_numbers() -> None:
     events = [
         ("van-01", ev(type="trip", id="t1", event="departed", at=T)),
         ("van-01", ev(type="trip", id="t1", event="at_stop", at=T + 600, stop={"id": "t1-1", "place": "TER-IDP", "name": "IDP", "lat": 48.0, "lon": 33.4})),
-        ("van-01", ev(type="trip", id="t1", event="left_stop", at=T + 7800, stop={"id": "t1-1"})),
+        ("van-01", ev(type="trip", id="t1", event="left_stop", at=T + 7800, stop={"id": "t1-1", "records": {"applications": 3}})),
         ("van-01", ev(type="trip", id="t1", event="returned", at=T + 9000, km=30.6, stops=1)),
         ("van-02", ev(type="trip", id="a2", event="departed", at=T + 100)),  # an unplanned trip, still out
         ("van-02", ev(type="trip", id="old", event="departed", at=T - 10 * 86400)),  # outside the period
@@ -62,7 +62,7 @@ def test_fleet_and_per_van_numbers() -> None:
     assert rep["ratings"] == {"count": 3, "positive_share": 0.667}
     assert rep["home_visits_by_category"] == {"age80": 2, "disability": 1, "finished": 2}
     assert [(t["id"], t["state"]) for t in rep["trip_list"]] == [("t1", "returned"), ("a2", "departed"), ("t9", "planned")]
-    assert rep["trip_list"][0]["stops"][0]["departure"] is not None
+    assert rep["trip_list"][0]["stops"][0]["departure"] is not None and rep["trip_list"][0]["stops"][0]["records"] == {"applications": 3}
     rows = csv_text(rep).splitlines()
     assert rows[1].startswith("van-01,t1,Тернівський район,returned,") and len(rows) == 4
 

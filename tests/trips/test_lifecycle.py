@@ -143,6 +143,8 @@ async def test_a_simulated_day_runs_the_lifecycle_and_links_records(day: Day) ->
     evs = await events(day.store)
     assert [e["event"] for e in evs] == ["departed", "at_stop", "left_stop", "at_stop", "left_stop", "returned"]
     assert evs[0]["auto"] is True and evs[-1]["stops"] == 2
+    assert evs[2]["stop"] == {"id": "plan-north-1", "records": {"applicants": 1, "applications": 1, "queue_tickets": 1}}
+    assert evs[4]["stop"]["records"] == {"queue_tickets": 1}
 
     # The van's report counts the trip it ran, with its stops and the odometer's kilometres.
     from mobile_office.report import build
