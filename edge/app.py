@@ -24,7 +24,7 @@ from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
 from . import api, app_status, supervisor, views
-from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, UPLINK, VISITS
+from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, TRIPS, UPLINK, VISITS
 from .appkeys import ATTACHMENTS, PREREG
 from .attachments import Attachments
 from .prereg import Preregistrations
@@ -33,6 +33,7 @@ from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
 from .store import Store
+from .trips import lifecycle as trips_lifecycle
 from .trips import recorder as trips_recorder
 from .trips import web as trips_web
 from .visits import HomeVisits
@@ -55,6 +56,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ATTACHMENTS] = Attachments(store)
     await Preregistrations.create_schema(store.db)
     app[PREREG] = Preregistrations(store, app[DESK])
+    await trips_recorder.create_schema(store.db)
+    await trips_lifecycle.create_schema(store.db)
+    app[TRIPS] = store.trips = trips_lifecycle.Trips(store)
     yield
     await store.close()
 
@@ -106,9 +110,9 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
                 )
             await cfg.clock.sleep(cfg.position_interval)
 
-    await trips_recorder.create_schema(app[STORE].db)
     recorder = trips_recorder.TrackRecorder(app[STORE].db, cfg.clock)
     tracker.listeners.append(recorder.on_fix)
+    recorder.listeners.append(app[TRIPS].on_points)  # departed / at a stop / returned from GPS movement
     async with _background(asyncio.create_task(tracker.run(), name="gps")):
         async with _background(asyncio.create_task(record_positions(), name="positions")):
             async with _background(asyncio.create_task(recorder.run(), name="track-recorder")):
@@ -149,7 +153,11 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
         n = await store.shred_expired(0.0)  # everything HQ already holds, whatever its age
         log.warning("HQ command: shredded the local copy of %d records", n)
 
-    uplink.handlers.update({"lock": lock, "sync_now": sync_now, "shred": shred, "assign": app[VISITS].receive_assignment})
+    async def assign(doc: dict[str, object]) -> None:
+        # Planned trips share the assignment stream: positions and places need signing, not sealing.
+        await (app[TRIPS].receive_plan(doc) if doc.get("kind") == "trip" else app[VISITS].receive_assignment(doc))
+
+    uplink.handlers.update({"lock": lock, "sync_now": sync_now, "shred": shred, "assign": assign})
     # Application status set at HQ (edge/app_status.py): HLC last-writer-wins.
     statuses = app_status.AppStatuses(store)
     await statuses.create_schema()

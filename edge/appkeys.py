@@ -15,6 +15,7 @@ from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
 from .store import Store
+from .trips.lifecycle import Trips
 from .visits import HomeVisits
 
 CONFIG = web.AppKey("config", NodeConfig)
@@ -28,3 +29,4 @@ MODEM = web.AppKey("modem", ModemManager)
 VISITS = web.AppKey("visits", HomeVisits)
 ATTACHMENTS = web.AppKey("attachments", Attachments)
 PREREG = web.AppKey("prereg", Preregistrations)
+TRIPS = web.AppKey("trips", Trips)

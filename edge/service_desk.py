@@ -65,6 +65,8 @@ class ServiceDesk:
                 "INSERT INTO queue_tickets(id, day, number, label, created, preregistered) VALUES (?, ?, ?, ?, ?, ?)",
                 (tid, day, number, label, now, int(preregistered)),
             )
+            if self.store.trips is not None:
+                await self.store.trips.link("queue_tickets", tid, now)
             await self._event("issued", tid, label, None, now)
         self.store._notify()
         return Ticket(tid, label, "waiting", preregistered, now, None, None)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -143,6 +144,18 @@ MIGRATIONS: list[str] = [
 SENSITIVE_APPLICATION_FIELDS = ("surname", "given_name", "rnokpp")
 
 
+class TripHooks(Protocol):
+    """What the trips component (edge/trips/lifecycle.py) adds to records: the stop each was made at, and when it closed."""
+
+    def link_sync(self, conn: sqlite3.Connection, entity: str, entity_id: str, at: float) -> None: ...
+
+    async def link(self, entity: str, entity_id: str, at: float) -> None: ...
+
+    def close_sql(self, table: str) -> str: ...
+
+    async def visit_finished(self, visit_id: str, at: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class Account:
     username: str
@@ -176,6 +189,7 @@ class Store:
         self._seal_key: X25519PrivateKey | None = None
         self.node_seal_wrapped: bytes | None = None  # from the bundle: opens with the node key
         self.on_enqueued: list[Callable[[], None]] = []
+        self.trips: TripHooks | None = None  # set by the app once the trips schema exists
 
     @classmethod
     async def open(cls, path: Path, node_id: str, hq_seal_public: X25519PublicKey, clock: Clock,
@@ -323,6 +337,8 @@ class Store:
                  sealed.wrap_node, index, seq, applicant_id, package_code),
             )
             audit.append_sync(conn, now, actor, "create", "applications", app_id, f"package {package_code}" if package_code else "intake")
+            if self.trips is not None:
+                self.trips.link_sync(conn, "applications", app_id, now)
             saved.append(SavedApplication(app_id, number))
         if then is not None:
             then(conn, saved)
@@ -396,6 +412,8 @@ class Store:
                  idx["rnokpp_index"], idx["unzr_index"], idx["document_index"], idx["name_dob_index"], seq),
             )
             await audit.append(self.db, now, actor, "create", "applicants", applicant_id, "intake")
+            if self.trips is not None:
+                await self.trips.link("applicants", applicant_id, now)
         self._notify()
         return applicant_id
 
@@ -509,6 +527,11 @@ class Store:
         Deleting the node's wrap of the data key makes the ciphertext unreadable
         here (HQ's wrap travelled with the record); the blind indexes go too.
         Non-personal metadata (service code, times) stays for local statistics.
+        Retention counts from the close of the visit the record was made at
+        (the stop's departure, the trip's return: ``TripHooks.close_sql``),
+        from creation when no trips component is attached; a finished home
+        visit's sealed details go ``retention_s`` after its finish.  With
+        ``retention_s`` 0 (HQ's shred command) everything HQ holds goes now.
         Runs while locked: it needs no key.
         """
         now = self.clock.now()
@@ -520,14 +543,25 @@ class Store:
         async with transaction(self.db):
             for table, extra in (("applications", "rnokpp_index = zeroblob(16)"),
                                  ("applicants", "rnokpp_index = NULL, unzr_index = NULL, document_index = NULL, name_dob_index = NULL")):
+                # Retention 0 (HQ's shred command: a lost van) forgets everything HQ holds, open visits included.
+                closed = self.trips.close_sql(table) if self.trips is not None and retention_s > 0 else "created"
                 async with self.db.execute(
-                    f"SELECT id FROM {table} WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND created <= ?", (acked, cutoff)
+                    f"SELECT id FROM {table} WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND {closed} <= ?", (acked, cutoff)
                 ) as cur:
                     ids = [r[0] for r in await cur.fetchall()]
                 for rid in ids:
                     await self.db.execute(f"UPDATE {table} SET wrap_node = NULL, fields = '{{}}', shredded_at = ?, {extra} WHERE id = ?", (now, rid))
                     await audit.append(self.db, now, "system", "shred", table, rid, f"retention {retention_s / 86400:g} days passed, HQ holds it")
                 shredded += len(ids)
+            # HQ wrote the home visit's details, so it holds them; the van needs them no longer than retention after the finish.
+            async with self.db.execute(
+                "SELECT id FROM visits WHERE (status = 'finished' AND finished_at <= ? OR ? <= 0) AND length(sealed) > 0", (cutoff, retention_s)
+            ) as cur:
+                vids = [r[0] for r in await cur.fetchall()]
+            for vid in vids:
+                await self.db.execute("UPDATE visits SET sealed = x'' WHERE id = ?", (vid,))
+                await audit.append(self.db, now, "system", "shred", "visits", vid, f"retention {retention_s / 86400:g} days after the visit")
+            shredded += len(vids)
         if shredded:
             self._notify()
         return shredded

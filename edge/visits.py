@@ -61,6 +61,9 @@ class HomeVisits:
             rows = await cur.fetchall()
         out = []
         for vid, status, planned, assigned, sealed in rows:
+            if not sealed:  # shredded after retention (store.shred_expired)
+                out.append(Visit(vid, status, planned, assigned, {"shredded": True}))
+                continue
             details = json.loads(crypto.unwrap_with_private(bytes(sealed), key, assignment_context(self.store.node_id, vid)))
             out.append(Visit(vid, status, planned, assigned, details))
         if out:
@@ -79,6 +82,11 @@ class HomeVisits:
                 raise VisitError("Цей візит не можна " + ("розпочати" if status == "started" else "завершити") + " зараз")
             item = json.dumps({"type": "visit", "id": visit_id, "event": status, "by": actor, "at": now}, separators=(",", ":"))
             await outbox.enqueue(self.db, "evt", item.encode(), now)
+            if self.store.trips is not None:  # the stop it happened at; on finish its categories and GPS evidence
+                if status == "started":
+                    await self.store.trips.link("visits", visit_id, now)
+                else:
+                    await self.store.trips.visit_finished(visit_id, now)
         self.store._notify()
 
     async def start(self, visit_id: str, actor: str) -> None:

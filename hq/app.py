@@ -16,7 +16,7 @@ from mobile_office.web import error_middleware, json_response
 from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
-from . import appstatus, attachments, sms, users
+from . import appstatus, attachments, sms, trips, users
 from . import web as web_routes
 from .appkeys import CONFIG, DIRECTIP, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
 from .config import HQConfig
@@ -121,5 +121,6 @@ def create_app(config: HQConfig) -> web.Application:
     app.router.add_get("/api/v1/openapi.yaml", openapi)
     web_routes.add_routes(app)
     attachments.add_routes(app)
+    trips.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app

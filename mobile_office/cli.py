@@ -331,7 +331,7 @@ def cmd_sim_sms(args: argparse.Namespace) -> int:
 
 def _add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("report", help="the department's numbers for a period (trips, km, stops, citizens, services, ratings)")
-    p.add_argument("--data-dir", type=Path, required=True, help="a van node's data directory (the one holding node.db)")
+    p.add_argument("--data-dir", type=Path, required=True, help="a van node's data directory (the one holding node.db) or HQ's (holding hq.db)")
     p.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--to", dest="date_to", required=True, help="last day, YYYY-MM-DD")
     p.add_argument("--format", choices=("json", "csv", "md"), default="md", help="output format (default md)")
@@ -349,8 +349,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise settings.ConfigError(f"--from/--to: dates as YYYY-MM-DD ({exc})") from exc
     if end < start:
         raise settings.ConfigError("--to is before --from")
-    if not (args.data_dir / "node.db").exists():
-        raise settings.ConfigError(f"--data-dir: no node.db in {args.data_dir}")
+    if not (args.data_dir / "node.db").exists() and not (args.data_dir / "hq.db").exists():
+        raise settings.ConfigError(f"--data-dir: no node.db or hq.db in {args.data_dir}")
     print(render(build(args.data_dir, start, end), args.format), end="")
     return 0
 

@@ -9,6 +9,8 @@ per cent of its fixes.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
 import aiosqlite
 
@@ -18,6 +20,8 @@ from sync.db import transaction
 from sync.migrate import migrate
 
 from .track import Point, track
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = [
     """
@@ -38,6 +42,8 @@ class TrackRecorder:
         self._buffer: list[Point] = []
         self._last: Point | None = None
         self.stored = 0
+        # Called with each flush's kept points, in GPS-time order (the trip lifecycle's GPS input).
+        self.listeners: list[Callable[[list[Point]], Awaitable[None]]] = []
 
     def on_fix(self, fix: Fix) -> None:
         """GPS listener: GPS time wins over the system clock (no RTC after a cold boot)."""
@@ -59,6 +65,11 @@ class TrackRecorder:
             )
         self._last = kept[-1]
         self.stored += len(kept)
+        for listener in self.listeners:
+            try:
+                await listener(kept)
+            except Exception:  # the track is stored; a listener's failure must not stop recording
+                log.exception("track listener failed")
         return len(kept)
 
     async def run(self) -> None:

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from devices.gps import Fix
 from edge.app import create_app
-from edge.appkeys import STORE
+from edge.appkeys import STORE, TRIPS
 from edge.trips.recorder import TrackRecorder, create_schema
 from provisioning.keys import NodeBundle
 from sync.clock import ManualClock
@@ -49,3 +49,28 @@ async def test_trip_page_gpx_and_geojson(bundle: NodeBundle, tmp_path: Path) -> 
         kinds = [f["properties"]["kind"] for f in gj["features"]]
         assert kinds == ["track", "stop"] and gj["features"][1]["properties"]["place"] == "MET-STR"
         assert (await c.get("/trips?date=вчора")).status == 422
+
+
+async def test_one_trip_as_gpx_with_its_recorded_stops(bundle: NodeBundle, tmp_path: Path) -> None:
+    app = create_app(node_config(bundle, tmp_path / "node"))
+    async with TestClient(TestServer(app)) as c:
+        await c.post("/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        trips = app[TRIPS]
+        await trips.receive_plan({"id": "p1", "kind": "trip", "title": "Після обстрілу", "planned_date": None,
+                                  "stops": [{"place": None, "name": "Двір школи № 12", "lat": 47.885, "lon": 33.355, "purpose": "attack"}]})
+        rec = TrackRecorder(app[STORE].db, ManualClock(T0))
+        rec.listeners.append(trips.on_points)  # the GPS runs the lifecycle: departed, at the stop, returned
+        route, pts = drive("TRIP-STRIKE", seed=2)
+        for i, p in enumerate(pts + [type(pts[-1])(pts[-1].t + s, pts[-1].lat, pts[-1].lon) for s in range(1, 400)]):
+            rec.on_fix(Fix(p.t, p.lat, p.lon, 3, p.speed, None, received=p.t))
+            if i % 30 == 29:
+                await rec.flush()
+        await rec.flush()
+        assert (await trips.get("p1")).state == "returned"
+        r = await c.get("/trips/track.gpx?trip=p1")
+        assert r.status == 200
+        root = ET.fromstring(await r.read())
+        assert [w.findtext(f"{GPX}name") for w in root.findall(f"{GPX}wpt")] == ["Двір школи № 12"]
+        assert len(root.findall(f"{GPX}trk/{GPX}trkseg/{GPX}trkpt")) > 50
+        assert "Після обстрілу" in await (await c.get("/trips?date=" + datetime.fromtimestamp(T0, timezone.utc).date().isoformat())).text()
+        assert (await c.get("/trips/track.geojson?trip=nope")).status == 404

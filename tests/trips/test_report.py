@@ -43,6 +43,15 @@ async def test_day_recorded_and_reported(bundle: NodeBundle, tmp_path: Path) -> 
     await store.create_application("Франко", "Іван", "1759013776", "SOC-01", "admin")  # same person as the first
     await desk.rate(await desk.rating_token(a.id), 5, "")
     await desk.rate(await desk.rating_token((await store.create_application("Косач", "Ольга", "3184710691", "RES-02", "admin")).id), 2, "")
+    # The queue: the administrator serves two citizens in half an hour (first call to last finish).
+    first, second = await desk.issue_ticket(), await desk.issue_ticket()
+    clock.advance(300)
+    await desk.call_next("admin")
+    clock.advance(900)
+    await desk.finish(first.id, True, "admin")
+    await desk.call_next("admin")
+    clock.advance(900)
+    await desk.finish(second.id, True, "admin")
     await store.close()
 
     day = datetime.fromtimestamp(T0, timezone.utc).date().isoformat()
@@ -59,6 +68,8 @@ async def test_day_recorded_and_reported(bundle: NodeBundle, tmp_path: Path) -> 
     assert rep["applications_by_category"] == {"pension": 1, "residence": 2, "social": 2}
     assert rep["citizens_served"] == 2  # two people (by keyed index), five applications
     assert rep["ratings"] == {"count": 2, "positive_share": 0.5}
+    assert rep["workload"]["per_admin"] == {"admin": {"served": 2, "hours": 0.5, "per_hour": 4.0}}
+    assert rep["workload"]["citizens_per_admin_hour"] == 4.0 and rep["workload"]["avg_wait_min"] == 12.5
 
     for fmt, check in (("csv", lambda s: list(csv.reader(io.StringIO(s)))[1] == ["trips", "1"]), ("md", lambda s: "TER" not in s and "Модульне" in s)):
         out = subprocess.run([sys.executable, "-m", "mobile_office.cli", "report", "--data-dir", str(data), "--from", day, "--to", day,

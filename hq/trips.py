@@ -1,0 +1,430 @@
+"""Trips at HQ: planning a van's trip, the trip history per van, and the department's numbers across the fleet.
+
+A plan goes to the van as a signed ``assign`` downlink item of ``"kind": "trip"``
+(stops, positions, time windows and purposes are not personal data: signed,
+not sealed).  What happened comes back as the van's ``evt`` items
+(``type`` trip / visit / visit_evidence / queue); HQ folds them into the trip
+history when asked (``history``), so no projection has to be kept in step.
+
+Home visits' citizen categories are kept at HQ by visit id, without the name
+or address (those travel sealed to the van only), so that HQ can report
+home visits by category.
+
+``compute`` is pure and synchronous: the HQ pages feed it rows read through
+aiosqlite (or the PostgreSQL backend), ``mobile-office report --data-dir HQ_DIR``
+through sqlite3.  SQL here is portable (``?`` placeholders, ON CONFLICT).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from aiohttp import web
+
+from mobile_office import data_path
+from mobile_office.report import admin_rates
+from mobile_office.web import HttpProblem, json_response
+from sync.db import transaction
+from sync.downlink import build
+from sync.envelope import topic_down
+from sync.migrate import migrate
+
+from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
+
+MIGRATIONS = [
+    """
+    CREATE TABLE trip_plans (
+        trip_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, kind TEXT NOT NULL, title TEXT NOT NULL, planned_date TEXT,
+        assigned_to TEXT, stops TEXT NOT NULL, created REAL NOT NULL, created_by TEXT NOT NULL
+    );
+    CREATE TABLE visit_plans (
+        visit_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, planned_date TEXT, assigned_to TEXT, categories TEXT NOT NULL, created REAL NOT NULL
+    );
+    """,
+]
+
+PURPOSES = {"idp": "Поселення ВПО", "remote": "Віддалений населений пункт", "attack": "Після обстрілу", "home": "Домашні візити",
+            "other": "Інше"}
+TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
+
+
+class TripPlanError(ValueError):
+    """A plan that cannot be made; the message is for people."""
+
+
+async def create_schema(db: Any) -> None:
+    await migrate(db, "hq_trips", MIGRATIONS)
+
+
+def category_labels() -> dict[str, str]:
+    doc = json.loads(data_path("citizen_categories.json").read_text(encoding="utf-8"))
+    return {"finished": "усього візитів", **{c["code"]: c["name"] for c in doc["categories"]}}
+
+
+def places() -> dict[str, dict[str, Any]]:
+    doc = json.loads(data_path("stops.json").read_text(encoding="utf-8"))
+    return {p["code"]: p for p in doc["stops"]}
+
+
+# -- planning -------------------------------------------------------------------
+def trip_item(trip_id: str, kind: str, title: str, planned_date: str | None, assigned_to: str | None,
+              stops: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": trip_id, "kind": "trip", "trip_kind": kind, "title": title, "planned_date": planned_date,
+            "assigned_to": assigned_to, "stops": stops}
+
+
+def parse_stops(rows: Iterable[dict[str, str]]) -> list[dict[str, Any]]:
+    """Form rows (place code or lat/lon, window, purpose) into plan stops; TripPlanError names the bad field."""
+    known = places()
+    out = []
+    for i, r in enumerate(rows, 1):
+        place = (r.get("place") or "").strip()
+        if not place and not (r.get("lat") or "").strip():
+            continue
+        stop: dict[str, Any] = {"place": place or None, "purpose": (r.get("purpose") or "other").strip()[:60] or "other"}
+        if place in known:
+            stop.update(name=known[place]["name"], lat=known[place]["lat"], lon=known[place]["lon"])
+        else:
+            try:
+                stop.update(lat=float(r.get("lat") or ""), lon=float(r.get("lon") or ""))
+            except ValueError as exc:
+                raise TripPlanError(f"Зупинка {i}: оберіть місце або вкажіть широту й довготу") from exc
+            if not (44.0 <= stop["lat"] <= 53.0 and 22.0 <= stop["lon"] <= 41.0):
+                raise TripPlanError(f"Зупинка {i}: координати поза Україною")
+            stop["name"] = (r.get("name") or place or f"Зупинка {i}").strip()[:200]
+        for key in ("from", "to"):
+            value = (r.get(key) or "").strip()
+            if value and not TIME_RE.match(value):
+                raise TripPlanError(f"Зупинка {i}: час має вигляд ГГ:ХХ")
+            stop[key] = value or None
+        out.append(stop)
+    if not out:
+        raise TripPlanError("Додайте хоча б одну зупинку")
+    return out
+
+
+async def plan_trip(app: web.Application, node_id: str, title: str, planned_date: str | None, kind: str, assigned_to: str | None,
+                    stops: list[dict[str, Any]], actor: str) -> str:
+    """Sign and send the plan to the van, then keep it; TripPlanError if it cannot go."""
+    if kind not in ("van", "home_round"):
+        raise TripPlanError("Невідомий вид виїзду")
+    store, cfg = app[STORE], app[CONFIG]
+    trip_id = uuid.uuid4().hex
+    item = trip_item(trip_id, kind, title, planned_date, assigned_to, stops)
+    seq = await store.next_down_seq(node_id, "assign")
+    payload = build(cfg.keys.sign, node_id, "assign", seq, [item], app[INGEST].hlc.tick())
+    if not await app[WORKER].publish_down(topic_down(node_id, "assign"), payload):
+        raise TripPlanError("Немає зв'язку з брокером: план не надіслано")
+    async with transaction(store.db):
+        await store.db.execute(
+            "INSERT INTO trip_plans(trip_id, node_id, kind, title, planned_date, assigned_to, stops, created, created_by)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trip_id) DO NOTHING",
+            (trip_id, node_id, kind, title, planned_date, assigned_to, json.dumps(stops, ensure_ascii=False), cfg.clock.now(), actor),
+        )
+    return trip_id
+
+
+async def record_visit_plan(db: Any, visit_id: str, node_id: str, planned_date: str | None, assigned_to: str | None,
+                            categories: list[str], now: float) -> None:
+    """The categories of a home visit HQ assigned, for the reports (no name, no address)."""
+    async with transaction(db):
+        await db.execute(
+            "INSERT INTO visit_plans(visit_id, node_id, planned_date, assigned_to, categories, created) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (visit_id) DO NOTHING",
+            (visit_id, node_id, planned_date, assigned_to, ",".join(sorted(set(categories))), now),
+        )
+
+
+# -- the numbers ----------------------------------------------------------------
+def _load(payload: Any) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(bytes(payload))
+    except (ValueError, TypeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def fold_trips(plans: Iterable[tuple[Any, ...]], events: Iterable[tuple[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Trip history from the plans and the vans' trip events, by trip id."""
+    trips: dict[str, dict[str, Any]] = {}
+    for trip_id, node_id, kind, title, planned_date, assigned_to, stops in plans:
+        trips[trip_id] = {"id": trip_id, "node_id": node_id, "kind": kind, "title": title, "planned_date": planned_date,
+                          "assigned_to": assigned_to, "state": "planned", "departed_at": None, "returned_at": None, "km": None,
+                          "planned_stops": json.loads(stops), "stops": []}
+    for node_id, payload in events:
+        doc = _load(payload)
+        if doc is None or doc.get("type") != "trip":
+            continue
+        t = trips.setdefault(str(doc.get("id")), {"id": str(doc.get("id")), "node_id": node_id, "kind": "adhoc", "title": "",
+                                                   "planned_date": None, "assigned_to": None, "state": "planned", "departed_at": None,
+                                                   "returned_at": None, "km": None, "planned_stops": [], "stops": []})
+        ev, at = doc.get("event"), doc.get("at")
+        if ev == "departed":
+            t.update(state="departed", departed_at=at)
+        elif ev == "at_stop":
+            s = doc.get("stop") or {}
+            t["stops"].append({"id": s.get("id"), "place": s.get("place"), "name": s.get("name") or "", "lat": s.get("lat"),
+                               "lon": s.get("lon"), "arrival": at, "departure": None, "records": {}})
+            t["state"] = "at_stop"
+        elif ev == "left_stop":
+            sid = (doc.get("stop") or {}).get("id")
+            for s in t["stops"]:
+                if s["id"] == sid and s["departure"] is None:
+                    s["departure"] = at
+                    s["records"] = (doc.get("stop") or {}).get("records") or {}
+            t["state"] = "between_stops"
+        elif ev == "returned":
+            t.update(state="returned", returned_at=at, km=doc.get("km"))
+        elif ev == "cancelled":
+            t["state"] = "cancelled"
+    return trips
+
+
+def compute(start: float, end: float, nodes: Iterable[str], plans: Iterable[tuple[Any, ...]], events: list[tuple[str, Any]],
+            records: Iterable[tuple[Any, ...]], ratings: Iterable[tuple[Any, ...]], visit_plans: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
+    """The department's numbers for [start, end) across the fleet and per van (same keys as the van's report)."""
+    catalog = json.loads(data_path("catalog.json").read_text(encoding="utf-8"))
+    category_of = {s["code"]: s["category"] for s in catalog["services"]}
+    cats = {vid: [c for c in str(c_).split(",") if c] for vid, c_ in visit_plans}
+    per: dict[str, dict[str, Any]] = {}
+
+    def node(n: str) -> dict[str, Any]:
+        return per.setdefault(n, {"trips": 0, "km": 0.0, "stops": 0, "citizens_served": 0, "applications_by_category": {},
+                                  "home_visits_by_category": {"finished": 0}, "ratings": {"count": 0, "positive": 0},
+                                  "_intakes": set(), "_served": 0, "_wait": 0.0, "_service": 0.0, "_tickets": {}})
+
+    for n in nodes:
+        node(n)
+    folded = fold_trips(plans, events).values()
+    trips = [t for t in folded if t["departed_at"] is not None and start <= t["departed_at"] < end]
+    d0 = datetime.fromtimestamp(start, timezone.utc).date().isoformat()
+    d1 = datetime.fromtimestamp(end - 1, timezone.utc).date().isoformat()
+    # Plans for the period not (yet) run are listed for the dispatcher, not counted.
+    waiting = [t for t in folded if t["departed_at"] is None and t["planned_date"] and d0 <= t["planned_date"] <= d1]
+    for t in trips:
+        r = node(t["node_id"])
+        r["trips"] += 1
+        r["km"] += float(t["km"] or 0)
+        r["stops"] += len(t["stops"])
+    for node_id, code, created, package in records:
+        if not start <= float(created) < end:
+            continue
+        r = node(node_id)
+        cat = category_of.get(code, "other")
+        r["applications_by_category"][cat] = r["applications_by_category"].get(cat, 0) + 1
+        r["_intakes"].add((created, package))  # a package's applications share one instant: one citizen
+    for node_id, score in ratings:
+        r = node(node_id)
+        r["ratings"]["count"] += 1
+        r["ratings"]["positive"] += int(score) >= 4
+    for node_id, payload in events:
+        doc = _load(payload)
+        if doc is None or not isinstance(doc.get("at"), (int, float)) or not start <= doc["at"] < end:
+            continue
+        r = node(node_id)
+        if doc.get("type") == "visit" and doc.get("event") == "finished":
+            hv = r["home_visits_by_category"]
+            hv["finished"] += 1
+            for c in cats.get(str(doc.get("id")), []):
+                hv[c] = hv.get(c, 0) + 1
+        elif doc.get("type") == "queue":
+            tk = r["_tickets"].setdefault(doc.get("id"), {})
+            tk[doc.get("event")] = doc["at"]
+            if doc.get("event") == "called":
+                tk["by"] = doc.get("by")
+    fleet = node("*")
+    fleet_rows: list[tuple[Any, ...]] = []
+    for n, r in list(per.items()):
+        if n == "*":
+            continue
+        rows = [(f"{tk['by']}", datetime.fromtimestamp(tk["called"], timezone.utc).date().isoformat(), tk["called"], tk["served"])
+                for tk in r["_tickets"].values() if tk.get("by") and "called" in tk and "served" in tk]
+        r["_rates"] = admin_rates(rows)
+        fleet_rows += [(f"{n}/{who}", *rest) for who, *rest in rows]  # the same username on two vans is two people's shifts
+        for tk in r["_tickets"].values():
+            if "served" in tk:
+                r["_served"] += 1
+                r["_wait"] += tk.get("called", tk["served"]) - tk.get("issued", tk.get("called", tk["served"]))
+                r["_service"] += tk["served"] - tk.get("called", tk["served"])
+        r["citizens_served"] = max(len(r["_intakes"]), r["_served"])
+        for key in ("trips", "stops", "citizens_served", "_served"):
+            fleet[key] += r[key]
+        fleet["km"] += r["km"]
+        fleet["_wait"] += r["_wait"]
+        fleet["_service"] += r["_service"]
+        for key in ("applications_by_category", "home_visits_by_category"):
+            for k, v in r[key].items():
+                fleet[key][k] = fleet[key].get(k, 0) + v
+        for k in ("count", "positive"):
+            fleet["ratings"][k] += r["ratings"][k]
+
+    def public(r: dict[str, Any]) -> dict[str, Any]:
+        n, pos = r["ratings"]["count"], r["ratings"]["positive"]
+        return {"trips": r["trips"], "km": round(r["km"], 2), "stops": r["stops"], "citizens_served": r["citizens_served"],
+                "applications_by_category": dict(sorted(r["applications_by_category"].items())),
+                "home_visits_by_category": dict(sorted(r["home_visits_by_category"].items())),
+                "ratings": {"count": n, "positive_share": round(pos / n, 3) if n else None},
+                "workload": {"served_from_queue": r["_served"],
+                             "avg_wait_min": round(r["_wait"] / r["_served"] / 60, 1) if r["_served"] else None,
+                             "avg_service_min": round(r["_service"] / r["_served"] / 60, 1) if r["_served"] else None,
+                             **r.get("_rates", {})}}
+
+    fleet["_rates"] = admin_rates(fleet_rows)
+    out = public(fleet)
+    out["per_van"] = {n: public(r) for n, r in sorted(per.items()) if n != "*"}
+    out["trip_list"] = [trip_row(t) for t in sorted(trips, key=lambda t: (t["departed_at"], t["node_id"]))]
+    out["trip_list"] += [trip_row(t) for t in sorted(waiting, key=lambda t: (t["planned_date"], t["node_id"]))]
+    return out
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(float(ts), timezone.utc).isoformat(timespec="seconds")
+
+
+def trip_row(t: dict[str, Any]) -> dict[str, Any]:
+    return {"id": t["id"], "node_id": t["node_id"], "kind": t["kind"], "title": t["title"], "state": t["state"],
+            "planned_date": t["planned_date"], "assigned_to": t["assigned_to"], "start": _iso(t["departed_at"]), "end": _iso(t["returned_at"]),
+            "km": t["km"], "stops": [{"place": s["place"] or "unplanned", "name": s["name"], "arrival": _iso(s["arrival"]),
+                                      "departure": _iso(s["departure"]), "lat": s["lat"], "lon": s["lon"], "records": s.get("records", {})}
+                                     for s in t["stops"]],
+            "planned_stops": t["planned_stops"]}
+
+
+QUERIES = {
+    "nodes": ("SELECT node_id FROM node_state ORDER BY node_id", False),
+    "plans": ("SELECT trip_id, node_id, kind, title, planned_date, assigned_to, stops FROM trip_plans ORDER BY created", False),
+    "events": ("SELECT node_id, payload FROM items WHERE stream = 'evt' ORDER BY node_id, seq", False),
+    "records": ("SELECT node_id, service_code, created, package_code FROM records WHERE created >= ? AND created < ?", True),
+    "ratings": ("SELECT node_id, score FROM ratings WHERE at >= ? AND at < ?", True),
+    "visit_plans": ("SELECT visit_id, categories FROM visit_plans", False),
+}
+
+
+async def report(fetch: Fetch, start: float, end: float) -> dict[str, Any]:
+    """``fetch(sql, params)`` returns rows: aiosqlite at HQ, sqlite3 in the CLI."""
+    rows = {k: await fetch(sql, (start, end) if period else ()) for k, (sql, period) in QUERIES.items()}
+    return compute(start, end, [r[0] for r in rows["nodes"]], rows["plans"], [(r[0], r[1]) for r in rows["events"]],
+                   rows["records"], rows["ratings"], rows["visit_plans"])
+
+
+def period(request: web.Request, today: date) -> tuple[date, date, float, float]:
+    try:
+        d0 = date.fromisoformat(request.query.get("from") or (today - timedelta(days=30)).isoformat())
+        d1 = date.fromisoformat(request.query.get("to") or today.isoformat())
+    except ValueError as exc:
+        raise HttpProblem("Дата має вигляд РРРР-ММ-ДД", code="bad_date", status=422, fields={"from": "РРРР-ММ-ДД", "to": "РРРР-ММ-ДД"}) from exc
+    t0 = datetime.combine(d0, time.min, timezone.utc).timestamp()
+    t1 = datetime.combine(d1 + timedelta(days=1), time.min, timezone.utc).timestamp()
+    return d0, d1, t0, t1
+
+
+def csv_text(rep: dict[str, Any]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["node_id", "trip_id", "title", "state", "start", "end", "km", "stops", "place", "name", "arrival", "departure", "lat", "lon"])
+    for t in rep["trip_list"]:
+        for s in t["stops"] or [{}]:
+            w.writerow([t["node_id"], t["id"], t["title"], t["state"], t["start"], t["end"], t["km"], len(t["stops"]), s.get("place", ""),
+                        s.get("name", ""), s.get("arrival", ""), s.get("departure", ""), s.get("lat", ""), s.get("lon", "")])
+    return out.getvalue()
+
+
+# -- web ------------------------------------------------------------------------
+def _session(request: web.Request, permission: str | None = None) -> Any:
+    from .web import _session as session
+
+    return session(request, permission)
+
+
+async def _fetcher(request: web.Request) -> Fetch:
+    db = request.app[STORE].db
+
+    async def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with db.execute(sql, tuple(params)) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    return fetch
+
+
+async def _report(request: web.Request) -> tuple[date, date, dict[str, Any]]:
+    today = datetime.fromtimestamp(request.app[CONFIG].clock.now(), timezone.utc).date()
+    d0, d1, t0, t1 = period(request, today)
+    rep = await report(await _fetcher(request), t0, t1)
+    rep["period"] = {"from": d0.isoformat(), "to": d1.isoformat()}
+    van = request.query.get("node_id")
+    if van:
+        rep["trip_list"] = [t for t in rep["trip_list"] if t["node_id"] == van]
+    return d0, d1, rep
+
+
+async def trips_page(request: web.Request) -> web.Response:
+    from .web import _page
+
+    s = _session(request)
+    d0, d1, rep = await _report(request)
+    nodes = sorted(rep["per_van"])
+    ctx = {"rep": rep, "from": d0.isoformat(), "to": d1.isoformat(), "nodes": nodes, "node_id": request.query.get("node_id", ""),
+           "places": places(), "purposes": PURPOSES, "session": s, "labels": category_labels(),
+           "sent": request.query.get("planned")}
+    return await _page(request, "trips.html", ctx)
+
+
+async def trips_csv(request: web.Request) -> web.Response:
+    _session(request)
+    d0, d1, rep = await _report(request)
+    return web.Response(text=csv_text(rep), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="trips-{d0}-{d1}.csv"'})
+
+
+async def trips_json(request: web.Request) -> web.Response:
+    _session(request)
+    _d0, _d1, rep = await _report(request)
+    return json_response(rep)
+
+
+async def trip_plan_submit(request: web.Request) -> web.Response:
+    s = _session(request, "command")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    node_id = str(form.get("node_id", ""))
+    if node_id not in {n["node_id"] for n in await request.app[STORE].fleet()}:
+        raise HttpProblem("Невідомий фургон", code="unknown_node", status=422, fields={"node_id": "невідомий фургон"})
+    planned_date = str(form.get("planned_date", "")).strip() or None
+    if planned_date is not None:
+        try:
+            date.fromisoformat(planned_date)
+        except ValueError as exc:
+            raise HttpProblem("Дата має вигляд РРРР-ММ-ДД", code="validation_failed", status=422, fields={"planned_date": "РРРР-ММ-ДД"}) from exc
+    rows = [{k: str(v) for k, v in zip(("place", "lat", "lon", "from", "to", "purpose", "name"), vals)}
+            for vals in zip(*(form.getall(k, []) for k in ("place", "lat", "lon", "from", "to", "purpose", "name")))]
+    try:
+        stops = parse_stops(rows)
+        await plan_trip(request.app, node_id, str(form.get("title", "")).strip()[:200], planned_date, str(form.get("kind", "van")),
+                        str(form.get("assigned_to", "")).strip() or None, stops, s.username)
+    except TripPlanError as exc:
+        raise HttpProblem(str(exc), code="plan_failed", status=422 if "брокер" not in str(exc) else 503) from exc
+    raise web.HTTPSeeOther("/trips?planned=1")
+
+
+async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
+    await create_schema(app[STORE].db)
+    yield
+
+
+def add_routes(app: web.Application) -> None:
+    """One line in hq/app.py: after the store's cleanup context, so the schema is created on its connection."""
+    app.cleanup_ctx.append(_schema_ctx)
+    app.router.add_get("/trips", trips_page)
+    app.router.add_post("/trips", trip_plan_submit)
+    app.router.add_get("/trips.csv", trips_csv)
+    app.router.add_get("/api/v1/trips", trips_json)
+    app.router.add_get("/api/v1/report", trips_json)
+
