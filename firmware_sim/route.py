@@ -40,7 +40,8 @@ class Route:
     speed: float = 40 / 3.6  # cruising, m/s
 
     @classmethod
-    def from_trip(cls, trip_code: str, stops_file: Path | None = None) -> Route:
+    def from_trip(cls, trip_code: str, stops_file: Path | None = None, dwell_min: float | None = None) -> Route:
+        """The trip's route; ``dwell_min`` replaces every stop's planned dwell (the demo shortens the day)."""
         doc = json.loads((stops_file or data_path("stops.json")).read_text(encoding="utf-8"))
         places = {doc["base"]["code"]: doc["base"], **{s["code"]: s for s in doc["stops"]}}
         trips = {t["code"]: t for t in doc["trips"]}
@@ -49,7 +50,8 @@ class Route:
         wps = []
         for code in trips[trip_code]["route"]:
             p = places[code]
-            wps.append(Waypoint(code, p["name"], p["lat"], p["lon"], 60.0 * p.get("dwell_min", 0)))
+            dwell = p.get("dwell_min", 0) if dwell_min is None or code == doc["base"]["code"] else dwell_min
+            wps.append(Waypoint(code, p["name"], p["lat"], p["lon"], 60.0 * dwell))
         return cls(wps)
 
     def legs(self) -> list[tuple[Waypoint, Waypoint, float]]:

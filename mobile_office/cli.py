@@ -27,7 +27,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--modem", help="serial device of a satellite modem (a real RockBLOCK/9603 or another emulator) instead of the simulated one")
     p.add_argument("--directip-port", type=settings.port, help="port of HQ's Iridium DirectIP receiver (default: a free port, printed)")
     p.add_argument("--trip", default="TRIP-NORTH", help="simulated trip from stops.json (default: TRIP-NORTH)")
-    p.add_argument("--speedup", type=settings.positive_float, default=30.0, help="simulated time runs this many times faster (default: 30)")
+    p.add_argument("--speedup", type=settings.positive_float, default=4.0,
+                   help="the van drives this many times faster than real (default: 4; the receiver stamps real time, so above "
+                   "about x4.5 the van would exceed 200 km/h and the track filter rightly drops its points)")
+    p.add_argument("--dwell-min", type=settings.positive_float, default=40.0,
+                   help="simulated minutes the van stays at each stop (default: 40, so a demo day takes about half an hour "
+                   "and each stop lasts 10 real minutes, long enough for stop detection's 5-minute dwell)")
     p.add_argument("--host", default="127.0.0.1", help="address both web UIs listen on (default: 127.0.0.1)")
     p.set_defaults(func=cmd_demo)
 
@@ -36,7 +41,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoOptions, run_demo
 
     opts = DemoOptions(args.data_dir, args.http_port, args.hq_port, args.admin_password, args.broker, args.gpsd,
-                       args.modem, args.directip_port, args.trip, args.speedup, args.host)
+                       args.modem, args.directip_port, args.trip, args.speedup, args.host, args.dwell_min)
     asyncio.run(run_demo(opts))
     return 0
 

@@ -42,8 +42,9 @@ class DemoOptions:
     modem: str | None = None
     directip_port: int | None = None
     trip: str = "TRIP-NORTH"
-    speedup: float = 30.0
+    speedup: float = 4.0
     host: str = "127.0.0.1"
+    dwell_min: float | None = 40.0
 
 
 @contextlib.asynccontextmanager
@@ -88,7 +89,7 @@ async def run_demo(opts: DemoOptions) -> None:
             raise SystemExit(f"mobile-office demo: port {port} ({what}) is already in use; choose another")
     bundle_dir, password = await asyncio.get_running_loop().run_in_executor(None, _provision, opts)
     stop = stop_event()
-    route = Route.from_trip(opts.trip)
+    route = Route.from_trip(opts.trip, dwell_min=opts.dwell_min)
     started = time.monotonic()
 
     def position():  # type: ignore[no-untyped-def]
