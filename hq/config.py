@@ -23,3 +23,8 @@ class HQConfig:
     session_timeout: float = 1800.0
     mqtt_tls: ssl.SSLContext | None = None
     clock: Clock = field(default_factory=SystemClock)
+    db: str | None = None  # postgresql:// URL; None: SQLite at data_dir/hq.db
+
+    @property
+    def db_target(self) -> Path | str:
+        return self.db or self.data_dir / "hq.db"

@@ -49,6 +49,13 @@ def mqtt_url(value: str) -> str:
     return value
 
 
+def db_url(value: str) -> str:
+    # the password belongs in ~/.pgpass or PGPASSWORD, not on a command line that `ps` shows
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected postgresql://user@host:port/dbname (leave unset for SQLite in --hq-data-dir)")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # snake_case key in config files; flag is --name-with-dashes
@@ -158,6 +165,7 @@ HQ = SettingGroup(
         Setting("hq_worker", str, "hq-1", "this ingest worker's name (MQTT client id)", "NAME"),
         Setting("hq_tls_dir", Path, None, "directory with this worker's worker.crt/.key and ca.crt, for an mqtts:// broker", "DIR"),
         Setting("directip_port", port, None, "TCP port of the Iridium DirectIP MO receiver (none: no satellite ingest)", "PORT"),
+        Setting("db", db_url, None, "HQ's database on PostgreSQL (password via ~/.pgpass or PGPASSWORD); none: SQLite hq.db in --hq-data-dir, which keeps the keys either way", "URL"),
     ],
 )
 
