@@ -178,12 +178,16 @@ class PgConnection:
         self._conn = conn
         # asyncpg allows one operation at a time per connection; tasks sharing it queue here.
         self._op = asyncio.Lock()
-        self._sql: dict[str, str] = {}
+        self._sql: dict[str, tuple[str, bool]] = {}  # HQ's statements are few: translated once each
 
-    def _translate(self, sql: str) -> str:
+    def _translate(self, sql: str) -> tuple[str, bool]:
+        """(PostgreSQL text, whether it returns rows)."""
         out = self._sql.get(sql)
         if out is None:
-            out = self._sql[sql] = translate(sql)
+            if len(self._sql) > 1000:
+                self._sql.clear()  # SQL built with values in it would otherwise grow this forever
+            q = translate(sql)
+            out = self._sql[sql] = (q, bool(_RETURNS_ROWS.search(q)))
         return out
 
     async def _run(self, sql: str, params: Sequence[Any]) -> PgCursor:
@@ -200,8 +204,8 @@ class PgConnection:
                 return PgCursor([], -1)
             if head.startswith("PRAGMA"):
                 return PgCursor([], -1)  # SQLite's knobs; PostgreSQL's live in its own config
-            q = self._translate(sql)
-            if _RETURNS_ROWS.search(q):
+            q, returns_rows = self._translate(sql)
+            if returns_rows:
                 rows = await self._conn.fetch(q, *params)
                 return PgCursor([tuple(r) for r in rows], len(rows))
             status = await self._conn.execute(q, *params)
@@ -214,7 +218,7 @@ class PgConnection:
         batch = [tuple(r) for r in rows]
         if batch:
             async with self._op:
-                await self._conn.executemany(self._translate(sql), batch)
+                await self._conn.executemany(self._translate(sql)[0], batch)
         return PgCursor([], len(batch))
 
     async def executescript(self, script: str) -> None:

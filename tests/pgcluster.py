@@ -14,6 +14,7 @@ import itertools
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,9 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
-
 _counter = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _pg_bin(name: str) -> str | None:
