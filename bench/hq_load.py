@@ -72,6 +72,7 @@ async def worker_main(target: str, broker: str, name: str, keyfile: Path) -> Non
         await asyncio.sleep(0.02)
     print("READY", flush=True)
     await stop.wait()
+    logging.disable(logging.ERROR)  # an ack in flight at shutdown is resent by its van: not news here
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await store.close()
@@ -169,6 +170,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu(root_pid: int | None) -> float:
+    """CPU seconds of a process and its children (PostgreSQL's backends are children of the postmaster)."""
+    if root_pid is None:
+        return 0.0
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            fields = text.rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            if pid == root_pid or int(fields[1]) == root_pid:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 @dataclass
 class Result:
     backend: str
@@ -181,10 +199,12 @@ class Result:
     worker_cpu: list[float]
     held_records: int
     complete: bool
+    broker_cpu: float = 0.0
+    db_cpu: float = 0.0
 
 
 def run_scenario(backend: str, target: str, n_workers: int, port: int, keyfile: Path, fleet: Fleet, hq_pub: Ed25519PublicKey,
-                 timeout: float, tag: str) -> Result:
+                 timeout: float, tag: str, broker_pid: int, db_pid: int | None) -> Result:
     broker = f"mqtt://127.0.0.1:{port}"
     procs = []
     for w in range(n_workers):
@@ -216,11 +236,13 @@ def run_scenario(backend: str, target: str, n_workers: int, port: int, keyfile: 
     listener.loop_start()
     time.sleep(0.3)
     cpu0 = [cpu_seconds(p.pid) for p in procs]
+    other0 = (cpu_seconds(broker_pid), tree_cpu(db_pid))
     t0 = time.perf_counter()
     threading.Thread(target=publish_all, args=(port, fleet.messages, timeout), daemon=True).start()
     complete = all_acked.wait(timeout)
     elapsed = time.perf_counter() - t0
     cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0)]
+    broker_cpu, db_cpu = cpu_seconds(broker_pid) - other0[0], tree_cpu(db_pid) - other0[1]
     listener.loop_stop()
     listener.disconnect()
     stored = []
@@ -229,7 +251,8 @@ def run_scenario(backend: str, target: str, n_workers: int, port: int, keyfile: 
         out, _ = p.communicate(timeout=30)
         stored += [int(x.split()[1]) for x in out.splitlines() if x.startswith("STORED")]
     held = asyncio.run(_held_records(target))
-    return Result(backend, n_workers, elapsed, len(fleet.messages), fleet.records, fleet.positions, stored, cpu, held, complete)
+    return Result(backend, n_workers, elapsed, len(fleet.messages), fleet.records, fleet.positions, stored, cpu, held, complete,
+                  broker_cpu, db_cpu)
 
 
 async def _held_records(target: str) -> int:
@@ -311,6 +334,7 @@ def main() -> None:
             print(f"{'backend':<11} {'workers':>7} {'seconds':>8} {'msg/s':>8} {'records/s':>10} {'positions/s':>12}"
                   f" {'base msg/s':>10} {'x base':>7} {'worker CPU':>11} {'stored by worker':>17} {'held':>6}")
             results = []
+            cpu_ms: list[tuple[Result, float, float, float]] = []
             for backend in backends:
                 for n in [int(x) for x in args.workers.split(",")]:
                     tag = f"{backend[:2]}{n}"
@@ -325,7 +349,8 @@ def main() -> None:
                     try:
                         base_msgs = [(f"bench/raw/{i % args.vans}", os.urandom(size)) for i in range(len(fleet.messages))]
                         base_rate = len(base_msgs) / publish_all(broker.port, base_msgs, args.timeout)
-                        r = run_scenario(backend, target, n, broker.port, keyfile, fleet, hq_sign.public_key(), args.timeout, tag)
+                        r = run_scenario(backend, target, n, broker.port, keyfile, fleet, hq_sign.public_key(), args.timeout, tag,
+                                         broker.process.pid, pg.postmaster_pid() if backend == "postgresql" and pg else None)
                     finally:
                         broker.stop()
                     results.append(r)
@@ -335,6 +360,12 @@ def main() -> None:
                     print(f"{backend:<11} {n:>7} {r.seconds:>8.1f} {rate:>8,.0f} {r.records / r.seconds:>10,.0f}"
                           f" {r.positions / r.seconds:>12,.0f} {base_rate:>10,.0f} {rate / base_rate:>7.3f} {cpu:>11}"
                           f" {'/'.join(map(str, r.stored)):>17} {r.held_records:>6}{flag}", flush=True)
+                    cpu_ms.append((r, 1000 * sum(r.worker_cpu) / r.messages, 1000 * r.db_cpu / r.messages, 1000 * r.broker_cpu / r.messages))
+            print()
+            print("CPU cost per message (independent of how busy the machine was): HQ workers / database server / broker")
+            for r, w_ms, d_ms, b_ms in cpu_ms:
+                db_txt = f"{d_ms:.2f} ms" if r.backend == "postgresql" else "(in the worker)"
+                print(f"  {r.backend:<11} x{r.workers}: {w_ms:.2f} ms / {db_txt} / {b_ms:.2f} ms")
             if results:
                 first = results[0]
                 print()

@@ -77,6 +77,12 @@ class PgServer:
             raise RuntimeError(f"CREATE DATABASE failed: {r.stderr.strip()}")
         return self.url(name)
 
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self) -> None:
         pg_ctl = _pg_bin("pg_ctl")
         assert pg_ctl is not None

@@ -121,3 +121,38 @@ async def test_a_failed_postgres_migration_leaves_nothing_behind(pg_url: str) ->
         assert await migrate(db, "fixed", ["CREATE TABLE half (a TEXT)"]) == 1
     finally:
         await db.close()
+
+
+async def test_ingest_lock_serialises_one_stream_but_not_two_vans(pg_url: str) -> None:
+    """The (node, stream) advisory lock: another van goes ahead, the same stream waits for COMMIT."""
+    from hq.db import transaction as keyed
+
+    a, b, watcher = await connect(pg_url), await connect(pg_url), await connect(pg_url)
+
+    async def waiting() -> int:
+        async with watcher.execute("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    try:
+        async with keyed(a, "van-01/pos"):
+            # another van's stream goes ahead (a global lock would block here: bounded so the test fails, not hangs)
+            await asyncio.wait_for(_enter_and_leave(b, "van-02/pos"), 60)
+            blocked = asyncio.create_task(_enter_and_leave(b, "van-01/pos"))
+            for _ in range(300):
+                if await waiting() == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert await waiting() == 1 and not blocked.done()
+        await blocked  # A committed: B gets the lock
+        assert await waiting() == 0
+    finally:
+        for c in (a, b, watcher):
+            await c.close()
+
+
+async def _enter_and_leave(db, key: str) -> None:  # type: ignore[no-untyped-def]
+    from hq.db import transaction as keyed
+
+    async with keyed(db, key):
+        pass
