@@ -174,8 +174,10 @@ class PgConnection:
 
     backend = "postgresql"
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, dsn: str | None = None) -> None:
         self._conn = conn
+        self._dsn = dsn
+        self._in_tx = False
         # asyncpg allows one operation at a time per connection; tasks sharing it queue here.
         self._op = asyncio.Lock()
         self._sql: dict[str, tuple[str, bool]] = {}  # HQ's statements are few: translated once each
@@ -190,17 +192,46 @@ class PgConnection:
             out = self._sql[sql] = (q, bool(_RETURNS_ROWS.search(q)))
         return out
 
+    async def _live(self) -> Any:
+        """The connection; a lost one (server restart, failover) is replaced between transactions.
+
+        Inside a transaction it is not: that transaction is gone, the caller's
+        ROLLBACK path runs and nothing was acknowledged, so the van resends.
+        """
+        if self._conn.is_closed() and self._dsn is not None and not self._in_tx:
+            import asyncpg
+
+            self._conn = await asyncpg.connect(self._dsn)
+        return self._conn
+
     async def _run(self, sql: str, params: Sequence[Any]) -> PgCursor:
         head = sql.lstrip()[:16].upper()
         async with self._op:
+            if head.startswith(("COMMIT", "ROLLBACK", "END")):
+                in_tx, self._in_tx = self._in_tx, False
+                if self._conn.is_closed() and head.startswith("ROLLBACK"):
+                    return PgCursor([], -1)  # the server already dropped the transaction with the connection
+                if not in_tx:
+                    await self._live()
+                await self._conn.execute(head.split()[0])
+                return PgCursor([], -1)
+            await self._live()
             if head.startswith("BEGIN"):
                 # sync.db.transaction: hold the same lock SQLite's BEGIN IMMEDIATE would
                 await self._conn.execute("BEGIN")
+                self._in_tx = True
                 key = _lock_key.get()
-                if key is None:
-                    await self._conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_GLOBAL}, 0)")
-                else:
-                    await self._conn.execute("SELECT pg_advisory_xact_lock($1::int, $2::int)", LOCK_STREAM, _key_int(key))
+                try:
+                    if key is None:
+                        await self._conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_GLOBAL}, 0)")
+                    else:
+                        await self._conn.execute("SELECT pg_advisory_xact_lock($1::int, $2::int)", LOCK_STREAM, _key_int(key))
+                except BaseException:
+                    # the caller's ROLLBACK is not reached when BEGIN itself fails
+                    self._in_tx = False
+                    if not self._conn.is_closed():
+                        await asyncio.shield(self._conn.execute("ROLLBACK"))
+                    raise
                 return PgCursor([], -1)
             if head.startswith("PRAGMA"):
                 return PgCursor([], -1)  # SQLite's knobs; PostgreSQL's live in its own config
@@ -218,6 +249,7 @@ class PgConnection:
         batch = [tuple(r) for r in rows]
         if batch:
             async with self._op:
+                await self._live()
                 await self._conn.executemany(self._translate(sql)[0], batch)
         return PgCursor([], len(batch))
 
@@ -246,7 +278,7 @@ async def connect(target: Path | str) -> DB:
         import asyncpg  # only HQs on PostgreSQL need it installed
 
         conn = await asyncpg.connect(str(target))
-        return PgConnection(conn)
+        return PgConnection(conn, str(target))
     return await sqlite_db.open_db(Path(target))
 
 

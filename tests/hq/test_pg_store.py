@@ -156,3 +156,25 @@ async def _enter_and_leave(db, key: str) -> None:  # type: ignore[no-untyped-def
 
     async with keyed(db, key):
         pass
+
+
+async def test_a_lost_postgres_connection_is_replaced_and_nothing_half_written(pg_url: str) -> None:
+    """Server restart or failover: the open transaction fails (so nothing is acked), the next one reconnects."""
+    clock = ManualClock()
+    store = await HQStore.open(pg_url, clock)
+    killer = await connect(pg_url)
+    try:
+        async with store.db.execute("SELECT pg_backend_pid()") as cur:
+            (pid,) = await cur.fetchone()  # type: ignore[misc]
+        with pytest.raises(Exception):
+            async with transaction(store.db):
+                await store.db.execute("INSERT INTO rejections(at, claimed_node, channel, reason) VALUES (?, ?, ?, ?)", (1.0, "a", "mqtt", "x"))
+                async with killer.execute("SELECT pg_terminate_backend(?)", (pid,)) as cur:
+                    assert (await cur.fetchone()) == (True,)
+                await store.db.execute("INSERT INTO rejections(at, claimed_node, channel, reason) VALUES (?, ?, ?, ?)", (2.0, "b", "mqtt", "x"))
+        await store.record_rejection("c", "mqtt", "after the reconnect")
+        async with store.db.execute("SELECT claimed_node FROM rejections ORDER BY id") as cur:
+            assert await cur.fetchall() == [("c",)]
+    finally:
+        await killer.close()
+        await store.close()
