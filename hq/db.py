@@ -218,14 +218,12 @@ class PgConnection:
             await self._live()
             if head.startswith("BEGIN"):
                 # sync.db.transaction: hold the same lock SQLite's BEGIN IMMEDIATE would
-                await self._conn.execute("BEGIN")
-                self._in_tx = True
                 key = _lock_key.get()
+                cls, sub = (LOCK_GLOBAL, 0) if key is None else (LOCK_STREAM, _key_int(key))
+                self._in_tx = True
                 try:
-                    if key is None:
-                        await self._conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_GLOBAL}, 0)")
-                    else:
-                        await self._conn.execute("SELECT pg_advisory_xact_lock($1::int, $2::int)", LOCK_STREAM, _key_int(key))
+                    # one round trip (simple query protocol); both are ints, nothing to quote
+                    await self._conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(cls)}, {int(sub)})")
                 except BaseException:
                     # the caller's ROLLBACK is not reached when BEGIN itself fails
                     self._in_tx = False

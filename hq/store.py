@@ -154,7 +154,7 @@ class HQStore:
                     " DO UPDATE SET bytes = class_bytes.bytes + excluded.bytes, items = class_bytes.items + excluded.items",
                     (env.node_id, env.stream, sum(len(x) for x in env.items), res.new),
                 )
-            await self.db.execute("INSERT INTO stream_state(node_id, stream) VALUES (?, ?) ON CONFLICT DO NOTHING", (env.node_id, env.stream))
+            # (each statement is a round trip on PostgreSQL: no separate "make sure the row exists")
             async with self.db.execute("SELECT contiguous FROM stream_state WHERE node_id = ? AND stream = ?", (env.node_id, env.stream)) as cur2:
                 row = await cur2.fetchone()
             contiguous = int(row[0]) if row else 0
@@ -165,7 +165,11 @@ class HQStore:
                     if seq != contiguous + 1:
                         break
                     contiguous = seq
-            await self.db.execute("UPDATE stream_state SET contiguous = ? WHERE node_id = ? AND stream = ?", (contiguous, env.node_id, env.stream))
+            await self.db.execute(
+                "INSERT INTO stream_state(node_id, stream, contiguous) VALUES (?, ?, ?)"
+                " ON CONFLICT(node_id, stream) DO UPDATE SET contiguous = excluded.contiguous",
+                (env.node_id, env.stream, contiguous),
+            )
             if env.stream == "audit":
                 for problem in await audit.verify_new(self.db, env.node_id, now):
                     log.warning("audit chain of %s: %s", env.node_id, problem)
