@@ -11,6 +11,8 @@ answers the same calls on one asyncpg connection, translating as it goes:
 * column types: ``INTEGER`` → ``BIGINT``, ``REAL`` → ``DOUBLE PRECISION``,
   ``BLOB`` → ``BYTEA``; ``id INTEGER PRIMARY KEY`` (SQLite's rowid alias,
   filled in on insert) → an identity column; ``WITHOUT ROWID`` is dropped;
+* ``IFNULL(`` → ``COALESCE(``; a number given for a TEXT column or a str
+  for a BLOB column is converted as SQLite would have stored it;
 * ``INSERT OR IGNORE`` → ``INSERT ... ON CONFLICT DO NOTHING`` (new code
   should write the portable form itself; ``INSERT OR REPLACE`` is refused);
 * ``BEGIN IMMEDIATE`` (what ``sync.db.transaction`` sends) → ``BEGIN`` plus a
@@ -63,6 +65,8 @@ _TYPES = [
     (re.compile(r"\bBLOB\b"), "BYTEA"),
     (re.compile(r"\)\s*WITHOUT\s+ROWID\b"), ")"),
 ]
+_IFNULL = re.compile(r"\bIFNULL\s*\(", re.IGNORECASE)
+_BAD_ARG = re.compile(r"query argument \$(\d+)(?: in element #\d+)?.*?\((expected str|a bytes-like object is required)")
 _OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _OR_REPLACE = re.compile(r"^\s*(INSERT\s+OR\s+REPLACE|REPLACE)\s+INTO\b", re.IGNORECASE)
 _RETURNS_ROWS = re.compile(r"^\s*(SELECT|WITH|VALUES|SHOW|EXPLAIN)\b|\bRETURNING\b", re.IGNORECASE)
@@ -91,6 +95,7 @@ def translate(sql: str) -> str:
         if ddl:
             for rx, repl in _TYPES:
                 part = rx.sub(repl, part)
+        part = _IFNULL.sub("COALESCE(", part)
         pieces = part.split("?")
         buf = [pieces[0]]
         for p in pieces[1:]:
@@ -164,6 +169,24 @@ class _Pending:
         pass
 
 
+def _coerced(exc: Exception, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | None:
+    """SQLite stores what it is given; asyncpg wants the column's type.  The rows with the
+    offending argument converted as SQLite would have stored it, or None if that is not the problem."""
+    m = _BAD_ARG.search(str(exc))
+    if m is None:
+        return None
+    i = int(m.group(1)) - 1
+    conv: Any = str if m.group(2) == "expected str" else (lambda v: v.encode() if isinstance(v, str) else v)
+    out, changed = [], False
+    for r in rows:
+        if i < len(r) and r[i] is not None:
+            new = conv(r[i])
+            if new is not r[i]:
+                r, changed = r[:i] + (new,) + r[i + 1:], True
+        out.append(r)
+    return out if changed else None
+
+
 def _status_count(status: str) -> int:
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else -1
@@ -234,11 +257,19 @@ class PgConnection:
             if head.startswith("PRAGMA"):
                 return PgCursor([], -1)  # SQLite's knobs; PostgreSQL's live in its own config
             q, returns_rows = self._translate(sql)
-            if returns_rows:
-                rows = await self._conn.fetch(q, *params)
-                return PgCursor([tuple(r) for r in rows], len(rows))
-            status = await self._conn.execute(q, *params)
-            return PgCursor([], _status_count(status))
+            for _ in range(len(params) + 1):
+                try:
+                    if returns_rows:
+                        rows = await self._conn.fetch(q, *params)
+                        return PgCursor([tuple(r) for r in rows], len(rows))
+                    status = await self._conn.execute(q, *params)
+                    return PgCursor([], _status_count(status))
+                except Exception as exc:  # asyncpg.DataError: raised before anything reaches the server
+                    fixed = _coerced(exc, [tuple(params)])
+                    if fixed is None:
+                        raise
+                    params = fixed[0]
+            raise AssertionError("unreachable")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Pending:
         return _Pending(self._run(sql, tuple(params)))
@@ -248,7 +279,16 @@ class PgConnection:
         if batch:
             async with self._op:
                 await self._live()
-                await self._conn.executemany(self._translate(sql)[0], batch)
+                q = self._translate(sql)[0]
+                for _ in range(len(batch[0]) + 1):
+                    try:
+                        await self._conn.executemany(q, batch)
+                        break
+                    except Exception as exc:
+                        fixed = _coerced(exc, batch)
+                        if fixed is None:
+                            raise
+                        batch = fixed
         return PgCursor([], len(batch))
 
     async def executescript(self, script: str) -> None:

@@ -178,3 +178,16 @@ async def test_a_lost_postgres_connection_is_replaced_and_nothing_half_written(p
     finally:
         await killer.close()
         await store.close()
+
+
+async def test_postgres_takes_values_as_sqlite_would_store_them(pg_url: str) -> None:
+    """A number for a TEXT column, a str for a BLOB, IFNULL: what HQ code may hand SQLite works here too."""
+    db = await connect(pg_url)
+    try:
+        await migrate(db, "lax", ["CREATE TABLE lax (id INTEGER PRIMARY KEY, s TEXT, b BLOB, r REAL)"])
+        await db.execute("INSERT INTO lax(s, b, r) VALUES (?, ?, ?)", (42, "plain", 1))
+        await db.executemany("INSERT INTO lax(s, b, r) VALUES (?, ?, ?)", [(7, "x", 2.5), ("y", b"y", None)])
+        async with db.execute("SELECT s, b, IFNULL(r, -1) FROM lax ORDER BY id") as cur:
+            assert await cur.fetchall() == [("42", b"plain", 1.0), ("7", b"x", 2.5), ("y", b"y", -1.0)]
+    finally:
+        await db.close()
