@@ -48,3 +48,34 @@ async def _stats(url: str) -> dict[str, int]:
         return await store.stats()
     finally:
         await store.close()
+
+
+def test_hq_process_on_postgres_receives_a_vans_records(tmp_path: Path, bundle, mosquitto, procs, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    """`mobile-office hq --db postgresql://...` and `hq-user --db`: the real processes, the real van."""
+    import subprocess
+
+    from tests.conftest import ADMIN_PASSWORD, free_port, http_ok, mobile_office_cmd, spawn, wait_until
+    from tests.helpers import ApiClient
+
+    hq_dir = bundle.directory.parent / "hq"
+    r = subprocess.run(mobile_office_cmd("hq-user", "olena.k", "--role", "viewer", "--hq-data-dir", str(hq_dir), "--db", pg_url,
+                                         "--password", "довгий-пароль-1"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    hq_port, node_port = free_port(), free_port()
+    procs.append(spawn(mobile_office_cmd("hq", "--hq-data-dir", str(hq_dir), "--db", pg_url, "--hq-broker", mosquitto.url,
+                                         "--hq-host", "127.0.0.1", "--hq-port", str(hq_port)), tmp_path / "hq.log"))
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{hq_port}/healthz"), 30, what="HQ to serve")
+    procs.append(spawn(mobile_office_cmd("node", "--bundle", str(bundle.directory), "--data-dir", str(tmp_path / "node"),
+                                         "--broker", mosquitto.url, "--gpsd", f"127.0.0.1:{free_port()}", "--http-host", "127.0.0.1",
+                                         "--http-port", str(node_port)), tmp_path / "node.log"))
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{node_port}/healthz"), 30, what="node")
+    van = ApiClient(f"http://127.0.0.1:{node_port}")
+    van.login("admin", ADMIN_PASSWORD)
+    status, doc = van.request("POST", "/api/v1/applications",
+                              {"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
+    assert status == 201, doc
+    hq = ApiClient(f"http://127.0.0.1:{hq_port}")
+    wait_until(lambda: hq.get("/api/v1/stats")["records"] == 1, 60, what="the record at HQ")
+    assert [n["node_id"] for n in hq.get("/api/v1/fleet")] == ["van-01"]
+    # the user went to PostgreSQL, not to a SQLite file in the data directory
+    assert not (hq_dir / "hq.db").exists()
