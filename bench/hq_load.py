@@ -222,7 +222,7 @@ def run_scenario(backend: str, target: str, n_workers: int, port: int, keyfile: 
     lock = threading.Lock()
 
     def on_ack(client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        env = decode(msg.payload, lambda n: hq_pub)
+        env = decode(bytes(msg.payload), lambda n: hq_pub)
         with lock:
             for stream, upto in parse_ack_message(env.items).acks.items():
                 k = (env.node_id, stream)

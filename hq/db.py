@@ -42,6 +42,7 @@ from typing import Any, Union
 import aiosqlite
 
 from sync import db as sqlite_db
+from sync import migrate as sqlite_migrate
 
 # Advisory lock classes (first int of pg_advisory_xact_lock(int, int)).
 LOCK_GLOBAL = 1  # what BEGIN IMMEDIATE means on SQLite: one writer at a time
@@ -326,15 +327,21 @@ async def transaction(db: DB, key: str | None = None) -> AsyncIterator[DB]:
 
     On SQLite the key changes nothing: the database has one writer anyway.
     """
-    token = _lock_key.set(key)
+    token: contextvars.Token[str | None] | None = _lock_key.set(key)
     try:
         async with sqlite_db.transaction(db):  # type: ignore[arg-type]
-            _lock_key.reset(token)
+            # read by BEGIN (inside the line above); later statements must not see it
+            _lock_key.reset(token)  # type: ignore[arg-type]
             token = None
             yield db
     finally:
         if token is not None:
             _lock_key.reset(token)
+
+
+async def migrate(db: DB, component: str, scripts: Sequence[str]) -> int:
+    """``sync.migrate.migrate`` typed for both backends (it runs unchanged on the adapter)."""
+    return await sqlite_migrate.migrate(db, component, scripts)  # type: ignore[arg-type]
 
 
 def backend(db: DB) -> str:

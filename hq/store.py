@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from sync.clock import Clock
-from sync.db import transaction
-from sync.migrate import migrate
 from sync import poscodec
 from sync.envelope import Envelope
 from sync.errors import EnvelopeError, SyncError
@@ -27,8 +25,7 @@ from sync.linkmgr import unpack_heartbeat
 from sync.ingest import StoreResult
 
 from . import audit
-from .db import DB, backend, connect
-from .db import transaction as keyed_transaction
+from .db import DB, backend, connect, migrate, transaction
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +115,7 @@ class HQStore:
         now = self.clock.now()
         res = StoreResult(0)
         # One writer per (node, stream): on PostgreSQL, workers ingest other vans in parallel.
-        async with keyed_transaction(self.db, f"{env.node_id}/{env.stream}"):
+        async with transaction(self.db, f"{env.node_id}/{env.stream}"):
             await self.db.execute(
                 "INSERT INTO node_state(node_id, last_seen, link, trusted_time) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(node_id) DO UPDATE SET last_seen = excluded.last_seen, link = excluded.link,"

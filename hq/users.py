@@ -8,10 +8,8 @@ import os
 import re
 
 from sync.crypto import SCRYPT_N, kek_from_password
-from sync.db import transaction
-from sync.migrate import migrate
 
-from .db import DB
+from .db import DB, migrate, transaction
 from .errors import HQError
 
 ROLES = ("viewer", "dispatcher", "records_officer", "admin")
