@@ -13,6 +13,8 @@ answers the same calls on one asyncpg connection, translating as it goes:
   filled in on insert) → an identity column; ``WITHOUT ROWID`` is dropped;
 * ``IFNULL(`` → ``COALESCE(``; a number given for a TEXT column or a str
   for a BLOB column is converted as SQLite would have stored it;
+* ``DO UPDATE SET n = n + 1``: bare uses of an assigned column get the
+  table's name (PostgreSQL calls them ambiguous; SQLite means the stored row);
 * ``INSERT OR IGNORE`` → ``INSERT ... ON CONFLICT DO NOTHING`` (new code
   should write the portable form itself; ``INSERT OR REPLACE`` is refused);
 * ``BEGIN IMMEDIATE`` (what ``sync.db.transaction`` sends) → ``BEGIN`` plus a
@@ -74,6 +76,52 @@ _RETURNS_ROWS = re.compile(r"^\s*(SELECT|WITH|VALUES|SHOW|EXPLAIN)\b|\bRETURNING
 _DDL = re.compile(r"^\s*(CREATE|ALTER)\b", re.IGNORECASE)
 
 
+_UPSERT = re.compile(r"\bDO\s+UPDATE\s+SET\b", re.IGNORECASE)
+_INSERT_TABLE = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
+_WHERE = re.compile(r"\bWHERE\b", re.IGNORECASE)
+
+
+def _split_top(text: str) -> list[str]:
+    """Split at commas outside parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def _qualify_upsert(text: str) -> str:
+    """``DO UPDATE SET n = n + 1``: SQLite reads the bare ``n`` as the stored row's, PostgreSQL calls it
+    ambiguous.  Qualify bare uses of the assigned columns with the table's name (what both engines accept)."""
+    m, t = _UPSERT.search(text), _INSERT_TABLE.match(text)
+    if m is None or t is None:
+        return text
+    table, head, tail = t.group(1), text[:m.end()], text[m.end():]
+    w = _WHERE.search(tail)
+    set_part, where_part = (tail[:w.start()], tail[w.start():]) if w else (tail, "")
+    assigns = [a.split("=", 1) for a in _split_top(set_part)]
+    if not all(len(a) == 2 for a in assigns):
+        return text
+    targets = {a[0].strip() for a in assigns}
+
+    def qualify_code(code: str) -> str:
+        for col in targets:
+            code = re.sub(rf"(?<![.\w$]){re.escape(col)}\b(?!\s*\()", f"{table}.{col}", code)
+        return code
+
+    def qualify(expr: str) -> str:  # never inside a string literal
+        return "".join(tok if tok[0] in "'\"" else qualify_code(tok) for tok in _TOKEN.findall(expr))
+
+    set_sql = ",".join(f"{lhs}={qualify(rhs)}" for lhs, rhs in assigns)
+    return head + set_sql + qualify(where_part)
+
+
 class PortabilityError(ValueError):
     """SQL that has no PostgreSQL equivalent here; rewrite it in the portable form."""
 
@@ -104,6 +152,8 @@ def translate(sql: str) -> str:
             buf.append(f"${n}{p}")
         out.append("".join(buf))
     text = "".join(out).rstrip().rstrip(";")
+    if not ddl:
+        text = _qualify_upsert(text)
     if or_ignore:
         if re.search(r"\bON\s+CONFLICT\b", text, re.IGNORECASE):
             raise PortabilityError("INSERT OR IGNORE combined with ON CONFLICT")
