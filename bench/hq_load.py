@@ -292,6 +292,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300.0, help="per scenario")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    # `timeout` or Ctrl-C: still stop the broker and PostgreSQL this run started (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if min(args.vans, args.records + args.positions) <= 0 or args.vans > 2000:
         ap.error("--vans 1..2000 and something to send")
 
