@@ -30,7 +30,7 @@ HERE = Path(__file__).parent
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    store = await HQStore.open(cfg.data_dir / "hq.db", cfg.clock)
+    store = await HQStore.open(cfg.db_target, cfg.clock)
     await users.create_schema(store.db)
     app[STORE] = store
     yield

@@ -8,9 +8,9 @@ and verification stops there so one break is not reported again and again.
 
 from __future__ import annotations
 
-import aiosqlite
-
 from sync.auditchain import GENESIS, parse_wire, verify_link
+
+from .db import DB
 
 MIGRATIONS = [
     """
@@ -20,7 +20,7 @@ MIGRATIONS = [
 ]
 
 
-async def verify_new(db: aiosqlite.Connection, node_id: str, now: float) -> list[str]:
+async def verify_new(db: DB, node_id: str, now: float) -> list[str]:
     """Verify what became contiguous since last time; inside the caller's transaction."""
     async with db.execute("SELECT verified_seq, last_hash, broken FROM audit_state WHERE node_id = ?", (node_id,)) as cur:
         row = await cur.fetchone()
@@ -54,6 +54,6 @@ async def verify_new(db: aiosqlite.Connection, node_id: str, now: float) -> list
     return problems
 
 
-async def alerts(db: aiosqlite.Connection) -> list[dict[str, object]]:
+async def alerts(db: DB) -> list[dict[str, object]]:
     async with db.execute("SELECT node_id, at, seq, problem FROM audit_alerts ORDER BY id") as cur:
         return [{"node_id": r[0], "at": r[1], "seq": r[2], "problem": r[3]} async for r in cur]

@@ -32,3 +32,8 @@ class HQConfig:
     sms_retry_max: float = 600.0
     tile_url: str = ""
     tile_attribution: str = ""
+    db: str | None = None  # postgresql:// URL; None: SQLite at data_dir/hq.db
+
+    @property
+    def db_target(self) -> Path | str:
+        return self.db or self.data_dir / "hq.db"

@@ -17,11 +17,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from sync.clock import Clock
-from sync.db import open_db, transaction
-from sync.migrate import migrate
 from sync import poscodec
 from sync.envelope import Envelope
 from sync.errors import EnvelopeError, SyncError
@@ -29,6 +25,7 @@ from sync.linkmgr import unpack_heartbeat
 from sync.ingest import StoreResult
 
 from . import audit
+from .db import DB, backend, connect, migrate, transaction
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +88,18 @@ POS_STRUCT = struct.Struct(">dii")
 
 
 class HQStore:
-    def __init__(self, db: aiosqlite.Connection, clock: Clock) -> None:
+    def __init__(self, db: DB, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 
+    @property
+    def backend(self) -> str:
+        return backend(self.db)
+
     @classmethod
-    async def open(cls, path: Path, clock: Clock) -> HQStore:
-        db = await open_db(path)
+    async def open(cls, target: Path | str, clock: Clock) -> HQStore:
+        """``target``: the SQLite file, or a ``postgresql://`` URL (see hq/db.py)."""
+        db = await connect(target)
         try:
             await migrate(db, "hq", MIGRATIONS)
             await migrate(db, "hq_audit", audit.MIGRATIONS)
@@ -112,7 +114,8 @@ class HQStore:
     async def store_envelope(self, env: Envelope, via: str) -> StoreResult:
         now = self.clock.now()
         res = StoreResult(0)
-        async with transaction(self.db):
+        # One writer per (node, stream): on PostgreSQL, workers ingest other vans in parallel.
+        async with transaction(self.db, f"{env.node_id}/{env.stream}"):
             await self.db.execute(
                 "INSERT INTO node_state(node_id, last_seen, link, trusted_time) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(node_id) DO UPDATE SET last_seen = excluded.last_seen, link = excluded.link,"
@@ -139,16 +142,16 @@ class HQStore:
                 if reason is not None:
                     res.quarantined.append((seq, reason))
                     await self.db.execute(
-                        "INSERT OR IGNORE INTO quarantine(node_id, stream, seq, reason, at) VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO quarantine(node_id, stream, seq, reason, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (env.node_id, env.stream, seq, reason, now),
                     )
             if res.new:
                 await self.db.execute(
                     "INSERT INTO class_bytes(node_id, stream, bytes, items) VALUES (?, ?, ?, ?) ON CONFLICT(node_id, stream)"
-                    " DO UPDATE SET bytes = bytes + excluded.bytes, items = items + excluded.items",
+                    " DO UPDATE SET bytes = class_bytes.bytes + excluded.bytes, items = class_bytes.items + excluded.items",
                     (env.node_id, env.stream, sum(len(x) for x in env.items), res.new),
                 )
-            await self.db.execute("INSERT OR IGNORE INTO stream_state(node_id, stream) VALUES (?, ?)", (env.node_id, env.stream))
+            # (each statement is a round trip on PostgreSQL: no separate "make sure the row exists")
             async with self.db.execute("SELECT contiguous FROM stream_state WHERE node_id = ? AND stream = ?", (env.node_id, env.stream)) as cur2:
                 row = await cur2.fetchone()
             contiguous = int(row[0]) if row else 0
@@ -159,7 +162,11 @@ class HQStore:
                     if seq != contiguous + 1:
                         break
                     contiguous = seq
-            await self.db.execute("UPDATE stream_state SET contiguous = ? WHERE node_id = ? AND stream = ?", (contiguous, env.node_id, env.stream))
+            await self.db.execute(
+                "INSERT INTO stream_state(node_id, stream, contiguous) VALUES (?, ?, ?)"
+                " ON CONFLICT(node_id, stream) DO UPDATE SET contiguous = excluded.contiguous",
+                (env.node_id, env.stream, contiguous),
+            )
             if env.stream == "audit":
                 for problem in await audit.verify_new(self.db, env.node_id, now):
                     log.warning("audit chain of %s: %s", env.node_id, problem)
@@ -209,14 +216,14 @@ class HQStore:
                     return f"unknown record schema {str(kind)[:40]!r}"
                 if kind == "application":
                     await self.db.execute(
-                        "INSERT OR IGNORE INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["id"]), str(doc["number"]), str(doc["service_code"]), float(doc["created"]),
                          item.decode(), doc.get("package")),
                     )
                 elif kind == "applicant":
                     await self.db.execute(
-                        "INSERT OR IGNORE INTO applicants(node_id, seq, record_id, created, sealed) VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO applicants(node_id, seq, record_id, created, sealed) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["id"]), float(doc["created"]), item.decode()),
                     )
                 else:
@@ -224,7 +231,7 @@ class HQStore:
                     if not 1 <= score <= 5:
                         return f"rating score {score} out of 1..5"
                     await self.db.execute(
-                        "INSERT OR IGNORE INTO ratings(node_id, seq, application_id, score, at, comment_sealed) VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO ratings(node_id, seq, application_id, score, at, comment_sealed) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["application_id"]), score, float(doc["at"]), doc.get("comment_sealed")),
                     )
             except (ValueError, KeyError, TypeError) as exc:
@@ -247,7 +254,7 @@ class HQStore:
         """Dense per-node downlink numbering (for commands, assignments; the catalogue's version)."""
         async with transaction(self.db):
             await self.db.execute(
-                "INSERT INTO down_seq(node_id, stream, seq) VALUES (?, ?, 1) ON CONFLICT(node_id, stream) DO UPDATE SET seq = seq + 1",
+                "INSERT INTO down_seq(node_id, stream, seq) VALUES (?, ?, 1) ON CONFLICT(node_id, stream) DO UPDATE SET seq = down_seq.seq + 1",
                 (node_id, stream),
             )
             async with self.db.execute("SELECT seq FROM down_seq WHERE node_id = ? AND stream = ?", (node_id, stream)) as cur:

@@ -7,12 +7,9 @@ import hmac
 import os
 import re
 
-import aiosqlite
-
 from sync.crypto import SCRYPT_N, kek_from_password
-from sync.db import transaction
-from sync.migrate import migrate
 
+from .db import DB, migrate, transaction
 from .errors import HQError
 
 ROLES = ("viewer", "dispatcher", "records_officer", "admin")
@@ -45,11 +42,11 @@ def allowed(role: str, permission: str) -> bool:
     return permission in PERMISSIONS.get(role, frozenset())
 
 
-async def create_schema(db: aiosqlite.Connection) -> None:
+async def create_schema(db: DB) -> None:
     await migrate(db, "hq_users", MIGRATIONS)
 
 
-async def add_user(db: aiosqlite.Connection, username: str, role: str, password: str, now: float) -> None:
+async def add_user(db: DB, username: str, role: str, password: str, now: float) -> None:
     if not USERNAME_RE.match(username):
         raise UserError("username: 2-32 lowercase Latin letters, digits, '.', '_' or '-'")
     if role not in ROLES:
@@ -66,7 +63,7 @@ async def add_user(db: aiosqlite.Connection, username: str, role: str, password:
         )
 
 
-async def check_password(db: aiosqlite.Connection, username: str, password: str) -> str | None:
+async def check_password(db: DB, username: str, password: str) -> str | None:
     """The user's role if the password is right, else None (same cost either way)."""
     async with db.execute("SELECT role, salt, n, hash FROM hq_users WHERE username = ?", (username,)) as cur:
         row = await cur.fetchone()

@@ -109,6 +109,7 @@ def _add_hq_user(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                    help="viewer sees the fleet; dispatcher also sends commands; records_officer opens records; admin all")
     p.add_argument("--hq-data-dir", type=Path, required=True, help="HQ's data directory")
     p.add_argument("--password", help="the password (default: a random one, printed once)")
+    p.add_argument("--db", type=settings.db_url, help="HQ's PostgreSQL database, as given to `mobile-office hq --db` (default: SQLite in --hq-data-dir)")
     p.set_defaults(func=cmd_hq_user)
 
 
@@ -121,7 +122,7 @@ def cmd_hq_user(args: argparse.Namespace) -> int:
     password = args.password or one_time_password() + one_time_password()[:4]
 
     async def main() -> None:
-        store = await HQStore.open(args.hq_data_dir / "hq.db", SystemClock())
+        store = await HQStore.open(args.db or args.hq_data_dir / "hq.db", SystemClock())
         try:
             await users.create_schema(store.db)
             await users.add_user(store.db, args.name, args.role, password, store.clock.now())

@@ -61,6 +61,7 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         host=values["hq_host"],
         port=values["hq_port"],
         directip_port=values["directip_port"],
+        db=values["db"],
         mqtt_tls=client_context(values["hq_tls_dir"] or values["hq_data_dir"] / "workers" / values["hq_worker"], "worker")
         if str(values["hq_broker"]).startswith("mqtts://") else None,
         status_resend_after=values["status_resend_after"],

@@ -61,6 +61,13 @@ def tile_url(value: str) -> str:
     return value
 
 
+def db_url(value: str) -> str:
+    # the password belongs in ~/.pgpass or PGPASSWORD, not on a command line that `ps` shows
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected postgresql://user@host:port/dbname (leave unset for SQLite in --hq-data-dir)")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # snake_case key in config files; flag is --name-with-dashes
@@ -177,6 +184,7 @@ HQ = SettingGroup(
         Setting("sms_retry_max", positive_float, 600.0, "longest wait between SMS attempts", "SECONDS"),
         Setting("tile_url", tile_url, "", "map tile server, e.g. https://tile.example.ua/{z}/{x}/{y}.png; empty: the tile-free map", "URL"),
         Setting("tile_attribution", str, "", "attribution the tile server requires, shown on the map (e.g. © OpenStreetMap contributors)", "TEXT"),
+        Setting("db", db_url, None, "HQ's database on PostgreSQL (password via ~/.pgpass or PGPASSWORD); none: SQLite hq.db in --hq-data-dir, which keeps the keys either way", "URL"),
     ],
 )
 

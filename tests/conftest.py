@@ -168,3 +168,7 @@ def http_ok(url: str) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+# -- PostgreSQL (HQ's second backend): session cluster, a database per test -----
+from tests.pgcluster import pg_url, postgres_server  # noqa: E402,F401

@@ -41,9 +41,17 @@ async def node_db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
     await db.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hq_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where HQ's database lives: a SQLite file, or a fresh PostgreSQL database (skipped with the reason if none)."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return tmp_path / "hq.db"
+
+
 @pytest.fixture
-async def hq_store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[HQStore]:
-    store = await HQStore.open(tmp_path / "hq.db", clock)
+async def hq_store(hq_target: Path | str, clock: ManualClock) -> AsyncIterator[HQStore]:
+    store = await HQStore.open(hq_target, clock)
     yield store
     await store.close()
 

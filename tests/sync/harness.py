@@ -11,6 +11,7 @@ from pathlib import Path
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hq.db import connect as hq_connect
 from hq.store import HQStore
 from sync import outbox
 from sync.clock import SystemClock
@@ -36,7 +37,7 @@ async def submit(db: aiosqlite.Connection, start: int, n: int, stream: str = "re
 
 
 @contextlib.asynccontextmanager
-async def hq_workers(url: str, db_path: Path, node_key: Ed25519PrivateKey, hq_key: Ed25519PrivateKey, n: int = 1,
+async def hq_workers(url: str, db_path: Path | str, node_key: Ed25519PrivateKey, hq_key: Ed25519PrivateKey, n: int = 1,
                      shared: bool = True) -> AsyncIterator[list[tuple[MqttIngestWorker, HQStore]]]:
     """``n`` HQ workers, each with its own connection to the one HQ database, sharing the subscription."""
     clock = SystemClock()
@@ -91,8 +92,8 @@ async def wait_for(pred, timeout: float = 60.0, what: str = "condition") -> None
         await asyncio.sleep(0.1)
 
 
-async def hq_items(db_path: Path, stream: str = "rec") -> list[tuple[int, bytes]]:
-    db = await open_db(db_path)
+async def hq_items(db_path: Path | str, stream: str = "rec") -> list[tuple[int, bytes]]:
+    db = await hq_connect(db_path)  # a SQLite file or a postgresql:// URL
     try:
         async with db.execute("SELECT seq, payload FROM items WHERE node_id = ? AND stream = ? ORDER BY seq", (NODE, stream)) as cur:
             return [(int(r[0]), bytes(r[1])) async for r in cur]
