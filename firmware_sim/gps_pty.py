@@ -36,13 +36,14 @@ class NmeaPty:
     jitter_m: float = 2.5  # receiver noise, metres (1 sigma), also while parked
     device: str = ""
     fix_enabled: bool = True  # tests switch the sky off and on
+    hold_s: float = 0.0  # real seconds the van waits in the yard before the route starts
     _master: int = -1
     _slave: int = -1
     _task: asyncio.Task[None] | None = None
     _t0: float = 0.0
 
     def sim_time(self) -> float:
-        return (time.monotonic() - self._t0) * self.speedup
+        return max(0.0, time.monotonic() - self._t0 - self.hold_s) * self.speedup
 
     def position(self) -> SimPosition:
         return self.route.at(self.sim_time())

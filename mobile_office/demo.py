@@ -29,6 +29,7 @@ from .runtime import free_port, port_is_free, start_site, stop_event
 log = logging.getLogger(__name__)
 
 NODE_ID = "van-01"
+YARD_S = 15.0
 
 
 @dataclass
@@ -82,6 +83,41 @@ def _provision(opts: DemoOptions) -> tuple[Path, str]:
     return bundle_dir, password
 
 
+async def _plan_demo_trip(hq_app: object, node_app: object, opts: DemoOptions) -> None:
+    """HQ plans today's trip for the van through the dispatcher's own path (signed plan on the assign downlink)."""
+    import json
+    from datetime import date
+
+    from hq import trips as hq_trips
+    from hq.appkeys import STORE as HQ_STORE
+    from mobile_office import data_path
+
+    today = date.today().isoformat()
+    async with hq_app[HQ_STORE].db.execute(  # type: ignore[index]
+        "SELECT 1 FROM trip_plans WHERE node_id = ? AND planned_date = ?", (NODE_ID, today)
+    ) as cur:
+        if await cur.fetchone():
+            return  # planned on an earlier start of the demo today
+    doc = json.loads(data_path("stops.json").read_text(encoding="utf-8"))
+    trip = next(t for t in doc["trips"] if t["code"] == opts.trip)
+    purposes = {p["code"]: p.get("purpose", "other") for p in doc["stops"]}
+    rows = [{"place": code, "purpose": purposes.get(code, "other")} for code in trip["route"][1:-1]]
+    from edge.appkeys import UPLINK
+
+    for _ in range(100):  # the van's first MQTT session must exist, or the broker has nobody to keep the plan for
+        if not node_app[UPLINK].status.mqtt_up:  # type: ignore[index]
+            await asyncio.sleep(0.1)
+            continue
+        await asyncio.sleep(0.5)  # its SUBACK
+        try:
+            await hq_trips.plan_trip(hq_app, NODE_ID, trip["name"], today, "van", None,  # type: ignore[arg-type]
+                                     hq_trips.parse_stops(rows), "hq-admin")
+            return
+        except hq_trips.TripPlanError:
+            await asyncio.sleep(0.2)
+    log.warning("demo: could not plan today's trip at HQ (no broker connection)")
+
+
 async def run_demo(opts: DemoOptions) -> None:
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     for port, what in ((opts.http_port, "--http-port"), (opts.hq_port, "--hq-port")):
@@ -90,10 +126,11 @@ async def run_demo(opts: DemoOptions) -> None:
     bundle_dir, password = await asyncio.get_running_loop().run_in_executor(None, _provision, opts)
     stop = stop_event()
     route = Route.from_trip(opts.trip, dwell_min=opts.dwell_min)
-    started = time.monotonic()
+    # The van waits in the yard while the demo plans its trip at HQ, so the plan is there before it leaves.
+    started = time.monotonic() + YARD_S
 
     def position():  # type: ignore[no-untyped-def]
-        return route.at((time.monotonic() - started) * opts.speedup)
+        return route.at(max(0.0, time.monotonic() - started) * opts.speedup)
 
     async with contextlib.AsyncExitStack() as stack:
         if opts.broker:
@@ -105,7 +142,7 @@ async def run_demo(opts: DemoOptions) -> None:
             gpsd = opts.gpsd
         elif gpsd_binary() is not None:
             # The real thing: Debian's gpsd reading NMEA from the simulated receiver through a pty.
-            feed = await stack.enter_async_context(NmeaPty(route, speedup=opts.speedup))
+            feed = await stack.enter_async_context(NmeaPty(route, speedup=opts.speedup, hold_s=YARD_S))
             gpsd = ("127.0.0.1", free_port())
             await stack.enter_async_context(real_gpsd(feed.device, gpsd[1]))
         else:
@@ -116,7 +153,7 @@ async def run_demo(opts: DemoOptions) -> None:
             modem_device = opts.modem
         else:
             gateway = await stack.enter_async_context(SatelliteGateway(hq_port=directip_port))
-            sky = SkySignal(lambda: (time.monotonic() - started) * opts.speedup)
+            sky = SkySignal(lambda: max(0.0, time.monotonic() - started) * opts.speedup)
             sim_modem = await stack.enter_async_context(ModemSim(ModemSimConfig(signal=sky), gateway))
             gateway.on_mt_queued.append(lambda imei: sim_modem.ring())
             modem_device = sim_modem.device
@@ -148,8 +185,10 @@ async def run_demo(opts: DemoOptions) -> None:
         )
         from edge.app import create_app as create_node
 
-        node_runner = await start_site(create_node(cfg), opts.host, opts.http_port)
+        node_app = create_node(cfg)
+        node_runner = await start_site(node_app, opts.host, opts.http_port)
         stack.push_async_callback(node_runner.cleanup)
+        await _plan_demo_trip(hq_app, node_app, opts)
         print(f"Van UI (administrator):  http://{opts.host}:{opts.http_port}/", flush=True)
         print(f"HQ dashboard:            http://{opts.host}:{opts.hq_port}/", flush=True)
         print(f"Login: admin / {password}", flush=True)
