@@ -151,6 +151,10 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "rate.s3": {"uk": "3 — задовільно", "en": "3 — fair"},
     "rate.s4": {"uk": "4 — добре", "en": "4 — good"},
     "rate.s5": {"uk": "5 — відмінно", "en": "5 — excellent"},
+    "login.throttled": {
+        "uk": "Забагато невдалих спроб входу. Спробуйте знову о {time} (приблизно через {minutes} хв).",
+        "en": "Too many failed login attempts. Try again at {time} (in about {minutes} min).",
+    },
 }
 
 

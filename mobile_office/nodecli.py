@@ -12,6 +12,8 @@ from provisioning.keys import load_bundle, load_hq
 from provisioning.tls import client_context
 from sync.outbox import Limits
 
+from .ratelimit import ThrottleSettings
+
 from . import settings
 
 
@@ -41,6 +43,7 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         position_interval=values["position_interval"],
         ack_timeout=values["ack_timeout"],
         retention_days=values["retention_days"],
+        login_throttle=ThrottleSettings(values["login_max_failures"], values["login_max_failures_per_address"], values["login_lockout"]),
         mqtt_tls=client_context(bundle_dir, "mqtt_client") if str(values["broker"]).startswith("mqtts://") else None,
         limits=Limits(
             {**Limits().per_stream, "rec": int(values["limit_records_mb"] * MB), "audit": int(values["limit_audit_mb"] * MB),

@@ -34,6 +34,13 @@ def positive_float(value: str) -> float:
     return f
 
 
+def positive_int(value: str) -> int:
+    n = int(value)
+    if n <= 0:
+        raise ValueError("must be > 0")
+    return n
+
+
 def host_port(value: str) -> tuple[str, int]:
     host, sep, p = value.rpartition(":")
     if not sep or not host:
@@ -144,6 +151,11 @@ NODE = SettingGroup(
         Setting("limit_positions_mb", positive_float, 32.0, "raw GPS waiting for HQ: past this, the oldest unsent points are thinned", "MB"),
         Setting("min_free_disk_mb", positive_float, 64.0, "disk space always kept free: intake is refused before it is used", "MB"),
         Setting("retention_days", positive_float, 7.0, "days the van keeps personal data HQ has acknowledged, then shreds it", "DAYS"),
+        Setting("login_max_failures", positive_int, 5, "failed logins for one username before it is locked out for a while", "N"),
+        Setting("login_max_failures_per_address", positive_int, 20, "failed logins from one client address before it is locked out", "N"),
+        Setting("login_lockout", positive_float, 300.0, "first lockout after too many failed logins; doubles each time, up to an hour", "SECONDS"),
+        Setting("https", str, "auto", "serve the van UI over HTTPS with the bundle's ui.crt/ui.key (auto: when the bundle has them)",
+                choices=("auto", "on", "off")),
     ],
 )
 
