@@ -173,8 +173,11 @@ async def _refuse(request: web.Request, username: str, wait: float) -> web.Strea
     if request.path.startswith("/api/"):
         response: web.StreamResponse = render_problem(request, 429, "too_many_attempts", message)
     else:
+        # Refused before the router's handler and aiohttp_jinja2's context middleware: the page context is built here.
+        lang = _lang(request)
         ctx = {"error": message, "username": username, "expired": False, "status": await node_status(request.app),
-               "session": request.app[SESSIONS].get(request)}
+               "session": request.app[SESSIONS].get(request), "t": i18n.translator(lang), "lang": lang,
+               "csrf_token": csrf_token(request), "request": request}
         response = aiohttp_jinja2.render_template("login.html", request, ctx, status=429)
     response.headers["Retry-After"] = str(int(-(-wait // 1)))
     return response

@@ -5,7 +5,7 @@ locked for ``lockout`` seconds, doubled at each further lockout up to
 ``max_lockout``.  While locked, logins are refused *before* the password is
 checked, so a guesser learns nothing and the scrypt work is not spent.
 Failures older than ``window`` seconds are forgotten.  A successful login
-clears its username's count, not its address's (otherwise an attacker with
+clears its username's failure count, not its address's (otherwise an attacker with
 one valid account could reset the address counter between guesses).
 
 Time comes from the injected clock (``monotonic`` for durations), so tests
@@ -82,7 +82,10 @@ class LoginThrottle:
         return started
 
     def succeeded(self, username: str, address: str) -> None:
-        self._entries.pop(self._keys(username, address)[0], None)
+        # Failures are forgiven; earlier lockouts still count for the next one's length until a quiet spell.
+        e = self._entries.get(self._keys(username, address)[0])
+        if e is not None:
+            e.failures = 0
 
     def _prune(self, now: float) -> None:
         stale = [k for k, e in self._entries.items() if e.locked_until <= now and now - e.last_failure > self.settings.window]
