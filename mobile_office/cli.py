@@ -59,8 +59,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = stop_event()
-        runner = await start_site(create_app(cfg), cfg.http_host, cfg.http_port)
-        log.info("node %s serving on http://%s:%d/", cfg.node_id, cfg.http_host, cfg.http_port)
+        runner = await start_site(create_app(cfg), cfg.http_host, cfg.http_port, ssl_context=cfg.https)
+        log.info("node %s serving on %s://%s:%d/", cfg.node_id, "https" if cfg.https else "http", cfg.http_host, cfg.http_port)
         try:
             await stop.wait()
         finally:
@@ -143,6 +143,9 @@ def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     q.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     q.add_argument("--admin", action="append", default=[], metavar="USER[:ROLE]",
                    help="administrator account (repeatable; role van_admin, case_admin or supervisor); a one-time password is printed")
+    q.add_argument("--ui-name", action="append", default=[], metavar="HOST",
+                   help="host name or IP address tablets use for the van UI over HTTPS (repeatable; default: NAME.local, 10.42.0.1, "
+                   "localhost, 127.0.0.1)")
     q.set_defaults(func=cmd_add_node)
     q = psub.add_parser("add-hq-worker", help="a client certificate for an HQ ingest worker (CN hq-...)")
     q.add_argument("name", help="worker name, e.g. hq-1 (also its MQTT client id)")
@@ -175,14 +178,15 @@ def cmd_init_hq(args: argparse.Namespace) -> int:
 
 
 def cmd_add_node(args: argparse.Namespace) -> int:
-    from provisioning.keys import AdminAccount, add_node, load_hq, one_time_password
+    from provisioning.keys import AdminAccount, add_node, default_ui_names, load_hq, one_time_password
 
     accounts = []
     for spec in args.admin or ["admin"]:
         user, _, role = spec.partition(":")
         accounts.append(AdminAccount(user, one_time_password(), role or "van_admin"))
-    add_node(load_hq(args.hq_dir), args.name, args.out, accounts)
-    print(f"Bundle for {args.name} written to {args.out}")
+    ui_names = args.ui_name or default_ui_names(args.name)
+    add_node(load_hq(args.hq_dir), args.name, args.out, accounts, ui_names=ui_names)
+    print(f"Bundle for {args.name} written to {args.out} (van UI over HTTPS for {', '.join(ui_names)})")
     for a in accounts:
         print(f"  {a.username} ({a.role}): one-time password {a.password}")
     return 0

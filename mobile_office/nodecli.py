@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 from pathlib import Path
 from typing import Any
 
 from edge.config import NodeConfig
 from hq.config import HQConfig
 from provisioning.keys import load_bundle, load_hq
-from provisioning.tls import client_context
+from provisioning.tls import client_context, has_ui_certificate, ui_server_context
 from sync.outbox import Limits
 
 from .ratelimit import ThrottleSettings
@@ -20,9 +21,17 @@ from . import settings
 MB = 1024 * 1024
 
 
+def _https(bundle_dir: Path, mode: str) -> ssl.SSLContext | None:
+    """auto: HTTPS when the bundle carries the UI certificate; on: required; off: plain HTTP (demo, tests)."""
+    if mode == "off" or (mode == "auto" and not has_ui_certificate(bundle_dir)):
+        return None
+    return ui_server_context(bundle_dir)
+
+
 def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: dict[str, Any] | None = None) -> NodeConfig:
     bundle = load_bundle(bundle_dir)
     values = settings.NODE.resolve(args, {**bundle.settings, **(overrides or {})})
+    https = _https(bundle_dir, values["https"])
     return NodeConfig(
         node_id=bundle.node_id,
         data_dir=values["data_dir"],
@@ -43,6 +52,8 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         position_interval=values["position_interval"],
         ack_timeout=values["ack_timeout"],
         retention_days=values["retention_days"],
+        https=https,
+        secure_cookies=https is not None,
         login_throttle=ThrottleSettings(values["login_max_failures"], values["login_max_failures_per_address"], values["login_lockout"]),
         mqtt_tls=client_context(bundle_dir, "mqtt_client") if str(values["broker"]).startswith("mqtts://") else None,
         limits=Limits(

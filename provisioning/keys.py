@@ -12,6 +12,8 @@ Node bundle (copied to the van's SD card; ``mobile-office node --bundle``)::
     node.json               node id, HQ public keys, config settings
     node_sign.key           node's Ed25519 private key, 0600
     keyslots.json           the node key wrapped per administrator (scrypt) and to HQ
+    mqtt_client.crt/.key    the van's MQTT identity (CN = node id), ca.crt HQ's CA
+    ui.crt/.key             the van UI's HTTPS certificate for its Wi-Fi names (if asked for)
 
 The node key itself is generated here, wrapped, and forgotten: it is never
 written anywhere in plaintext.
@@ -185,7 +187,14 @@ class NodeBundle:
     node_seal_wrapped: bytes | None = None  # the node's X25519 private key, wrapped under the node key
 
 
-def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount], settings: dict[str, Any] | None = None) -> NodeBundle:
+def default_ui_names(node_id: str) -> list[str]:
+    """Names the van's tablets reach its UI by: mDNS name, the hotspot's address (NetworkManager's shared mode), loopback."""
+    return [f"{node_id}.local", "10.42.0.1", "localhost", "127.0.0.1"]
+
+
+def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount], settings: dict[str, Any] | None = None,
+             ui_names: list[str] | None = None) -> NodeBundle:
+    """Write a van's enrolment bundle.  With ``ui_names`` it also holds the UI's HTTPS certificate for those names."""
     if not NODE_ID_RE.match(node_id) or node_id.startswith("hq-") or node_id == "all":
         raise ProvisioningError("node id: 1-32 characters, lowercase Latin letters, digits and '-', e.g. van-01 (not 'all', not 'hq-...')")
     record = hq.directory / "nodes" / f"{node_id}.json"
@@ -213,6 +222,9 @@ def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount]
         ca = CA.load(hq.directory / "ca")
         ca.issue(node_id, out_dir, "mqtt_client")
         (out_dir / "ca.crt").write_bytes(ca.cert_path.read_bytes())
+        if ui_names:
+            # The local UI's server certificate: tablets trust HQ's CA once and then verify every van.
+            ca.issue(node_id, out_dir, "ui", server_names=ui_names)  # CN = node id: revoked with the van
     _write_json(out_dir / "keyslots.json", [s.to_json() for s in slots])
     _write_json(
         out_dir / "node.json",
