@@ -9,7 +9,7 @@ from typing import Any
 
 from edge.config import NodeConfig
 from hq.config import HQConfig
-from provisioning.keys import load_bundle, load_hq
+from provisioning.keys import load_bundle, load_hq, read_passphrase
 from provisioning.tls import client_context, has_ui_certificate, ui_server_context
 from sync.outbox import Limits
 
@@ -68,7 +68,7 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
     values = settings.HQ.resolve(args, overrides)
     return HQConfig(
         data_dir=values["hq_data_dir"],
-        keys=load_hq(values["hq_data_dir"]),
+        keys=load_hq(values["hq_data_dir"], read_passphrase(values["hq_passphrase_file"])),
         broker=values["hq_broker"],
         mqtt_version=values["hq_mqtt_version"],
         worker=values["hq_worker"],

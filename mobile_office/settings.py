@@ -170,6 +170,8 @@ HQ = SettingGroup(
         Setting("hq_worker", str, "hq-1", "this ingest worker's name (MQTT client id)", "NAME"),
         Setting("hq_tls_dir", Path, None, "directory with this worker's worker.crt/.key and ca.crt, for an mqtts:// broker", "DIR"),
         Setting("directip_port", port, None, "TCP port of the Iridium DirectIP MO receiver (none: no satellite ingest)", "PORT"),
+        Setting("hq_passphrase_file", Path, None, "file whose first line is the passphrase of HQ's private keys "
+                "(default: $MO_HQ_PASSPHRASE; none: keys unencrypted)", "FILE"),
     ],
 )
 
