@@ -50,23 +50,46 @@ def _add_node(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    import signal
+
     from edge.app import create_app
 
-    from .nodecli import node_config
+    from . import ignition, sdnotify
+    from .nodecli import node_config, power_settings
     from .runtime import start_site, stop_event
 
     cfg = node_config(args.bundle, args)
+    power = power_settings(args.bundle, args)
+    ignition_off = False
 
     async def main() -> None:
-        stop = stop_event()
-        runner = await start_site(create_app(cfg), cfg.http_host, cfg.http_port, ssl_context=cfg.https)
+        nonlocal ignition_off
+        stop, off = stop_event(), asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGPWR, off.set)  # UPS daemons: power is going
+        app = create_app(cfg)
+        runner = await start_site(app, cfg.http_host, cfg.http_port, ssl_context=cfg.https)
         log.info("node %s serving on %s://%s:%d/", cfg.node_id, "https" if cfg.https else "http", cfg.http_host, cfg.http_port)
+        sdnotify.notify("READY=1")
         try:
-            await stop.wait()
+            async with sdnotify.watchdog(), ignition.watch(power, off):
+                waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(off.wait())]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
+                    await asyncio.gather(*waiters, return_exceptions=True)
+                ignition_off = off.is_set()
+                sdnotify.notify("STOPPING=1")
+                if ignition_off:
+                    await ignition.final_sync(app, power.shutdown_sync_seconds)
         finally:
             await runner.cleanup()
 
     asyncio.run(main())
+    if ignition_off:
+        ignition.checkpoint(cfg.db_path)
+        ignition.power_off(power.poweroff_command)
     return 0
 
 

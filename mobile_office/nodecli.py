@@ -13,6 +13,7 @@ from provisioning.keys import load_bundle, load_hq, read_passphrase
 from provisioning.tls import client_context, has_ui_certificate, ui_server_context
 from sync.outbox import Limits
 
+from .ignition import PowerSettings
 from .ratelimit import ThrottleSettings
 
 from . import settings
@@ -78,3 +79,11 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         mqtt_tls=client_context(values["hq_tls_dir"] or values["hq_data_dir"] / "workers" / values["hq_worker"], "worker")
         if str(values["hq_broker"]).startswith("mqtts://") else None,
     )
+
+
+def power_settings(bundle_dir: Path, args: argparse.Namespace | None, overrides: dict[str, Any] | None = None) -> PowerSettings:
+    values = settings.NODE.resolve(args, {**load_bundle(bundle_dir).settings, **(overrides or {})})
+    power = PowerSettings(values["ignition_gpio"], values["ignition_off_value"], values["ignition_poll"],
+                          values["shutdown_sync_seconds"], values["poweroff_command"])
+    power.check()
+    return power

@@ -154,6 +154,13 @@ NODE = SettingGroup(
         Setting("login_max_failures", positive_int, 5, "failed logins for one username before it is locked out for a while", "N"),
         Setting("login_max_failures_per_address", positive_int, 20, "failed logins from one client address before it is locked out", "N"),
         Setting("login_lockout", positive_float, 300.0, "first lockout after too many failed logins; doubles each time, up to an hour", "SECONDS"),
+        Setting("ignition_gpio", Path, None, "file whose content is the ignition line (e.g. /sys/class/gpio/gpio17/value); "
+                "none: no ignition input (SIGPWR still means ignition off)", "FILE"),
+        Setting("ignition_off_value", str, "0", "content of --ignition-gpio that means the ignition is off", "VALUE"),
+        Setting("ignition_poll", positive_float, 0.5, "seconds between reads of the ignition input", "SECONDS"),
+        Setting("shutdown_sync_seconds", positive_float, 20.0, "on ignition off: at most this long to deliver what is pending to HQ", "SECONDS"),
+        Setting("poweroff_command", str, None, "on ignition off, after the flush and the last sync: run this (e.g. 'systemctl poweroff')",
+                "COMMAND"),
         Setting("https", str, "auto", "serve the van UI over HTTPS with the bundle's ui.crt/ui.key (auto: when the bundle has them)",
                 choices=("auto", "on", "off")),
     ],
