@@ -25,7 +25,7 @@ from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
-from . import api, hardening, views
+from . import api, hardening, rotation, views
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, UPLINK, VISITS
 from .auth import Sessions
 from .catalog import Catalog
@@ -143,7 +143,11 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
         n = await store.shred_expired(0.0)  # everything HQ already holds, whatever its age
         log.warning("HQ command: shredded the local copy of %d records", n)
 
+    async def rotate_key(doc: dict[str, object]) -> None:
+        await rotation.receive(app, doc)
+
     uplink.handlers.update({"lock": lock, "sync_now": sync_now, "shred": shred, "assign": app[VISITS].receive_assignment})
+    uplink.handlers["rotate_key"] = rotate_key
     async with _background(asyncio.create_task(uplink.run(), name="uplink")):
         yield
 

@@ -42,6 +42,7 @@ class NodeConfig:
     shred_interval: float = 3600.0
     clock: Clock = field(default_factory=SystemClock)
     login_throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    bundle_dir: Path | None = None  # key rotation writes the new credentials here
     https: ssl.SSLContext | None = None  # the van UI's server TLS (bundle's ui.crt); None: plain HTTP
 
     @property

@@ -207,6 +207,12 @@ async def login_middleware(request: web.Request, handler: Handler) -> web.Stream
     finally:
         if ok:
             throttle.succeeded(username, address)
+            from . import rotation  # a key rotation received while the store was locked opens now
+
+            try:
+                await rotation.apply_pending(request.app)
+            except Exception:  # the login itself must not fail; the rotation stays pending
+                log.exception("pending key rotation could not be applied")
             if before is not None:
                 request.app[SESSIONS].drop(before)  # session fixation: the old token never becomes the new session
     if response.status == 401:

@@ -203,6 +203,14 @@ def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
     _passphrase_arg(q)
     q.set_defaults(func=cmd_revoke)
+    q = psub.add_parser("rotate", help="new signing key and certificates for a van, delivered sealed by HQ's rotate_key command")
+    q.add_argument("name", help="node id")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    q.add_argument("--out", type=Path, required=True, help="directory for the new credentials (a full bundle with --bundle)")
+    q.add_argument("--bundle", type=Path, help="the van's current bundle: node.json and keyslots.json are copied, making a full bundle")
+    q.add_argument("--ui-name", action="append", default=[], metavar="HOST", help="names for the new UI certificate (default as add-node)")
+    _passphrase_arg(q)
+    q.set_defaults(func=cmd_rotate)
     q = psub.add_parser("list", help="enrolled vans and whether they are revoked")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
     _passphrase_arg(q)
@@ -264,6 +272,16 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     n = revoke_node(load_hq(args.hq_dir, _passphrase(args)), args.name)
     print(f"{args.name} revoked ({n} certificate(s) on the CRL). Copy the new crl.pem to the broker"
           f" (provision broker-config again) and restart it; HQ refuses the van's messages from now on.")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from provisioning.keys import default_ui_names, load_hq
+    from provisioning.rotation import rotate_node
+
+    r = rotate_node(load_hq(args.hq_dir, _passphrase(args)), args.name, args.out, args.ui_name or default_ui_names(args.name), args.bundle)
+    print(f"{args.name}: new credentials in {args.out} (rotation {r.rotation_id}). Send the van the 'rotate_key' command from the HQ"
+          f" dashboard; HQ accepts both keys until the van signs with the new one, then only the new one.")
     return 0
 
 
