@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.keys import HQKeys, NodeBundle, load_bundle
+from provisioning.keys import HQKeys, NodeBundle
 from provisioning.rotation import pending_command_args
 from sync.downlink import build, command
 from sync.envelope import Envelope, encode
@@ -37,7 +37,6 @@ def test_rotation_on_a_running_van(tmp_path: Path, hq_keys: HQKeys, bundle: Node
     r = subprocess.run([sys.executable, "-m", "mobile_office.cli", "provision", "rotate", "van-01", "--hq-dir", str(hq_keys.directory),
                         "--out", str(tmp_path / "new"), "--bundle", str(bundle.directory)], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    new_sign = load_bundle(tmp_path / "new").sign
     args = pending_command_args(hq_keys.directory, "van-01")
     # What HQ's dashboard sends for rotate_key (hq/web.py adds the sealed arguments).
     publish(mosquitto, "mo/v1/van-01/down/cmd", build(hq_keys.sign, "van-01", "cmd", 1, [command("rot-1", "rotate_key", time.time() + 600, **args)], 1))
