@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -97,3 +98,16 @@ def test_notify_never_blocks_on_a_full_socket(listener: tuple[str, socket.socket
     path, _ = listener  # nobody reads: the buffer fills up, notify must return instead of blocking
     results = [sdnotify.notify("WATCHDOG=1", {"NOTIFY_SOCKET": path}) for _ in range(5000)]
     assert results[0] and not results[-1]
+
+
+@pytest.mark.functional
+def test_sigpwr_means_ignition_off(bundle: NodeBundle, tmp_path: Path, procs: list[Proc]) -> None:
+    port, marker = free_port(), tmp_path / "powered-off"
+    p = spawn(mobile_office_cmd("node", "--bundle", str(bundle.directory), "--data-dir", str(tmp_path / "data"), "--http-host", "127.0.0.1",
+                                "--http-port", str(port), "--broker", f"mqtt://127.0.0.1:{free_port()}", "--shutdown-sync-seconds", "1",
+                                "--poweroff-command", f"touch {marker}"), tmp_path / "node.log")
+    procs.append(p)
+    wait_until(lambda: "serving on" in p.output(), 60, what="the node to serve")
+    p.process.send_signal(signal.SIGPWR)
+    wait_until(lambda: p.process.poll() is not None, 60, what="the node to exit after SIGPWR")
+    assert p.process.returncode == 0 and marker.exists() and "store flushed" in p.output(), p.output()
