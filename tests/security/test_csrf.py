@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
+
 from tests.conftest import ADMIN_PASSWORD
 from tests.security.conftest import Node, csrf_of, form_login, route_paths
 
@@ -32,6 +34,13 @@ async def test_every_unsafe_route_refuses_a_form_without_the_token(node: Node) -
             r = await c.request(method, path, data=data, headers={"Accept": "application/json"}, allow_redirects=False)
             assert r.status in ((415, 403) if api else (403,)), (method, path, r.status)
             assert await _code(r) in (("unsupported_media_type", "csrf_failed") if api else ("csrf_failed",)), (method, path)
+        if not api:
+            # A multipart form (uploads) without the token: refused too, whoever checks it.
+            mp = aiohttp.FormData()
+            mp.add_field("x", "1")
+            mp.add_field("file", b"data", filename="a.txt", content_type="text/plain")
+            r = await c.request(method, path, data=mp, headers={"Accept": "application/json"}, allow_redirects=False)
+            assert r.status == 403 and await _code(r) == "csrf_failed", (method, path, r.status)
         # The right token, but the request comes from another site.
         headers = {"Origin": EVIL, "Accept": "application/json"}
         if api:
