@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from aiohttp import web
 
 from devices.gps import GpsTracker
 from devices.modem import ModemManager, ModemSettings
+from mobile_office.ratelimit import LoginThrottle
 from mobile_office.web import error_middleware
 from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
-from . import api, app_status, supervisor, views
+from . import api, app_status, hardening, rotation, supervisor, views
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, TRIPS, UPLINK, VISITS
 from .appkeys import ATTACHMENTS, PREREG
 from .attachments import Attachments
@@ -153,6 +155,9 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
         n = await store.shred_expired(0.0)  # everything HQ already holds, whatever its age
         log.warning("HQ command: shredded the local copy of %d records", n)
 
+    async def rotate_key(doc: dict[str, object]) -> None:
+        await rotation.receive(app, doc)
+
     async def assign(doc: dict[str, object]) -> None:
         # Planned trips share the assignment stream: positions and places need signing, not sealing.
         await (app[TRIPS].receive_plan(doc) if doc.get("kind") == "trip" else app[VISITS].receive_assignment(doc))
@@ -164,6 +169,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     app[app_status.APP_STATUS] = statuses
     uplink.handlers["recon"] = statuses.receive
     uplink.handlers["prereg"] = app[PREREG].receive
+    uplink.handlers["rotate_key"] = rotate_key
     async with _background(asyncio.create_task(uplink.run(), name="uplink")):
         yield
 
@@ -183,12 +189,14 @@ async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: NodeConfig) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=2 * 1024 * 1024)
+    app = web.Application(middlewares=[error_middleware, *hardening.MIDDLEWARES], client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
     app[SESSIONS] = Sessions(config.clock, config.session_timeout)
+    app[hardening.THROTTLE] = LoginThrottle(config.clock, config.login_throttle)
+    app[hardening.PRE_SECRET] = secrets.token_bytes(32)
     app[CATALOG] = Catalog.load()
     env = aiohttp_jinja2.setup(
-        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, context_processors=[aiohttp_jinja2.request_processor, views.ui_context]
+        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, context_processors=[aiohttp_jinja2.request_processor, views.ui_context, hardening.csrf_context]
     )
     views.install_filters(env)
     app.cleanup_ctx.append(_store_ctx)

@@ -10,6 +10,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from mobile_office.ratelimit import ThrottleSettings
 from sync.clock import Clock, SystemClock
 from sync.outbox import Limits
 
@@ -40,6 +41,9 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     shred_interval: float = 3600.0
     clock: Clock = field(default_factory=SystemClock)
+    login_throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    bundle_dir: Path | None = None  # key rotation writes the new credentials here
+    https: ssl.SSLContext | None = None  # the van UI's server TLS (bundle's ui.crt); None: plain HTTP
 
     @property
     def db_path(self) -> Path:

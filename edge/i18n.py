@@ -222,6 +222,10 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "prereg.person": {"uk": "Громадянин", "en": "Citizen"},
     "prereg.arrived": {"uk": "Прибув — видати талон", "en": "Arrived: issue a ticket"},
     "prereg.locked": {"uk": "дані зашифровані до входу", "en": "encrypted until login"},
+    "login.throttled": {
+        "uk": "Забагато невдалих спроб входу. Спробуйте знову о {time} (приблизно через {minutes} хв).",
+        "en": "Too many failed login attempts. Try again at {time} (in about {minutes} min).",
+    },
 }
 
 

@@ -11,6 +11,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from provisioning.rotation import NodeKeyCache
+
 from mobile_office.sessions import Sessions
 from mobile_office.web import error_middleware, json_response
 from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
@@ -39,14 +41,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    node_keys = cfg.keys.node_keys()
-
-    def key_for(node_id: str):  # type: ignore[no-untyped-def]
-        if node_id not in node_keys:
-            node_keys.update(cfg.keys.node_keys())  # a van enrolled since start-up
-        return node_keys.get(node_id)
-
-    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock)
+    # Reloaded when provisioning changes a node record: enrolment, revocation and key rotation act without a restart.
+    key_for = NodeKeyCache(cfg.keys.directory)
+    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock)  # type: ignore[arg-type]
     app[INGEST] = ingest
     app[SBD_INGEST] = SbdIngest(ingest)
     mqtt = MqttSettings(url=cfg.broker, client_id=cfg.worker, version=cfg.mqtt_version, tls=cfg.mqtt_tls)

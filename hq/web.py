@@ -13,6 +13,7 @@ from aiohttp import web
 
 from mobile_office.sessions import Session, Sessions
 from mobile_office.web import SECURITY_HEADERS, HttpProblem, json_response
+from provisioning.rotation import pending_command_args
 from sync.downlink import COMMANDS, build, command
 from sync.envelope import topic_down
 
@@ -181,7 +182,8 @@ async def send_command(request: web.Request) -> web.Response:
         raise HttpProblem("Невідомий фургон", code="unknown_node", status=422, fields={"node_id": "невідомий фургон"})
     seq = await store.next_down_seq(node_id, "cmd")
     cmd_id = uuid.uuid4().hex[:12]
-    payload = build(request.app[CONFIG].keys.sign, node_id, "cmd", seq, [command(cmd_id, kind, time.time() + 24 * 3600)], ingest.hlc.tick())
+    args = pending_command_args(request.app[CONFIG].keys.directory, node_id) if kind == "rotate_key" else {}  # sealed new keys
+    payload = build(request.app[CONFIG].keys.sign, node_id, "cmd", seq, [command(cmd_id, kind, time.time() + 24 * 3600, **args)], ingest.hlc.tick())
     sent = await request.app[WORKER].publish_down(topic_down(node_id, "cmd"), payload)
     if not sent:
         raise HttpProblem("Немає зв'язку з брокером: команду не надіслано", code="broker_down", status=503)

@@ -55,23 +55,46 @@ def _add_node(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    import signal
+
     from edge.app import create_app
 
-    from .nodecli import node_config
+    from . import ignition, sdnotify
+    from .nodecli import node_config, power_settings
     from .runtime import start_site, stop_event
 
     cfg = node_config(args.bundle, args)
+    power = power_settings(args.bundle, args)
+    ignition_off = False
 
     async def main() -> None:
-        stop = stop_event()
-        runner = await start_site(create_app(cfg), cfg.http_host, cfg.http_port)
-        log.info("node %s serving on http://%s:%d/", cfg.node_id, cfg.http_host, cfg.http_port)
+        nonlocal ignition_off
+        stop, off = stop_event(), asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGPWR, off.set)  # UPS daemons: power is going
+        app = create_app(cfg)
+        runner = await start_site(app, cfg.http_host, cfg.http_port, ssl_context=cfg.https)
+        log.info("node %s serving on %s://%s:%d/", cfg.node_id, "https" if cfg.https else "http", cfg.http_host, cfg.http_port)
+        sdnotify.notify("READY=1")
         try:
-            await stop.wait()
+            async with sdnotify.watchdog(), ignition.watch(power, off):
+                waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(off.wait())]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
+                    await asyncio.gather(*waiters, return_exceptions=True)
+                ignition_off = off.is_set()
+                sdnotify.notify("STOPPING=1")
+                if ignition_off:
+                    await ignition.final_sync(app, power.shutdown_sync_seconds)
         finally:
             await runner.cleanup()
 
     asyncio.run(main())
+    if ignition_off:
+        ignition.checkpoint(cfg.db_path)
+        ignition.power_off(power.poweroff_command)
     return 0
 
 
@@ -137,11 +160,23 @@ def cmd_hq_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passphrase_arg(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--passphrase-file", type=Path, metavar="FILE",
+                   help="file whose first line is the passphrase of HQ's private keys (default: $MO_HQ_PASSPHRASE; none: keys unencrypted)")
+
+
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    from provisioning.keys import read_passphrase
+
+    return read_passphrase(args.passphrase_file)
+
+
 def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("provision", help="HQ keys and node enrolment bundles")
     psub = p.add_subparsers(dest="provision_cmd", required=True, metavar="COMMAND")
     q = psub.add_parser("init-hq", help="create HQ's keys in a directory")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory (created)")
+    _passphrase_arg(q)
     q.set_defaults(func=cmd_init_hq)
     q = psub.add_parser("add-node", help="enrol a van: write its bundle and register it at HQ")
     q.add_argument("name", help="node id, e.g. van-01")
@@ -149,10 +184,15 @@ def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     q.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     q.add_argument("--admin", action="append", default=[], metavar="USER[:ROLE]",
                    help="administrator account (repeatable; role van_admin, case_admin or supervisor); a one-time password is printed")
+    q.add_argument("--ui-name", action="append", default=[], metavar="HOST",
+                   help="host name or IP address tablets use for the van UI over HTTPS (repeatable; default: NAME.local, 10.42.0.1, "
+                   "localhost, 127.0.0.1)")
+    _passphrase_arg(q)
     q.set_defaults(func=cmd_add_node)
     q = psub.add_parser("add-hq-worker", help="a client certificate for an HQ ingest worker (CN hq-...)")
     q.add_argument("name", help="worker name, e.g. hq-1 (also its MQTT client id)")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    _passphrase_arg(q)
     q.set_defaults(func=cmd_add_hq_worker)
     q = psub.add_parser("broker-config", help="write a Mosquitto configuration: mTLS, per-van ACL, CRL")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
@@ -162,33 +202,46 @@ def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     q.add_argument("--name", action="append", default=[], metavar="HOST",
                    help="broker host name or IP for its certificate (repeatable; default: localhost and 127.0.0.1)")
     q.add_argument("--run-as", default="mosquitto", help="system user the broker drops to when started as root (default mosquitto)")
+    _passphrase_arg(q)
     q.set_defaults(func=cmd_broker_config)
     q = psub.add_parser("revoke", help="cut a lost van off: HQ refuses its signature, the broker its certificate (CRL)")
     q.add_argument("name", help="node id")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    _passphrase_arg(q)
     q.set_defaults(func=cmd_revoke)
+    q = psub.add_parser("rotate", help="new signing key and certificates for a van, delivered sealed by HQ's rotate_key command")
+    q.add_argument("name", help="node id")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    q.add_argument("--out", type=Path, required=True, help="directory for the new credentials (a full bundle with --bundle)")
+    q.add_argument("--bundle", type=Path, help="the van's current bundle: node.json and keyslots.json are copied, making a full bundle")
+    q.add_argument("--ui-name", action="append", default=[], metavar="HOST", help="names for the new UI certificate (default as add-node)")
+    _passphrase_arg(q)
+    q.set_defaults(func=cmd_rotate)
     q = psub.add_parser("list", help="enrolled vans and whether they are revoked")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    _passphrase_arg(q)
     q.set_defaults(func=cmd_list_nodes)
 
 
 def cmd_init_hq(args: argparse.Namespace) -> int:
     from provisioning.keys import init_hq
 
-    init_hq(args.hq_dir)
-    print(f"HQ keys created in {args.hq_dir}")
+    passphrase = _passphrase(args)
+    init_hq(args.hq_dir, passphrase)
+    print(f"HQ keys created in {args.hq_dir}" + (" (private keys encrypted with the passphrase)" if passphrase else ""))
     return 0
 
 
 def cmd_add_node(args: argparse.Namespace) -> int:
-    from provisioning.keys import AdminAccount, add_node, load_hq, one_time_password
+    from provisioning.keys import AdminAccount, add_node, default_ui_names, load_hq, one_time_password
 
     accounts = []
     for spec in args.admin or ["admin"]:
         user, _, role = spec.partition(":")
         accounts.append(AdminAccount(user, one_time_password(), role or "van_admin"))
-    add_node(load_hq(args.hq_dir), args.name, args.out, accounts)
-    print(f"Bundle for {args.name} written to {args.out}")
+    ui_names = args.ui_name or default_ui_names(args.name)
+    add_node(load_hq(args.hq_dir, _passphrase(args)), args.name, args.out, accounts, ui_names=ui_names)
+    print(f"Bundle for {args.name} written to {args.out} (van UI over HTTPS for {', '.join(ui_names)})")
     for a in accounts:
         print(f"  {a.username} ({a.role}): one-time password {a.password}")
     return 0
@@ -199,7 +252,7 @@ def cmd_add_hq_worker(args: argparse.Namespace) -> int:
 
     if not args.name.startswith("hq-"):
         raise settings.ConfigError("an HQ worker's name starts with 'hq-' (vans can never take such a name)")
-    ca = CA.load(args.hq_dir / "ca")
+    ca = CA.load(args.hq_dir / "ca", _passphrase(args))
     out = args.hq_dir / "workers" / args.name
     ca.issue(args.name, out, "worker")
     (out / "ca.crt").write_bytes(ca.cert_path.read_bytes())
@@ -213,7 +266,7 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
     workers = sorted(p.name for p in (args.hq_dir / "workers").glob("hq-*")) if (args.hq_dir / "workers").exists() else []
     if not workers:
         raise settings.ConfigError("no HQ worker yet: run 'mobile-office provision add-hq-worker hq-1 --hq-dir ...' first")
-    conf = broker_config(CA.load(args.hq_dir / "ca"), args.out.resolve(), args.port, args.host, args.name or ["localhost", "127.0.0.1"], workers,
+    conf = broker_config(CA.load(args.hq_dir / "ca", _passphrase(args)), args.out.resolve(), args.port, args.host, args.name or ["localhost", "127.0.0.1"], workers,
                          args.run_as)
     print(f"Broker configuration written: mosquitto -c {conf}")
     return 0
@@ -222,16 +275,26 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     from provisioning.keys import load_hq, revoke_node
 
-    n = revoke_node(load_hq(args.hq_dir), args.name)
+    n = revoke_node(load_hq(args.hq_dir, _passphrase(args)), args.name)
     print(f"{args.name} revoked ({n} certificate(s) on the CRL). Copy the new crl.pem to the broker"
           f" (provision broker-config again) and restart it; HQ refuses the van's messages from now on.")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from provisioning.keys import default_ui_names, load_hq
+    from provisioning.rotation import rotate_node
+
+    r = rotate_node(load_hq(args.hq_dir, _passphrase(args)), args.name, args.out, args.ui_name or default_ui_names(args.name), args.bundle)
+    print(f"{args.name}: new credentials in {args.out} (rotation {r.rotation_id}). Send the van the 'rotate_key' command from the HQ"
+          f" dashboard; HQ accepts both keys until the van signs with the new one, then only the new one.")
     return 0
 
 
 def cmd_list_nodes(args: argparse.Namespace) -> int:
     from provisioning.keys import list_nodes, load_hq
 
-    for n in list_nodes(load_hq(args.hq_dir)):
+    for n in list_nodes(load_hq(args.hq_dir, _passphrase(args))):
         print(f"{n['node_id']:<20} {'REVOKED' if n.get('revoked') else 'active'}")
     return 0
 

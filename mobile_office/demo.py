@@ -181,7 +181,7 @@ async def run_demo(opts: DemoOptions) -> None:
             None,
             {"data_dir": str(opts.data_dir / "node"), "broker": broker, "mqtt_version": version,
              "gpsd": f"{gpsd[0]}:{gpsd[1]}", "http_port": str(opts.http_port), "position_interval": "2",
-             "modem": modem_device, "sbd_after": "60", "sbd_interval": "120"},
+             "modem": modem_device, "sbd_after": "60", "sbd_interval": "120", "https": "off"},  # the demo stays on http://
         )
         from edge.app import create_app as create_node
 

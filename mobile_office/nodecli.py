@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 from pathlib import Path
 from typing import Any
 
 from edge.config import NodeConfig
 from hq.config import HQConfig
-from provisioning.keys import load_bundle, load_hq
-from provisioning.tls import client_context
+from provisioning.keys import load_bundle, load_hq, read_passphrase
+from provisioning.tls import client_context, has_ui_certificate, ui_server_context
 from sync.outbox import Limits
+
+from .ignition import PowerSettings
+from .ratelimit import ThrottleSettings
 
 from . import settings
 
@@ -18,9 +22,17 @@ from . import settings
 MB = 1024 * 1024
 
 
+def _https(bundle_dir: Path, mode: str) -> ssl.SSLContext | None:
+    """auto: HTTPS when the bundle carries the UI certificate; on: required; off: plain HTTP (demo, tests)."""
+    if mode == "off" or (mode == "auto" and not has_ui_certificate(bundle_dir)):
+        return None
+    return ui_server_context(bundle_dir)
+
+
 def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: dict[str, Any] | None = None) -> NodeConfig:
     bundle = load_bundle(bundle_dir)
     values = settings.NODE.resolve(args, {**bundle.settings, **(overrides or {})})
+    https = _https(bundle_dir, values["https"])
     return NodeConfig(
         node_id=bundle.node_id,
         data_dir=values["data_dir"],
@@ -41,6 +53,10 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         position_interval=values["position_interval"],
         ack_timeout=values["ack_timeout"],
         retention_days=values["retention_days"],
+        https=https,
+        bundle_dir=bundle_dir,
+        secure_cookies=https is not None,
+        login_throttle=ThrottleSettings(values["login_max_failures"], values["login_max_failures_per_address"], values["login_lockout"]),
         mqtt_tls=client_context(bundle_dir, "mqtt_client") if str(values["broker"]).startswith("mqtts://") else None,
         limits=Limits(
             {**Limits().per_stream, "rec": int(values["limit_records_mb"] * MB), "audit": int(values["limit_audit_mb"] * MB),
@@ -54,7 +70,7 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
     values = settings.HQ.resolve(args, overrides)
     return HQConfig(
         data_dir=values["hq_data_dir"],
-        keys=load_hq(values["hq_data_dir"]),
+        keys=load_hq(values["hq_data_dir"], read_passphrase(values["hq_passphrase_file"])),
         broker=values["hq_broker"],
         mqtt_version=values["hq_mqtt_version"],
         worker=values["hq_worker"],
@@ -84,3 +100,11 @@ def _read_token(path: Path | None) -> str | None:
     if not token:
         raise settings.ConfigError(f"--sms-token-file: {path} is empty")
     return token
+
+
+def power_settings(bundle_dir: Path, args: argparse.Namespace | None, overrides: dict[str, Any] | None = None) -> PowerSettings:
+    values = settings.NODE.resolve(args, {**load_bundle(bundle_dir).settings, **(overrides or {})})
+    power = PowerSettings(values["ignition_gpio"], values["ignition_off_value"], values["ignition_poll"],
+                          values["shutdown_sync_seconds"], values["poweroff_command"])
+    power.check()
+    return power

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
 import sys
 
 from aiohttp import web
@@ -33,10 +34,10 @@ def stop_event() -> asyncio.Event:
     return ev
 
 
-async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def start_site(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
     runner = web.AppRunner(app, access_log_class=SafeAccessLogger, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
+    site = web.TCPSite(runner, host, port, shutdown_timeout=5.0, ssl_context=ssl_context)
     await site.start()
     return runner
 

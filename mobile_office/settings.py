@@ -34,6 +34,13 @@ def positive_float(value: str) -> float:
     return f
 
 
+def positive_int(value: str) -> int:
+    n = int(value)
+    if n <= 0:
+        raise ValueError("must be > 0")
+    return n
+
+
 def host_port(value: str) -> tuple[str, int]:
     host, sep, p = value.rpartition(":")
     if not sep or not host:
@@ -163,6 +170,18 @@ NODE = SettingGroup(
         Setting("limit_positions_mb", positive_float, 32.0, "raw GPS waiting for HQ: past this, the oldest unsent points are thinned", "MB"),
         Setting("min_free_disk_mb", positive_float, 64.0, "disk space always kept free: intake is refused before it is used", "MB"),
         Setting("retention_days", positive_float, 7.0, "days the van keeps personal data HQ has acknowledged, then shreds it", "DAYS"),
+        Setting("login_max_failures", positive_int, 5, "failed logins for one username before it is locked out for a while", "N"),
+        Setting("login_max_failures_per_address", positive_int, 20, "failed logins from one client address before it is locked out", "N"),
+        Setting("login_lockout", positive_float, 300.0, "first lockout after too many failed logins; doubles each time, up to an hour", "SECONDS"),
+        Setting("ignition_gpio", Path, None, "file whose content is the ignition line (e.g. /sys/class/gpio/gpio17/value); "
+                "none: no ignition input (SIGPWR still means ignition off)", "FILE"),
+        Setting("ignition_off_value", str, "0", "content of --ignition-gpio that means the ignition is off", "VALUE"),
+        Setting("ignition_poll", positive_float, 0.5, "seconds between reads of the ignition input", "SECONDS"),
+        Setting("shutdown_sync_seconds", positive_float, 20.0, "on ignition off: at most this long to deliver what is pending to HQ", "SECONDS"),
+        Setting("poweroff_command", str, None, "on ignition off, after the flush and the last sync: run this (e.g. 'systemctl poweroff')",
+                "COMMAND"),
+        Setting("https", str, "auto", "serve the van UI over HTTPS with the bundle's ui.crt/ui.key (auto: when the bundle has them)",
+                choices=("auto", "on", "off")),
     ],
 )
 
@@ -185,6 +204,8 @@ HQ = SettingGroup(
         Setting("tile_url", tile_url, "", "map tile server, e.g. https://tile.example.ua/{z}/{x}/{y}.png; empty: the tile-free map", "URL"),
         Setting("tile_attribution", str, "", "attribution the tile server requires, shown on the map (e.g. © OpenStreetMap contributors)", "TEXT"),
         Setting("db", db_url, None, "HQ's database on PostgreSQL (password via ~/.pgpass or PGPASSWORD); none: SQLite hq.db in --hq-data-dir, which keeps the keys either way", "URL"),
+        Setting("hq_passphrase_file", Path, None, "file whose first line is the passphrase of HQ's private keys "
+                "(default: $MO_HQ_PASSPHRASE; none: keys unencrypted)", "FILE"),
     ],
 )
 

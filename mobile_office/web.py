@@ -29,8 +29,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "same-origin",  # not "no-referrer": with it browsers send "Origin: null" on form posts
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+                               "form-action 'self'; frame-ancestors 'none'",
 }
 
 
@@ -111,4 +112,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = render_problem(request, 500, "internal_error", f"Внутрішня помилка. Номер інциденту: {incident}")
     for k, v in SECURITY_HEADERS.items():
         response.headers.setdefault(k, v)
+    if not request.path.startswith("/static/"):
+        # Pages and API answers may hold personal data: never kept in a browser's or proxy's cache.
+        response.headers.setdefault("Cache-Control", "no-store")
     return response

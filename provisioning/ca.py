@@ -36,8 +36,10 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+def _key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> bytes:
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
 
 
 @dataclass
@@ -51,7 +53,7 @@ class CA:
         return self.directory / "ca.crt"
 
     @classmethod
-    def create(cls, directory: Path, name: str = "ЦНАП Mobile Office HQ CA") -> CA:
+    def create(cls, directory: Path, name: str = "ЦНАП Mobile Office HQ CA", passphrase: bytes | None = None) -> CA:
         directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -64,7 +66,7 @@ class CA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(directory / "ca.key", _key_pem(key))
+        _write_private(directory / "ca.key", _key_pem(key, passphrase))
         (directory / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         (directory / "revoked.json").write_text("[]\n")
         ca = cls(directory, key, cert)
@@ -72,12 +74,13 @@ class CA:
         return ca
 
     @classmethod
-    def load(cls, directory: Path) -> CA:
-        try:
-            key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
-            cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
-        except FileNotFoundError as exc:
-            raise ProvisioningError(f"no certificate authority in {directory}: run 'provision init-hq' first") from exc
+    def load(cls, directory: Path, passphrase: bytes | None = None) -> CA:
+        from .keys import load_private  # one place that explains a missing or wrong passphrase
+
+        if not (directory / "ca.key").exists() or not (directory / "ca.crt").exists():
+            raise ProvisioningError(f"no certificate authority in {directory}: run 'provision init-hq' first")
+        key = load_private(directory / "ca.key", passphrase)
+        cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ProvisioningError("the CA key is not an EC key")
         return cls(directory, key, cert)

@@ -12,6 +12,8 @@ Node bundle (copied to the van's SD card; ``mobile-office node --bundle``)::
     node.json               node id, HQ public keys, config settings
     node_sign.key           node's Ed25519 private key, 0600
     keyslots.json           the node key wrapped per administrator (scrypt) and to HQ
+    mqtt_client.crt/.key    the van's MQTT identity (CN = node id), ca.crt HQ's CA
+    ui.crt/.key             the van UI's HTTPS certificate for its Wi-Fi names (if asked for)
 
 The node key itself is generated here, wrapped, and forgotten: it is never
 written anywhere in plaintext.
@@ -64,20 +66,48 @@ def _write_json(path: Path, doc: Any) -> None:
     os.replace(tmp, path)
 
 
-def _pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+PASSPHRASE_ENV = "MO_HQ_PASSPHRASE"
+
+
+def _pem(key: Ed25519PrivateKey | X25519PrivateKey, passphrase: bytes | None = None) -> bytes:
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+
+
+def read_passphrase(path: Path | None) -> bytes | None:
+    """HQ's key passphrase: from a file (first line), else the MO_HQ_PASSPHRASE environment variable, else none."""
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ProvisioningError(f"passphrase file unreadable: {path} ({exc.strerror})") from exc
+        if not text or not text[0]:
+            raise ProvisioningError(f"passphrase file is empty: {path}")
+        return text[0].encode()
+    env = os.environ.get(PASSPHRASE_ENV)
+    return env.encode() if env else None
 
 
 def _raw_pub(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def load_private(path: Path) -> Any:
+def load_private(path: Path, passphrase: bytes | None = None) -> Any:
     try:
-        return serialization.load_pem_private_key(path.read_bytes(), None)
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise ProvisioningError(f"key file missing: {path}") from exc
-    except ValueError as exc:
+    except OSError as exc:
+        raise ProvisioningError(f"key file unreadable: {path} ({exc.strerror})") from exc
+    encrypted = b"ENCRYPTED" in data.split(b"\n", 1)[0]
+    if encrypted and not passphrase:
+        raise ProvisioningError(f"{path} is encrypted: give --passphrase-file FILE or set {PASSPHRASE_ENV}")
+    try:
+        return serialization.load_pem_private_key(data, passphrase if encrypted else None)
+    except (ValueError, TypeError) as exc:
+        if encrypted:
+            raise ProvisioningError(f"wrong passphrase for {path}") from exc
         raise ProvisioningError(f"key file unreadable: {path}") from exc
 
 
@@ -86,6 +116,7 @@ class HQKeys:
     directory: Path
     seal: X25519PrivateKey
     sign: Ed25519PrivateKey
+    passphrase: bytes | None = None  # HQ's private keys (and the CA's) are encrypted with it when set
 
     @property
     def seal_public(self) -> X25519PublicKey:
@@ -114,24 +145,24 @@ class HQKeys:
         return out
 
 
-def init_hq(directory: Path) -> HQKeys:
-    """Create HQ's keys; refuses to overwrite an existing HQ."""
+def init_hq(directory: Path, passphrase: bytes | None = None) -> HQKeys:
+    """Create HQ's keys; refuses to overwrite an existing HQ.  With a passphrase every private key is encrypted on disk."""
     if (directory / "hq.json").exists():
         raise ProvisioningError(f"HQ keys already exist in {directory}")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "nodes").mkdir(exist_ok=True)
     seal, sign = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    _write_private(directory / "hq_seal.key", _pem(seal))
-    _write_private(directory / "hq_sign.key", _pem(sign))
+    _write_private(directory / "hq_seal.key", _pem(seal, passphrase))
+    _write_private(directory / "hq_sign.key", _pem(sign, passphrase))
     _write_json(directory / "hq.json", {"created": time.time(), "seal_public": b64e(_raw_pub(seal.public_key())), "sign_public": b64e(_raw_pub(sign.public_key()))})
-    CA.create(directory / "ca")
-    return HQKeys(directory, seal, sign)
+    CA.create(directory / "ca", passphrase=passphrase)
+    return HQKeys(directory, seal, sign, passphrase)
 
 
-def load_hq(directory: Path) -> HQKeys:
+def load_hq(directory: Path, passphrase: bytes | None = None) -> HQKeys:
     if not (directory / "hq.json").exists():
         raise ProvisioningError(f"no HQ keys in {directory}: run 'mobile-office provision init-hq --hq-dir {directory}' first")
-    return HQKeys(directory, load_private(directory / "hq_seal.key"), load_private(directory / "hq_sign.key"))
+    return HQKeys(directory, load_private(directory / "hq_seal.key", passphrase), load_private(directory / "hq_sign.key", passphrase), passphrase)
 
 
 @dataclass
@@ -185,7 +216,14 @@ class NodeBundle:
     node_seal_wrapped: bytes | None = None  # the node's X25519 private key, wrapped under the node key
 
 
-def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount], settings: dict[str, Any] | None = None) -> NodeBundle:
+def default_ui_names(node_id: str) -> list[str]:
+    """Names the van's tablets reach its UI by: mDNS name, the hotspot's address (NetworkManager's shared mode), loopback."""
+    return [f"{node_id}.local", "10.42.0.1", "localhost", "127.0.0.1"]
+
+
+def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount], settings: dict[str, Any] | None = None,
+             ui_names: list[str] | None = None) -> NodeBundle:
+    """Write a van's enrolment bundle.  With ``ui_names`` it also holds the UI's HTTPS certificate for those names."""
     if not NODE_ID_RE.match(node_id) or node_id.startswith("hq-") or node_id == "all":
         raise ProvisioningError("node id: 1-32 characters, lowercase Latin letters, digits and '-', e.g. van-01 (not 'all', not 'hq-...')")
     record = hq.directory / "nodes" / f"{node_id}.json"
@@ -210,9 +248,12 @@ def add_node(hq: HQKeys, node_id: str, out_dir: Path, admins: list[AdminAccount]
     _write_private(out_dir / "node_sign.key", _pem(sign))
     if (hq.directory / "ca" / "ca.crt").exists():
         # the van's MQTT identity: a client certificate whose CN is its node id (the broker's ACL keys on it)
-        ca = CA.load(hq.directory / "ca")
+        ca = CA.load(hq.directory / "ca", hq.passphrase)
         ca.issue(node_id, out_dir, "mqtt_client")
         (out_dir / "ca.crt").write_bytes(ca.cert_path.read_bytes())
+        if ui_names:
+            # The local UI's server certificate: tablets trust HQ's CA once and then verify every van.
+            ca.issue(node_id, out_dir, "ui", server_names=ui_names)  # CN = node id: revoked with the van
     _write_json(out_dir / "keyslots.json", [s.to_json() for s in slots])
     _write_json(
         out_dir / "node.json",
@@ -258,7 +299,7 @@ def revoke_node(hq: HQKeys, node_id: str) -> int:
     doc["revoked"] = True
     doc["revoked_at"] = time.time()
     _write_json(record, doc)
-    return CA.load(hq.directory / "ca").revoke(node_id) if (hq.directory / "ca" / "ca.key").exists() else 0
+    return CA.load(hq.directory / "ca", hq.passphrase).revoke(node_id) if (hq.directory / "ca" / "ca.key").exists() else 0
 
 
 def list_nodes(hq: HQKeys) -> list[dict[str, Any]]:

@@ -18,3 +18,23 @@ def client_context(directory: Path, stem: str) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
+
+
+UI_CERT, UI_KEY = "ui.crt", "ui.key"
+
+
+def has_ui_certificate(bundle_dir: Path) -> bool:
+    return (bundle_dir / UI_CERT).exists() and (bundle_dir / UI_KEY).exists()
+
+
+def ui_server_context(bundle_dir: Path) -> ssl.SSLContext:
+    """The van UI's HTTPS: the bundle's server certificate (signed by HQ's CA) for its Wi-Fi names."""
+    if not has_ui_certificate(bundle_dir):
+        raise ProvisioningError(f"--https on needs {UI_CERT} and {UI_KEY} in {bundle_dir} (provision add-node --ui-name ...)")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(bundle_dir / UI_CERT), str(bundle_dir / UI_KEY))
+    except ssl.SSLError as exc:
+        raise ProvisioningError(f"{bundle_dir / UI_CERT}: unusable certificate or key ({exc.reason})") from exc
+    return ctx

@@ -95,6 +95,10 @@ class Uplink:
     def signing_key(self) -> Ed25519PrivateKey:
         return self._key
 
+    def use_signing_key(self, key: Ed25519PrivateKey) -> None:
+        """Key rotation: envelopes from now on are signed with ``key`` (HQ learnt it from the rotation)."""
+        self._key = key
+
     def kick(self) -> None:
         """Something new is in the outbox (or an ack moved): drain now."""
         self._wake.set()

@@ -1,0 +1,89 @@
+"""Key rotation, van side: HQ's signed ``rotate_key`` command carries new credentials sealed to this van.
+
+The sealed blob is kept in the bundle directory (``rotation.pending``) as
+received, even while the store is locked; it is opened with the van's X25519
+key as soon as an administrator has unlocked the store (at once, or at the
+next login).  Applying it replaces the bundle's credential files atomically,
+switches the uplink to the new signing key and the MQTT TLS context to the
+new client certificate (used from the next connection).  Both steps are
+idempotent, as downlink callbacks must be.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sync import crypto
+
+from .appkeys import CONFIG, STORE, UPLINK
+from .errors import StoreLocked
+
+log = logging.getLogger(__name__)
+
+PENDING = "rotation.pending"
+ALLOWED = ("node_sign.key", "mqtt_client.crt", "mqtt_client.key", "ui.crt", "ui.key")
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _context(node_id: str, rotation_id: str) -> bytes:
+    return f"rotate|{node_id}|{rotation_id}".encode()  # same as provisioning/rotation.py
+
+
+async def receive(app: web.Application, doc: dict[str, Any]) -> None:
+    """The downlink callback: keep the sealed credentials, apply them if the store is open."""
+    args = doc.get("args") or {}
+    if not isinstance(args, dict) or not args.get("sealed") or not args.get("rotation"):
+        raise ValueError("rotate_key without sealed credentials")
+    bundle = app[CONFIG].bundle_dir
+    if bundle is None:
+        raise ValueError("no bundle directory to rotate")
+    _write_atomic(bundle / PENDING, json.dumps({"rotation": str(args["rotation"]), "sealed": str(args["sealed"])}).encode(), 0o600)
+    await apply_pending(app)
+
+
+async def apply_pending(app: web.Application) -> bool:
+    """Apply a kept rotation if there is one and the store is unlocked; True if applied."""
+    cfg = app[CONFIG]
+    if cfg.bundle_dir is None or not (cfg.bundle_dir / PENDING).exists():
+        return False
+    store = app[STORE]
+    pending = json.loads((cfg.bundle_dir / PENDING).read_text())
+    try:
+        key = store.seal_key
+    except StoreLocked:
+        log.info("key rotation %s received; applied after the next administrator login", pending["rotation"])
+        return False
+    files = json.loads(crypto.unwrap_with_private(bytes.fromhex(pending["sealed"]), key, _context(cfg.node_id, pending["rotation"])))
+    for name, text in files.items():
+        if name in ALLOWED:
+            _write_atomic(cfg.bundle_dir / name, text.encode(), 0o600 if name.endswith(".key") else 0o644)
+    new_key = serialization.load_pem_private_key(files["node_sign.key"].encode(), None)
+    assert isinstance(new_key, Ed25519PrivateKey)
+    if UPLINK in app:
+        app[UPLINK].use_signing_key(new_key)
+    if cfg.mqtt_tls is not None and "mqtt_client.crt" in files:
+        try:
+            cfg.mqtt_tls.load_cert_chain(str(cfg.bundle_dir / "mqtt_client.crt"), str(cfg.bundle_dir / "mqtt_client.key"))
+        except ssl.SSLError as exc:
+            log.error("rotated MQTT certificate unusable: %s", exc.reason)
+    os.remove(cfg.bundle_dir / PENDING)
+    log.warning("key rotation %s applied: new signing key and certificates in the bundle", pending["rotation"])
+    return True

@@ -1,0 +1,121 @@
+"""Ignition off: flush, a last bounded sync, a clean exit, and (optionally) power off.
+
+The van's computer runs from the ignition line through a small UPS/supercap
+that keeps it up for some seconds after the key turns.  The ignition state
+is read from a GPIO value file (``--ignition-gpio``, e.g. the sysfs
+``/sys/class/gpio/gpioN/value`` or any file a udev/gpiomon helper keeps
+current); SIGPWR (sent by UPS daemons) means the same.  Then the node:
+
+1. kicks the uplink and waits up to ``--shutdown-sync-seconds`` for HQ to
+   acknowledge what is pending (nothing is lost if it cannot: the outbox is
+   on disk and drains at the next start);
+2. stops the web server and every background task (cleanup contexts);
+3. checkpoints SQLite's WAL into the database file (TRUNCATE), so the
+   card holds one consistent file when power goes;
+4. runs ``--poweroff-command`` (e.g. ``systemctl poweroff``) if set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from edge.appkeys import CONFIG, STORE, UPLINK
+
+from .settings import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PowerSettings:
+    ignition_gpio: Path | None = None
+    ignition_off_value: str = "0"
+    ignition_poll: float = 0.5
+    shutdown_sync_seconds: float = 20.0
+    poweroff_command: str | None = None
+
+    def check(self) -> None:
+        """Fail fast, in one line, on an ignition input that cannot be read."""
+        if self.ignition_gpio is not None:
+            try:
+                self.ignition_gpio.read_text()
+            except OSError as exc:
+                raise ConfigError(f"--ignition-gpio: cannot read {self.ignition_gpio} ({exc.strerror})") from exc
+
+
+def _is_off(path: Path, off_value: str) -> bool:
+    try:
+        return path.read_text().strip() == off_value
+    except OSError:
+        return False  # a glitch on the line is not a shutdown
+
+
+@contextlib.asynccontextmanager
+async def watch(settings: PowerSettings, off: asyncio.Event) -> AsyncIterator[None]:
+    """Poll the ignition input (in an executor: it is a file read) and set ``off`` when it drops."""
+    if settings.ignition_gpio is None:
+        yield
+        return
+    path = settings.ignition_gpio
+    loop = asyncio.get_running_loop()
+
+    async def poll() -> None:
+        while not off.is_set():
+            if await loop.run_in_executor(None, _is_off, path, settings.ignition_off_value):
+                log.warning("ignition off (%s)", path)
+                off.set()
+                return
+            await asyncio.sleep(settings.ignition_poll)  # real time: the key turns in real time
+
+    task = asyncio.create_task(poll(), name="ignition")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def final_sync(app: web.Application, seconds: float) -> int:
+    """Try to deliver what is pending for at most ``seconds`` (injected clock).
+
+    Returns how many outbox items still wait (they stay on disk and go at the next start).
+    """
+    cfg, store = app[CONFIG], app[STORE]
+    deadline = cfg.clock.monotonic() + seconds
+    if UPLINK in app:
+        app[UPLINK].kick()
+    while True:
+        pending = int(str((await store.outbox_summary())["pending"]))
+        if pending == 0 or cfg.clock.monotonic() >= deadline:
+            break
+        await cfg.clock.sleep(0.2)
+    log.warning("ignition off: %d item(s) still waiting for HQ (kept on disk, sent at the next start)", pending)
+    return pending
+
+
+def checkpoint(db_path: Path) -> None:
+    """Fold the WAL into the database file; run after every other connection is closed (so nothing blocks it)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db_path, timeout=5)) as db:
+        busy, log_frames, done = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    log.warning("ignition off: store flushed (%s of %s WAL frames checkpointed%s)", done, log_frames, ", busy" if busy else "")
+
+
+def power_off(command: str | None) -> None:
+    if not command:
+        return
+    log.warning("ignition off: running %s", command)
+    r = subprocess.run(shlex.split(command), check=False)
+    if r.returncode != 0:
+        log.error("poweroff command exited with %d", r.returncode)
