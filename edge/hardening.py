@@ -130,8 +130,8 @@ async def _check_csrf(request: web.Request) -> None:
     raise _csrf_failed()
 
 
-# Routes whose handlers stream multipart uploads themselves and check the form's token after reading it.
-STREAMED_UPLOADS = frozenset({"/applications/{id}/attachments"})
+# Routes whose handlers stream multipart uploads (the intake form carries photos too) and check the form's token after reading it.
+STREAMED_UPLOADS = frozenset({"/applications", "/applications/{id}/attachments"})
 
 
 def _streams_uploads(request: web.Request) -> bool:

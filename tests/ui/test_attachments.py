@@ -50,7 +50,9 @@ FAKE_PDF = b"%PDF-1.4\n% a scanned page\n" + b"0123456789abcdef" * 500 + b"\n%%E
 
 
 async def login_form(client: TestClient, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
-    r = await client.post("/login", data={"username": username, "password": password}, allow_redirects=False)
+    pre = re.search(r'name="csrf" value="([^"]+)"', await (await client.get("/login")).text())
+    assert pre  # the login form's pre-session token (edge/hardening.py)
+    r = await client.post("/login", data={"csrf": pre.group(1), "username": username, "password": password}, allow_redirects=False)
     assert r.status == 303, await r.text()
     html = await (await client.get("/applications/new")).text()
     m = re.search(r'name="csrf" value="([^"]+)"', html)

@@ -57,7 +57,9 @@ async def test_preregistered_citizen_is_listed_and_called_first(hq_keys: HQKeys,
         for f in tmp_path.joinpath("node").glob("node.db*"):
             assert "Гнатюк".encode() not in f.read_bytes()
 
-        r = await c.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD}, allow_redirects=False)
+        pre = re.search(r'name="csrf" value="([^"]+)"', await (await c.get("/login")).text())
+        assert pre  # the login form's pre-session token (edge/hardening.py)
+        r = await c.post("/login", data={"csrf": pre.group(1), "username": "admin", "password": ADMIN_PASSWORD}, allow_redirects=False)
         assert r.status == 303
         html = await (await c.get("/")).text()
         assert "Гнатюк Ганна" in html and "10:30" in html and "Інший День" not in html  # today's only

@@ -37,7 +37,8 @@ async def client(staffed: NodeBundle, tmp_path: Path) -> AsyncIterator[TestClien
 async def login(c: TestClient, user: str, password: str | None = None) -> str:
     """Log in through the form; returns where the node sends this role first."""
     c.session.cookie_jar.clear()
-    r = await c.post("/login", data={"username": user, "password": password or PW[user]}, allow_redirects=False)
+    token = await csrf(c, "/login")  # the login form's pre-session token (edge/hardening.py)
+    r = await c.post("/login", data={"csrf": token, "username": user, "password": password or PW[user]}, allow_redirects=False)
     assert r.status == 303, await r.text()
     return r.headers["Location"]
 
@@ -133,7 +134,8 @@ async def test_roles_are_enforced_on_the_server(client: TestClient) -> None:
     r = await client.post("/admins/petro/remove", data={"csrf": token}, allow_redirects=False)
     assert r.status == 303
     client.session.cookie_jar.clear()
-    r = await client.post("/login", data={"username": "petro", "password": "пароль-петра-1"}, allow_redirects=False)
+    token = await csrf(client, "/login")
+    r = await client.post("/login", data={"csrf": token, "username": "petro", "password": "пароль-петра-1"}, allow_redirects=False)
     assert r.status == 401  # the slot is gone
 
 
