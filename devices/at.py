@@ -176,7 +176,9 @@ class AtChannel:
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._port.write, data)
         except (serial.SerialException, OSError) as exc:
-            raise ModemGone(f"write to {self.device} failed: {exc}") from exc
+            gone = ModemGone(f"write to {self.device} failed: {exc}")
+            self._fail(gone)  # the port is gone now, whether or not the reader thread has noticed yet
+            raise gone from exc
 
     # -- commands ------------------------------------------------------------------
     def exclusive(self) -> _Exclusive:
