@@ -84,6 +84,7 @@ class Downlink:
             return False
         handler = self._handlers.get("catalog")
         doc = _parse(env.items[0])
+        doc["version"] = env.first_seq  # the signed envelope's seq is the version, whatever the body says
         if handler is not None:
             await handler(doc)
         async with transaction(self.db):
