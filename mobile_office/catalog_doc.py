@@ -89,8 +89,9 @@ def validate(doc: object) -> list[str]:
                 errors.append(f"{where}.code: код пакета «{p['code']}» повторюється")
             pcodes.add(p["code"])
             members = p.get("services")
-            if not isinstance(members, list) or not members:
-                errors.append(f"{where}.services: потрібен непорожній список кодів послуг")
+            # An empty package is allowed (offered at the Centre only); the van does not offer it.
+            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+                errors.append(f"{where}.services: потрібен список кодів послуг")
             elif codes:
                 missing = [m for m in members if m not in codes]
                 if missing:
