@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import ApiClient
 
 
@@ -48,3 +50,21 @@ def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
             return list(c.execute(sql, args).fetchall())
         except sqlite3.OperationalError:  # the table is not there yet
             return []
+
+
+def hq_user(hq_dir: Path, name: str, role: str, password: str, db: str | None) -> None:
+    """``mobile-office hq-user`` against HQ's database (SQLite in hq_dir, or PostgreSQL)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    args = [sys.executable, "-m", "mobile_office.cli", "hq-user", name, "--role", role, "--hq-data-dir", str(hq_dir), "--password", password]
+    r = subprocess.run(args + (["--db", db] if db else []), cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hq_db(request: pytest.FixtureRequest) -> str | None:
+    """HQ on its embedded SQLite, and on PostgreSQL (skipped with the reason when no local cluster can start)."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))

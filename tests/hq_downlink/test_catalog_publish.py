@@ -14,7 +14,7 @@ from sync.downlink import build
 from tests.conftest import Broker, Proc, wait_until
 from tests.functional.test_hq_commands import publish
 from tests.hq.stack import OFFICER_PASSWORD, HqBrowser, Stack
-from tests.hq_downlink.helpers import csrf, page, post_multipart, rows
+from tests.hq_downlink.helpers import hq_user, csrf, page, post_multipart, rows
 
 pytestmark = pytest.mark.functional
 
@@ -31,11 +31,11 @@ def van_catalog(db: Path) -> tuple[int, str]:
 
 
 def test_catalogue_published_at_hq_reaches_a_van_connected_later(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle, mosquitto: Broker,
-                                                                 procs: list[Proc]) -> None:
+                                                                 procs: list[Proc], hq_db: str | None) -> None:
     st = Stack(tmp_path, mosquitto, bundle, procs)
-    st.start_hq()
-    st.hq_user("dyspetcher", "dispatcher")
-    st.hq_user("petro", "viewer")
+    st.start_hq(*(["--db", hq_db] if hq_db else []))
+    hq_user(st.hq_dir, "dyspetcher", "dispatcher", OFFICER_PASSWORD, hq_db)
+    hq_user(st.hq_dir, "petro", "viewer", OFFICER_PASSWORD, hq_db)
 
     viewer = HqBrowser(st.hq_url)
     viewer.login("petro", OFFICER_PASSWORD)

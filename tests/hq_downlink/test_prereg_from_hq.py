@@ -14,7 +14,7 @@ from provisioning.keys import HQKeys, NodeBundle
 from tests.conftest import Broker, Proc, wait_until
 from tests.helpers import ApiClient
 from tests.hq.stack import OFFICER_PASSWORD, HqBrowser, Stack
-from tests.hq_downlink.helpers import csrf, page, rows
+from tests.hq_downlink.helpers import hq_user, csrf, page, rows
 
 pytestmark = pytest.mark.functional
 
@@ -29,12 +29,12 @@ def van_post(van: ApiClient, path: str, token: str) -> str:
 
 
 def test_preregistration_from_hq_reaches_the_van_queue(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle, mosquitto: Broker,
-                                                       procs: list[Proc]) -> None:
+                                                       procs: list[Proc], hq_db: str | None) -> None:
     st = Stack(tmp_path, mosquitto, bundle, procs)
     van = st.start_node()
-    st.start_hq()
-    st.hq_user("dyspetcher", "dispatcher")
-    st.hq_user("petro", "viewer")
+    st.start_hq(*(["--db", hq_db] if hq_db else []))
+    hq_user(st.hq_dir, "dyspetcher", "dispatcher", OFFICER_PASSWORD, hq_db)
+    hq_user(st.hq_dir, "petro", "viewer", OFFICER_PASSWORD, hq_db)
     hq = HqBrowser(st.hq_url)
     hq.login("dyspetcher", OFFICER_PASSWORD)
     wait_until(lambda: any(n["node_id"] == "van-01" for n in hq.api.get("/api/v1/fleet")), 60, what="the van in HQ's fleet")
@@ -53,7 +53,7 @@ def test_preregistration_from_hq_reaches_the_van_queue(tmp_path: Path, hq_keys: 
     status, html = hq.post("/prereg", {**form, "date": "2020-01-01", "csrf": token})
     assert status == 422
     assert "Телефон: 10–15 цифр" in html and "Дата вже минула" in html and f'value="{NAME}"' in html
-    assert rows(st.hq_dir / "hq.db", "SELECT COUNT(*) FROM hq_preregs") == [(0,)]
+    assert hq.api.get("/api/v1/prereg")["preregistrations"] == []
 
     status, html = hq.post("/prereg", {**form, "phone": "+380 67 123 45 67", "csrf": token})
     assert status == 200 and 'id="prereg-sent"' in html
@@ -61,7 +61,7 @@ def test_preregistration_from_hq_reaches_the_van_queue(tmp_path: Path, hq_keys: 
     assert len(listed) == 1 and listed[0]["slot"] == "10:30" and listed[0]["service_code"] == "RES-01"
     pid = listed[0]["id"]
     wait_until(lambda: hq.api.get("/api/v1/prereg")["preregistrations"][0]["state"] == "applied", 60, what="the van's ack at HQ")
-    # HQ never keeps the person in the clear: not in its database files, not in its API.
+    # HQ never keeps the person in the clear: not in its database files (SQLite), not in its API.
     for f in st.hq_dir.glob("hq.db*"):
         data = f.read_bytes()
         assert NAME.encode() not in data and b"380 67 123" not in data
