@@ -169,7 +169,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     app[app_status.APP_STATUS] = statuses
     uplink.handlers["recon"] = statuses.receive
     uplink.handlers["prereg"] = app[PREREG].receive
-    uplink.handlers["catalog"] = catalog_store.handler(store.db, app[CATALOG], cfg.clock.now)
+    uplink.handlers["catalog"] = catalog_store.handler(store.db, app[CATALOG], cfg.clock.now, store._notify)
     async with _background(asyncio.create_task(uplink.run(), name="uplink")):
         yield
 

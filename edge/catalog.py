@@ -10,15 +10,16 @@ one is loaded over the bundled one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
 
 from mobile_office import data_path
 from mobile_office.catalog_doc import validate
+from sync import outbox
 from sync.db import transaction
 from sync.downlink import Handler
 from sync.errors import EnvelopeError
@@ -101,8 +102,13 @@ async def load_saved(db: aiosqlite.Connection) -> Catalog | None:
     return Catalog.from_doc(json.loads(row[1]), int(row[0]))
 
 
-def handler(db: aiosqlite.Connection, catalog: Catalog, now: Callable[[], float]) -> Handler:
-    """The ``catalog`` downlink callback: validate, save, swap in.  A bad document is refused like a forged one."""
+def handler(db: aiosqlite.Connection, catalog: Catalog, now: Callable[[], float], notify: Callable[[], None] | None = None) -> Handler:
+    """The ``catalog`` downlink callback: validate, save, swap in.  A bad document is refused like a forged one.
+
+    Saving also enqueues ``{"type": "catalog", "event": "applied", "version", "services", "at"}`` on ``evt``
+    (same transaction), so HQ sees which version each van runs.  After a crash before sync records the
+    version this runs again and HQ hears it twice: harmless, HQ keeps the highest.
+    """
 
     async def apply(doc: dict[str, Any]) -> None:
         try:
@@ -111,13 +117,19 @@ def handler(db: aiosqlite.Connection, catalog: Catalog, now: Callable[[], float]
         except (KeyError, TypeError, ValueError) as exc:
             raise EnvelopeError(f"catalogue does not fit its shape: {exc}") from exc
         async with transaction(db):
+            async with db.execute("SELECT version FROM catalog_current WHERE one = 1") as cur:
+                row = await cur.fetchone()
+            if row is not None and int(row[0]) > version:
+                return  # older than the one kept (sync lets only newer ones through; stay right on our own too)
             await db.execute(
                 "INSERT INTO catalog_current(one, version, doc, received) VALUES (1, ?, ?, ?)"
-                " ON CONFLICT(one) DO UPDATE SET version = excluded.version, doc = excluded.doc, received = excluded.received"
-                " WHERE excluded.version >= catalog_current.version",
+                " ON CONFLICT(one) DO UPDATE SET version = excluded.version, doc = excluded.doc, received = excluded.received",
                 (version, json.dumps(doc, ensure_ascii=False, separators=(",", ":")), now()),
             )
-        if version >= catalog.version:
-            catalog.replace_with(new)
+            event = {"type": "catalog", "event": "applied", "version": version, "services": len(new.services), "at": now()}
+            await outbox.enqueue(db, "evt", json.dumps(event, separators=(",", ":")).encode(), now())
+        catalog.replace_with(new)
+        if notify is not None:
+            notify()
 
     return apply

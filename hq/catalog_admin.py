@@ -40,6 +40,11 @@ MIGRATIONS = [
         services INTEGER NOT NULL, packages INTEGER NOT NULL, doc TEXT NOT NULL
     );
     """,
+    # Which version each van runs: its ``{"type": "catalog", "event": "applied", "version"}`` evt items, read with our own cursor.
+    """
+    CREATE TABLE catalog_vans (node_id TEXT PRIMARY KEY, version INTEGER NOT NULL, applied_at REAL NOT NULL);
+    CREATE TABLE catalog_cursor (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    """,
 ]
 
 MAX_UPLOAD = 512 * 1024  # bytes; the packaged catalogue is ~20 KB
@@ -76,6 +81,50 @@ async def history(db: DB, limit: int = 20) -> list[dict[str, Any]]:
     ) as cur:
         return [{"version": r[0], "published_at": r[1], "published_by": r[2], "source": r[3], "services": r[4], "packages": r[5]}
                 for r in await cur.fetchall()]
+
+
+async def project(db: DB) -> int:
+    """Fold the vans' "catalogue applied" events into ``catalog_vans`` (the highest version wins); returns how many were seen."""
+    seen = 0
+    async with db.execute(
+        "SELECT s.node_id, s.contiguous, COALESCE(c.seq, 0) FROM stream_state s LEFT JOIN catalog_cursor c ON c.node_id = s.node_id"
+        " WHERE s.stream = 'evt' AND s.contiguous > COALESCE(c.seq, 0)"
+    ) as cur:
+        todo = [(str(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
+    for node_id, upto, after in todo:
+        async with db.execute(
+            "SELECT payload FROM items WHERE node_id = ? AND stream = 'evt' AND seq > ? AND seq <= ? ORDER BY seq", (node_id, after, upto)
+        ) as cur:
+            payloads = [bytes(r[0]) for r in await cur.fetchall()]
+        async with transaction(db):
+            for payload in payloads:
+                try:
+                    doc = json.loads(payload)
+                except ValueError:
+                    continue
+                if not isinstance(doc, dict) or doc.get("type") != "catalog" or not isinstance(doc.get("version"), int):
+                    continue
+                seen += 1
+                await db.execute(
+                    "INSERT INTO catalog_vans(node_id, version, applied_at) VALUES (?, ?, ?) ON CONFLICT (node_id) DO UPDATE"
+                    " SET version = excluded.version, applied_at = excluded.applied_at WHERE excluded.version > catalog_vans.version",
+                    (node_id, int(doc["version"]), float(doc.get("at") or 0)),
+                )
+            await db.execute(
+                "INSERT INTO catalog_cursor(node_id, seq) VALUES (?, ?) ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq", (node_id, upto)
+            )
+    return seen
+
+
+async def vans(app: web.Application) -> list[dict[str, Any]]:
+    """Every van HQ knows with the catalogue version it last reported applying (None: still the one it shipped with)."""
+    db = app[STORE].db
+    await project(db)
+    async with db.execute("SELECT node_id, version, applied_at FROM catalog_vans") as cur:
+        applied = {str(r[0]): (int(r[1]), float(r[2])) for r in await cur.fetchall()}
+    nodes = sorted({n["node_id"] for n in await app[STORE].fleet()} | set(applied))
+    return [{"node_id": n, "version": applied[n][0] if n in applied else None, "applied_at": applied[n][1] if n in applied else None}
+            for n in nodes]
 
 
 def parse_upload(raw: bytes) -> dict[str, Any]:
@@ -130,7 +179,7 @@ async def catalog_page(request: web.Request, errors: list[str] | None = None, st
     categories = {c["code"]: c["name"] for c in doc["categories"]}
     ctx = {"session": s, "current": cur, "categories": categories, "services": sorted(doc["services"], key=lambda x: (x["category"], x["code"])),
            "packages": doc.get("packages", []), "history": await history(db), "errors": errors or [],
-           "published": request.query.get("published")}
+           "published": request.query.get("published"), "vans": await vans(request.app)}
     return await _page(request, "catalog.html", ctx, status=status)
 
 
@@ -167,7 +216,7 @@ async def catalog_json(request: web.Request) -> web.Response:
 
     _session(request)
     db = request.app[STORE].db
-    return json_response({**await current(db), "history": await history(db)})
+    return json_response({**await current(db), "history": await history(db), "vans": await vans(request.app)})
 
 
 async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -88,6 +88,9 @@ def test_catalogue_published_at_hq_reaches_a_van_connected_later(tmp_path: Path,
     form = page(van, "/applications/new")
     assert "Послуга з четвертої версії" in form and "Стара послуга" not in form and "Підроблена послуга" not in form
     assert "rejected downlink" in (tmp_path / "node.log").read_text(encoding="utf-8")
+    # The van reports the version it runs; HQ shows it per van.
+    wait_until(lambda: [v["version"] for v in hq.api.get("/api/v1/catalog")["vans"]] == [4], 60, what="the van's applied version at HQ")
+    assert '<td>van-01</td><td>4</td>' in hq.get("/catalog")
 
     # After a restart the van keeps the catalogue HQ published, not the bundled one.
     assert procs[-1].terminate() == 0

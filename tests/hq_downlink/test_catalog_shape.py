@@ -12,6 +12,7 @@ import pytest
 
 from edge import catalog as edge_catalog
 from mobile_office.catalog_doc import packaged, validate
+from sync import outbox
 from sync.errors import EnvelopeError
 
 
@@ -38,9 +39,11 @@ def test_each_problem_is_named_in_ukrainian(change, message) -> None:  # type: i
 async def test_van_handler_saves_and_swaps_only_a_valid_newer_catalogue(tmp_path: Path) -> None:
     db = await aiosqlite.connect(tmp_path / "node.db")
     try:
+        await outbox.create_schema(db)
         await edge_catalog.create_schema(db)
         cat = edge_catalog.Catalog.load()
-        apply = edge_catalog.handler(db, cat, lambda: 1000.0)
+        kicks: list[int] = []
+        apply = edge_catalog.handler(db, cat, lambda: 1000.0, lambda: kicks.append(1))
         doc = packaged()
         doc["services"].append({"code": "NEW-01", "category": "residence", "name": "Нова послуга", "documents": []})
         await apply({**doc, "version": 5})
@@ -49,6 +52,10 @@ async def test_van_handler_saves_and_swaps_only_a_valid_newer_catalogue(tmp_path
             await apply({**doc, "services": [], "version": 6})  # signed but malformed: refused, nothing changes
         await apply({**packaged(), "version": 4})  # older (only if sync let it through): neither saved nor swapped in
         assert cat.version == 5 and "NEW-01" in cat.services
+        async with db.execute("SELECT payload FROM outbox WHERE stream = 'evt'") as cur:
+            events = [json.loads(r[0]) for r in await cur.fetchall()]
+        # One "applied" event for the one saved (none for the older one), and the uplink was woken for it.
+        assert [(e["type"], e["version"]) for e in events] == [("catalog", 5)] and kicks == [1]
         saved = await edge_catalog.load_saved(db)
         assert saved is not None and saved.version == 5 and "NEW-01" in saved.services
     finally:
