@@ -18,7 +18,10 @@ broker refuses it, so the table never claims a version the vans cannot get.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +35,8 @@ from sync.envelope import topic_catalog
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
 from .db import DB, migrate, transaction
 from .errors import HQError
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = [
     """
@@ -219,13 +224,46 @@ async def catalog_json(request: web.Request) -> web.Response:
     return json_response({**await current(db), "history": await history(db), "vans": await vans(request.app)})
 
 
+async def republish_newest(app: web.Application) -> bool | None:
+    """Publish the newest stored version again, retained (same version: vans that have it ignore it).
+
+    None: HQ never published; False: not connected."""
+    async with app[STORE].db.execute("SELECT version, doc FROM catalog_versions ORDER BY version DESC LIMIT 1") as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    payload = build(app[CONFIG].keys.sign, "all", "catalog", int(row[0]), [json.loads(row[1])], app[INGEST].hlc.tick())
+    return await app[WORKER].publish_down(topic_catalog(), payload, retain=True)
+
+
 async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Schema; then, each time HQ (re)connects to the broker, the newest catalogue is retained again,
+    so a broker that lost its retained messages (restarted without persistence) still serves it to late vans."""
+    cfg = app[CONFIG]
     await create_schema(app[STORE].db)
+
+    async def loop() -> None:
+        done = 0  # the connection we last re-retained on
+        while True:
+            worker = app[WORKER]
+            session = worker.sessions
+            if session != done and worker.connected:
+                try:
+                    if await republish_newest(app) is not False:
+                        done = session
+                except Exception:  # noqa: BLE001 - tried again next round; logged with its traceback
+                    log.exception("re-publishing the catalogue failed")
+            await cfg.clock.sleep(cfg.ack_poll_interval)
+
+    task = asyncio.create_task(loop(), name="hq-catalog-retain")
     yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def add_routes(app: web.Application) -> None:
-    """One line in hq/app.py, after the store's cleanup context."""
+    """One line in hq/app.py, after the store's and ingest's cleanup contexts."""
     app.cleanup_ctx.append(_schema_ctx)
     app.router.add_get("/catalog", catalog_get)
     app.router.add_post("/catalog", catalog_publish)

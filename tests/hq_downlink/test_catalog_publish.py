@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mobile_office.catalog_doc import packaged
 from provisioning.keys import HQKeys, NodeBundle
 from sync.downlink import build
+from sync.envelope import decode
 from tests.conftest import Broker, Proc, wait_until
 from tests.functional.test_hq_commands import publish
 from tests.hq.stack import OFFICER_PASSWORD, HqBrowser, Stack
@@ -96,3 +99,28 @@ def test_catalogue_published_at_hq_reaches_a_van_connected_later(tmp_path: Path,
     assert procs[-1].terminate() == 0
     van = st.start_node()
     assert "Послуга з четвертої версії" in page(van, "/applications/new")
+
+    # A broker restarted without its retained messages gets the newest catalogue again when HQ reconnects.
+    mosquitto.stop()
+    for f in mosquitto.workdir.glob("*.db"):
+        f.unlink()
+    mosquitto.start()
+    wait_until(lambda: retained_catalogue(mosquitto, hq_keys) == 4, 90, interval=0.5, what="the catalogue retained again")
+
+
+def retained_catalogue(broker: Broker, hq_keys: HQKeys) -> int | None:
+    """The version of the catalogue the broker holds retained, checked against HQ's key (None: none)."""
+    got: list[bytes] = []
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-late-van", protocol=paho.MQTTv5)
+    c.on_message = lambda _c, _u, msg: got.append(bytes(msg.payload))
+    c.connect("127.0.0.1", broker.port)
+    c.subscribe("mo/v1/all/down/catalog", qos=1)
+    c.loop_start()
+    try:
+        wait_until(lambda: got, 2, what="a retained catalogue")
+    except AssertionError:
+        return None
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return decode(got[0], lambda _node: hq_keys.sign.public_key()).first_seq
