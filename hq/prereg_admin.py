@@ -122,8 +122,10 @@ async def validate(app: web.Application, form: dict[str, str]) -> dict[str, Any]
     return {"node_id": node_id, "details": details, "day": day, "slot": slot, "service_code": code, "stop": stop}
 
 
-async def create(app: web.Application, data: dict[str, Any], username: str) -> str:
-    """Seal, keep the sealed item, send; the row exists even if the broker is down (the loop sends it later)."""
+async def create(app: web.Application, data: dict[str, Any], username: str) -> tuple[str, bool]:
+    """Seal, keep the sealed item, send; the row exists even if the broker is down (the loop sends it later).
+
+    Returns the id and whether it went out now."""
     cfg, db = app[CONFIG], app[STORE].db
     node_id = data["node_id"]
     item = prereg_item(cfg.keys.node_seal_keys()[node_id], node_id, data["details"], data["day"], data["slot"], data["service_code"], data["stop"])
@@ -134,8 +136,7 @@ async def create(app: web.Application, data: dict[str, Any], username: str) -> s
             (item["id"], node_id, data["day"], data["slot"], data["service_code"], data["stop"],
              json.dumps(item, separators=(",", ":")), cfg.clock.now(), username),
         )
-    await send(app, str(item["id"]))
-    return str(item["id"])
+    return str(item["id"]), await send(app, str(item["id"]))
 
 
 async def send(app: web.Application, prereg_id: str) -> bool:
@@ -251,7 +252,7 @@ async def prereg_page(request: web.Request, errors: dict[str, str] | None = None
     ctx = {"session": s, "rows": await listing(app[STORE].db, _today(app)), "states": STATES, "errors": errors or {},
            "values": values or {"date": _today(app)}, "nodes": sorted(n["node_id"] for n in await app[STORE].fleet()),
            "services": sorted(cur["doc"]["services"], key=lambda x: x["code"]), "places": places(),
-           "sent": request.query.get("sent")}
+           "sent": request.query.get("sent"), "queued": request.query.get("queued")}
     return await _page(request, "prereg.html", ctx, status=status)
 
 
@@ -271,8 +272,8 @@ async def prereg_submit(request: web.Request) -> web.Response:
     except PreregError as exc:
         # The page again with what was typed (the name stays in the browser only, never in HQ's store).
         return await prereg_page(request, exc.fields, values, status=422)
-    pid = await create(request.app, data, s.username)
-    raise web.HTTPSeeOther(f"/prereg?sent={pid}")
+    pid, sent = await create(request.app, data, s.username)
+    raise web.HTTPSeeOther(f"/prereg?sent={pid}" if sent else f"/prereg?queued={pid}")
 
 
 async def prereg_resend(request: web.Request) -> web.Response:

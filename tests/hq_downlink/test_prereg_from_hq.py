@@ -90,3 +90,16 @@ def test_preregistration_from_hq_reaches_the_van_queue(tmp_path: Path, hq_keys: 
     assert got["ticket"] == "П-002"  # type: ignore[index]
     assert "Громадянин прибув, талон П-002" in hq.get("/prereg")
     assert rows(st.node_db, "SELECT kind, result FROM downlink_applied WHERE id = ?", pid) == [("prereg", "applied")]
+
+    # With the broker down the booking is kept sealed and goes out once HQ is connected again (once at the van).
+    mosquitto.stop()
+    wait_until(lambda: "MQTT link down" in (tmp_path / "hq.log").read_text(encoding="utf-8"), 30, what="HQ noticing the broker is down")
+    status, html = hq.post("/prereg", {**form, "phone": "", "name": "Другий Громадянин", "csrf": token})
+    assert status == 200 and 'id="prereg-queued"' in html and "Не надіслано" in html
+    second = next(r["id"] for r in hq.api.get("/api/v1/prereg")["preregistrations"] if r["id"] != pid)
+    mosquitto.start()
+
+    def state_of(prereg_id: str) -> str:
+        return str(next(r["state"] for r in hq.api.get("/api/v1/prereg")["preregistrations"] if r["id"] == prereg_id))
+    wait_until(lambda: state_of(second) == "applied", 90, interval=0.5, what="the queued booking delivered after the broker came back")
+    assert rows(st.node_db, "SELECT COUNT(*) FROM preregistrations") == [(2,)]
