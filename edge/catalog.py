@@ -10,6 +10,7 @@ one is loaded over the bundled one.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from sync.db import transaction
 from sync.downlink import Handler
 from sync.errors import EnvelopeError
 from sync.migrate import migrate
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = [
     """
@@ -99,7 +102,11 @@ async def load_saved(db: aiosqlite.Connection) -> Catalog | None:
         row = await cur.fetchone()
     if row is None:
         return None
-    return Catalog.from_doc(json.loads(row[1]), int(row[0]))
+    try:
+        return Catalog.from_doc(json.loads(row[1]), int(row[0]))
+    except ValueError as exc:  # a later release checks more strictly: serve the bundled one rather than not start
+        log.warning("saved catalogue version %s no longer fits its shape, using the bundled one: %s", row[0], exc)
+        return None
 
 
 def handler(db: aiosqlite.Connection, catalog: Catalog, now: Callable[[], float], notify: Callable[[], None] | None = None) -> Handler:
