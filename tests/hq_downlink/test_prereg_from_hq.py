@@ -32,7 +32,8 @@ def test_preregistration_from_hq_reaches_the_van_queue(tmp_path: Path, hq_keys: 
                                                        procs: list[Proc], hq_db: str | None) -> None:
     st = Stack(tmp_path, mosquitto, bundle, procs)
     van = st.start_node()
-    st.start_hq(*(["--db", hq_db] if hq_db else []))
+    # Resent every 3 s until the van acknowledges (default 300 s): a copy lost while the broker restarts is sent again.
+    st.start_hq("--status-resend-after", "3", *(["--db", hq_db] if hq_db else []))
     hq_user(st.hq_dir, "dyspetcher", "dispatcher", OFFICER_PASSWORD, hq_db)
     hq_user(st.hq_dir, "petro", "viewer", OFFICER_PASSWORD, hq_db)
     hq = HqBrowser(st.hq_url)
