@@ -26,6 +26,7 @@ from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
 from . import api, app_status, hardening, rotation, supervisor, views
+from . import catalog as catalog_store
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, TRIPS, UPLINK, VISITS
 from .appkeys import ATTACHMENTS, PREREG
 from .attachments import Attachments
@@ -58,6 +59,10 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ATTACHMENTS] = Attachments(store)
     await Preregistrations.create_schema(store.db)
     app[PREREG] = Preregistrations(store, app[DESK])
+    await catalog_store.create_schema(store.db)
+    saved = await catalog_store.load_saved(store.db)  # a catalogue HQ published wins over the bundled one
+    if saved is not None and saved.version >= app[CATALOG].version:
+        app[CATALOG].replace_with(saved)
     await trips_recorder.create_schema(store.db)
     await trips_lifecycle.create_schema(store.db)
     app[TRIPS] = store.trips = trips_lifecycle.Trips(store)
@@ -170,6 +175,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     uplink.handlers["recon"] = statuses.receive
     uplink.handlers["prereg"] = app[PREREG].receive
     uplink.handlers["rotate_key"] = rotate_key
+    uplink.handlers["catalog"] = catalog_store.handler(store.db, app[CATALOG], cfg.clock.now, store._notify)
     async with _background(asyncio.create_task(uplink.run(), name="uplink")):
         yield
 

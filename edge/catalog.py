@@ -1,12 +1,38 @@
-"""The service catalogue the van offers (HQ publishes new versions; the bundled one seeds it)."""
+"""The service catalogue the van offers (HQ publishes new versions; the bundled one seeds it).
+
+A newer catalogue from HQ (signed, retained, ``sync.downlink.apply_catalog``)
+is validated, saved in the node's database (component ``edge_catalog``: it
+is not personal data, so it is kept in the clear) and replaces the one in
+memory in place, so every page sees it at once; after a restart the saved
+one is loaded over the bundled one.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import aiosqlite
 
 from mobile_office import data_path
+from mobile_office.catalog_doc import validate
+from sync import outbox
+from sync.db import transaction
+from sync.downlink import Handler
+from sync.errors import EnvelopeError
+from sync.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE catalog_current (one INTEGER PRIMARY KEY CHECK (one = 1), version INTEGER NOT NULL, doc TEXT NOT NULL, received REAL NOT NULL);
+    """,
+]
 
 
 @dataclass(frozen=True)
@@ -24,7 +50,7 @@ class Package:
     services: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Catalog:
     version: int
     categories: dict[str, str]
@@ -45,8 +71,72 @@ class Catalog:
         }
         return cls(int(doc["version"]), {c["code"]: c["name"] for c in doc["categories"]}, services, packages)
 
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any], version: int) -> Catalog:
+        """A published catalogue (mobile_office/catalog_doc.py shape); raises ValueError if it does not fit."""
+        errors = validate(doc)
+        if errors:
+            raise ValueError("; ".join(errors[:5]))
+        services = {s["code"]: Service(s["code"], s["category"], s["name"], tuple(s.get("documents", ()))) for s in doc["services"]}
+        packages = {p["code"]: Package(p["code"], p["name"], tuple(p["services"])) for p in doc.get("packages", [])}
+        return cls(version, {c["code"]: c["name"] for c in doc["categories"]}, services, packages)
+
+    def replace_with(self, other: Catalog) -> None:
+        """Swap the contents in place: ``app[CATALOG]`` is one object the pages read per request."""
+        self.version, self.categories, self.services, self.packages = other.version, other.categories, other.services, other.packages
+
     def grouped(self) -> list[tuple[str, list[Service]]]:
         groups: dict[str, list[Service]] = {}
         for s in self.services.values():
             groups.setdefault(s.category, []).append(s)
         return [(self.categories.get(c, c), sorted(v, key=lambda s: s.code)) for c, v in groups.items()]
+
+
+async def create_schema(db: aiosqlite.Connection) -> None:
+    await migrate(db, "edge_catalog", MIGRATIONS)
+
+
+async def load_saved(db: aiosqlite.Connection) -> Catalog | None:
+    """The newest catalogue HQ published that this van applied, if any."""
+    async with db.execute("SELECT version, doc FROM catalog_current WHERE one = 1") as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    try:
+        return Catalog.from_doc(json.loads(row[1]), int(row[0]))
+    except ValueError as exc:  # a later release checks more strictly: serve the bundled one rather than not start
+        log.warning("saved catalogue version %s no longer fits its shape, using the bundled one: %s", row[0], exc)
+        return None
+
+
+def handler(db: aiosqlite.Connection, catalog: Catalog, now: Callable[[], float], notify: Callable[[], None] | None = None) -> Handler:
+    """The ``catalog`` downlink callback: validate, save, swap in.  A bad document is refused like a forged one.
+
+    Saving also enqueues ``{"type": "catalog", "event": "applied", "version", "services", "at"}`` on ``evt``
+    (same transaction), so HQ sees which version each van runs.  After a crash before sync records the
+    version this runs again and HQ hears it twice: harmless, HQ keeps the highest.
+    """
+
+    async def apply(doc: dict[str, Any]) -> None:
+        try:
+            version = int(doc["version"])
+            new = Catalog.from_doc(doc, version)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EnvelopeError(f"catalogue does not fit its shape: {exc}") from exc
+        async with transaction(db):
+            async with db.execute("SELECT version FROM catalog_current WHERE one = 1") as cur:
+                row = await cur.fetchone()
+            if row is not None and int(row[0]) > version:
+                return  # older than the one kept (sync lets only newer ones through; stay right on our own too)
+            await db.execute(
+                "INSERT INTO catalog_current(one, version, doc, received) VALUES (1, ?, ?, ?)"
+                " ON CONFLICT(one) DO UPDATE SET version = excluded.version, doc = excluded.doc, received = excluded.received",
+                (version, json.dumps(doc, ensure_ascii=False, separators=(",", ":")), now()),
+            )
+            event = {"type": "catalog", "event": "applied", "version": version, "services": len(new.services), "at": now()}
+            await outbox.enqueue(db, "evt", json.dumps(event, separators=(",", ":")).encode(), now())
+        catalog.replace_with(new)
+        if notify is not None:
+            notify()
+
+    return apply

@@ -19,6 +19,7 @@ from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
 from . import appstatus, attachments, sms, trips, users
+from . import catalog_admin, prereg_admin
 from . import web as web_routes
 from .appkeys import CONFIG, DIRECTIP, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
 from .config import HQConfig
@@ -119,5 +120,7 @@ def create_app(config: HQConfig) -> web.Application:
     web_routes.add_routes(app)
     attachments.add_routes(app)
     trips.add_routes(app)
+    catalog_admin.add_routes(app)
+    prereg_admin.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app

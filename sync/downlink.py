@@ -11,8 +11,8 @@ again, so edge's callbacks must be idempotent (lock, shred, sync-now are).
 Edge registers callbacks (``Downlink.register(kind, fn)``); sync never
 imports edge.
 
-Assignments and pre-registrations are signed, not yet sealed: the node has
-no X25519 receive key in its bundle (see docs/protocol.md, "Not yet").
+Assignments and pre-registrations carry the person sealed to the node's
+X25519 key (edge/visits.py, edge/prereg.py); the envelope itself is signed.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class Downlink:
             return False
         handler = self._handlers.get("catalog")
         doc = _parse(env.items[0])
+        doc["version"] = env.first_seq  # the signed envelope's seq is the version, whatever the body says
         if handler is not None:
             await handler(doc)
         async with transaction(self.db):

@@ -147,6 +147,7 @@ class MqttIngestWorker:
         # One message at a time per worker: storage commits are serial anyway.
         self._lock = asyncio.Lock()
         self._link: MqttLink | None = None
+        self.sessions = 0  # broker connections so far: HQ re-retains the catalogue on each new one
 
     async def run(self) -> None:
         await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._state)
@@ -156,6 +157,7 @@ class MqttIngestWorker:
 
     async def _session(self, link: MqttLink) -> None:
         self._link = link
+        self.sessions += 1
 
     async def publish_down(self, topic: str, payload: bytes, retain: bool = False) -> bool:
         """Send a signed downlink (command, assignment, catalogue); False if not connected."""

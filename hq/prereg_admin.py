@@ -1,0 +1,328 @@
+"""Pre-registering citizens at HQ for a van's day: sealed to that van, sent on ``mo/v1/{node}/down/prereg``.
+
+The dispatcher enters the citizen (name, phone optional), the service, the
+van, the date, the time slot and the stop.  The person's details (name,
+phone, purpose) are sealed at once to the van's X25519 key with context
+``prereg|{node}|{id}`` (edge/prereg.py opens them); HQ keeps only that
+sealed downlink item, never the name or phone in plaintext, so HQ's list
+shows the day, slot, service, stop, who entered it and the delivery state,
+not the person.  The stop (a place, not personal data) travels in the clear
+as ``stop``; older vans ignore it.
+
+Delivery state comes from the van's ``evt`` items, read with this module's
+own cursor (``prereg_cursor``): the ``down_ack`` for stream ``prereg``
+(applied / failed), then ``{"type":"prereg","event":"arrived","ticket"}``
+when the citizen came.  Items not acknowledged are sent again every
+``status_resend_after`` seconds until their day has passed; the van applies
+each id once, so repeats are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from mobile_office.web import HttpProblem, json_response
+from sync.crypto import wrap_to_public
+from sync.downlink import build
+from sync.envelope import topic_down
+
+from . import catalog_admin
+from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
+from .db import DB, migrate, transaction
+from .errors import HQError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE hq_preregs (
+        prereg_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, day TEXT NOT NULL, slot TEXT, service_code TEXT NOT NULL, stop TEXT,
+        item TEXT NOT NULL, created REAL NOT NULL, created_by TEXT NOT NULL,
+        sent_at REAL, sends INTEGER NOT NULL DEFAULT 0, acked_at REAL, result TEXT, arrived_at REAL, ticket TEXT
+    );
+    CREATE INDEX hq_preregs_day ON hq_preregs(day);
+    CREATE TABLE prereg_cursor (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    """,
+]
+
+SLOT_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+PHONE_RE = re.compile(r"^\+?[0-9 ()-]{10,20}$")
+STATES = {"unsent": "Не надіслано (немає зв'язку з брокером)", "sent": "Надіслано, фургон ще не підтвердив",
+          "applied": "Доставлено у фургон", "failed": "Фургон не прийняв запис", "arrived": "Громадянин прибув"}
+
+
+class PreregError(HQError):
+    """A pre-registration that cannot be made; ``fields`` say where, for people."""
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None, status: int = 422) -> None:
+        super().__init__(message)
+        self.fields = fields or {}
+        self.status = status
+
+
+async def create_schema(db: DB) -> None:
+    await migrate(db, "hq_prereg", MIGRATIONS)
+
+
+def prereg_item(node_seal: Any, node_id: str, details: dict[str, Any], day: str, slot: str | None, service_code: str,
+                stop: str | None, prereg_id: str | None = None) -> dict[str, Any]:
+    """The downlink item (docs/protocol.md): the person sealed to the van; day, slot, service and stop in the clear."""
+    pid = prereg_id or uuid.uuid4().hex
+    blob = wrap_to_public(json.dumps(details, ensure_ascii=False).encode(), node_seal, f"prereg|{node_id}|{pid}".encode())
+    item: dict[str, Any] = {"id": pid, "kind": "prereg", "date": day, "service_code": service_code, "sealed": blob.hex()}
+    if slot:
+        item["slot"] = slot
+    if stop:
+        item["stop"] = stop
+    return item
+
+
+async def validate(app: web.Application, form: dict[str, str]) -> dict[str, Any]:
+    """The form, checked; PreregError with every field that is wrong (the dispatcher sees them all at once)."""
+    fields: dict[str, str] = {}
+    name = form.get("name", "").strip()
+    if not 3 <= len(name) <= 120:
+        fields["name"] = "Вкажіть прізвище та ім'я (3–120 символів)"
+    phone = form.get("phone", "").strip()
+    if phone and (not PHONE_RE.match(phone) or not 10 <= sum(ch.isdigit() for ch in phone) <= 15):
+        fields["phone"] = "Телефон: 10–15 цифр, наприклад +380671234567"
+    node_id = form.get("node_id", "")
+    fleet = {n["node_id"] for n in await app[STORE].fleet()}
+    if node_id not in fleet:
+        fields["node_id"] = "Оберіть фургон зі списку"
+    elif node_id not in app[CONFIG].keys.node_seal_keys():
+        fields["node_id"] = "Фургон не має ключа для запечатаних записів: видайте йому новий пакет реєстрації"
+    services = {s["code"]: s["name"] for s in (await catalog_admin.current(app[STORE].db))["doc"]["services"]}
+    code = form.get("service_code", "")
+    if code not in services:
+        fields["service_code"] = "Оберіть послугу з каталогу"
+    day = form.get("date", "").strip()
+    today = datetime.fromtimestamp(app[CONFIG].clock.now(), timezone.utc).date()
+    try:
+        if date.fromisoformat(day) < today:
+            fields["date"] = "Дата вже минула"
+    except ValueError:
+        fields["date"] = "Дата має вигляд РРРР-ММ-ДД"
+    slot = form.get("slot", "").strip() or None
+    if slot is not None and not SLOT_RE.match(slot):
+        fields["slot"] = "Час має вигляд ГГ:ХХ, наприклад 10:30"
+    stop = form.get("stop", "").strip()[:200] or None
+    if fields:
+        raise PreregError("Перевірте поля форми", fields)
+    details = {"name": name, "phone": phone or None, "purpose": services[code]}
+    return {"node_id": node_id, "details": details, "day": day, "slot": slot, "service_code": code, "stop": stop}
+
+
+async def create(app: web.Application, data: dict[str, Any], username: str) -> tuple[str, bool]:
+    """Seal, keep the sealed item, send; the row exists even if the broker is down (the loop sends it later).
+
+    Returns the id and whether it went out now."""
+    cfg, db = app[CONFIG], app[STORE].db
+    node_id = data["node_id"]
+    item = prereg_item(cfg.keys.node_seal_keys()[node_id], node_id, data["details"], data["day"], data["slot"], data["service_code"], data["stop"])
+    async with transaction(db):
+        await db.execute(
+            "INSERT INTO hq_preregs(prereg_id, node_id, day, slot, service_code, stop, item, created, created_by)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (item["id"], node_id, data["day"], data["slot"], data["service_code"], data["stop"],
+             json.dumps(item, separators=(",", ":")), cfg.clock.now(), username),
+        )
+    return str(item["id"]), await send(app, str(item["id"]))
+
+
+async def send(app: web.Application, prereg_id: str) -> bool:
+    """Publish the kept sealed item to its van (signed); False if HQ has no broker connection now."""
+    db = app[STORE].db
+    async with db.execute("SELECT node_id, item FROM hq_preregs WHERE prereg_id = ?", (prereg_id,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return False
+    node_id, item = str(row[0]), json.loads(row[1])
+    seq = await app[STORE].next_down_seq(node_id, "prereg")
+    payload = build(app[CONFIG].keys.sign, node_id, "prereg", seq, [item], app[INGEST].hlc.tick())
+    if not await app[WORKER].publish_down(topic_down(node_id, "prereg"), payload):
+        return False
+    async with transaction(db):
+        await db.execute("UPDATE hq_preregs SET sent_at = ?, sends = sends + 1 WHERE prereg_id = ?", (app[CONFIG].clock.now(), prereg_id))
+    return True
+
+
+async def project(db: DB) -> int:
+    """Fold the vans' acks and arrivals for pre-registrations into ``hq_preregs``; returns how many were seen."""
+    seen = 0
+    async with db.execute(
+        "SELECT s.node_id, s.contiguous, COALESCE(c.seq, 0) FROM stream_state s LEFT JOIN prereg_cursor c ON c.node_id = s.node_id"
+        " WHERE s.stream = 'evt' AND s.contiguous > COALESCE(c.seq, 0)"
+    ) as cur:
+        todo = [(str(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
+    for node_id, upto, after in todo:
+        async with db.execute(
+            "SELECT payload FROM items WHERE node_id = ? AND stream = 'evt' AND seq > ? AND seq <= ? ORDER BY seq", (node_id, after, upto)
+        ) as cur:
+            payloads = [bytes(r[0]) for r in await cur.fetchall()]
+        async with transaction(db):
+            for payload in payloads:
+                try:
+                    doc = json.loads(payload)
+                except ValueError:
+                    continue
+                if not isinstance(doc, dict):
+                    continue
+                if doc.get("type") == "down_ack" and doc.get("stream") == "prereg":
+                    seen += 1
+                    # The first answer counts: a later "duplicate" (a resend) must not hide what the van did.
+                    await db.execute(
+                        "UPDATE hq_preregs SET acked_at = ?, result = ? WHERE prereg_id = ? AND node_id = ? AND acked_at IS NULL",
+                        (float(doc.get("at") or 0), str(doc.get("result", "?"))[:20], str(doc.get("id", "")), node_id),
+                    )
+                elif doc.get("type") == "prereg" and doc.get("event") == "arrived":
+                    seen += 1
+                    await db.execute(
+                        "UPDATE hq_preregs SET arrived_at = ?, ticket = ? WHERE prereg_id = ? AND node_id = ? AND arrived_at IS NULL",
+                        (float(doc.get("at") or 0), str(doc.get("ticket", ""))[:20], str(doc.get("id", "")), node_id),
+                    )
+            await db.execute(
+                "INSERT INTO prereg_cursor(node_id, seq) VALUES (?, ?) ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq", (node_id, upto)
+            )
+    return seen
+
+
+def state(row: dict[str, Any]) -> str:
+    if row["arrived_at"] is not None:
+        return "arrived"
+    if row["result"] is not None:
+        return "applied" if row["result"] in ("applied", "duplicate") else "failed"
+    return "sent" if row["sent_at"] is not None else "unsent"
+
+
+async def listing(db: DB, since_day: str, limit: int = 200) -> list[dict[str, Any]]:
+    """Pre-registrations from ``since_day`` on, with delivery state; no personal data (HQ has none in the clear)."""
+    async with db.execute(
+        "SELECT prereg_id, node_id, day, slot, service_code, stop, created, created_by, sent_at, sends, acked_at, result, arrived_at, ticket"
+        " FROM hq_preregs WHERE day >= ? ORDER BY day, slot, created LIMIT ?", (since_day, limit)
+    ) as cur:
+        keys = ("id", "node_id", "date", "slot", "service_code", "stop", "created", "created_by", "sent_at", "sends", "acked_at", "result",
+                "arrived_at", "ticket")
+        rows = [dict(zip(keys, r)) for r in await cur.fetchall()]
+    for r in rows:
+        r["state"] = state(r)
+    return rows
+
+
+async def resend_due(app: web.Application, resend_after: float) -> int:
+    """Items the van has not acknowledged (never sent, or sent a while ago) whose day has not passed: send again."""
+    cfg, db = app[CONFIG], app[STORE].db
+    today = datetime.fromtimestamp(cfg.clock.now(), timezone.utc).date().isoformat()
+    async with db.execute(
+        "SELECT prereg_id FROM hq_preregs WHERE acked_at IS NULL AND day >= ? AND (sent_at IS NULL OR sent_at < ?) ORDER BY created LIMIT 200",
+        (today, cfg.clock.now() - resend_after),
+    ) as cur:
+        due = [str(r[0]) for r in await cur.fetchall()]
+    sent = 0
+    for pid in due:
+        if not await send(app, pid):
+            break  # no broker: next round
+        sent += 1
+    return sent
+
+
+# -- web ------------------------------------------------------------------------
+def _today(app: web.Application) -> str:
+    return datetime.fromtimestamp(app[CONFIG].clock.now(), timezone.utc).date().isoformat()
+
+
+async def prereg_page(request: web.Request, errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
+                      status: int = 200) -> web.Response:
+    from .trips import places
+    from .web import _page, _session
+
+    s = _session(request)
+    app = request.app
+    await project(app[STORE].db)
+    cur = await catalog_admin.current(app[STORE].db)
+    ctx = {"session": s, "rows": await listing(app[STORE].db, _today(app)), "states": STATES, "errors": errors or {},
+           "values": values or {"date": _today(app)}, "nodes": sorted(n["node_id"] for n in await app[STORE].fleet()),
+           "services": sorted(cur["doc"]["services"], key=lambda x: x["code"]), "places": places(),
+           "sent": request.query.get("sent"), "queued": request.query.get("queued")}
+    return await _page(request, "prereg.html", ctx, status=status)
+
+
+async def prereg_get(request: web.Request) -> web.Response:
+    return await prereg_page(request)
+
+
+async def prereg_submit(request: web.Request) -> web.Response:
+    from .web import _session
+
+    s = _session(request, "command")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    values = {k: str(form.get(k, "")) for k in ("name", "phone", "node_id", "service_code", "date", "slot", "stop")}
+    try:
+        data = await validate(request.app, values)
+    except PreregError as exc:
+        # The page again with what was typed (the name stays in the browser only, never in HQ's store).
+        return await prereg_page(request, exc.fields, values, status=422)
+    pid, sent = await create(request.app, data, s.username)
+    raise web.HTTPSeeOther(f"/prereg?sent={pid}" if sent else f"/prereg?queued={pid}")
+
+
+async def prereg_resend(request: web.Request) -> web.Response:
+    from .web import _session
+
+    s = _session(request, "command")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    if not await send(request.app, request.match_info["id"]):
+        raise HttpProblem("Немає зв'язку з брокером або запису немає: не надіслано", code="broker_down", status=503)
+    raise web.HTTPSeeOther("/prereg")
+
+
+async def prereg_json(request: web.Request) -> web.Response:
+    from .web import _session
+
+    _session(request)
+    db = request.app[STORE].db
+    await project(db)
+    return json_response({"preregistrations": await listing(db, request.query.get("from") or _today(request.app))})
+
+
+async def _prereg_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Schema, then one loop: fold acks and arrivals, resend what the vans have not confirmed."""
+    cfg = app[CONFIG]
+    await create_schema(app[STORE].db)
+
+    async def loop() -> None:
+        while True:
+            try:
+                await project(app[STORE].db)
+                await resend_due(app, cfg.status_resend_after)
+            except Exception:  # noqa: BLE001 - one bad round must not stop the loop; logged with its traceback
+                log.exception("pre-registration downlink round failed")
+            await cfg.clock.sleep(cfg.ack_poll_interval)
+
+    task = asyncio.create_task(loop(), name="hq-prereg-downlink")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def add_routes(app: web.Application) -> None:
+    """One line in hq/app.py, after the store's and ingest's cleanup contexts."""
+    app.cleanup_ctx.append(_prereg_ctx)
+    app.router.add_get("/prereg", prereg_get)
+    app.router.add_post("/prereg", prereg_submit)
+    app.router.add_post("/prereg/{id}/resend", prereg_resend)
+    app.router.add_get("/api/v1/prereg", prereg_json)
