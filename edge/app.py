@@ -6,8 +6,6 @@ mirrors setup and every background task is awaited on shutdown.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -20,6 +18,7 @@ from aiohttp import web
 from devices.gps import GpsTracker
 from devices.modem import ModemManager, ModemSettings
 from mobile_office.ratelimit import LoginThrottle
+from mobile_office.tasks import background
 from mobile_office.web import error_middleware
 from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
@@ -70,16 +69,6 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
-@contextlib.asynccontextmanager
-async def _background(coro_task: asyncio.Task[None]) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        coro_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await coro_task
-
-
 async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
     """Crypto-shred what HQ holds once local retention has passed (needs no key: runs while locked)."""
     cfg, store = app[CONFIG], app[STORE]
@@ -92,7 +81,7 @@ async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.info("shredded the local copy of %d records held by HQ", n)
             await cfg.clock.sleep(cfg.shred_interval)
 
-    async with _background(asyncio.create_task(shred_forever(), name="shredder")):
+    async with background(shred_forever(), "shredder"):
         yield
 
 
@@ -120,9 +109,9 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
     recorder = trips_recorder.TrackRecorder(app[STORE].db, cfg.clock)
     tracker.listeners.append(recorder.on_fix)
     recorder.listeners.append(app[TRIPS].on_points)  # departed / at a stop / returned from GPS movement
-    async with _background(asyncio.create_task(tracker.run(), name="gps")):
-        async with _background(asyncio.create_task(record_positions(), name="positions")):
-            async with _background(asyncio.create_task(recorder.run(), name="track-recorder")):
+    async with background(tracker.run(), "gps"):
+        async with background(record_positions(), "positions"):
+            async with background(recorder.run(), "track-recorder"):
                 yield
 
 
@@ -176,7 +165,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     uplink.handlers["prereg"] = app[PREREG].receive
     uplink.handlers["rotate_key"] = rotate_key
     uplink.handlers["catalog"] = catalog_store.handler(store.db, app[CATALOG], cfg.clock.now, store._notify)
-    async with _background(asyncio.create_task(uplink.run(), name="uplink")):
+    async with background(uplink.run(), "uplink"):
         yield
 
 
@@ -189,8 +178,8 @@ async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
     manager = ModemManager(ModemSettings(cfg.modem))
     app[MODEM] = manager
     links = for_uplink(app[UPLINK], manager, sbd_after=cfg.sbd_after, sbd_interval=cfg.sbd_interval)
-    async with _background(asyncio.create_task(manager.run(), name="modem")):
-        async with _background(asyncio.create_task(links.run(), name="link-manager")):
+    async with background(manager.run(), "modem"):
+        async with background(links.run(), "link-manager"):
             yield
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from mobile_office.tasks import background
 from provisioning.rotation import NodeKeyCache
 
 from mobile_office.sessions import Sessions
@@ -50,11 +49,8 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     mqtt = MqttSettings(url=cfg.broker, client_id=cfg.worker, version=cfg.mqtt_version, tls=cfg.mqtt_tls)
     worker = MqttIngestWorker(ingest, mqtt, cfg.clock, shared=cfg.mqtt_version == "5")
     app[WORKER] = worker
-    task = asyncio.create_task(worker.run(), name="hq-ingest")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with background(worker.run(), "hq-ingest"):
+        yield
 
 
 async def _directip_ctx(app: web.Application) -> AsyncIterator[None]:

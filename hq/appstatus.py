@@ -14,7 +14,6 @@ command is logged when sent and marked with the van's answer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mobile_office.tasks import background
 from sync import reconcile
 from sync.db import transaction
 from sync.downlink import build
@@ -241,10 +241,5 @@ async def status_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.exception("status downlink round failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 
-    task = asyncio.create_task(loop(), name="hq-status-downlink")
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    async with background(loop(), "hq-status-downlink"):
+        yield

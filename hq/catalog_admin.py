@@ -18,8 +18,6 @@ broker refuses it, so the table never claims a version the vans cannot get.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -27,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mobile_office.tasks import background
 from mobile_office import catalog_doc
 from mobile_office.web import HttpProblem, json_response
 from sync.downlink import build
@@ -255,11 +254,8 @@ async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
                     log.exception("re-publishing the catalogue failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 
-    task = asyncio.create_task(loop(), name="hq-catalog-retain")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with background(loop(), "hq-catalog-retain"):
+        yield
 
 
 def add_routes(app: web.Application) -> None:

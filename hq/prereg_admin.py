@@ -19,7 +19,6 @@ each id once, so repeats are harmless.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -30,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mobile_office.tasks import background
 from mobile_office.web import HttpProblem, json_response
 from sync.crypto import wrap_to_public
 from sync.downlink import build
@@ -310,13 +310,8 @@ async def _prereg_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.exception("pre-registration downlink round failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 
-    task = asyncio.create_task(loop(), name="hq-prereg-downlink")
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    async with background(loop(), "hq-prereg-downlink"):
+        yield
 
 
 def add_routes(app: web.Application) -> None:

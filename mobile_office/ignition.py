@@ -28,6 +28,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .tasks import background
 from edge.appkeys import CONFIG, STORE, UPLINK
 
 from .settings import ConfigError
@@ -76,13 +77,8 @@ async def watch(settings: PowerSettings, off: asyncio.Event) -> AsyncIterator[No
                 return
             await asyncio.sleep(settings.ignition_poll)  # real time: the key turns in real time
 
-    task = asyncio.create_task(poll(), name="ignition")
-    try:
+    async with background(poll(), "ignition"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def final_sync(app: web.Application, seconds: float) -> int:

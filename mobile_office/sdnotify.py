@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping
+from .tasks import background
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,5 @@ async def watchdog() -> AsyncIterator[None]:
             notify("WATCHDOG=1")
             await asyncio.sleep(interval)  # real time on purpose: systemd measures real time
 
-    task = asyncio.create_task(ping(), name="sd-watchdog")
-    try:
+    async with background(ping(), "sd-watchdog"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
