@@ -213,14 +213,26 @@ def render(report: dict[str, Any], fmt: str) -> str:
     lines = [f"# Звіт мобільного офісу: {report['period']['from']} — {report['period']['to']}", "",
              f"- Виїздів: {report['trips']}", f"- Кілометрів: {report['km']}", f"- Зупинок: {report['stops']}",
              f"- Обслуговано громадян: {report['citizens_served']}",
-             f"- Оцінок: {report['ratings']['count']}, позитивних: {report['ratings']['positive_share']}", "",
+             f"- Оцінок: {report['ratings']['count']}, позитивних: {_share(report['ratings']['positive_share'])}", "",
              "| категорія послуг | заяв |", "|---|---|"]
     lines += [f"| {c} | {n} |" for c, n in report["applications_by_category"].items()]
     lines += ["", "| домашні візити | кількість |", "|---|---|"]
-    lines += [f"| {c} | {n} |" for c, n in report["home_visits_by_category"].items()]
+    labels = _category_labels()
+    lines += [f"| {labels.get(c, c)} | {n} |" for c, n in report["home_visits_by_category"].items()]
     if "per_van" in report:
         lines += ["", "| фургон | виїздів | км | зупинок | громадян |", "|---|---|---|---|---|"]
         lines += [f"| {v} | {r['trips']} | {r['km']} | {r['stops']} | {r['citizens_served']} |" for v, r in report["per_van"].items()]
     lines += ["", "| виїзд | місце | прибуття | відбуття |", "|---|---|---|---|"]
     lines += [f"| {t['start'][:10]} | {s['name']} | {(s['arrival'] or '')[11:16]} | {(s['departure'] or '…')[11:16]} |" for t in report["trip_list"] for s in t["stops"]]
     return "\n".join(lines) + "\n"
+
+
+def _share(value: float | None) -> str:
+    """A share for people: "83 %", or a dash when there is nothing to count (never "None")."""
+    return "—" if value is None else f"{value * 100:.0f} %"
+
+
+def _category_labels() -> dict[str, str]:
+    doc = json.loads(data_path("citizen_categories.json").read_text(encoding="utf-8"))
+    # The van only counts finished visits: their categories travel sealed and HQ reports the breakdown.
+    return {"finished": "завершено (категорії — у звіті ЦНАП)", **{c["code"]: c["name"] for c in doc["categories"]}}
