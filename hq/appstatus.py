@@ -14,7 +14,6 @@ command is logged when sent and marked with the van's answer.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -33,6 +32,7 @@ from . import sms
 from .appkeys import CONFIG, INGEST, STORE, WORKER
 from .errors import HQError
 from .store import HQStore
+from .events import fold_events
 
 log = logging.getLogger(__name__)
 
@@ -178,37 +178,20 @@ async def commands(store: HQStore, limit: int = 20) -> list[dict[str, Any]]:
 
 async def project_acks(store: HQStore) -> int:
     """Read the vans' ``down_ack`` events HQ has stored since last time; mark edits and commands.  Returns acks seen."""
-    seen = 0
-    async with store.db.execute(
-        "SELECT s.node_id, s.contiguous, COALESCE(c.seq, 0) FROM stream_state s LEFT JOIN ack_cursor c ON c.node_id = s.node_id"
-        " WHERE s.stream = 'evt' AND s.contiguous > COALESCE(c.seq, 0)"
-    ) as cur:
-        todo = [(str(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
-    for node_id, upto, after in todo:
-        async with store.db.execute(
-            "SELECT payload FROM items WHERE node_id = ? AND stream = 'evt' AND seq > ? AND seq <= ? ORDER BY seq", (node_id, after, upto)
-        ) as cur:
-            payloads = [bytes(r[0]) for r in await cur.fetchall()]
-        async with transaction(store.db):
-            for payload in payloads:
-                try:
-                    doc = json.loads(payload)
-                except ValueError:
-                    continue
-                if not isinstance(doc, dict) or doc.get("type") != "down_ack":
-                    continue
-                seen += 1
-                table, key = {"recon": ("status_edits", "edit_id"), "cmd": ("command_log", "cmd_id")}.get(str(doc.get("stream")), (None, None))
-                if table is not None:
-                    # The first answer counts: a later "duplicate" must not hide what the van did.
-                    await store.db.execute(
-                        f"UPDATE {table} SET acked_at = ?, result = ? WHERE {key} = ? AND node_id = ? AND acked_at IS NULL",
-                        (float(doc.get("at") or store.clock.now()), str(doc.get("result", "?"))[:20], str(doc.get("id", "")), node_id),
-                    )
+
+    async def fold(node_id: str, doc: dict[str, Any]) -> bool:
+        if doc.get("type") != "down_ack":
+            return False
+        table, key = {"recon": ("status_edits", "edit_id"), "cmd": ("command_log", "cmd_id")}.get(str(doc.get("stream")), (None, None))
+        if table is not None:
+            # The first answer counts: a later "duplicate" must not hide what the van did.
             await store.db.execute(
-                "INSERT INTO ack_cursor(node_id, seq) VALUES (?, ?) ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq", (node_id, upto)
+                f"UPDATE {table} SET acked_at = ?, result = ? WHERE {key} = ? AND node_id = ? AND acked_at IS NULL",
+                (float(doc.get("at") or store.clock.now()), str(doc.get("result", "?"))[:20], str(doc.get("id", "")), node_id),
             )
-    return seen
+        return True
+
+    return await fold_events(store.db, "ack_cursor", fold)
 
 
 async def resend_due(app: web.Application, resend_after: float = RESEND_AFTER) -> int:

@@ -34,6 +34,7 @@ from sync.envelope import topic_catalog
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
 from .db import DB, migrate, transaction
 from .errors import HQError
+from .events import fold_events
 
 log = logging.getLogger(__name__)
 
@@ -89,35 +90,18 @@ async def history(db: DB, limit: int = 20) -> list[dict[str, Any]]:
 
 async def project(db: DB) -> int:
     """Fold the vans' "catalogue applied" events into ``catalog_vans`` (the highest version wins); returns how many were seen."""
-    seen = 0
-    async with db.execute(
-        "SELECT s.node_id, s.contiguous, COALESCE(c.seq, 0) FROM stream_state s LEFT JOIN catalog_cursor c ON c.node_id = s.node_id"
-        " WHERE s.stream = 'evt' AND s.contiguous > COALESCE(c.seq, 0)"
-    ) as cur:
-        todo = [(str(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
-    for node_id, upto, after in todo:
-        async with db.execute(
-            "SELECT payload FROM items WHERE node_id = ? AND stream = 'evt' AND seq > ? AND seq <= ? ORDER BY seq", (node_id, after, upto)
-        ) as cur:
-            payloads = [bytes(r[0]) for r in await cur.fetchall()]
-        async with transaction(db):
-            for payload in payloads:
-                try:
-                    doc = json.loads(payload)
-                except ValueError:
-                    continue
-                if not isinstance(doc, dict) or doc.get("type") != "catalog" or not isinstance(doc.get("version"), int):
-                    continue
-                seen += 1
-                await db.execute(
-                    "INSERT INTO catalog_vans(node_id, version, applied_at) VALUES (?, ?, ?) ON CONFLICT (node_id) DO UPDATE"
-                    " SET version = excluded.version, applied_at = excluded.applied_at WHERE excluded.version > catalog_vans.version",
-                    (node_id, int(doc["version"]), float(doc.get("at") or 0)),
-                )
-            await db.execute(
-                "INSERT INTO catalog_cursor(node_id, seq) VALUES (?, ?) ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq", (node_id, upto)
-            )
-    return seen
+
+    async def fold(node_id: str, doc: dict[str, Any]) -> bool:
+        if doc.get("type") != "catalog" or not isinstance(doc.get("version"), int):
+            return False
+        await db.execute(
+            "INSERT INTO catalog_vans(node_id, version, applied_at) VALUES (?, ?, ?) ON CONFLICT (node_id) DO UPDATE"
+            " SET version = excluded.version, applied_at = excluded.applied_at WHERE excluded.version > catalog_vans.version",
+            (node_id, int(doc["version"]), float(doc.get("at") or 0)),
+        )
+        return True
+
+    return await fold_events(db, "catalog_cursor", fold)
 
 
 async def vans(app: web.Application) -> list[dict[str, Any]]:

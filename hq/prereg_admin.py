@@ -39,6 +39,7 @@ from . import catalog_admin
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
 from .db import DB, migrate, transaction
 from .errors import HQError
+from .events import fold_events
 
 log = logging.getLogger(__name__)
 
@@ -158,42 +159,24 @@ async def send(app: web.Application, prereg_id: str) -> bool:
 
 async def project(db: DB) -> int:
     """Fold the vans' acks and arrivals for pre-registrations into ``hq_preregs``; returns how many were seen."""
-    seen = 0
-    async with db.execute(
-        "SELECT s.node_id, s.contiguous, COALESCE(c.seq, 0) FROM stream_state s LEFT JOIN prereg_cursor c ON c.node_id = s.node_id"
-        " WHERE s.stream = 'evt' AND s.contiguous > COALESCE(c.seq, 0)"
-    ) as cur:
-        todo = [(str(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
-    for node_id, upto, after in todo:
-        async with db.execute(
-            "SELECT payload FROM items WHERE node_id = ? AND stream = 'evt' AND seq > ? AND seq <= ? ORDER BY seq", (node_id, after, upto)
-        ) as cur:
-            payloads = [bytes(r[0]) for r in await cur.fetchall()]
-        async with transaction(db):
-            for payload in payloads:
-                try:
-                    doc = json.loads(payload)
-                except ValueError:
-                    continue
-                if not isinstance(doc, dict):
-                    continue
-                if doc.get("type") == "down_ack" and doc.get("stream") == "prereg":
-                    seen += 1
-                    # The first answer counts: a later "duplicate" (a resend) must not hide what the van did.
-                    await db.execute(
-                        "UPDATE hq_preregs SET acked_at = ?, result = ? WHERE prereg_id = ? AND node_id = ? AND acked_at IS NULL",
-                        (float(doc.get("at") or 0), str(doc.get("result", "?"))[:20], str(doc.get("id", "")), node_id),
-                    )
-                elif doc.get("type") == "prereg" and doc.get("event") == "arrived":
-                    seen += 1
-                    await db.execute(
-                        "UPDATE hq_preregs SET arrived_at = ?, ticket = ? WHERE prereg_id = ? AND node_id = ? AND arrived_at IS NULL",
-                        (float(doc.get("at") or 0), str(doc.get("ticket", ""))[:20], str(doc.get("id", "")), node_id),
-                    )
+
+    async def fold(node_id: str, doc: dict[str, Any]) -> bool:
+        if doc.get("type") == "down_ack" and doc.get("stream") == "prereg":
+            # The first answer counts: a later "duplicate" (a resend) must not hide what the van did.
             await db.execute(
-                "INSERT INTO prereg_cursor(node_id, seq) VALUES (?, ?) ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq", (node_id, upto)
+                "UPDATE hq_preregs SET acked_at = ?, result = ? WHERE prereg_id = ? AND node_id = ? AND acked_at IS NULL",
+                (float(doc.get("at") or 0), str(doc.get("result", "?"))[:20], str(doc.get("id", "")), node_id),
             )
-    return seen
+            return True
+        if doc.get("type") == "prereg" and doc.get("event") == "arrived":
+            await db.execute(
+                "UPDATE hq_preregs SET arrived_at = ?, ticket = ? WHERE prereg_id = ? AND node_id = ? AND arrived_at IS NULL",
+                (float(doc.get("at") or 0), str(doc.get("ticket", ""))[:20], str(doc.get("id", "")), node_id),
+            )
+            return True
+        return False
+
+    return await fold_events(db, "prereg_cursor", fold)
 
 
 def state(row: dict[str, Any]) -> str:

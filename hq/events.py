@@ -1,0 +1,48 @@
+"""Folding the vans' events (stream ``evt``) into HQ's projections, each with its own cursor.
+
+A projection keeps ``<cursor_table>(node_id, seq)``: how far it has read each
+van's contiguous events.  One round reads what has arrived since and hands
+each JSON event to ``fold``, in one transaction per van together with the
+cursor's advance, so a crash re-reads at most the uncommitted round and never
+skips an event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .db import DB, transaction
+
+# fold(node_id, event) -> whether the event was one this projection uses
+Fold = Callable[[str, dict[str, Any]], Awaitable[bool]]
+
+
+async def fold_events(db: DB, cursor_table: str, fold: Fold) -> int:
+    """Apply ``fold`` to every event not yet seen by this projection; returns how many it used."""
+    # cursor_table is a constant of the calling module, never user input.
+    async with db.execute(
+        f"SELECT s.node_id, s.contiguous, COALESCE(c.seq, 0) FROM stream_state s LEFT JOIN {cursor_table} c ON c.node_id = s.node_id"
+        " WHERE s.stream = 'evt' AND s.contiguous > COALESCE(c.seq, 0)"
+    ) as cur:
+        todo = [(str(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
+    used = 0
+    for node_id, upto, after in todo:
+        async with db.execute(
+            "SELECT payload FROM items WHERE node_id = ? AND stream = 'evt' AND seq > ? AND seq <= ? ORDER BY seq", (node_id, after, upto)
+        ) as cur:
+            payloads = [bytes(r[0]) for r in await cur.fetchall()]
+        async with transaction(db):
+            for payload in payloads:
+                try:
+                    doc = json.loads(payload)
+                except ValueError:
+                    continue
+                if isinstance(doc, dict) and await fold(node_id, doc):
+                    used += 1
+            await db.execute(
+                f"INSERT INTO {cursor_table}(node_id, seq) VALUES (?, ?) ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq",
+                (node_id, upto),
+            )
+    return used
