@@ -30,6 +30,7 @@ from . import users
 from .appkeys import CONFIG, SESSIONS, STORE
 from .errors import HQError
 from .store import HQStore
+from .web import opening_reason
 
 MIGRATIONS = [
     """
@@ -159,15 +160,10 @@ async def page_handler(request: web.Request) -> web.Response:
 async def open_handler(request: web.Request) -> web.Response:
     """POST with csrf and a reason (like opening a record); answers with the file itself."""
     s = _session(request, "open_records")
-    form = await request.post()
-    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
-    reason = str(form.get("reason", "")).strip()
-    if len(reason) < 3:
-        raise HttpProblem("Вкажіть підставу для перегляду персональних даних", code="reason_required", status=422,
-                          fields={"reason": "обов'язкове"})
+    reason = await opening_reason(request, s)
     try:
         head, name, data = await open_attachment(request.app[STORE], request.app[CONFIG].keys.seal, request.match_info["att"], s.username,
-                                                 reason[:200])
+                                                 reason)
     except AttachmentMissing as exc:
         raise HttpProblem("Файл не знайдено, він ще не надійшов повністю або не відкривається ключем ЦНАП", code="not_found",
                           status=404) from exc

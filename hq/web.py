@@ -115,16 +115,22 @@ async def records(request: web.Request) -> web.Response:
                                                  "status_set": request.query.get("status_set")})
 
 
-async def record_open(request: web.Request) -> web.Response:
-    s = _session(request, "open_records")
+async def opening_reason(request: web.Request, s: Session) -> str:
+    """The form that opens personal data (a record, an attachment): its csrf checked, the stated reason (required, audited)."""
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     reason = str(form.get("reason", "")).strip()
     if len(reason) < 3:
         raise HttpProblem("Вкажіть підставу для перегляду персональних даних", code="reason_required", status=422,
                           fields={"reason": "обов'язкове"})
+    return reason[:200]
+
+
+async def record_open(request: web.Request) -> web.Response:
+    s = _session(request, "open_records")
+    reason = await opening_reason(request, s)
     try:
-        rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal, request.match_info["id"], s.username, reason[:200])
+        rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal, request.match_info["id"], s.username, reason)
     except vault.VaultError as exc:
         raise HttpProblem("Запис не знайдено або він не відкривається ключем ЦНАП", code="not_found", status=404) from exc
     openings = await vault.openings(request.app[STORE], request.match_info["id"])
