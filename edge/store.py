@@ -313,12 +313,12 @@ class Store:
     ) -> list[SavedApplication]:
         """One intake's statements, on the connection's thread in one hop, in one transaction."""
         # Records and audit are never dropped: refuse before the outbox would overflow, atomically with the insert.
-        outbox.check_capacity_sync(conn, "rec", incoming, self.limits)
-        outbox.check_capacity_sync(conn, "audit", 400 * len(prepared), self.limits)
+        outbox.check_capacities_sync(conn, {"rec": incoming, "audit": 400 * len(prepared)}, self.limits)
         saved = []
         for app_id, service_code, sealed in prepared:
-            conn.execute("INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1", (day,))
-            row = conn.execute("SELECT n FROM day_counter WHERE day = ?", (day,)).fetchone()
+            row = conn.execute(
+                "INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1 RETURNING n", (day,)
+            ).fetchone()
             number = f"{self.node_id.upper()}-{day}-{int(row[0]):04d}"
             wire = json.dumps(
                 {
