@@ -11,6 +11,7 @@ idempotent, as downlink callbacks must be.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -55,35 +56,50 @@ async def receive(app: web.Application, doc: dict[str, Any]) -> None:
     bundle = app[CONFIG].bundle_dir
     if bundle is None:
         raise ValueError("no bundle directory to rotate")
-    _write_atomic(bundle / PENDING, json.dumps({"rotation": str(args["rotation"]), "sealed": str(args["sealed"])}).encode(), 0o600)
+    data = json.dumps({"rotation": str(args["rotation"]), "sealed": str(args["sealed"])}).encode()
+    await asyncio.get_running_loop().run_in_executor(None, _write_atomic, bundle / PENDING, data, 0o600)
     await apply_pending(app)
+
+
+def _read_pending(bundle: Path) -> dict[str, Any] | None:
+    path = bundle / PENDING
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _install(bundle: Path, files: dict[str, str], tls: ssl.SSLContext | None) -> None:
+    """The new credentials into the bundle (each file fsynced, then renamed), then the pending note removed."""
+    for name, text in files.items():
+        if name in ALLOWED:
+            _write_atomic(bundle / name, text.encode(), 0o600 if name.endswith(".key") else 0o644)
+    if tls is not None and "mqtt_client.crt" in files:
+        try:
+            tls.load_cert_chain(str(bundle / "mqtt_client.crt"), str(bundle / "mqtt_client.key"))
+        except ssl.SSLError as exc:
+            log.error("rotated MQTT certificate unusable: %s", exc.reason)
+    os.remove(bundle / PENDING)
 
 
 async def apply_pending(app: web.Application) -> bool:
     """Apply a kept rotation if there is one and the store is unlocked; True if applied."""
     cfg = app[CONFIG]
-    if cfg.bundle_dir is None or not (cfg.bundle_dir / PENDING).exists():
+    if cfg.bundle_dir is None:
+        return False
+    # File work (fsync on an SD card) stays off the event loop.
+    loop = asyncio.get_running_loop()
+    pending = await loop.run_in_executor(None, _read_pending, cfg.bundle_dir)
+    if pending is None:
         return False
     store = app[STORE]
-    pending = json.loads((cfg.bundle_dir / PENDING).read_text())
     try:
         key = store.seal_key
     except StoreLocked:
         log.info("key rotation %s received; applied after the next administrator login", pending["rotation"])
         return False
     files = json.loads(crypto.unwrap_with_private(bytes.fromhex(pending["sealed"]), key, _context(cfg.node_id, pending["rotation"])))
-    for name, text in files.items():
-        if name in ALLOWED:
-            _write_atomic(cfg.bundle_dir / name, text.encode(), 0o600 if name.endswith(".key") else 0o644)
     new_key = serialization.load_pem_private_key(files["node_sign.key"].encode(), None)
     assert isinstance(new_key, Ed25519PrivateKey)
+    await loop.run_in_executor(None, _install, cfg.bundle_dir, files, cfg.mqtt_tls)
     if UPLINK in app:
         app[UPLINK].use_signing_key(new_key)
-    if cfg.mqtt_tls is not None and "mqtt_client.crt" in files:
-        try:
-            cfg.mqtt_tls.load_cert_chain(str(cfg.bundle_dir / "mqtt_client.crt"), str(cfg.bundle_dir / "mqtt_client.key"))
-        except ssl.SSLError as exc:
-            log.error("rotated MQTT certificate unusable: %s", exc.reason)
-    os.remove(cfg.bundle_dir / PENDING)
     log.warning("key rotation %s applied: new signing key and certificates in the bundle", pending["rotation"])
     return True
