@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import REPO, Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
 from tests.helpers import ApiClient
-from tests.ui.conftest import axe_violations, browser, screenshot  # noqa: F401  (fixture)
+from tests.ui.conftest import axe_violations, browser, login, screenshot  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.functional]
 
@@ -29,14 +29,6 @@ def demo(tmp_path: Path, procs: list[Proc]) -> Iterator[tuple[str, str, Path]]:
     wait_until(lambda: http_ok(f"http://127.0.0.1:{node_port}/healthz") and http_ok(f"http://127.0.0.1:{hq_port}/healthz"), 60, what="demo")
     yield f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{hq_port}", data
     p.terminate()
-
-
-def login(page: Any, base: str, user: str, password: str) -> None:
-    page.goto(base + "/login")
-    page.fill("#username", user)
-    page.fill("#password", password)
-    page.click("#login-submit")
-    page.wait_for_url(base + "/")
 
 
 def test_hq_fleet_vault_and_roles(browser: Any, demo: tuple[str, str, Path]) -> None:  # noqa: F811

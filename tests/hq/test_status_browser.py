@@ -13,8 +13,7 @@ import pytest
 from provisioning.keys import HQKeys, NodeBundle
 from tests.conftest import REPO, Broker, Proc, wait_until
 from tests.hq.stack import OFFICER_PASSWORD, Stack
-from tests.hq.test_hq_browser import login
-from tests.ui.conftest import axe_violations, browser, screenshot  # noqa: F401  (fixture)
+from tests.ui.conftest import axe_violations, browser, login, screenshot  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.functional]
 

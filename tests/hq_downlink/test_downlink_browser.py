@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_until
-from tests.hq.test_hq_browser import PASSWORD, demo, login  # noqa: F401  (fixture)
-from tests.ui.conftest import axe_violations, browser, screenshot  # noqa: F401  (fixture)
+from tests.hq.test_hq_browser import PASSWORD, demo  # noqa: F401  (fixture)
+from tests.ui.conftest import axe_violations, browser, login, screenshot  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.functional]
 

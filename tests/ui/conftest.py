@@ -46,6 +46,15 @@ def screenshot(page: Any, name: str, docs: bool = False) -> None:
         shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
 
 
+def login(page: Any, base: str, user: str, password: str) -> None:
+    """Log in through the page (van or HQ: both land on "/")."""
+    page.goto(base + "/login")
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("#login-submit")
+    page.wait_for_url(base + "/")
+
+
 def axe_violations(page: Any) -> list[dict[str, Any]]:
     """Serious and critical accessibility violations on the current page (axe-core, WCAG 2 A/AA)."""
     # evaluate(), not a <script> tag: the node's CSP rightly refuses inline scripts.

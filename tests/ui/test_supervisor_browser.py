@@ -10,7 +10,7 @@ import pytest
 
 from provisioning.keys import AdminAccount, HQKeys, add_node
 from tests.conftest import Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
-from tests.ui.conftest import axe_violations, screenshot
+from tests.ui.conftest import axe_violations, login, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.functional]
 
@@ -28,11 +28,7 @@ def test_supervisor_report_and_accounts(browser: Any, hq_keys: HQKeys, tmp_path:
     wait_until(lambda: http_ok(base + "/healthz"), 30, what="node")
     ctx = browser.new_context(viewport={"width": 1024, "height": 768}, locale="uk-UA")
     page = ctx.new_page()
-    page.goto(base + "/login")
-    page.fill("#username", "maria")
-    page.fill("#password", PW)
-    page.click("#login-submit")
-    page.wait_for_url(base + "/")
+    login(page, base, "maria", PW)
 
     page.goto(base + "/applications/new")
     page.fill("#surname", "Шевченко")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
-from tests.ui.conftest import axe_violations, screenshot
+from tests.ui.conftest import axe_violations, login, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.functional]
 
@@ -165,11 +165,7 @@ def test_van_day(browser: Any, demo: str) -> None:
 def test_returning_citizen_is_found_and_prefilled(browser: Any, demo: str) -> None:
     ctx = browser.new_context(viewport={"width": 1024, "height": 900}, locale="uk-UA")
     page = ctx.new_page()
-    page.goto(demo + "/login")
-    page.fill("#username", "admin")
-    page.fill("#password", PASSWORD)
-    page.click("#login-submit")
-    page.wait_for_url(demo + "/")
+    login(page, demo, "admin", PASSWORD)
 
     page.click("text=Заявники")
     page.fill("#q-rnokpp", "1759013776")
