@@ -7,7 +7,7 @@ from datetime import date
 
 from aiohttp import web
 
-from mobile_office.web import json_response
+from kit.web import json_response
 
 from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
 from .auth import Session, set_cookie

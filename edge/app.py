@@ -17,9 +17,9 @@ from aiohttp import web
 
 from devices.gps import GpsTracker
 from devices.modem import ModemManager, ModemSettings
-from mobile_office.ratelimit import LoginThrottle
-from mobile_office.tasks import background
-from mobile_office.web import error_middleware
+from kit.ratelimit import LoginThrottle
+from kit.tasks import background
+from kit.web import error_middleware
 from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink

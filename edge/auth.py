@@ -1,10 +1,10 @@
-"""Administrator sessions of the van UI (the shared implementation is mobile_office/sessions.py)."""
+"""Administrator sessions of the van UI (the shared implementation is kit/sessions.py)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from mobile_office.sessions import Session, Sessions
+from kit.sessions import Session, Sessions
 
 COOKIE = "mo_session"
 

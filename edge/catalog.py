@@ -18,8 +18,8 @@ from typing import Any
 
 import aiosqlite
 
-from mobile_office import data_path
-from mobile_office.catalog_doc import validate
+from kit import data_path
+from sync.catalog_doc import validate
 from sync import outbox
 from sync.db import transaction
 from sync.downlink import Handler
@@ -73,7 +73,7 @@ class Catalog:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], version: int) -> Catalog:
-        """A published catalogue (mobile_office/catalog_doc.py shape); raises ValueError if it does not fit."""
+        """A published catalogue (sync/catalog_doc.py shape); raises ValueError if it does not fit."""
         errors = validate(doc)
         if errors:
             raise ValueError("; ".join(errors[:5]))

@@ -10,7 +10,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from mobile_office.ratelimit import ThrottleSettings
+from kit.ratelimit import ThrottleSettings
 from sync.clock import Clock, SystemClock
 from sync.outbox import Limits
 

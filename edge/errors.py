@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mobile_office.web import HttpProblem
+from kit.web import HttpProblem
 from sync.errors import CryptoError
 
 __all__ = ["CryptoError", "EdgeError", "HttpError", "Locked", "StorageFull", "StoreLocked", "ValidationFailed", "Unauthorized", "Forbidden"]

@@ -7,7 +7,7 @@
   ``csrf`` field, scripts in the ``X-CSRF-Token`` header.  The JSON API
   needs ``Content-Type: application/json`` instead, which a cross-site page
   cannot send without a CORS preflight the node never grants.
-* Login throttling (mobile_office/ratelimit.py) around both login routes,
+* Login throttling (kit/ratelimit.py) around both login routes,
   429 in the one error shape with ``Retry-After`` and a Ukrainian message
   saying when to retry.
 * Session fixation: a successful login always gets a fresh token and the
@@ -33,13 +33,14 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from mobile_office.ratelimit import LoginThrottle
-from mobile_office.web import Handler, HttpProblem, render_problem
+from kit.ratelimit import LoginThrottle
+from kit.web import Handler, HttpProblem, render_problem
 
 from . import i18n
 from .appkeys import CONFIG, SESSIONS
 from .auth import COOKIE
 from .status import node_status
+from . import rotation
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +224,7 @@ async def login_middleware(request: web.Request, handler: Handler) -> web.Stream
     finally:
         if ok:
             throttle.succeeded(username, address)
-            from . import rotation  # a key rotation received while the store was locked opens now
-
+            # a key rotation received while the store was locked opens now
             try:
                 await rotation.apply_pending(request.app)
             except Exception:  # the login itself must not fail; the rotation stays pending

@@ -12,7 +12,7 @@ administrator's rights, never more.
 
 from __future__ import annotations
 
-from mobile_office.sessions import Session
+from kit.sessions import Session
 
 from .errors import Forbidden
 

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.trips.geo import bearing, haversine
-from mobile_office import data_path
+from kit.geo import bearing, haversine
+from kit import data_path
 
 __all__ = ["Route", "SimPosition", "Waypoint", "bearing", "haversine"]
 

@@ -9,11 +9,11 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from mobile_office.tasks import background
+from kit.tasks import background
 from provisioning.rotation import NodeKeyCache
 
-from mobile_office.sessions import Sessions
-from mobile_office.web import error_middleware, json_response
+from kit.sessions import Sessions
+from kit.web import error_middleware, json_response
 from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 

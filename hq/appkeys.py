@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mobile_office.sessions import Sessions
+from kit.sessions import Sessions
 from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 
 from .config import HQConfig

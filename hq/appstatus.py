@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mobile_office.tasks import background
+from kit.tasks import background
 from sync import reconcile
 from sync.db import transaction
 from sync.downlink import build

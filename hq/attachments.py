@@ -18,8 +18,8 @@ import aiohttp_jinja2
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from mobile_office.sessions import Session
-from mobile_office.web import HttpProblem, json_response
+from kit.sessions import Session
+from kit.web import HttpProblem, json_response
 from sync import crypto
 from sync.blob import TABLE, open_chunks, parse_blob_item
 from sync.db import transaction

@@ -2,7 +2,7 @@
 
 A dispatcher or admin publishes either the catalogue packaged with the
 software (catalog.json + packages.json) or an uploaded JSON document of the
-same shape (mobile_office/catalog_doc.py; errors in Ukrainian, nothing is
+same shape (sync/catalog_doc.py; errors in Ukrainian, nothing is
 published when anything is wrong).  The new version is N+1 where N is the
 newest version HQ published, or the packaged catalogue's own version (every
 van ships with that one) if HQ never published.  The document goes out as
@@ -25,13 +25,14 @@ from typing import Any
 
 from aiohttp import web
 
-from mobile_office.tasks import background
-from mobile_office import catalog_doc
-from mobile_office.web import HttpProblem, json_response
+from kit.tasks import background
+from sync import catalog_doc
+from kit.web import HttpProblem, json_response
 from sync.downlink import build
 from sync.envelope import topic_catalog
 
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
+from .pages import page, session
 from .db import DB, migrate, transaction
 from .errors import HQError
 from .events import fold_events
@@ -158,9 +159,7 @@ async def publish(app: web.Application, doc: dict[str, Any], username: str, sour
 
 # -- web ------------------------------------------------------------------------
 async def catalog_page(request: web.Request, errors: list[str] | None = None, status: int = 200) -> web.Response:
-    from .web import _page, _session
-
-    s = _session(request)
+    s = session(request)
     db = request.app[STORE].db
     cur = await current(db)
     doc = cur["doc"]
@@ -168,7 +167,7 @@ async def catalog_page(request: web.Request, errors: list[str] | None = None, st
     ctx = {"session": s, "current": cur, "categories": categories, "services": sorted(doc["services"], key=lambda x: (x["category"], x["code"])),
            "packages": doc.get("packages", []), "history": await history(db), "errors": errors or [],
            "published": request.query.get("published"), "vans": await vans(request.app)}
-    return await _page(request, "catalog.html", ctx, status=status)
+    return await page(request, "catalog.html", ctx, status=status)
 
 
 async def catalog_get(request: web.Request) -> web.Response:
@@ -176,9 +175,7 @@ async def catalog_get(request: web.Request) -> web.Response:
 
 
 async def catalog_publish(request: web.Request) -> web.Response:
-    from .web import _session
-
-    s = _session(request, "command")
+    s = session(request, "command")
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     try:
@@ -200,9 +197,7 @@ async def catalog_publish(request: web.Request) -> web.Response:
 
 async def catalog_json(request: web.Request) -> web.Response:
     """The newest published catalogue (or the packaged one) and the versions HQ published."""
-    from .web import _session
-
-    _session(request)
+    session(request)
     db = request.app[STORE].db
     return json_response({**await current(db), "history": await history(db), "vans": await vans(request.app)})
 

@@ -1,6 +1,6 @@
 """Exception root of the hq package."""
 
-from mobile_office.web import HttpProblem
+from kit.web import HttpProblem
 
 
 class HQError(Exception):

@@ -14,6 +14,7 @@ from sync.envelope import topic_down
 
 from .appkeys import CONFIG, INGEST, STORE, WORKER
 from .errors import HQError
+from .trips import record_visit_plan
 
 
 class PlanningError(HQError):
@@ -38,7 +39,6 @@ async def assign_home_visit(app: Any, node_id: str, details: dict[str, Any], pla
     payload = build(cfg.keys.sign, node_id, "assign", seq, [item], app[INGEST].hlc.tick())
     if not await app[WORKER].publish_down(topic_down(node_id, "assign"), payload):
         raise PlanningError("Немає зв'язку з брокером: призначення не надіслано")
-    from .trips import record_visit_plan  # categories (no name, no address) for the home-visit reports
-
+    # categories (no name, no address) for the home-visit reports
     await record_visit_plan(app[STORE].db, str(item["id"]), node_id, planned_date, assigned_to, list(details.get("categories") or []), cfg.clock.now())
     return str(item["id"])

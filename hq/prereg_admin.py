@@ -29,14 +29,16 @@ from typing import Any
 
 from aiohttp import web
 
-from mobile_office.tasks import background
-from mobile_office.web import HttpProblem, json_response
+from kit.tasks import background
+from kit.web import HttpProblem, json_response
 from sync.crypto import wrap_to_public
 from sync.downlink import build
 from sync.envelope import topic_down
 
 from . import catalog_admin
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
+from .pages import page, session
+from .trips import places
 from .db import DB, migrate, transaction
 from .errors import HQError
 from .events import fold_events
@@ -225,10 +227,7 @@ def _today(app: web.Application) -> str:
 
 async def prereg_page(request: web.Request, errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
                       status: int = 200) -> web.Response:
-    from .trips import places
-    from .web import _page, _session
-
-    s = _session(request)
+    s = session(request)
     app = request.app
     await project(app[STORE].db)
     cur = await catalog_admin.current(app[STORE].db)
@@ -236,7 +235,7 @@ async def prereg_page(request: web.Request, errors: dict[str, str] | None = None
            "values": values or {"date": _today(app)}, "nodes": sorted(n["node_id"] for n in await app[STORE].fleet()),
            "services": sorted(cur["doc"]["services"], key=lambda x: x["code"]), "places": places(),
            "sent": request.query.get("sent"), "queued": request.query.get("queued")}
-    return await _page(request, "prereg.html", ctx, status=status)
+    return await page(request, "prereg.html", ctx, status=status)
 
 
 async def prereg_get(request: web.Request) -> web.Response:
@@ -244,9 +243,7 @@ async def prereg_get(request: web.Request) -> web.Response:
 
 
 async def prereg_submit(request: web.Request) -> web.Response:
-    from .web import _session
-
-    s = _session(request, "command")
+    s = session(request, "command")
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     values = {k: str(form.get(k, "")) for k in ("name", "phone", "node_id", "service_code", "date", "slot", "stop")}
@@ -260,9 +257,7 @@ async def prereg_submit(request: web.Request) -> web.Response:
 
 
 async def prereg_resend(request: web.Request) -> web.Response:
-    from .web import _session
-
-    s = _session(request, "command")
+    s = session(request, "command")
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     if not await send(request.app, request.match_info["id"]):
@@ -271,9 +266,7 @@ async def prereg_resend(request: web.Request) -> web.Response:
 
 
 async def prereg_json(request: web.Request) -> web.Response:
-    from .web import _session
-
-    _session(request)
+    session(request)
     db = request.app[STORE].db
     await project(db)
     return json_response({"preregistrations": await listing(db, request.query.get("from") or _today(request.app))})

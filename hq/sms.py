@@ -34,7 +34,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from mobile_office.tasks import background
+from kit.tasks import background
 from sync.crypto import SealedRecord, open_with_hq_key
 from sync.db import transaction
 from sync.errors import CryptoError

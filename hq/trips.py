@@ -28,15 +28,16 @@ from typing import Any
 
 from aiohttp import web
 
-from mobile_office import data_path
-from mobile_office.report import admin_rates
-from mobile_office.web import HttpProblem, json_response
+from kit import data_path
+from sync.figures import admin_rates
+from kit.web import HttpProblem, json_response
 from sync.db import transaction
 from sync.downlink import build
 from sync.envelope import topic_down
 from sync.migrate import migrate
 
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
+from .pages import page, session
 
 MIGRATIONS = [
     """
@@ -338,12 +339,6 @@ def csv_text(rep: dict[str, Any]) -> str:
 
 
 # -- web ------------------------------------------------------------------------
-def _session(request: web.Request, permission: str | None = None) -> Any:
-    from .web import _session as session
-
-    return session(request, permission)
-
-
 async def _fetcher(request: web.Request) -> Fetch:
     db = request.app[STORE].db
 
@@ -366,32 +361,30 @@ async def _report(request: web.Request) -> tuple[date, date, dict[str, Any]]:
 
 
 async def trips_page(request: web.Request) -> web.Response:
-    from .web import _page
-
-    s = _session(request)
+    s = session(request)
     d0, d1, rep = await _report(request)
     nodes = sorted(rep["per_van"])
     ctx = {"rep": rep, "from": d0.isoformat(), "to": d1.isoformat(), "nodes": nodes, "node_id": request.query.get("node_id", ""),
            "places": places(), "purposes": PURPOSES, "session": s, "labels": category_labels(),
            "sent": request.query.get("planned")}
-    return await _page(request, "trips.html", ctx)
+    return await page(request, "trips.html", ctx)
 
 
 async def trips_csv(request: web.Request) -> web.Response:
-    _session(request)
+    session(request)
     d0, d1, rep = await _report(request)
     return web.Response(text=csv_text(rep), content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="trips-{d0}-{d1}.csv"'})
 
 
 async def trips_json(request: web.Request) -> web.Response:
-    _session(request)
+    session(request)
     _d0, _d1, rep = await _report(request)
     return json_response(rep)
 
 
 async def trip_plan_submit(request: web.Request) -> web.Response:
-    s = _session(request, "command")
+    s = session(request, "command")
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     node_id = str(form.get("node_id", ""))

@@ -11,40 +11,19 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from mobile_office.sessions import Session, Sessions
-from mobile_office.web import SECURITY_HEADERS, HttpProblem, json_response
+from kit.sessions import Session, Sessions
+from kit.web import SECURITY_HEADERS, HttpProblem, json_response
 from provisioning.rotation import pending_command_args
 from sync.downlink import COMMANDS, build, command
 from sync.envelope import topic_down
 
 from . import appstatus, fleet, planning, sms, users, vault
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
-
-
-def when(ts: float | None) -> str:
-    if ts is None:
-        return "—"
-    return datetime.fromtimestamp(float(ts), timezone.utc).astimezone().strftime("%d.%m.%Y %H:%M:%S")
-
-
-def _session(request: web.Request, permission: str | None = None) -> Session:
-    s = request.app[SESSIONS].get(request)
-    if s is None:
-        raise web.HTTPSeeOther("/login")
-    if permission is not None and not users.allowed(s.role, permission):
-        raise HttpProblem("Ваша роль не дає доступу до цієї дії", code="forbidden", status=403)
-    return s
-
-
-async def _page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
-    ctx.setdefault("session", request.app[SESSIONS].get(request))
-    ctx["when"] = when
-    ctx["can"] = lambda perm: ctx["session"] is not None and users.allowed(ctx["session"].role, perm)
-    return aiohttp_jinja2.render_template(template, request, ctx, status=status)
+from .pages import page, session, when
 
 
 async def login_form(request: web.Request) -> web.Response:
-    return await _page(request, "hq_login.html", {"error": None, "username": ""})
+    return await page(request, "hq_login.html", {"error": None, "username": ""})
 
 
 async def login_submit(request: web.Request) -> web.Response:
@@ -52,7 +31,7 @@ async def login_submit(request: web.Request) -> web.Response:
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     role = await users.check_password(request.app[STORE].db, username, password) if username and password else None
     if role is None:
-        return await _page(request, "hq_login.html", {"error": "Неправильне ім'я користувача або пароль", "username": username}, 401)
+        return await page(request, "hq_login.html", {"error": "Неправильне ім'я користувача або пароль", "username": username}, 401)
     sessions: Sessions = request.app[SESSIONS]
     session = sessions.create(username, role)
     resp = web.HTTPSeeOther("/")
@@ -61,7 +40,7 @@ async def login_submit(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    s = _session(request)
+    s = session(request)
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     request.app[SESSIONS].drop(s)
@@ -71,7 +50,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    _session(request)
+    session(request)
     store = request.app[STORE]
     now = request.app[CONFIG].clock.now()
     view = await fleet.fleet_view(store, now)
@@ -82,7 +61,7 @@ async def dashboard(request: web.Request) -> web.Response:
            "sent_commands": await appstatus.commands(store), "tile_url": request.app[CONFIG].tile_url,
            "tile_attribution": request.app[CONFIG].tile_attribution,
            "map_data": fleet.map_data(tracks, view["nodes"])}
-    resp = await _page(request, "dashboard.html", ctx)
+    resp = await page(request, "dashboard.html", ctx)
     tiles = request.app[CONFIG].tile_url
     if tiles:
         # The one page that loads images from elsewhere: the configured tile server, nothing more.
@@ -101,17 +80,17 @@ def tile_origin(url: str) -> str:
 
 async def fleet_live(request: web.Request) -> web.Response:
     """What the dashboard's script polls: the fleet with alerts, as of now."""
-    _session(request)
+    session(request)
     view = await fleet.fleet_view(request.app[STORE], request.app[CONFIG].clock.now())
     view["commands"] = await appstatus.commands(request.app[STORE])  # the console's acks, live
     return json_response(view)
 
 
 async def records(request: web.Request) -> web.Response:
-    _session(request)
+    session(request)
     recs = await vault.list_records(request.app[STORE])
     status = await appstatus.statuses(request.app[STORE], [r["id"] for r in recs])
-    return await _page(request, "records.html", {"records": recs, "status": status, "labels": appstatus.LABELS,
+    return await page(request, "records.html", {"records": recs, "status": status, "labels": appstatus.LABELS,
                                                  "status_set": request.query.get("status_set")})
 
 
@@ -127,7 +106,7 @@ async def opening_reason(request: web.Request, s: Session) -> str:
 
 
 async def record_open(request: web.Request) -> web.Response:
-    s = _session(request, "open_records")
+    s = session(request, "open_records")
     reason = await opening_reason(request, s)
     try:
         rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal, request.match_info["id"], s.username, reason)
@@ -138,12 +117,12 @@ async def record_open(request: web.Request) -> web.Response:
     cur = await appstatus.current(store, rec["id"])
     ctx = {"rec": rec, "openings": openings, "status": cur, "labels": appstatus.LABELS, "next_statuses": appstatus.TRANSITIONS[cur],
            "edits": await appstatus.history(store, rec["id"]), "notices": await sms.notices(store, rec["id"])}
-    return await _page(request, "record.html", ctx)
+    return await page(request, "record.html", ctx)
 
 
 async def record_status(request: web.Request) -> web.Response:
     """A records officer (or admin) sets the status; it is audited and flows back to the van."""
-    s = _session(request, "open_records")
+    s = session(request, "open_records")
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     store, cfg = request.app[STORE], request.app[CONFIG]
@@ -165,7 +144,7 @@ async def record_status(request: web.Request) -> web.Response:
 
 async def record_status_json(request: web.Request) -> web.Response:
     """Status, its audited changes with the van's confirmation, and SMS notices: no personal data."""
-    _session(request)
+    session(request)
     store, rid = request.app[STORE], request.match_info["id"]
     async with store.db.execute("SELECT number, node_id FROM records WHERE record_id = ?", (rid,)) as c:
         row = await c.fetchone()
@@ -177,7 +156,7 @@ async def record_status_json(request: web.Request) -> web.Response:
 
 
 async def send_command(request: web.Request) -> web.Response:
-    s = _session(request, "command")
+    s = session(request, "command")
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     node_id, kind = str(form.get("node_id", "")), str(form.get("kind", ""))
@@ -201,7 +180,7 @@ CATEGORIES = ("age80", "disability1", "disability", "incapacitated", "idp", "vet
 
 
 async def assign_visit(request: web.Request) -> web.Response:
-    s = _session(request, "command")
+    s = session(request, "command")
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     node_id = str(form.get("node_id", ""))

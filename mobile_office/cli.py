@@ -8,7 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__, settings
+from kit import settings
+
+from . import __version__
 from .runtime import setup_logging
 
 log = logging.getLogger("mobile_office")

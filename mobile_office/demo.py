@@ -90,7 +90,7 @@ async def _plan_demo_trip(hq_app: object, node_app: object, opts: DemoOptions) -
 
     from hq import trips as hq_trips
     from hq.appkeys import STORE as HQ_STORE
-    from mobile_office import data_path
+    from kit import data_path
 
     today = date.today().isoformat()
     async with hq_app[HQ_STORE].db.execute(  # type: ignore[index]

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .tasks import background
+from kit.tasks import background
 from edge.appkeys import CONFIG, STORE, UPLINK
 
-from .settings import ConfigError
+from kit.settings import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from provisioning.tls import client_context, has_ui_certificate, ui_server_conte
 from sync.outbox import Limits
 
 from .ignition import PowerSettings
-from .ratelimit import ThrottleSettings
+from kit.ratelimit import ThrottleSettings
 
-from . import settings
+from kit import settings
 
 
 MB = 1024 * 1024

@@ -8,6 +8,7 @@ geofence.  Nothing here needs the node key: only non-personal metadata is read.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -16,9 +17,11 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from hq import trips as hq_trips
+from sync.figures import admin_rates
 from edge.trips.track import Place, Point, detect_stops, distance_m, match, track
 
-from . import data_path
+from kit import data_path
 
 TRIP_GAP = 3 * 3600.0
 
@@ -38,10 +41,6 @@ def _iso(ts: float) -> str:
 
 def build_hq(data_dir: Path, start: date, end: date) -> dict[str, Any]:
     """HQ's figures for [start, end] across the fleet and per van (hq/trips.py computes them, as the HQ pages do)."""
-    import asyncio
-
-    from hq import trips as hq_trips
-
     t0 = datetime.combine(start, time.min, timezone.utc).timestamp()
     t1 = datetime.combine(end + timedelta(days=1), time.min, timezone.utc).timestamp()
     db = sqlite3.connect(f"file:{data_dir / 'hq.db'}?mode=ro", uri=True)
@@ -54,28 +53,6 @@ def build_hq(data_dir: Path, start: date, end: date) -> dict[str, Any]:
     finally:
         db.close()
     return {"period": {"from": start.isoformat(), "to": end.isoformat()}, **rep}
-
-
-def admin_rates(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """Citizens per administrator per hour: tickets served / hours from their first call to their last finish, day by day.
-
-    Rows: (administrator, day, called_at, finished_at) of served tickets.  Shared with HQ (from its queue events).
-    """
-    spans: dict[tuple[str, str], list[float]] = {}
-    for who, day, called, finished in rows:
-        s = spans.setdefault((str(who), str(day)), [float(called), float(finished), 0])
-        s[0], s[1], s[2] = min(s[0], float(called)), max(s[1], float(finished)), s[2] + 1
-    admins: dict[str, dict[str, Any]] = {}
-    for (who, _day), (a, b, n) in spans.items():
-        r = admins.setdefault(who, {"served": 0, "hours": 0.0})
-        r["served"] += int(n)
-        r["hours"] += max(b - a, 300.0) / 3600  # one quick ticket is not a 0-hour shift: at least 5 minutes
-    hours = sum(r["hours"] for r in admins.values())
-    for r in admins.values():
-        r["per_hour"] = round(r["served"] / r["hours"], 1)
-        r["hours"] = round(r["hours"], 2)
-    return {"citizens_per_admin_hour": round(sum(r["served"] for r in admins.values()) / hours, 1) if hours else None,
-            "per_admin": dict(sorted(admins.items()))}
 
 
 def _lifecycle_trips(db: sqlite3.Connection, t0: float, t1: float, places: dict[str, Place]) -> list[dict[str, Any]]:

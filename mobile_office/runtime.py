@@ -11,7 +11,7 @@ import sys
 
 from aiohttp import web
 
-from .web import SafeAccessLogger
+from kit.web import SafeAccessLogger
 
 
 def setup_logging(verbose: bool = False) -> None:

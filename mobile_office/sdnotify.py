@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping
-from .tasks import background
+from kit.tasks import background
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import ProvisioningError
+from .pem import load_private
 
 CA_DAYS = 3650
 CERT_DAYS = 825
@@ -75,8 +76,6 @@ class CA:
 
     @classmethod
     def load(cls, directory: Path, passphrase: bytes | None = None) -> CA:
-        from .keys import load_private  # one place that explains a missing or wrong passphrase
-
         if not (directory / "ca.key").exists() or not (directory / "ca.crt").exists():
             raise ProvisioningError(f"no certificate authority in {directory}: run 'provision init-hq' first")
         key = load_private(directory / "ca.key", passphrase)

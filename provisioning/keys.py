@@ -39,6 +39,7 @@ from sync import crypto
 
 from .ca import CA
 from .errors import ProvisioningError
+from .pem import PASSPHRASE_ENV, load_private
 
 NODE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 ROLES = ("van_admin", "case_admin", "supervisor")
@@ -66,9 +67,6 @@ def _write_json(path: Path, doc: Any) -> None:
     os.replace(tmp, path)
 
 
-PASSPHRASE_ENV = "MO_HQ_PASSPHRASE"
-
-
 def _pem(key: Ed25519PrivateKey | X25519PrivateKey, passphrase: bytes | None = None) -> bytes:
     enc: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption())
@@ -91,24 +89,6 @@ def read_passphrase(path: Path | None) -> bytes | None:
 
 def _raw_pub(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def load_private(path: Path, passphrase: bytes | None = None) -> Any:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ProvisioningError(f"key file missing: {path}") from exc
-    except OSError as exc:
-        raise ProvisioningError(f"key file unreadable: {path} ({exc.strerror})") from exc
-    encrypted = b"ENCRYPTED" in data.split(b"\n", 1)[0]
-    if encrypted and not passphrase:
-        raise ProvisioningError(f"{path} is encrypted: give --passphrase-file FILE or set {PASSPHRASE_ENV}")
-    try:
-        return serialization.load_pem_private_key(data, passphrase if encrypted else None)
-    except (ValueError, TypeError) as exc:
-        if encrypted:
-            raise ProvisioningError(f"wrong passphrase for {path}") from exc
-        raise ProvisioningError(f"key file unreadable: {path}") from exc
 
 
 @dataclass

@@ -28,14 +28,17 @@ from typing import Any
 
 import aiosqlite
 
-from mobile_office import data_path
+from kit import data_path
 from sync import crypto, outbox
 from sync.db import transaction
 from sync.migrate import migrate
 
+from kit.geo import haversine
+
 from ..store import Store
-from .geo import haversine
-from .track import Place, Point, distance_m
+from ..visits import assignment_context
+from .recorder import points  # the odometer over what the recorder stored
+from .track import Place, Point, detect_stops, distance_m
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +328,6 @@ class Trips:
             if actor is not None:
                 raise TripError("Немає виїзду, який можна завершити")
             return None
-        from .recorder import points  # the odometer over what the recorder stored
 
         dep = trip.departed_at if trip.departed_at is not None else at
         async with self.db.execute("SELECT MAX(returned_at) FROM trips WHERE returned_at <= ?", (dep,)) as cur:
@@ -440,8 +442,6 @@ class Trips:
         async with self.db.execute("SELECT sealed FROM visits WHERE id = ?", (visit_id,)) as cur:
             row = await cur.fetchone()
         if row is not None and row[0]:  # empty once shredded (HQ's shred command): nothing left to count
-            from ..visits import assignment_context
-
             details = json.loads(crypto.unwrap_with_private(bytes(row[0]), self.store.seal_key, assignment_context(self.store.node_id, visit_id)))
             # A per-day count with no visit id: the report's breakdown without a category on anyone's record.
             for cat in sorted(set(details.get("categories") or [])) or ["none"]:
@@ -472,8 +472,6 @@ class Trips:
         async with self.db.execute("SELECT started_at FROM visits WHERE id = ?", (visit_id,)) as cur:
             r = await cur.fetchone()
         started = float(r[0]) if r and r[0] is not None else finished
-        from .recorder import points
-        from .track import detect_stops
 
         best = None
         for s in detect_stops(await points(self.db, started - 3 * 3600, finished + 1)):

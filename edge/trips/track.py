@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .geo import bearing, haversine
+from kit.geo import bearing, haversine
 
 MAX_SPEED = 55.0  # m/s (~200 km/h): anything faster between two fixes is an outlier
 PARKED_RADIUS = 15.0  # m: receiver wander while standing still

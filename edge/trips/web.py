@@ -8,10 +8,11 @@ from datetime import date, datetime, time, timedelta, timezone
 import aiohttp_jinja2
 from aiohttp import web
 
-from mobile_office import data_path
-from mobile_office.web import HttpProblem, json_response
+from kit import data_path
+from kit.web import HttpProblem, json_response
 
 from ..appkeys import CONFIG, SESSIONS, STORE, TRIPS
+from ..status import node_status
 from . import export
 from .lifecycle import Trip, TripError
 from .recorder import points
@@ -54,8 +55,6 @@ async def _day(request: web.Request) -> tuple[date, list[export.Point], list[exp
 
 async def trip_page(request: web.Request) -> web.Response:
     day, pts, stops, names = await _day(request)
-    from ..status import node_status
-
     ctx = {"day": day.isoformat(), "prev": (day - timedelta(days=1)).isoformat(), "next": (day + timedelta(days=1)).isoformat(),
            "km": round(distance_m(pts) / 1000, 2), "stops": stops, "names": names, "drawing": export.svg(pts, stops, names),
            "points": len(pts), "status": await node_status(request.app), "session": request.app[SESSIONS].get(request),

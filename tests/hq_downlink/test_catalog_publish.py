@@ -10,7 +10,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mobile_office.catalog_doc import packaged
+from sync.catalog_doc import packaged
 from provisioning.keys import HQKeys, NodeBundle
 from sync.downlink import build
 from sync.envelope import decode

@@ -11,7 +11,7 @@ import aiosqlite
 import pytest
 
 from edge import catalog as edge_catalog
-from mobile_office.catalog_doc import packaged, validate
+from sync.catalog_doc import packaged, validate
 from sync import outbox
 from sync.errors import EnvelopeError
 

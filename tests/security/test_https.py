@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mobile_office.nodecli import node_config
-from mobile_office.settings import ConfigError
+from kit.settings import ConfigError
 from provisioning.errors import ProvisioningError
 from provisioning.keys import NodeBundle
 from tests.conftest import REPO, Proc, free_port, mobile_office_cmd, spawn, wait_until

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from mobile_office.ratelimit import LoginThrottle, ThrottleSettings
+from kit.ratelimit import LoginThrottle, ThrottleSettings
 from sync.clock import ManualClock
 from tests.conftest import ADMIN_PASSWORD
 from tests.security.conftest import CASE_PASSWORD, Node, csrf_of, form_login, route_paths

@@ -38,7 +38,7 @@ DAY = 86400
 
 
 def plan(trip_id: str = "plan-north") -> dict[str, object]:
-    doc = json.loads((Path(__file__).parents[2] / "mobile_office/data/stops.json").read_text(encoding="utf-8"))
+    doc = json.loads((Path(__file__).parents[2] / "kit/data/stops.json").read_text(encoding="utf-8"))
     by_code = {s["code"]: s for s in doc["stops"]}
     return {"id": trip_id, "kind": "trip", "trip_kind": "van", "title": "Тернівський район", "planned_date": "2026-11-18",
             "stops": [{"place": c, "name": by_code[c]["name"], "lat": by_code[c]["lat"], "lon": by_code[c]["lon"],
@@ -218,7 +218,7 @@ async def test_manual_lifecycle_and_unplanned_stop(day: Day) -> None:
 
 
 async def test_home_visit_gets_its_gps_stop_as_evidence(day: Day, hq_keys: HQKeys) -> None:
-    hv = json.loads((Path(__file__).parents[2] / "mobile_office/data/stops.json").read_text(encoding="utf-8"))["home_visits"][0]
+    hv = json.loads((Path(__file__).parents[2] / "kit/data/stops.json").read_text(encoding="utf-8"))["home_visits"][0]
     item = sealed_assignment(hq_keys.node_seal_keys()["van-01"], "van-01", {"name": "Гнатюк Ганна", "address": "вул. Тестова, 7",
                                                                             "purpose": "субсидія", "categories": hv["category"]}, None, "admin")
     visits = HomeVisits(day.store)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from edge.trips.track import Place, Point, clean, detect_stops, distance_m, match, track
 from firmware_sim.gps_pty import jittered
 from firmware_sim.route import Route
-from mobile_office import data_path
+from kit import data_path
 
 T0 = 1_795_000_000.0
 

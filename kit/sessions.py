@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from sync.clock import Clock
+from .clock import Clock
 
 from .web import HttpProblem
 

@@ -215,6 +215,6 @@ def all_groups() -> Iterable[SettingGroup]:
 
 
 def docs_markdown() -> str:
-    parts = ["# Configuration", "", "Generated from `mobile_office/settings.py` (`mobile-office config-docs`).", ""]
+    parts = ["# Configuration", "", "Generated from `kit/settings.py` (`mobile-office config-docs`).", ""]
     parts += [g.markdown() for g in all_groups()]
     return "\n".join(parts)

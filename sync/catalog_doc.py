@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mobile_office import data_path
+from kit import data_path
 
 MAX_SERVICES = 2000
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sync.clock import Clock
+from .clock import Clock
 
 MAX_KEYS = 10_000  # bounds memory if someone sprays random usernames
 

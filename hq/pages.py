@@ -1,0 +1,37 @@
+"""What every HQ page shares: the session it requires (with a permission) and the template context."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from kit.sessions import Session
+from kit.web import HttpProblem
+
+from . import users
+from .appkeys import SESSIONS
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "—"
+    return datetime.fromtimestamp(float(ts), timezone.utc).astimezone().strftime("%d.%m.%Y %H:%M:%S")
+
+
+def session(request: web.Request, permission: str | None = None) -> Session:
+    s = request.app[SESSIONS].get(request)
+    if s is None:
+        raise web.HTTPSeeOther("/login")
+    if permission is not None and not users.allowed(s.role, permission):
+        raise HttpProblem("Ваша роль не дає доступу до цієї дії", code="forbidden", status=403)
+    return s
+
+
+async def page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
+    ctx.setdefault("session", request.app[SESSIONS].get(request))
+    ctx["when"] = when
+    ctx["can"] = lambda perm: ctx["session"] is not None and users.allowed(ctx["session"].role, perm)
+    return aiohttp_jinja2.render_template(template, request, ctx, status=status)
