@@ -7,7 +7,6 @@ mirrors setup and every background task is awaited on shutdown.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -186,9 +185,8 @@ async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware, *hardening.MIDDLEWARES], client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
-    app[SESSIONS] = Sessions(config.clock, config.session_timeout)
-    app[hardening.THROTTLE] = LoginThrottle(config.clock, config.login_throttle)
-    app[hardening.PRE_SECRET] = secrets.token_bytes(32)
+    app[SESSIONS] = Sessions(config.clock, config.session_timeout, lifetime=config.session_lifetime)
+    app[hardening.GUARD] = hardening.guard(app, LoginThrottle(config.clock, config.login_throttle))
     app[CATALOG] = Catalog.load()
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, context_processors=[aiohttp_jinja2.request_processor, views.ui_context, hardening.csrf_context]

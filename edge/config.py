@@ -33,6 +33,7 @@ class NodeConfig:
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     session_timeout: float = 900.0
+    session_lifetime: float = 12 * 3600.0  # absolute: a session ends this long after its login
     position_interval: float = 5.0
     ack_timeout: float = 10.0
     secure_cookies: bool = False

@@ -6,6 +6,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit.ratelimit import ThrottleSettings
 from provisioning.keys import HQKeys
 from sync.clock import Clock, SystemClock
 
@@ -21,6 +22,10 @@ class HQConfig:
     port: int = 8090
     directip_port: int | None = None
     session_timeout: float = 1800.0
+    session_lifetime: float = 12 * 3600.0  # absolute: a session ends this long after its login
+    login_throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    https: ssl.SSLContext | None = None  # None: plain HTTP (loopback, or behind a TLS-terminating proxy)
+    trusted_proxies: frozenset[str] = frozenset()  # addresses whose X-Forwarded-Proto HQ believes
     mqtt_tls: ssl.SSLContext | None = None
     clock: Clock = field(default_factory=SystemClock)
     # Application status downlink and SMS notices (hq/appstatus.py, hq/sms.py); map tiles (dashboard).

@@ -1,7 +1,8 @@
 """Server-side login sessions shared by the van UI and the HQ dashboard.
 
 A session is a random token in an HttpOnly, SameSite=Strict cookie, with
-its own CSRF token and an idle timeout on the injected clock.
+its own CSRF token, an idle timeout and an absolute lifetime (a session
+ends that long after its login however busy it is) on the injected clock.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from .clock import Clock
 from .web import HttpProblem
 
 
+def _equal(a: str, b: str) -> bool:
+    # bytes: compare_digest refuses non-ASCII str, and a forged token may be anything
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
 @dataclass
 class Session:
     token: str
@@ -25,17 +31,20 @@ class Session:
     csrf: str
     last_seen: float
     data: dict[str, object] = field(default_factory=dict)
+    created: float = 0.0
 
 
 class Sessions:
-    def __init__(self, clock: Clock, idle_timeout: float, cookie: str = "mo_session") -> None:
+    def __init__(self, clock: Clock, idle_timeout: float, cookie: str = "mo_session", lifetime: float = 12 * 3600.0) -> None:
         self.clock = clock
         self.idle_timeout = idle_timeout
+        self.lifetime = lifetime
         self.cookie = cookie
         self._by_token: dict[str, Session] = {}
 
     def create(self, username: str, role: str) -> Session:
-        s = Session(secrets.token_urlsafe(32), username, role, secrets.token_urlsafe(24), self.clock.monotonic())
+        now = self.clock.monotonic()
+        s = Session(secrets.token_urlsafe(32), username, role, secrets.token_urlsafe(24), now, created=now)
         self._by_token[s.token] = s
         return s
 
@@ -47,7 +56,7 @@ class Sessions:
         if s is None:
             return None
         now = self.clock.monotonic()
-        if now - s.last_seen > self.idle_timeout:
+        if now - s.last_seen > self.idle_timeout or now - s.created > self.lifetime:
             del self._by_token[token]
             return None
         s.last_seen = now
@@ -71,7 +80,7 @@ class Sessions:
 
     @staticmethod
     def check_csrf(session: Session, token: str | None) -> None:
-        if not token or not hmac.compare_digest(token, session.csrf):
+        if not token or not _equal(token, session.csrf):
             raise HttpProblem("Форма застаріла або надіслана не з цієї сторінки. Оновіть сторінку й спробуйте ще раз.",
                               code="csrf_failed", status=403)
 

@@ -68,6 +68,13 @@ def tile_url(value: str) -> str:
     return value
 
 
+def address_list(value: str) -> frozenset[str]:
+    items = frozenset(a.strip() for a in value.split(",") if a.strip())
+    if not items:
+        raise ValueError("expected one or more addresses, comma-separated")
+    return items
+
+
 def db_url(value: str) -> str:
     # the password belongs in ~/.pgpass or PGPASSWORD, not on a command line that `ps` shows
     if not value.startswith(("postgresql://", "postgres://")):
@@ -165,6 +172,7 @@ NODE = SettingGroup(
         Setting("ack_timeout", positive_float, 10.0, "seconds before an unacknowledged batch is sent again", "SECONDS"),
         Setting("position_interval", positive_float, 5.0, "seconds between positions sent to HQ", "SECONDS"),
         Setting("session_timeout", positive_float, 900.0, "idle seconds before an administrator is logged out", "SECONDS"),
+        Setting("session_lifetime", positive_float, 43200.0, "seconds after a login when its session ends however active it is", "SECONDS"),
         Setting("limit_records_mb", positive_float, 512.0, "records waiting for HQ: past this, intake is refused (never dropped)", "MB"),
         Setting("limit_audit_mb", positive_float, 128.0, "audit entries waiting for HQ: past this, intake is refused", "MB"),
         Setting("limit_positions_mb", positive_float, 32.0, "raw GPS waiting for HQ: past this, the oldest unsent points are thinned", "MB"),
@@ -206,6 +214,17 @@ HQ = SettingGroup(
         Setting("db", db_url, None, "HQ's database on PostgreSQL (password via ~/.pgpass or PGPASSWORD); none: SQLite hq.db in --hq-data-dir, which keeps the keys either way", "URL"),
         Setting("hq_passphrase_file", Path, None, "file whose first line is the passphrase of HQ's private keys "
                 "(default: $MO_HQ_PASSPHRASE; none: keys unencrypted)", "FILE"),
+        Setting("hq_tls_cert", Path, None, "HTTPS certificate (PEM, chain) of the dashboard and API; default: DIR/https/hq.crt when "
+                "'provision hq-cert' made one, else plain HTTP (refused on a non-loopback address without --hq-behind-proxy)", "FILE"),
+        Setting("hq_tls_key", Path, None, "private key of --hq-tls-cert (default: the key in the certificate's own file)", "FILE"),
+        Setting("hq_behind_proxy", address_list, None, "HQ sits behind a TLS-terminating proxy at these addresses (comma-separated): "
+                "plain HTTP is allowed on any address and X-Forwarded-Proto is believed from them only", "ADDR[,ADDR]"),
+        Setting("hq_session_timeout", positive_float, 1800.0, "idle seconds before an HQ user is logged out", "SECONDS"),
+        Setting("hq_session_lifetime", positive_float, 43200.0, "seconds after a login when its HQ session ends however active it is", "SECONDS"),
+        Setting("hq_login_max_failures", positive_int, 5, "failed HQ logins for one username before it is locked out for a while", "N"),
+        Setting("hq_login_max_failures_per_address", positive_int, 20, "failed HQ logins from one client address before it is locked out", "N"),
+        Setting("hq_login_lockout", positive_float, 300.0, "first HQ lockout after too many failed logins; doubles each time, up to an hour",
+                "SECONDS"),
     ],
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import ssl
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from edge.config import NodeConfig
 from hq.config import HQConfig
 from provisioning.keys import load_bundle, load_hq, read_passphrase
-from provisioning.tls import client_context, has_ui_certificate, ui_server_context
+from provisioning.tls import HQ_CERT_DIR, client_context, has_ui_certificate, server_context, ui_server_context
 from sync.outbox import Limits
 
 from .ignition import PowerSettings
@@ -50,6 +51,7 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         http_host=values["http_host"],
         http_port=values["http_port"],
         session_timeout=values["session_timeout"],
+        session_lifetime=values["session_lifetime"],
         position_interval=values["position_interval"],
         ack_timeout=values["ack_timeout"],
         retention_days=values["retention_days"],
@@ -87,7 +89,42 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         sms_retry_max=values["sms_retry_max"],
         tile_url=values["tile_url"],
         tile_attribution=values["tile_attribution"],
+        session_timeout=values["hq_session_timeout"],
+        session_lifetime=values["hq_session_lifetime"],
+        login_throttle=ThrottleSettings(values["hq_login_max_failures"], values["hq_login_max_failures_per_address"], values["hq_login_lockout"]),
+        https=_hq_https(values),
+        trusted_proxies=values["hq_behind_proxy"] or frozenset(),
     )
+
+
+def _hq_https(values: dict[str, Any]) -> ssl.SSLContext | None:
+    """The operator's certificate, else the one 'provision hq-cert' wrote into HQ's directory, else none (plain HTTP)."""
+    cert, key = values["hq_tls_cert"], values["hq_tls_key"]
+    if cert is None and key is not None:
+        raise settings.ConfigError("--hq-tls-key needs --hq-tls-cert")
+    if cert is None:
+        cert, key = values["hq_data_dir"] / HQ_CERT_DIR / "hq.crt", values["hq_data_dir"] / HQ_CERT_DIR / "hq.key"
+        if not cert.exists():
+            return None
+    return server_context(cert, key or cert)
+
+
+def hq_listen_check(cfg: HQConfig) -> None:
+    """Passwords and records never cross a network in clear: plain HTTP only on loopback or behind a TLS proxy."""
+    if cfg.https is not None or cfg.trusted_proxies or _loopback(cfg.host):
+        return
+    raise settings.ConfigError(f"--hq-host {cfg.host}: HQ serves plain HTTP only on loopback. Give it a certificate "
+                               "('provision hq-cert', or --hq-tls-cert/--hq-tls-key) or, behind a TLS-terminating proxy, "
+                               "--hq-behind-proxy PROXY_ADDRESS")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _read_token(path: Path | None) -> str | None:

@@ -11,7 +11,7 @@ from firmware_sim.gateway import SatelliteGateway
 from firmware_sim.modem import ModemSim, ModemSimConfig
 from provisioning.keys import NodeBundle
 from tests.conftest import Proc, free_port, http_ok, mobile_office_cmd, spawn
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, hq_token
 
 pytestmark = pytest.mark.functional
 
@@ -30,9 +30,10 @@ async def test_heartbeat_by_satellite_when_mqtt_is_down(tmp_path: Path, bundle: 
                      tmp_path / "node.log")
         procs.append(node)
         fleet: list[dict[str, object]] = []
+        hq_api = ApiClient(f"http://127.0.0.1:{hq_port}", await asyncio.to_thread(hq_token, hq_dir))
         for _ in range(300):
             if http_ok(f"http://127.0.0.1:{hq_port}/healthz"):
-                fleet = await asyncio.to_thread(ApiClient(f"http://127.0.0.1:{hq_port}").get, "/api/v1/fleet")
+                fleet = await asyncio.to_thread(hq_api.get, "/api/v1/fleet")
                 if fleet and fleet[0].get("link") == "sbd":
                     break
             await asyncio.sleep(0.2)

@@ -39,7 +39,7 @@ class HqBrowser:
             return e.code, e.read().decode()
 
     def login(self, user: str, password: str) -> None:
-        status, _ = self.post("/login", {"username": user, "password": password})
+        status = self.api.form_login(user, password)
         assert status == 200, status
 
     def csrf(self) -> str:
