@@ -163,6 +163,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     uplink.handlers["recon"] = statuses.receive
     uplink.handlers["prereg"] = app[PREREG].receive
     uplink.handlers["rotate_key"] = rotate_key
+    uplink.handlers["hq_seal_key"] = lambda doc: rotation.receive_hq_seal(app, doc)
     uplink.handlers["catalog"] = catalog_store.handler(store.db, app[CATALOG], cfg.clock.now, store._notify)
     async with background(uplink.run(), "uplink"):
         yield

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from kit.sessions import Session, Sessions
 from kit.web import SECURITY_HEADERS, HttpProblem, json_response
-from provisioning.rotation import pending_command_args
+from provisioning.rotation import command_args
 from sync.downlink import COMMANDS, build, command
 from sync.envelope import topic_down
 
@@ -109,7 +109,7 @@ async def record_open(request: web.Request) -> web.Response:
     s = session(request, "open_records")
     reason = await opening_reason(request, s)
     try:
-        rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal, request.match_info["id"], s.username, reason)
+        rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal_ring, request.match_info["id"], s.username, reason)
     except vault.VaultError as exc:
         raise HttpProblem("Запис не знайдено або він не відкривається ключем ЦНАП", code="not_found", status=404) from exc
     openings = await vault.openings(request.app[STORE], request.match_info["id"])
@@ -167,7 +167,7 @@ async def send_command(request: web.Request) -> web.Response:
         raise HttpProblem("Невідомий фургон", code="unknown_node", status=422, fields={"node_id": "невідомий фургон"})
     seq = await store.next_down_seq(node_id, "cmd")
     cmd_id = uuid.uuid4().hex[:12]
-    args = pending_command_args(request.app[CONFIG].keys.directory, node_id) if kind == "rotate_key" else {}  # sealed new keys
+    args = command_args(request.app[CONFIG].keys, node_id, kind)  # sealed new keys, HQ's sealing key
     payload = build(request.app[CONFIG].keys.sign, node_id, "cmd", seq, [command(cmd_id, kind, time.time() + 24 * 3600, **args)], ingest.hlc.tick())
     sent = await request.app[WORKER].publish_down(topic_down(node_id, "cmd"), payload)
     if not sent:

@@ -229,7 +229,13 @@ def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     q = psub.add_parser("init-hq", help="create HQ's keys in a directory")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory (created)")
     _passphrase_arg(q)
+    q.add_argument("--no-passphrase", action="store_true",
+                   help="leave HQ's private keys unencrypted on disk (not recommended: whoever copies the directory opens every record)")
     q.set_defaults(func=cmd_init_hq)
+    q = psub.add_parser("rotate-hq-seal", help="a new sealing key for HQ: new records use it, older ones stay readable")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    _passphrase_arg(q)
+    q.set_defaults(func=cmd_rotate_hq_seal)
     q = psub.add_parser("add-node", help="enrol a van: write its bundle and register it at HQ")
     q.add_argument("name", help="node id, e.g. van-01")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
@@ -285,8 +291,23 @@ def cmd_init_hq(args: argparse.Namespace) -> int:
     from provisioning.keys import init_hq
 
     passphrase = _passphrase(args)
+    if passphrase is None and not args.no_passphrase:
+        raise settings.ConfigError("HQ's private keys are encrypted with a passphrase: give --passphrase-file FILE or set MO_HQ_PASSPHRASE "
+                                   "(or, knowingly, --no-passphrase)")
+    if passphrase is None:
+        log.warning("HQ's private keys will be stored UNENCRYPTED in %s (--no-passphrase): anyone who copies that directory "
+                    "can open every record ever collected", args.hq_dir)
     init_hq(args.hq_dir, passphrase)
     print(f"HQ keys created in {args.hq_dir}" + (" (private keys encrypted with the passphrase)" if passphrase else ""))
+    return 0
+
+
+def cmd_rotate_hq_seal(args: argparse.Namespace) -> int:
+    from provisioning.keys import load_hq, rotate_hq_seal
+
+    kid, _ = rotate_hq_seal(load_hq(args.hq_dir, _passphrase(args)))
+    print(f"HQ's new sealing key {kid} is current; the older keys stay in {args.hq_dir} to open older records. Restart HQ, then send "
+          "each van the 'hq_seal_key' command from the dashboard: from then on it seals new records to the new key.")
     return 0
 
 

@@ -45,7 +45,7 @@ CREATE TABLE catalog_version (one INTEGER PRIMARY KEY CHECK (one = 1), version I
 """,
 ]
 
-COMMANDS = frozenset({"sync_now", "lock", "shred", "rotate_key"})
+COMMANDS = frozenset({"sync_now", "lock", "shred", "rotate_key", "hq_seal_key"})
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
