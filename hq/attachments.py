@@ -26,7 +26,7 @@ from sync.errors import CryptoError
 from sync.migrate import migrate
 
 from . import users
-from .appkeys import CONFIG, SESSIONS, STORE
+from .appkeys import CONFIG, SESSIONS, STORE, TOKEN_SESSION
 from .errors import HQError
 from .store import HQStore
 from .web import opening_reason
@@ -129,7 +129,7 @@ async def open_attachment(store: HQStore, key: crypto.OpeningKeys, att_id: str, 
 
 
 def _session(request: web.Request, permission: str | None = None) -> Session:
-    s = request.app[SESSIONS].get(request)
+    s = request.get(TOKEN_SESSION) or request.app[SESSIONS].get(request)  # a machine token (hq/auth.py) or a login
     if s is None:
         raise HttpProblem("Увійдіть, щоб продовжити", code="login_required", status=401)
     if permission is not None and not users.allowed(s.role, permission):

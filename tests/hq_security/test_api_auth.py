@@ -65,6 +65,10 @@ async def test_machine_token_issued_once_hashed_and_revocable(hq: Hq) -> None:
         # a viewer token cannot do what a viewer cannot: the record status reads a record, not open one; pages stay for people
         assert (await script.get("/api/v1/data-classes", headers=bearer)).status == 200
 
+        for method, path in json_routes(hq):  # the token opens every JSON route (none answers 401 or the login page)
+            r4 = await script.request(method, path, headers=bearer, allow_redirects=False)
+            assert r4.status in (200, 404, 422) and r4.content_type == "application/json", (method, path, r4.status)
+
         r = await asyncio.to_thread(_cli, "hq-token", "reporting", "--revoke", "--hq-data-dir", str(hq.data_dir))
         assert r.returncode == 0, r.stderr
         r3 = await script.get("/api/v1/stats", headers=bearer)
