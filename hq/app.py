@@ -20,12 +20,13 @@ from sync.mqtt import MqttSettings
 from . import appstatus, attachments, sms, trips, users
 from . import catalog_admin, prereg_admin
 from . import web as web_routes
-from .appkeys import CONFIG, DIRECTIP, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
+from .appkeys import CONFIG, DIRECTIP, INGEST, SBD_INGEST, SENDER, SESSIONS, STORE, WORKER
 from .config import HQConfig
 from .directip import DirectIpReceiver, MoMessage
+from .sender import DownlinkSender
 from .store import HQStore
 
-__all__ = ["CONFIG", "DIRECTIP", "INGEST", "SBD_INGEST", "SESSIONS", "STORE", "WORKER", "HQConfig", "create_app"]
+__all__ = ["CONFIG", "DIRECTIP", "INGEST", "SBD_INGEST", "SENDER", "SESSIONS", "STORE", "WORKER", "HQConfig", "create_app"]
 
 HERE = Path(__file__).parent
 
@@ -49,6 +50,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     mqtt = MqttSettings(url=cfg.broker, client_id=cfg.worker, version=cfg.mqtt_version, tls=cfg.mqtt_tls)
     worker = MqttIngestWorker(ingest, mqtt, cfg.clock, shared=cfg.mqtt_version == "5")
     app[WORKER] = worker
+    app[SENDER] = DownlinkSender(app[STORE], cfg.keys, worker, ingest.hlc, cfg.clock)
     async with background(worker.run(), "hq-ingest"):
         yield
 

@@ -89,6 +89,7 @@ async def _plan_demo_trip(hq_app: object, node_app: object, opts: DemoOptions) -
     from datetime import date
 
     from hq import trips as hq_trips
+    from hq.sender import NotConnected
     from hq.appkeys import STORE as HQ_STORE
     from kit import data_path
 
@@ -113,7 +114,7 @@ async def _plan_demo_trip(hq_app: object, node_app: object, opts: DemoOptions) -
             await hq_trips.plan_trip(hq_app, NODE_ID, trip["name"], today, "van", None,  # type: ignore[arg-type]
                                      hq_trips.parse_stops(rows), "hq-admin")
             return
-        except hq_trips.TripPlanError:
+        except NotConnected:
             await asyncio.sleep(0.2)
     log.warning("demo: could not plan today's trip at HQ (no broker connection)")
 
