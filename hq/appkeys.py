@@ -17,7 +17,7 @@ STORE = web.AppKey("hq_store", HQStore)
 INGEST = web.AppKey("hq_ingest", Ingest)
 WORKER = web.AppKey("hq_worker", MqttIngestWorker)
 # Everything HQ sends down to the vans goes through this one (hq/sender.py).
-SENDER = web.AppKey("hq_sender", DownlinkSender)
+DOWNLINK = web.AppKey("hq_downlink", DownlinkSender)
 # The DirectIP MO receiver calls app[SBD_INGEST].on_mo(imei, momsn, payload, session_time).
 SBD_INGEST = web.AppKey("hq_sbd_ingest", SbdIngest)
 DIRECTIP = web.AppKey("hq_directip", DirectIpReceiver)

@@ -21,13 +21,13 @@ from typing import Any
 
 from aiohttp import web
 
-from kit.tasks import background
+from kit.tasks import LOOPS, background
 from sync import reconcile
 from sync.db import transaction
 from sync.migrate import migrate
 
 from . import sms
-from .appkeys import CONFIG, SENDER, STORE
+from .appkeys import CONFIG, DOWNLINK, STORE
 from .errors import HQError
 from .sender import NotConnected
 from .store import HQStore
@@ -151,7 +151,7 @@ async def send_edit(app: web.Application, edit_id: str) -> bool:
     record_id, node_id, status, hlc = str(row[0]), str(row[1]), str(row[2]), int(row[3])
     doc = reconcile.to_wire(reconcile.Edit(record_id, "status", status, hlc, reconcile.HQ), edit_id)
     try:
-        await app[SENDER].send(node_id, "recon", [doc], "статус не надіслано")
+        await app[DOWNLINK].send(node_id, "recon", [doc], "статус не надіслано")
     except NotConnected:
         return False  # the status loop sends it when the broker is back
     async with transaction(store.db):
@@ -223,5 +223,5 @@ async def status_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.exception("status downlink round failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 
-    async with background(loop(), "hq-status-downlink"):
+    async with background(loop, "hq-status-downlink", app[LOOPS]):
         yield

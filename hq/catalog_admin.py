@@ -25,11 +25,11 @@ from typing import Any
 
 from aiohttp import web
 
-from kit.tasks import background
+from kit.tasks import LOOPS, background
 from sync import catalog_doc
 from kit.web import json_response
 
-from .appkeys import CONFIG, SENDER, SESSIONS, STORE, WORKER
+from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE, WORKER
 from .pages import page, session
 from .db import DB, migrate, transaction
 from .errors import HQError
@@ -149,7 +149,7 @@ async def publish(app: web.Application, doc: dict[str, Any], username: str, sour
             (version, cfg.clock.now(), username, source, len(body["services"]), len(body.get("packages", [])), text),
         )
     try:
-        await app[SENDER].catalog(version, body)
+        await app[DOWNLINK].catalog(version, body)
     except NotConnected:
         async with transaction(db):
             await db.execute("DELETE FROM catalog_versions WHERE version = ?", (version,))
@@ -209,7 +209,7 @@ async def republish_newest(app: web.Application) -> bool | None:
     if row is None:
         return None
     try:
-        await app[SENDER].catalog(int(row[0]), json.loads(row[1]))
+        await app[DOWNLINK].catalog(int(row[0]), json.loads(row[1]))
     except NotConnected:
         return False
     return True
@@ -234,7 +234,7 @@ async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
                     log.exception("re-publishing the catalogue failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 
-    async with background(loop(), "hq-catalog-retain"):
+    async with background(loop, "hq-catalog-retain", app[LOOPS]):
         yield
 
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from sync.crypto import wrap_to_public
 
-from .appkeys import CONFIG, SENDER, STORE
+from .appkeys import CONFIG, DOWNLINK, STORE
 from .errors import HQError
 from .trips import record_visit_plan
 
@@ -33,7 +33,7 @@ async def assign_home_visit(app: Any, node_id: str, details: dict[str, Any], pla
     if seal is None:
         raise PlanningError("Фургон не має ключа для запечатаних призначень: видайте йому новий пакет реєстрації")
     item = sealed_assignment(seal, node_id, details, planned_date, assigned_to)
-    await app[SENDER].send(node_id, "assign", [item], "призначення не надіслано")
+    await app[DOWNLINK].send(node_id, "assign", [item], "призначення не надіслано")
     # categories (no name, no address) for the home-visit reports
     await record_visit_plan(app[STORE].db, str(item["id"]), node_id, planned_date, assigned_to, list(details.get("categories") or []), cfg.clock.now())
     return str(item["id"])

@@ -29,12 +29,12 @@ from typing import Any
 
 from aiohttp import web
 
-from kit.tasks import background
+from kit.tasks import LOOPS, background
 from kit.web import HttpProblem, json_response
 from sync.crypto import wrap_to_public
 
 from . import catalog_admin
-from .appkeys import CONFIG, SENDER, SESSIONS, STORE
+from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
 from .pages import page, session
 from .trips import places
 from .db import DB, migrate, transaction
@@ -150,7 +150,7 @@ async def send(app: web.Application, prereg_id: str) -> bool:
         return False
     node_id, item = str(row[0]), json.loads(row[1])
     try:
-        await app[SENDER].send(node_id, "prereg", [item], "запис не надіслано")
+        await app[DOWNLINK].send(node_id, "prereg", [item], "запис не надіслано")
     except NotConnected:
         return False  # kept sealed; the loop sends it when the broker is back
     async with transaction(db):
@@ -285,7 +285,7 @@ async def _prereg_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.exception("pre-registration downlink round failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 
-    async with background(loop(), "hq-prereg-downlink"):
+    async with background(loop, "hq-prereg-downlink", app[LOOPS]):
         yield
 
 

@@ -34,7 +34,7 @@ from kit.web import HttpProblem, json_response
 from sync.db import transaction
 from sync.migrate import migrate
 
-from .appkeys import CONFIG, SENDER, SESSIONS, STORE
+from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
 from .pages import page, session
 
 MIGRATIONS = [
@@ -118,7 +118,7 @@ async def plan_trip(app: web.Application, node_id: str, title: str, planned_date
     store, cfg = app[STORE], app[CONFIG]
     trip_id = uuid.uuid4().hex
     item = trip_item(trip_id, kind, title, planned_date, assigned_to, stops)
-    await app[SENDER].send(node_id, "assign", [item], "план не надіслано")
+    await app[DOWNLINK].send(node_id, "assign", [item], "план не надіслано")
     async with transaction(store.db):
         await store.db.execute(
             "INSERT INTO trip_plans(trip_id, node_id, kind, title, planned_date, assigned_to, stops, created, created_by)"

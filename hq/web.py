@@ -16,7 +16,7 @@ from provisioning.rotation import pending_command_args
 from sync.downlink import COMMANDS
 
 from . import appstatus, fleet, planning, sms, users, vault
-from .appkeys import CONFIG, INGEST, SENDER, SESSIONS, STORE, WORKER
+from .appkeys import CONFIG, DOWNLINK, INGEST, SESSIONS, STORE, WORKER
 from .pages import page, session, when
 
 
@@ -165,7 +165,7 @@ async def send_command(request: web.Request) -> web.Response:
         raise HttpProblem("Невідомий фургон", code="unknown_node", status=422, fields={"node_id": "невідомий фургон"})
     cmd_id = uuid.uuid4().hex[:12]
     args = pending_command_args(request.app[CONFIG].keys.directory, node_id) if kind == "rotate_key" else {}  # sealed new keys
-    await request.app[SENDER].command(node_id, cmd_id, kind, **args)  # NotConnected: 503 broker_down
+    await request.app[DOWNLINK].command(node_id, cmd_id, kind, **args)  # NotConnected: 503 broker_down
     await appstatus.log_command(store, cmd_id, node_id, kind, s.username)  # the console shows the van's ack
     raise web.HTTPSeeOther(f"/?sent={kind}:{node_id}")
 

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hq import users
-from hq.app import SENDER, STORE, HQConfig, create_app
+from hq.app import DOWNLINK, STORE, HQConfig, create_app
 from hq.sender import COMMAND_TTL, DownlinkSender, NotConnected
 from hq.store import HQStore
 from provisioning.keys import HQKeys, NodeBundle
@@ -114,7 +114,7 @@ async def test_not_connected_is_rendered_once_for_pages_and_api(tmp_path: Path, 
         store = app[STORE]
         await users.add_user(store.db, "chief", "admin", CHIEF_PASSWORD, cfg.clock.now())
         await store.record_status("van-01", "online", cfg.clock.now())
-        assert not app[SENDER].connected
+        assert not app[DOWNLINK].connected
         r = await c.post("/login", data={"username": "chief", "password": CHIEF_PASSWORD}, allow_redirects=False)
         assert r.status == 303
         m = re.search(r'name="csrf" value="([^"]+)"', await (await c.get("/")).text())
