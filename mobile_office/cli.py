@@ -18,13 +18,16 @@ log = logging.getLogger("mobile_office")
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="run broker, HQ and one simulated van on this machine",
-                       description="Runs the whole system on one machine: an MQTT broker (embedded unless --broker), "
+                       description="Runs the whole system on one machine: an MQTT broker (its own Mosquitto, MQTT 5, unless --broker; "
+                       "the embedded amqtt broker only where Mosquitto is not installed), "
                        "HQ, and one van node whose GPS simulator drives a trip from stops.json. Stops on Ctrl-C.")
     p.add_argument("--data-dir", type=Path, default=Path("./demo-data"), help="where the demo keeps HQ, the van and their keys (default: ./demo-data)")
     p.add_argument("--http-port", type=settings.port, default=8080, help="van UI port (default: 8080)")
     p.add_argument("--hq-port", type=settings.port, default=8090, help="HQ dashboard port (default: 8090)")
     p.add_argument("--admin-password", help="password of the demo administrator 'admin' (default: random, printed)")
-    p.add_argument("--broker", type=settings.mqtt_url, help="use this MQTT 5 broker (e.g. mqtt://127.0.0.1:1883 for Mosquitto) instead of the embedded one")
+    p.add_argument("--broker", type=settings.mqtt_url, help="use this MQTT 5 broker (e.g. mqtt://127.0.0.1:1883 for Mosquitto) instead of starting one")
+    p.add_argument("--embedded-broker", action="store_true",
+                   help="use the embedded amqtt broker (MQTT 3.1.1; needs the 'embedded-broker' extra) even if Mosquitto is installed")
     p.add_argument("--gpsd", type=settings.host_port, help="use this gpsd (HOST:PORT) instead of the GPS simulator")
     p.add_argument("--modem", help="serial device of a satellite modem (a real RockBLOCK/9603 or another emulator) instead of the simulated one")
     p.add_argument("--directip-port", type=settings.port, help="port of HQ's Iridium DirectIP receiver (default: a free port, printed)")
@@ -43,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoOptions, run_demo
 
     opts = DemoOptions(args.data_dir, args.http_port, args.hq_port, args.admin_password, args.broker, args.gpsd,
-                       args.modem, args.directip_port, args.trip, args.speedup, args.host, args.dwell_min)
+                       args.modem, args.directip_port, args.trip, args.speedup, args.host, args.dwell_min, args.embedded_broker)
     asyncio.run(run_demo(opts))
     return 0
 
