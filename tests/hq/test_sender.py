@@ -20,7 +20,7 @@ from hq.app import DOWNLINK, STORE, HQConfig, create_app
 from hq.sender import COMMAND_TTL, DownlinkSender, NotConnected
 from hq.store import HQStore
 from provisioning.keys import HQKeys, NodeBundle
-from sync.clock import HLC, ManualClock, SystemClock
+from sync.clock import ManualClock, SystemClock
 from sync.envelope import decode, topic_catalog
 from sync.ingest import Ingest, MqttIngestWorker
 from sync.mqtt import MqttSettings
