@@ -116,6 +116,8 @@ class Uplink:
                 self.downlink.register(kind, handler)
             await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._set_link_state)
         finally:
+            if self.status.mqtt_up:
+                self._set_link_state(False)  # a crash left the session: the status must not say "up" while it restarts
             await self._db.close()
 
     def _set_link_state(self, up: bool) -> None:
