@@ -23,10 +23,10 @@ from aiohttp import web
 
 from kit.tasks import background
 from sync import reconcile
-from sync.db import transaction
+from .db import transaction
 from sync.downlink import build
 from sync.envelope import topic_down
-from sync.migrate import migrate
+from .db import migrate
 
 from . import sms
 from .appkeys import CONFIG, INGEST, STORE, WORKER

@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from kit.tasks import background
 from sync.crypto import SealedRecord, open_with_hq_key
-from sync.db import transaction
+from .db import transaction
 from sync.errors import CryptoError
-from sync.migrate import migrate
+from .db import migrate
 
 from .appkeys import CONFIG, STORE
 from .errors import HQError

@@ -31,10 +31,10 @@ from aiohttp import web
 from kit import data_path
 from sync.figures import admin_rates
 from kit.web import HttpProblem, json_response
-from sync.db import transaction
+from .db import transaction
 from sync.downlink import build
 from sync.envelope import topic_down
-from sync.migrate import migrate
+from .db import migrate
 
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
 from .pages import page, session
