@@ -62,7 +62,7 @@ class SkySignal:
         if any(a <= t < b for a, b in self.blocked):
             return 0
         self._level = min(5.0, max(1.5, self._level + self.rnd.uniform(-0.7, 0.7)))
-        return int(round(self._level))
+        return round(self._level)
 
 
 class ModemSim:
@@ -150,7 +150,7 @@ class ModemSim:
     def _process(self) -> None:
         while True:
             if self._binary_wait is not None:
-                need, deadline = self._binary_wait
+                need, _ = self._binary_wait
                 if len(self._inbuf) < need:
                     return
                 blob = bytes(self._inbuf[:need])

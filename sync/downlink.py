@@ -114,7 +114,7 @@ class Downlink:
         handler = self._handlers.get(kind)
         if stream == "cmd" and (not isinstance(expires, (int, float)) or expires < now):
             result = "expired"
-        elif stream == "cmd" and kind not in COMMANDS or handler is None:
+        elif (stream == "cmd" and kind not in COMMANDS) or handler is None:
             result = "unknown"
         else:
             try:

@@ -209,7 +209,7 @@ class MqttLink:
             self._pending[info.mid] = fut
         try:
             await asyncio.wait_for(fut, self.settings.publish_timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             self._pending.pop(info.mid, None)
             raise PublishTimeout(f"no PUBACK for {topic} within {self.settings.publish_timeout}s") from exc
 
