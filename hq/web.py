@@ -5,10 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from urllib.parse import urlsplit
-from datetime import datetime, timezone
-from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from kit.sessions import Session, Sessions
@@ -19,7 +16,7 @@ from sync.envelope import topic_down
 
 from . import appstatus, fleet, planning, sms, users, vault
 from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
-from .pages import page, session, when
+from .pages import page, session
 
 
 async def login_form(request: web.Request) -> web.Response:

@@ -183,7 +183,7 @@ class MqttLink:
             return
         try:
             client.disconnect()
-        except Exception:  # already gone
+        except Exception:  # noqa: BLE001 - already gone
             pass
         # loop_stop joins the network thread: keep that off the event loop.
         await asyncio.get_running_loop().run_in_executor(None, client.loop_stop)
