@@ -23,11 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kit.clock import ManualClock  # noqa: E402
-from sync import sbdbeat  # noqa: E402
-from sync.envelope import decode  # noqa: E402
-from sync.linkmgr import LinkManager  # noqa: E402
-from sync.sbdbeat import Heartbeat  # noqa: E402
+from kit.clock import ManualClock
+from sync import sbdbeat
+from sync.envelope import decode
+from sync.linkmgr import LinkManager
+from sync.sbdbeat import Heartbeat
 
 CREDIT = 50
 

@@ -112,10 +112,9 @@ def open_heartbeat(payload: bytes, candidates: Callable[[bytes], Iterable[tuple[
         raise EnvelopeError("not a compact heartbeat")
     body, mac = payload[:_BODY.size], payload[_BODY.size:]
     _m, tag, seq, t, flags, lat, lon, kmh, course2, *depth = _BODY.unpack(body)
-    for node_id, key in candidates(tag):
-        if hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest()[:MAC_LEN], mac):
-            break
-    else:
+    expected = (node for node, key in candidates(tag) if hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest()[:MAC_LEN], mac))
+    node_id = next(expected, None)
+    if node_id is None:
         raise EnvelopeError("compact heartbeat: no enrolled van's key verifies it")
     if seq == 0 or not (-900_000_000 <= lat <= 900_000_000 and -1_800_000_000 <= lon <= 1_800_000_000) or course2 >= 180:
         raise EnvelopeError("compact heartbeat: field out of range")
