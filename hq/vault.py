@@ -8,7 +8,7 @@ from typing import Any
 
 
 from sync.crypto import OpeningKeys, SealedRecord, open_with_hq_key
-from sync.db import transaction
+from .db import transaction
 from sync.errors import CryptoError
 
 from .errors import HQError

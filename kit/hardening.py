@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .ratelimit import LoginThrottle
 from .sessions import Sessions
@@ -255,7 +256,7 @@ def _failed(throttle: LoginThrottle, username: str, address: str) -> None:
 MIDDLEWARES = (csrf_middleware, login_middleware)
 
 
-def forwarded_scheme(trusted: frozenset[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def forwarded_scheme(trusted: frozenset[str]) -> Middleware:
     """Behind a TLS-terminating proxy: believe its ``X-Forwarded-Proto``, but only from the configured addresses.
 
     Anyone else could claim https and get Secure cookies and an https origin over plain HTTP.
