@@ -114,8 +114,9 @@ def _same_origin(request: web.Request) -> bool:
 
 
 def is_machine_client(request: web.Request, guard: Guard) -> bool:
-    """A bearer token and no session cookie: nothing a browser would send on its own."""
-    return request.headers.get("Authorization", "").startswith("Bearer ") and guard.sessions.cookie not in request.cookies
+    """A bearer token and no session cookie on an API route: nothing a browser would send on its own (forms are never exempt)."""
+    return (request.path.startswith("/api/") and request.headers.get("Authorization", "").startswith("Bearer ")
+            and guard.sessions.cookie not in request.cookies)
 
 
 def _streams_uploads(request: web.Request, guard: Guard) -> bool:
@@ -257,17 +258,24 @@ MIDDLEWARES = (csrf_middleware, login_middleware)
 
 
 def forwarded_scheme(trusted: frozenset[str]) -> Middleware:
-    """Behind a TLS-terminating proxy: believe its ``X-Forwarded-Proto``, but only from the configured addresses.
+    """Behind a TLS-terminating proxy: believe its ``X-Forwarded-Proto`` and ``X-Forwarded-For``, from the configured addresses only.
 
-    Anyone else could claim https and get Secure cookies and an https origin over plain HTTP.
+    Anyone else could claim https and get Secure cookies and an https origin over plain HTTP.  The client's
+    address is the last one the proxy appended, so login throttling counts clients, not the proxy.
     """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if trusted and request.remote in trusted:
             proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            client = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+            changes: dict[str, str] = {}
             if proto in ("http", "https"):
-                request = request.clone(scheme=proto)
+                changes["scheme"] = proto
+            if client:
+                changes["remote"] = client
+            if changes:
+                request = request.clone(**changes)  # type: ignore[arg-type]
         return await handler(request)
 
     return middleware

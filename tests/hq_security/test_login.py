@@ -17,6 +17,9 @@ async def test_login_without_the_csrf_token_is_refused(hq: Hq) -> None:
     async with hq.browser() as b:
         r = await b.post("/login", data={"username": "olena", "password": PASSWORD}, allow_redirects=False)
         assert r.status == 403 and "mo_hq_session" not in r.cookies
+        r = await b.post("/login", data={"username": "olena", "password": PASSWORD}, headers={"Authorization": "Bearer mohq_x"},
+                         allow_redirects=False)
+        assert r.status == 403  # a bearer header exempts API calls from CSRF, never a form
         await login_csrf(b)  # the pre-session cookie is set, the token is not sent
         r = await b.post("/login", data={"csrf": "підробка", "username": "olena", "password": PASSWORD}, allow_redirects=False)
         assert r.status == 403
@@ -121,3 +124,18 @@ async def test_forwarded_scheme_believed_only_from_the_configured_proxy(hq_keys:
                                   headers={**fwd, "Origin": origin, "Cookie": f"mo_pre={got.cookies['mo_pre'].value}"}, allow_redirects=False)
             assert r.status == 303, await r.text()
             assert bool(r.cookies["mo_hq_session"]["secure"]) is secure, trusted
+
+
+async def test_behind_the_proxy_throttling_counts_clients_not_the_proxy(hq_keys: HQKeys) -> None:
+    from kit.ratelimit import ThrottleSettings
+
+    clock = ManualClock()
+    app = create_app(hq_config(hq_keys, clock, trusted_proxies=frozenset({"127.0.0.1"}),
+                               login_throttle=ThrottleSettings(max_per_user=50, max_per_address=2)))
+    async with TestClient(TestServer(app)) as client, Hq(app, client, clock, hq_keys.directory).browser() as b:
+        async def attempt(client_address: str, user: str) -> int:
+            r = await b.post("/login", data={"csrf": await login_csrf(b), "username": user, "password": "x" * 12},
+                             headers={"X-Forwarded-For": f"198.51.100.9, {client_address}"}, allow_redirects=False)
+            return r.status
+        assert [await attempt("203.0.113.5", f"u{i}") for i in range(3)] == [401, 401, 429]
+        assert await attempt("203.0.113.6", "u9") == 401  # another client behind the same proxy is not locked out
