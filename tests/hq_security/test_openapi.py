@@ -7,17 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import schemathesis
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from openapi_spec_validator import validate
+from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance, status_code_conformance
 
 from provisioning.keys import NodeBundle
 from tests.conftest import ADMIN_PASSWORD, REPO, Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
 from tests.helpers import ApiClient, hq_token
-
-schemathesis = pytest.importorskip("schemathesis")
-from schemathesis.checks import (  # noqa: E402  (after the import check)
-    content_type_conformance, not_a_server_error, response_schema_conformance, status_code_conformance)
 
 SPECS = (REPO / "hq" / "openapi.yaml", REPO / "edge" / "openapi.yaml")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
