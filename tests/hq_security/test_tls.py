@@ -62,6 +62,7 @@ def test_hq_serves_https_with_its_ca_certificate(hq_keys: HQKeys, tmp_path: Path
     base = f"https://127.0.0.1:{port}"
     wait_until(lambda: _https_ok(base + "/healthz", trusting_ca), 30, what="HQ over HTTPS")
     assert f"serving on https://127.0.0.1:{port}/" in hq.output()
+    assert "private keys are NOT encrypted" in hq.output()  # this test's HQ keys are plain: said loudly at every start
 
     # The certificate is HQ CA's, for the names it was issued for: the name is checked, not just the chain.
     with pytest.raises(urllib.error.URLError) as exc:
