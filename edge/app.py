@@ -177,7 +177,7 @@ async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     manager = ModemManager(ModemSettings(cfg.modem))
     app[MODEM] = manager
-    links = for_uplink(app[UPLINK], manager, sbd_after=cfg.sbd_after, sbd_interval=cfg.sbd_interval)
+    links = for_uplink(app[UPLINK], manager, sbd_after=cfg.sbd_after, sbd_interval=cfg.sbd_interval, hq_seal_public=cfg.hq_seal_public)
     async with background(manager.run, "modem", app[LOOPS]):
         async with background(links.run, "link-manager", app[LOOPS]):
             yield

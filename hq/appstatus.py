@@ -23,8 +23,7 @@ from aiohttp import web
 
 from kit.tasks import LOOPS, background
 from sync import reconcile
-from sync.db import transaction
-from sync.migrate import migrate
+from .db import migrate, transaction
 
 from . import sms
 from .appkeys import CONFIG, DOWNLINK, STORE
@@ -219,7 +218,7 @@ async def status_ctx(app: web.Application) -> AsyncIterator[None]:
             try:
                 await project_acks(app[STORE])
                 await resend_due(app, cfg.status_resend_after)
-            except Exception:  # noqa: BLE001 - the loop must survive one bad round; logged with its traceback
+            except Exception:  # the loop must survive one bad round; logged with its traceback
                 log.exception("status downlink round failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 

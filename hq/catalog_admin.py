@@ -230,7 +230,7 @@ async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
                 try:
                     if await republish_newest(app) is not False:
                         done = session
-                except Exception:  # noqa: BLE001 - tried again next round; logged with its traceback
+                except Exception:  # tried again next round; logged with its traceback
                     log.exception("re-publishing the catalogue failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 

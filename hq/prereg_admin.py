@@ -196,7 +196,7 @@ async def listing(db: DB, since_day: str, limit: int = 200) -> list[dict[str, An
     ) as cur:
         keys = ("id", "node_id", "date", "slot", "service_code", "stop", "created", "created_by", "sent_at", "sends", "acked_at", "result",
                 "arrived_at", "ticket")
-        rows = [dict(zip(keys, r)) for r in await cur.fetchall()]
+        rows = [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
     for r in rows:
         r["state"] = state(r)
     return rows
@@ -281,7 +281,7 @@ async def _prereg_ctx(app: web.Application) -> AsyncIterator[None]:
             try:
                 await project(app[STORE].db)
                 await resend_due(app, cfg.status_resend_after)
-            except Exception:  # noqa: BLE001 - one bad round must not stop the loop; logged with its traceback
+            except Exception:  # one bad round must not stop the loop; logged with its traceback
                 log.exception("pre-registration downlink round failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 

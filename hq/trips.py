@@ -31,8 +31,7 @@ from aiohttp import web
 from kit import data_path
 from sync.figures import admin_rates
 from kit.web import HttpProblem, json_response
-from sync.db import transaction
-from sync.migrate import migrate
+from .db import migrate, transaction
 
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
 from .pages import page, session
@@ -391,8 +390,8 @@ async def trip_plan_submit(request: web.Request) -> web.Response:
             date.fromisoformat(planned_date)
         except ValueError as exc:
             raise HttpProblem("Дата має вигляд РРРР-ММ-ДД", code="validation_failed", status=422, fields={"planned_date": "РРРР-ММ-ДД"}) from exc
-    rows = [{k: str(v) for k, v in zip(("place", "lat", "lon", "from", "to", "purpose", "name"), vals)}
-            for vals in zip(*(form.getall(k, []) for k in ("place", "lat", "lon", "from", "to", "purpose", "name")))]
+    rows = [{k: str(v) for k, v in zip(("place", "lat", "lon", "from", "to", "purpose", "name"), vals, strict=True)}
+            for vals in zip(*(form.getall(k, []) for k in ("place", "lat", "lon", "from", "to", "purpose", "name")), strict=False)]  # a short column drops the incomplete rows
     try:
         stops = parse_stops(rows)
         await plan_trip(request.app, node_id, str(form.get("title", "")).strip()[:200], planned_date, str(form.get("kind", "van")),

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import uuid
 from urllib.parse import urlsplit
-from datetime import datetime, timezone
-from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from kit.sessions import Session, Sessions
@@ -17,7 +14,7 @@ from sync.downlink import COMMANDS
 
 from . import appstatus, fleet, planning, sms, users, vault
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE, WORKER
-from .pages import page, session, when
+from .pages import page, session
 
 
 async def login_form(request: web.Request) -> web.Response:

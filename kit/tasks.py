@@ -79,7 +79,7 @@ async def _supervise(work: Work, rec: LoopRecord, loops: Loops) -> None:
         except asyncio.CancelledError:
             rec.state = "stopped"
             raise
-        except Exception as exc:  # noqa: BLE001 - any crash is logged with its traceback and the loop restarted
+        except Exception as exc:
             rec.last_error, rec.last_error_at = type(exc).__name__, loops.clock.now()
             if not callable(work):
                 rec.state = "failed"

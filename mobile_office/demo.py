@@ -91,7 +91,7 @@ async def private_mosquitto(binary: str, workdir: Path, port: int) -> AsyncItera
             proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
 

@@ -154,7 +154,7 @@ class Uplink:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.ack_timeout / 2)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def _drain_once(self, link: MqttLink) -> bool:

@@ -96,7 +96,7 @@ async def test_sender_numbers_signs_and_stamps_from_the_injected_clock(tmp_path:
         assert json.loads(cmd1.items[0])["expires"] == T0 + COMMAND_TTL  # HQ's clock, not the machine's
         assert json.loads(cmd2.items[0])["expires"] == T0 + 60 + COMMAND_TTL
         assert cmd2.hlc > cmd1.hlc  # every send ticks HQ's one HLC
-        cat, retained = envs[(topic_catalog(), 7)]
+        cat, _retained = envs[(topic_catalog(), 7)]
         assert cat.node_id == "all" and json.loads(cat.items[0])["version"] == 7
         assert sender.sent == 4
         with pytest.raises(ValueError):

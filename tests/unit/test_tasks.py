@@ -45,7 +45,7 @@ async def test_crash_is_logged_restarted_with_doubling_backoff_and_counted(caplo
         rec = loops.records["uplink"]
         waits = []
         for n in range(1, 5):
-            await settle(lambda: rec.restarts == n and rec.state == "restarting", f"restart {n}")
+            await settle(lambda n=n: rec.restarts == n and rec.state == "restarting", f"restart {n}")
             assert work.starts == n  # not started again before its backoff is over
             # the traceback is in the log at once, before any restart
             assert sum("background loop uplink crashed" in r.getMessage() for r in caplog.records) == n
@@ -54,7 +54,7 @@ async def test_crash_is_logged_restarted_with_doubling_backoff_and_counted(caplo
             while work.starts == n:
                 clock.advance(0.5)
                 waited += 0.5
-                await settle(lambda: work.starts > n or clock._waiters != [], "the backoff sleep")
+                await settle(lambda n=n: work.starts > n or clock._waiters != [], "the backoff sleep")
             waits.append(waited)
         assert waits == [1.0, 2.0, 4.0, 4.0]  # doubles, capped at restart_max
         await settle(lambda: rec.state == "running", "running again")
@@ -79,7 +79,7 @@ async def test_a_healthy_run_resets_the_backoff() -> None:
             await settle(lambda: rec.state == "running", "running")
             clock.advance(100.0)  # ran well past restart_max before failing
             crash.set()
-            await settle(lambda: rec.restarts == n, f"restart {n}")
+            await settle(lambda n=n: rec.restarts == n, f"restart {n}")
             clock.advance(1.0)  # the minimum wait is enough every time
         await settle(lambda: rec.state == "running", "running after the second restart")
 
