@@ -43,7 +43,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     # Reloaded when provisioning changes a node record: enrolment, revocation and key rotation act without a restart.
     key_for = NodeKeyCache(cfg.keys.directory)
-    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock)  # type: ignore[arg-type]
+    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock, max_clock_skew=cfg.max_clock_skew)  # type: ignore[arg-type]
     app[INGEST] = ingest
     app[SBD_INGEST] = SbdIngest(ingest)
     mqtt = MqttSettings(url=cfg.broker, client_id=cfg.worker, version=cfg.mqtt_version, tls=cfg.mqtt_tls)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .clock import HLC, Clock
+from .clock import DEFAULT_MAX_SKEW, HLC, Clock
 from .envelope import Envelope, UP_STREAMS, ack_items, decode, encode, quarantine_item, resend_item, topic_down
 from .errors import EnvelopeError
 from .mqtt import MqttLink, MqttSettings, run_forever
@@ -32,13 +32,17 @@ class StoreResult:
     new: int = 0  # items stored for the first time
     duplicates: int = 0  # items HQ already had (resends, replays): harmless, counted
     quarantined: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason), stored but not applied
+    held_back: bool = False  # the ack stops below a conflicting item: not a gap, so no resend request
 
 
 class IngestSink(Protocol):
     """Storage behind ingest (hq.store implements it)."""
 
-    async def store_envelope(self, env: Envelope, via: str) -> StoreResult:
-        """Commit the items idempotently; report the contiguous seq HQ now holds."""
+    async def store_envelope(self, env: Envelope, via: str, hold: str | None = None) -> StoreResult:
+        """Commit the items idempotently; report the contiguous seq HQ now holds.
+
+        ``hold``: store every new item but quarantine it with this reason instead of applying it.
+        """
         ...
 
     async def record_rejection(self, claimed_node: str, channel: str, reason: str) -> None: ...
@@ -62,12 +66,13 @@ class Ingest:
         key_for: Callable[[str], Ed25519PublicKey | None],
         hq_key: Ed25519PrivateKey,
         clock: Clock,
+        max_clock_skew: float = DEFAULT_MAX_SKEW,
     ) -> None:
         self.sink = sink
         self.key_for = key_for
         self.hq_key = hq_key
         self.clock = clock
-        self.hlc = HLC(clock)
+        self.hlc = HLC(clock, max_skew=max_clock_skew)
         self.rejected = 0
         self.duplicates = 0
         self.stored = 0
@@ -93,25 +98,32 @@ class Ingest:
             log.warning("rejected message via %s (claimed node %s): %s", channel, claimed, exc)
             await self.sink.record_rejection(claimed, channel, str(exc))
             return None
-        self.hlc.observe(env.hlc)
-        res = await self.sink.store_envelope(env, channel)
+        # An HLC HQ cannot merge (out of range, or too far ahead) is never observed: HQ's own
+        # clock, and so every ack it stamps, stays encodable.  The items are kept, quarantined.
+        hold = self.hlc.check(env.hlc)
+        if hold is None:
+            self.hlc.observe(env.hlc)
+        else:
+            log.warning("envelope %s/%s from %d quarantined: %s", env.node_id, env.stream, env.first_seq, hold)
+        res = await self.sink.store_envelope(env, channel, hold)
         self.stored += res.new
         if res.duplicates:
             self.duplicates += res.duplicates
             log.info("%d items from %s/%s already held (resend or replay)", res.duplicates, env.node_id, env.stream)
         extra = [quarantine_item(env.stream, seq, reason) for seq, reason in res.quarantined]
-        if env.first_seq > res.contiguous + 1:
+        if env.first_seq > res.contiguous + 1 and not res.held_back:
             # A gap before this batch: ask for it now instead of waiting for the node's timeout.
             extra.append(resend_item(env.stream, res.contiguous + 1))
         if res.contiguous <= 0 and not extra:
             return None
         acks = {env.stream: res.contiguous} if res.contiguous > 0 else {}
-        return self.make_ack(env.node_id, acks, extra)
+        return self.make_ack(env.node_id, acks, extra, env.instance)
 
-    def make_ack(self, node_id: str, acks: dict[str, int], extra: list[bytes] | None = None) -> bytes:
+    def make_ack(self, node_id: str, acks: dict[str, int], extra: list[bytes] | None = None, instance: str = "") -> bytes:
+        """``instance``: the node database the ack speaks of (its numbers mean nothing to another)."""
         self._ack_seq += 1
         items = ack_items(acks) + tuple(extra or ())
-        env = Envelope(node_id, "ack", self._ack_seq, items, self.hlc.tick(), downlink=True)
+        env = Envelope(node_id, "ack", self._ack_seq, items, self.hlc.tick(), downlink=True, instance=instance)
         return encode(env, self.hq_key)
 
 
