@@ -108,8 +108,10 @@ class LinkManager:
         sbd_after: float = 300.0,
         sbd_interval: float = 900.0,
         min_signal: int = 2,
+        instance: Callable[[], str] = lambda: "",
     ) -> None:
         self.node_id = node_id
+        self.instance = instance  # the node database's instance id, as the uplink read it
         self._key = key
         self.clock = clock
         self.modem = modem
@@ -128,7 +130,8 @@ class LinkManager:
         self.sbd_failed = 0
 
     def encode_heartbeat(self, hb: Heartbeat, seq: int) -> bytes:
-        env = Envelope(self.node_id, "status", seq, (pack_heartbeat(hb),), self.hlc.tick(), trusted_time=hb.trusted_time)
+        env = Envelope(self.node_id, "status", seq, (pack_heartbeat(hb),), self.hlc.tick(), trusted_time=hb.trusted_time,
+                       instance=self.instance())
         data = encode(env, self._key, compress=False)
         if len(data) > SBD_MO_MAX:
             raise SyncError(f"heartbeat is {len(data)} bytes, over the SBD limit")
@@ -198,4 +201,4 @@ def for_uplink(uplink: Uplink, modem: SbdModemLike | None, sbd_after: float = 30
         )
 
     return LinkManager(uplink.node_id, uplink.signing_key, uplink.clock, modem, lambda: uplink.status.mqtt_up, heartbeat,
-                       uplink.sbd_seq, uplink.handle_sbd_downlink, sbd_after, sbd_interval, min_signal)
+                       uplink.sbd_seq, uplink.handle_sbd_downlink, sbd_after, sbd_interval, min_signal, lambda: uplink.instance)
