@@ -50,4 +50,6 @@ async def node_status(app: web.Application) -> dict[str, Any]:
             "last_ack": summary["last_ack"],
         },
         "store": {"locked": store.locked},
+        # source: disciplined | gps | unsynced; offset: true time minus the system clock, seconds (null: unknown)
+        "time": store.time.status(),
     }

@@ -54,6 +54,7 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         ack_timeout=values["ack_timeout"],
         retention_days=values["retention_days"],
         https=https,
+        trust_kernel_clock=values["trust_kernel_clock"] == "on",
         bundle_dir=bundle_dir,
         secure_cookies=https is not None,
         login_throttle=ThrottleSettings(values["login_max_failures"], values["login_max_failures_per_address"], values["login_lockout"]),
