@@ -104,8 +104,8 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
             if fix is not None and fix.received != last:
                 last = fix.received
                 # GPS time if the time source accepted it; else the node's time, trusted or not (a rollover date never goes out)
-                t, trusted = times.position_time(times.sane(fix))
-                await app[STORE].record_position(t, fix.lat, fix.lon, fix.speed, fix.track, trusted_time=trusted)
+                t, trusted, stamp = times.position_time(times.sane(fix))
+                await app[STORE].record_position(t, fix.lat, fix.lon, fix.speed, fix.track, trusted_time=trusted, stamp=stamp)
             await cfg.clock.sleep(cfg.position_interval)
 
     recorder = trips_recorder.TrackRecorder(app[STORE].db, cfg.clock)
@@ -132,7 +132,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
         fix = gps.fix
         if fix is None:
             return None
-        t, _ = times.position_time(times.sane(fix))
+        t, _, _ = times.position_time(times.sane(fix))
         return {"lat": fix.lat, "lon": fix.lon, "t": t, "speed": fix.speed, "course": fix.track}
 
     uplink = Uplink(cfg.db_path, cfg.node_id, cfg.sign_key, cfg.hq_sign_public, mqtt, cfg.clock, ack_timeout=cfg.ack_timeout,

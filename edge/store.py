@@ -624,14 +624,16 @@ class Store:
 
     async def record_position(
         self, gps_time: float, lat: float, lon: float,
-        speed: float | None = None, course: float | None = None, trusted_time: bool = False,
+        speed: float | None = None, course: float | None = None, trusted_time: bool = False, stamp: Stamp | None = None,
     ) -> None:
         """Positions are not personal data: recorded even while the store is locked.
 
         Raw GPS is the one class that may be thinned: past its byte limit the
         outbox drops every other unsent point instead of refusing the new one.
         """
-        item = poscodec.pack_position(poscodec.Position(gps_time, lat, lon, speed, course, trusted_time))
+        # an untrusted time travels with where it was on which boot's monotonic clock, for HQ to correct
+        mono, boot = (stamp.mono, poscodec.boot32(stamp.boot)) if stamp is not None and not trusted_time else (None, None)
+        item = poscodec.pack_position(poscodec.Position(gps_time, lat, lon, speed, course, trusted_time, mono, boot))
         async with transaction(self.db):
             await outbox.make_room_for_positions(self.db, self.limits)
             await outbox.enqueue(self.db, "pos", item, self.clock.now())

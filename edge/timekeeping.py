@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from devices.gps import Fix
-from kit.timesource import TimeSource
+from kit.timesource import Stamp, TimeSource
 
 from .store import Store
 
@@ -42,12 +42,12 @@ class GpsTimes:
         """The latest fix as filtered: without its time unless that time was accepted."""
         return fix if fix is self.accepted else dataclasses.replace(fix, time=None)
 
-    def position_time(self, fix: Fix) -> tuple[float, bool]:
-        """(time, trusted) to stamp a position with: GPS time when accepted, else the node's (and how sure)."""
+    def position_time(self, fix: Fix) -> tuple[float, bool, Stamp | None]:
+        """(time, trusted, stamp) of a position: GPS time when accepted, else the node's (how sure, and its stamp)."""
         if fix.time is not None:
-            return fix.time, True
+            return fix.time, True, None
         st = self.time.stamp()
-        return st.t, st.trusted
+        return st.t, st.trusted, st
 
 
 async def keep_time(time: TimeSource, store: Store, deferred: Callable[[], Awaitable[int]], interval: float = 5.0) -> None:

@@ -185,14 +185,15 @@ class HQStore:
                 return str(exc)
             if not project:
                 return None
-            # an impossible time (a receiver's rollover date) is never shown: HQ's arrival time stands in, untrusted
-            pos_time, trusted = (p.time, p.trusted_time) if timefix.plausible(p.time) else (self.clock.now(), False)
+            # an impossible time (a receiver's rollover date) is never shown: HQ's arrival time stands in, untrusted;
+            # an untrusted one is corrected by its boot's time fix, now or when the fix comes (hq/timefix.py)
+            pos_time, trusted = await timefix.position_time(self.db, node_id, p, self.clock.now())
             await self.db.execute(
-                "INSERT INTO node_state(node_id, lat, lon, pos_time, pos_trusted) VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO node_state(node_id, lat, lon, pos_time, pos_trusted, pos_mono, pos_boot) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(node_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, pos_time = excluded.pos_time,"
-                " pos_trusted = excluded.pos_trusted"
+                " pos_trusted = excluded.pos_trusted, pos_mono = excluded.pos_mono, pos_boot = excluded.pos_boot"
                 " WHERE node_state.pos_time IS NULL OR excluded.pos_time >= node_state.pos_time",
-                (node_id, p.lat, p.lon, pos_time, int(trusted)),
+                (node_id, p.lat, p.lon, pos_time, int(trusted), None if trusted else p.mono, None if trusted else p.boot),
             )
         elif stream == "status":
             try:

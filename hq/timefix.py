@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from kit.timesource import BUILD_FLOOR
+from sync.poscodec import Position, boot32
 
 from .db import DB, migrate
 
@@ -31,6 +32,11 @@ ALTER TABLE records ADD COLUMN mono REAL;
 ALTER TABLE records ADD COLUMN created_node REAL;
 ALTER TABLE node_state ADD COLUMN pos_trusted INTEGER
 """,
+    # 2: where an untrusted position was on its boot's monotonic clock (v3 position items)
+    """
+ALTER TABLE node_state ADD COLUMN pos_mono REAL;
+ALTER TABLE node_state ADD COLUMN pos_boot INTEGER
+""",
 ]
 
 
@@ -41,6 +47,16 @@ async def create_schema(db: DB) -> None:
 def plausible(t: float) -> bool:
     """A van's time HQ may show: not before this software was built."""
     return t >= BUILD_FLOOR
+
+
+async def position_time(db: DB, node_id: str, p: Position, now: float) -> tuple[float, bool]:
+    """(time, trusted) the fleet shows for a position: corrected by its boot's fix when it has one, never impossible."""
+    if not p.trusted_time and p.mono is not None and p.boot is not None:
+        async with db.execute("SELECT boot, mono_offset FROM time_fixes WHERE node_id = ?", (node_id,)) as cur:
+            for boot, mono_offset in await cur.fetchall():
+                if boot32(str(boot)) == p.boot:
+                    return p.mono + float(mono_offset), True
+    return (p.time, p.trusted_time) if plausible(p.time) else (now, False)
 
 
 async def record_clock(db: DB, node_id: str, record_id: str, doc: dict[str, Any]) -> None:
@@ -78,4 +94,9 @@ async def _correct(db: DB, node_id: str, boot: str, mono_offset: float) -> None:
     await db.execute(
         "UPDATE records SET created = mono + ?, time_trusted = 1 WHERE node_id = ? AND boot = ? AND time_trusted = 0 AND mono IS NOT NULL",
         (mono_offset, node_id, boot),
+    )
+    await db.execute(
+        "UPDATE node_state SET pos_time = pos_mono + ?, pos_trusted = 1"
+        " WHERE node_id = ? AND pos_trusted = 0 AND pos_boot = ? AND pos_mono IS NOT NULL",
+        (mono_offset, node_id, boot32(boot)),
     )

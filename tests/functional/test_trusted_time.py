@@ -21,9 +21,9 @@ import pytest
 
 from firmware_sim.gps_pty import NmeaPty, gpsd_binary, real_gpsd
 from firmware_sim.route import Route
-from kit.timesource import WEEK_ROLLOVER_S
+from kit.timesource import WEEK_ROLLOVER_S, boot_id
 from provisioning.keys import NodeBundle
-from sync.poscodec import unpack_position
+from sync.poscodec import boot32, unpack_position
 from tests.conftest import ADMIN_PASSWORD, Broker, Proc, free_port, http_ok, mobile_office_cmd, spawn
 from tests.helpers import ApiClient
 
@@ -176,6 +176,7 @@ async def test_rollover_receiver_positions_kept_times_untrusted_and_never_shown(
         positions = [unpack_position(i) for i in items if i]
         assert positions and all(not p.trusted_time and datetime.fromtimestamp(p.time, timezone.utc).year == this_year for p in positions)
         assert all(abs(p.lat - 47.91) < 0.5 for p in positions)  # kept: the van is where it is
+        assert all(p.boot == boot32(boot_id()) and p.mono is not None for p in positions)  # correctable by a later time fix
     node_log = (tmp_path / "node.log").read_text()
     assert node_log.count("rollover") == 1  # logged once, not once per fix
 

@@ -69,3 +69,20 @@ async def test_an_impossible_position_time_never_reaches_the_fleet(hq: HQStore) 
     await hq.store_envelope(Envelope("van-01", "pos", 2, (good,), 1), "mqtt")
     van = (await fleet_view(hq, TRUE))["nodes"][0]
     assert van["position_time"] == TRUE + 5 and van["position_time_trusted"] is True
+
+
+async def test_an_untrusted_position_is_corrected_by_its_boots_fix(hq: HQStore) -> None:
+    # the van's clock is BEHIND: its untrusted position carries where it was on the boot's monotonic clock (v3 item)
+    item = poscodec.pack_position(poscodec.Position(TRUE - BEHIND + 50, 47.91, 33.39, 0.0, 0.0, False, 50.0, poscodec.boot32(BOOT)))
+    assert len(item) == poscodec.POS_V3.size and poscodec.unpack_position(item).mono == 50.0
+    await hq.store_envelope(Envelope("van-01", "pos", 1, (item,), 1), "mqtt")
+    van = (await fleet_view(hq, TRUE))["nodes"][0]
+    assert van["position_time"] == TRUE - BEHIND + 50 and van["position_time_trusted"] is False
+    await hq.store_envelope(Envelope("van-01", "evt", 1, (time_fix(100.0),), 1), "mqtt")
+    van = (await fleet_view(hq, TRUE))["nodes"][0]
+    assert van["position_time"] == TRUE + 50 and van["position_time_trusted"] is True
+    # one arriving after the fix is corrected on arrival
+    later = poscodec.pack_position(poscodec.Position(TRUE - BEHIND + 60, 47.92, 33.39, 0.0, 0.0, False, 60.0, poscodec.boot32(BOOT)))
+    await hq.store_envelope(Envelope("van-01", "pos", 2, (later,), 1), "mqtt")
+    van = (await fleet_view(hq, TRUE))["nodes"][0]
+    assert van["position_time"] == TRUE + 60 and van["position_time_trusted"] is True
