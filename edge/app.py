@@ -198,7 +198,8 @@ def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware, *hardening.MIDDLEWARES], client_max_size=2 * 1024 * 1024)
     if not isinstance(config.clock, TimeSource):
         # every part of the node reads time through this: "now, and how sure" (kit/timesource.py)
-        config.clock = TimeSource(config.clock, config.floor_path, trust_kernel=config.trust_kernel_clock)
+        config.clock = TimeSource(config.clock, config.floor_path, trust_kernel=config.trust_kernel_clock,
+                                  assume_synchronised=config.assume_clock_synchronised)
     app[CONFIG] = config
     app[SESSIONS] = Sessions(config.clock, config.session_timeout)
     app[hardening.THROTTLE] = LoginThrottle(config.clock, config.login_throttle)

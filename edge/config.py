@@ -45,6 +45,7 @@ class NodeConfig:
     bundle_dir: Path | None = None  # key rotation writes the new credentials here
     https: ssl.SSLContext | None = None  # the van UI's server TLS (bundle's ui.crt); None: plain HTTP
     trust_kernel_clock: bool = True  # chrony's "synchronised" flag (adjtimex) counts as trusted time
+    assume_clock_synchronised: bool = False  # development and tests: the system clock is right though nothing disciplines it
 
     @property
     def floor_path(self) -> Path:

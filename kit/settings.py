@@ -181,7 +181,9 @@ NODE = SettingGroup(
         Setting("poweroff_command", str, None, "on ignition off, after the flush and the last sync: run this (e.g. 'systemctl poweroff')",
                 "COMMAND"),
         Setting("trust_kernel_clock", str, "on", "trust the kernel's 'synchronised' flag that chrony sets (off: only GPS time is"
-                " trusted, e.g. for a node run under libfaketime, whose clock is not the kernel's)", choices=("on", "off")),
+                " trusted, e.g. for a node run under libfaketime, whose clock is not the kernel's; assume: take the system clock as"
+                " synchronised, for a development machine or test whose clock is right though nothing disciplines it)",
+                choices=("on", "off", "assume")),
         Setting("https", str, "auto", "serve the van UI over HTTPS with the bundle's ui.crt/ui.key (auto: when the bundle has them)",
                 choices=("auto", "on", "off")),
     ],

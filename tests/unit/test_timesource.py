@@ -34,8 +34,9 @@ def test_a_synchronised_clock_is_disciplined_and_an_unsynced_one_is_marked() -> 
     assert ts.trusted_now() is None and ts.take_fix() is None
 
 
-def test_kernel_trust_can_be_switched_off() -> None:
+def test_kernel_trust_can_be_switched_off_or_assumed() -> None:
     assert TimeSource(ManualClock(TRUE), trust_kernel=False).status()["source"] == UNSYNCED
+    assert TimeSource(unsynced_clock(), assume_synchronised=True).status()["source"] == DISCIPLINED
 
 
 def test_gps_time_corrects_a_clock_days_behind_and_survives_a_later_step() -> None:
