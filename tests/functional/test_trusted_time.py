@@ -22,9 +22,11 @@ import pytest
 from firmware_sim.gps_pty import NmeaPty, gpsd_binary, real_gpsd
 from firmware_sim.route import Route
 from kit.timesource import WEEK_ROLLOVER_S, boot_id
-from provisioning.keys import NodeBundle
+from provisioning.keys import HQKeys, NodeBundle
+from sync.downlink import build, command
 from sync.poscodec import boot32, unpack_position
 from tests.conftest import ADMIN_PASSWORD, Broker, Proc, free_port, http_ok, mobile_office_cmd, spawn
+from tests.functional.test_hq_commands import publish
 from tests.helpers import ApiClient
 
 pytestmark = pytest.mark.functional
@@ -110,8 +112,16 @@ def today_utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d")
 
 
+def node_rows(data: Path, sql: str) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(f"file:{data / 'node.db'}?mode=ro", uri=True)
+    try:
+        return [tuple(r) for r in db.execute(sql)]
+    finally:
+        db.close()
+
+
 async def test_clock_days_behind_gets_true_time_from_gps_and_hq_corrects_earlier_records(
-    tmp_path: Path, bundle: NodeBundle, mosquitto: Broker, procs: list[Proc], receiver: NmeaPty,
+    tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle, mosquitto: Broker, procs: list[Proc], receiver: NmeaPty,
 ) -> None:
     need("faketime")
     hq_dir = bundle.directory.parent / "hq"
@@ -125,13 +135,20 @@ async def test_clock_days_behind_gets_true_time_from_gps_and_hq_corrects_earlier
         assert st["source"] == "unsynced" and st["trusted"] is False and st["offset"] is None
         early = submit(node, "Шевченко")
         assert "-U-" in early["number"] and today_utc() not in early["number"]
+        # HQ's lock that expired an hour ago looks valid to a clock three days behind: it must wait, then expire
+        await until(lambda: node.get("/api/v1/status")["link"]["mqtt"] == "up", 60, what="node on the broker")
+        publish(mosquitto, "mo/v1/van-01/down/cmd", build(hq_keys.sign, "van-01", "cmd", 1, [command("stale", "lock", time.time() - 3600)], 1))
+        await until(lambda: node_rows(tmp_path / "node", "SELECT id FROM downlink_deferred") == [("stale",)], 60, what="the command to wait")
+        assert node.get("/api/v1/status")["store"]["locked"] is False
 
         receiver.fix_enabled = True  # out of the garage: GPS serves the true time
         st = await until(lambda: (s := node.get("/api/v1/status")["time"])["trusted"] and s, 90, what="trusted time from GPS")
         assert isinstance(st, dict) and st["source"] == "gps"
         assert abs(st["offset"] - DAYS_BEHIND * 86400) < 600  # the van's clock is three days behind
-        late = submit(node, "Українка", "3184710691")
+        late = submit(node, "Українка", "3184710691")  # the stale lock never ran: still logged in
         assert late["number"].split("-")[-2] == today_utc()  # the true date, not the van's clock's
+        await until(lambda: node_rows(tmp_path / "node", "SELECT id, result FROM downlink_applied") == [("stale", "expired")], 60,
+                    what="the command judged in trusted time")
 
         true_now = time.time()
         recs = await until(lambda: (r := hq_records(hq_dir)).get(early["id"], (0, 0))[1] == 1 and late["id"] in r and r, 90,
