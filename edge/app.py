@@ -18,7 +18,7 @@ from aiohttp import web
 from devices.gps import GpsTracker
 from devices.modem import ModemManager, ModemSettings
 from kit.ratelimit import LoginThrottle
-from kit.tasks import background
+from kit.tasks import LOOPS, Loops, background
 from kit.timesource import TimeSource
 from kit.web import error_middleware
 from sync.linkmgr import for_uplink
@@ -83,7 +83,7 @@ async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.info("shredded the local copy of %d records held by HQ", n)
             await cfg.clock.sleep(cfg.shred_interval)
 
-    async with background(shred_forever(), "shredder"):
+    async with background(shred_forever, "shredder", app[LOOPS]):
         yield
 
 
@@ -111,9 +111,9 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
     recorder = trips_recorder.TrackRecorder(app[STORE].db, cfg.clock)
     tracker.listeners.append(lambda fix: recorder.on_fix(times.filter(fix)))
     recorder.listeners.append(app[TRIPS].on_points)  # departed / at a stop / returned from GPS movement
-    async with background(tracker.run(), "gps"):
-        async with background(record_positions(), "positions"):
-            async with background(recorder.run(), "track-recorder"):
+    async with background(tracker.run, "gps", app[LOOPS]):
+        async with background(record_positions, "positions", app[LOOPS]):
+            async with background(recorder.run, "track-recorder", app[LOOPS]):
                 yield
 
 
@@ -175,8 +175,8 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     async def deferred() -> int:
         return 0 if uplink.downlink is None else await uplink.downlink.apply_deferred()
 
-    async with background(uplink.run(), "uplink"):
-        async with background(keep_time(time, store, deferred), "time"):
+    async with background(uplink.run, "uplink", app[LOOPS]):
+        async with background(lambda: keep_time(time, store, deferred), "time", app[LOOPS]):
             yield
 
 
@@ -188,9 +188,9 @@ async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     manager = ModemManager(ModemSettings(cfg.modem))
     app[MODEM] = manager
-    links = for_uplink(app[UPLINK], manager, sbd_after=cfg.sbd_after, sbd_interval=cfg.sbd_interval)
-    async with background(manager.run(), "modem"):
-        async with background(links.run(), "link-manager"):
+    links = for_uplink(app[UPLINK], manager, sbd_after=cfg.sbd_after, sbd_interval=cfg.sbd_interval, hq_seal_public=cfg.hq_seal_public)
+    async with background(manager.run, "modem", app[LOOPS]):
+        async with background(links.run, "link-manager", app[LOOPS]):
             yield
 
 
@@ -201,6 +201,7 @@ def create_app(config: NodeConfig) -> web.Application:
         config.clock = TimeSource(config.clock, config.floor_path, trust_kernel=config.trust_kernel_clock,
                                   assume_synchronised=config.assume_clock_synchronised)
     app[CONFIG] = config
+    app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /api/v1/status
     app[SESSIONS] = Sessions(config.clock, config.session_timeout)
     app[hardening.THROTTLE] = LoginThrottle(config.clock, config.login_throttle)
     app[hardening.PRE_SECRET] = secrets.token_bytes(32)

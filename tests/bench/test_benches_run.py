@@ -23,6 +23,7 @@ BENCH = REPO / "bench"
 TINY: list[tuple[str, list[str], str]] = [
     ("intake_bench.py", ["5", "2"], "ratio sealed/raw: median"),
     ("sync_gps_bytes.py", [], "ratio JSON/ours"),
+    ("sbd_heartbeat.py", [], "ratio credits compact/signed"),
     ("ui_render.py", ["1"], "ratio node/bare"),
     ("sync_drain.py", ["--tiny"], "ratio end-to-end / raw"),
     ("hq_load.py", ["--vans", "3", "--records", "2", "--positions", "20", "--backends", "sqlite", "--workers", "1",
