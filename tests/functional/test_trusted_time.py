@@ -155,6 +155,7 @@ async def test_clock_days_behind_gets_true_time_from_gps_and_hq_corrects_earlier
                            what="HQ to correct the early record")
         assert isinstance(recs, dict)
         created, trusted, original = recs[early["id"]]
+        assert trusted == 1
         assert original is not None and abs(original - (true_now - DAYS_BEHIND * 86400)) < 600  # as the van stamped it
         assert abs(created - true_now) < 600  # corrected to the true time
         assert recs[late["id"]][1] is None and abs(recs[late["id"]][0] - true_now) < 600  # trusted from the start
