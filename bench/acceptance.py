@@ -206,6 +206,7 @@ def main() -> int:
             if mode not in ("persistent", "volatile"):
                 raise SystemExit(f"MO_ACCEPTANCE_MODES: unknown mode {mode!r}")
             tallies.append(run_mode(root / mode, mode == "persistent", node_kills, broker_kills, rnd, pace))
+            print("  done: " + tallies[-1].line(), flush=True)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
