@@ -348,6 +348,9 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.add_argument("--signal", type=int, default=4, choices=range(0, 6), help="signal bars 0..5 (default 4)")
     q.add_argument("--failure-rate", type=float, default=0.0, help="share of SBD sessions that fail (0..1)")
     q.add_argument("--noise-rate", type=float, default=0.0, help="share of answers preceded by line noise (0..1)")
+    q.add_argument("--no-csq", action="store_true", help="answer ERROR to AT+CSQ and AT+CIER, as some 960x firmwares and third-party emulators do")
+    q.add_argument("--answer-style", default="standard", choices=("standard", "compact", "spaced"),
+                   help="spacing of +SBDIX/+CSQ/+CIEV answers (standard: as the 9603)")
     q.set_defaults(func=cmd_sim_modem)
     q = psub.add_parser("sms", help="a local SMS gateway (HTTP, the provider adapter's API) that records what it was sent")
     q.add_argument("--port", type=settings.port, default=8095, help="TCP port (default 8095)")
@@ -402,7 +405,8 @@ def cmd_sim_modem(args: argparse.Namespace) -> int:
 
     if not (len(args.imei) == 15 and args.imei.isdigit()):
         raise settings.ConfigError("--imei: 15 digits")
-    cfg = ModemSimConfig(imei=args.imei, failure_rate=args.failure_rate, noise_rate=args.noise_rate, signal=lambda: args.signal)
+    cfg = ModemSimConfig(imei=args.imei, failure_rate=args.failure_rate, noise_rate=args.noise_rate, signal=lambda: args.signal,
+                         csq_supported=not args.no_csq, answer_style=args.answer_style)
 
     async def main() -> None:
         stop = stop_event()
