@@ -150,7 +150,7 @@ def run_mode(work: Path, persistent: bool, node_kills: int, broker_kills: int, r
             def submit(sub: Submitter = sub, result: list[int | BaseException] = result) -> None:
                 try:
                     result.append(sub.run())
-                except BaseException as exc:  # handed to the main thread
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
                     result.append(exc)
             t = threading.Thread(target=submit)
             t.start()

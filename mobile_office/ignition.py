@@ -77,7 +77,7 @@ async def watch(settings: PowerSettings, off: asyncio.Event) -> AsyncIterator[No
                 return
             await asyncio.sleep(settings.ignition_poll)  # real time: the key turns in real time
 
-    async with background(poll(), "ignition"):
+    async with background(poll, "ignition"):
         yield
 
 

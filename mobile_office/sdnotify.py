@@ -69,5 +69,5 @@ async def watchdog() -> AsyncIterator[None]:
             notify("WATCHDOG=1")
             await asyncio.sleep(interval)  # real time on purpose: systemd measures real time
 
-    async with background(ping(), "sd-watchdog"):
+    async with background(ping, "sd-watchdog"):
         yield

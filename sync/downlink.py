@@ -114,13 +114,13 @@ class Downlink:
         handler = self._handlers.get(kind)
         if stream == "cmd" and (not isinstance(expires, (int, float)) or expires < now):
             result = "expired"
-        elif stream == "cmd" and kind not in COMMANDS or handler is None:
+        elif (stream == "cmd" and kind not in COMMANDS) or handler is None:
             result = "unknown"
         else:
             try:
                 await handler(doc)
                 result = "applied"
-            except Exception as exc:  # a failing edge callback must not stop the link
+            except Exception as exc:  # noqa: BLE001 - a failing edge callback must not stop the link
                 log.error("downlink %s %s failed: %s", kind, item_id, type(exc).__name__)
                 result = "failed"
         ack = json.dumps({"type": "down_ack", "stream": stream, "kind": kind, "id": item_id, "result": result, "at": now},

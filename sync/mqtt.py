@@ -189,7 +189,7 @@ class MqttLink:
             return
         try:
             await asyncio.wait_for(self.publish(s.will_topic, s.will_payload, qos=1, retain=True), min(s.publish_timeout, 5.0))
-        except (LinkDown, PublishTimeout, asyncio.TimeoutError) as exc:
+        except (TimeoutError, LinkDown, PublishTimeout) as exc:
             log.info("offline status not confirmed before disconnect: %s", exc)
         else:
             log.info("offline status published to %s", s.will_topic)
@@ -205,7 +205,7 @@ class MqttLink:
                 client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
             else:
                 client.disconnect()
-        except Exception:  # already gone
+        except Exception:  # noqa: BLE001 - already gone
             pass
         # loop_stop joins the network thread: keep that off the event loop.
         await asyncio.get_running_loop().run_in_executor(None, client.loop_stop)
@@ -231,7 +231,7 @@ class MqttLink:
             self._pending[info.mid] = fut
         try:
             await asyncio.wait_for(fut, self.settings.publish_timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             self._pending.pop(info.mid, None)
             raise PublishTimeout(f"no PUBACK for {topic} within {self.settings.publish_timeout}s") from exc
 

@@ -12,6 +12,7 @@ import pytest
 from firmware_sim.gateway import SatelliteGateway
 from firmware_sim.modem import ModemSim, ModemSimConfig
 from provisioning.keys import NodeBundle
+from sync import sbdbeat
 from tests.conftest import Proc, free_port, http_ok, mobile_office_cmd, spawn
 from tests.helpers import ApiClient
 
@@ -45,7 +46,8 @@ async def test_heartbeat_by_satellite_when_mqtt_is_down(tmp_path: Path, bundle: 
         # HQ stores the message before it answers the gateway, and the modem reports the session to the node after
         # that: each is waited for, not assumed to have happened in that order (it failed on a busy machine).
         await until(lambda: _now(gw.confirmed >= 1), "the gateway to receive HQ's confirmation", node)
-        assert gw.delivered and all(len(p) <= 340 for _, _, p in gw.delivered)
+        # the compact heartbeat: one 50-byte credit each, keyed from the bundle's enrolment keys
+        assert gw.delivered and all(len(p) == sbdbeat.SIZE <= 50 for _, _, p in gw.delivered)
 
         async def node_counted_it() -> bool:
             status = await asyncio.to_thread(ApiClient(f"http://127.0.0.1:{node_port}").get, "/api/v1/status")
