@@ -9,7 +9,11 @@ current); SIGPWR (sent by UPS daemons) means the same.  Then the node:
 1. kicks the uplink and waits up to ``--shutdown-sync-seconds`` for HQ to
    acknowledge what is pending (nothing is lost if it cannot: the outbox is
    on disk and drains at the next start);
-2. stops the web server and every background task (cleanup contexts);
+2. stops the web server and every background task (cleanup contexts); the
+   uplink, on its way out, publishes the retained "offline" status and
+   disconnects with the will (sync/mqtt.py), so HQ shows the van offline
+   within seconds instead of "online" forever (a clean DISCONNECT suppresses
+   the last will);
 3. checkpoints SQLite's WAL into the database file (TRUNCATE), so the
    card holds one consistent file when power goes;
 4. runs ``--poweroff-command`` (e.g. ``systemctl poweroff``) if set.
@@ -28,7 +32,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from kit.tasks import background
+from kit.tasks import Loops, background
 from edge.appkeys import CONFIG, STORE, UPLINK
 
 from kit.settings import ConfigError
@@ -61,7 +65,7 @@ def _is_off(path: Path, off_value: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def watch(settings: PowerSettings, off: asyncio.Event) -> AsyncIterator[None]:
+async def watch(settings: PowerSettings, off: asyncio.Event, loops: Loops | None = None) -> AsyncIterator[None]:
     """Poll the ignition input (in an executor: it is a file read) and set ``off`` when it drops."""
     if settings.ignition_gpio is None:
         yield
@@ -77,7 +81,7 @@ async def watch(settings: PowerSettings, off: asyncio.Event) -> AsyncIterator[No
                 return
             await asyncio.sleep(settings.ignition_poll)  # real time: the key turns in real time
 
-    async with background(poll, "ignition"):
+    async with background(poll, "ignition", loops):
         yield
 
 

@@ -44,6 +44,7 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         keyslots=[{"kind": s.kind, "username": s.username, "role": s.role, "salt": s.salt, "n": s.n, "wrapped": s.wrapped} for s in bundle.keyslots],
         broker=values["broker"],
         mqtt_version=values["mqtt_version"],
+        mqtt_keepalive=values["mqtt_keepalive"],
         gpsd=values["gpsd"],
         modem=values["modem"],
         sbd_after=values["sbd_after"],
@@ -54,8 +55,11 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         session_lifetime=values["session_lifetime"],
         position_interval=values["position_interval"],
         ack_timeout=values["ack_timeout"],
+        max_clock_skew=values["max_clock_skew"],
         retention_days=values["retention_days"],
         https=https,
+        trust_kernel_clock=values["trust_kernel_clock"] != "off",
+        assume_clock_synchronised=values["trust_kernel_clock"] == "assume",
         bundle_dir=bundle_dir,
         secure_cookies=https is not None,
         login_throttle=ThrottleSettings(values["login_max_failures"], values["login_max_failures_per_address"], values["login_lockout"]),
@@ -79,10 +83,13 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         host=values["hq_host"],
         port=values["hq_port"],
         directip_port=values["directip_port"],
+        directip_gateways=values["directip_gateways"],
+        directip_reject_log_interval=values["directip_reject_log_interval"],
         db=values["db"],
         mqtt_tls=client_context(values["hq_tls_dir"] or values["hq_data_dir"] / "workers" / values["hq_worker"], "worker")
         if str(values["hq_broker"]).startswith("mqtts://") else None,
         status_resend_after=values["status_resend_after"],
+        max_clock_skew=values["hq_max_clock_skew"],
         sms_url=values["sms_url"],
         sms_token=_read_token(values["sms_token_file"]),
         sms_retry_min=values["sms_retry_min"],
@@ -93,7 +100,7 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         session_lifetime=values["hq_session_lifetime"],
         login_throttle=ThrottleSettings(values["hq_login_max_failures"], values["hq_login_max_failures_per_address"], values["hq_login_lockout"]),
         https=_hq_https(values),
-        trusted_proxies=values["hq_behind_proxy"] or frozenset(),
+        trusted_proxies=frozenset(values["hq_behind_proxy"] or ()),
     )
 
 
