@@ -105,12 +105,19 @@ async def logout(request: web.Request) -> web.Response:
     raise resp
 
 
+def local_path(target: str) -> str:
+    """Only a path on this node: browsers drop tabs, newlines and spaces and read a backslash as a slash, so /<tab>/evil is //evil."""
+    cleaned = "".join(ch for ch in target if ch.isprintable() and not ch.isspace())
+    if not cleaned.startswith("/") or cleaned.startswith("//") or "\\" in cleaned or cleaned != target:
+        return "/"
+    return cleaned
+
+
 async def set_language(request: web.Request) -> web.Response:
     lang = request.match_info["lang"]
     if lang not in i18n.LANGUAGES:
         raise HttpError("Невідома мова", code="unknown_language", status=404)
-    back = request.query.get("next", "/")
-    resp = web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/")
+    resp = web.HTTPSeeOther(local_path(request.query.get("next", "/")))
     resp.set_cookie(i18n.COOKIE, lang, max_age=365 * 24 * 3600, samesite="Strict", path="/")
     raise resp
 
@@ -396,7 +403,7 @@ async def applicant_create(request: web.Request) -> web.Response:
 async def visits_page(request: web.Request) -> web.Response:
     s = _unlocked(request)
     try:
-        visits = await request.app[VISITS].list(s.username)
+        visits = await request.app[VISITS].list(s.username, s.role)
     except StoreLocked as exc:
         raise Locked(str(exc)) from exc
     return await _page(request, "visits.html", {"session": s, "visits": visits})
@@ -407,6 +414,8 @@ async def visit_action(request: web.Request) -> web.Response:
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     vid, action = request.match_info["id"], request.match_info["action"]
+    if not await request.app[VISITS].visible(vid, s.username, s.role):
+        raise HttpError("Візит не знайдено", code="not_found", status=404)
     try:
         if action == "start":
             await request.app[VISITS].start(vid, s.username)
