@@ -10,6 +10,7 @@ import asyncio
 import functools
 import re
 import sqlite3
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -213,14 +214,15 @@ async def intake_submit(request: web.Request) -> web.Response:
         return await _page(request, "intake.html", _intake_ctx(request, s, values, errors, msg), status=422)
     applicant_id = values["applicant_id"] if ID_RE.match(values["applicant_id"]) and await store.applicant_exists(values["applicant_id"]) else None
     att = request.app[ATTACHMENTS]
-    prepared = await asyncio.get_running_loop().run_in_executor(None, att.prepare, uploads) if uploads else []
+    first_id = uuid.uuid4().hex  # known before sealing: the photos' associated data names their application
+    prepared = await att.prepare(uploads, first_id) if uploads else []
 
     def attach(conn: sqlite3.Connection, saved: list[SavedApplication]) -> None:
         # Same transaction as the records: the photos are saved with the application or not at all.
         att.insert_sync(conn, saved[0].id, prepared, s.username)
 
     saved = await store.create_applications(inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), s.username, applicant_id,
-                                            inp.package_code, notes=values["notes"], then=attach if prepared else None)
+                                            inp.package_code, notes=values["notes"], then=attach if prepared else None, first_id=first_id)
     raise web.HTTPSeeOther(f"/applications/{saved[0].id}/receipt?saved=1")
 
 
