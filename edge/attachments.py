@@ -298,7 +298,7 @@ class Attachments:
                 await self.db.execute("DELETE FROM attachment_chunks WHERE attachment_id = ?", (aid,))
                 await self.db.execute("UPDATE attachments SET wrap_node = NULL, meta = x'', shredded_at = ? WHERE id = ?", (now, aid))
                 await audit.append(self.db, now, "system", "shred", TABLE, aid, "retention passed, HQ holds it")
-        await self.store.forget_spent_keys(everything=retention_s <= 0)
+        await self.store.forget_spent_keys(everything=retention_s <= 0, checkpoint=bool(ids))
         if ids:
             self.store._notify()
         return len(ids)

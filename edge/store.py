@@ -242,6 +242,15 @@ class Store:
                 await self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('node_seal_wrapped', ?)", (self.node_seal_wrapped.hex(),))
         return True
 
+    async def adopt_node_seal(self) -> None:
+        """A database made before the sealing key was kept here takes the bundle's copy (then the card's can go)."""
+        if self.node_seal_wrapped is not None and await self._meta("node_seal_wrapped") is None:
+            async with transaction(self.db):
+                await self.db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('node_seal_wrapped', ?)", (self.node_seal_wrapped.hex(),))
+
+    async def holds_node_seal(self) -> bool:
+        return await self._meta("node_seal_wrapped") is not None
+
     async def has_admin_slots(self) -> bool:
         async with self.db.execute("SELECT 1 FROM keyslots WHERE kind = 'admin' LIMIT 1") as cur:
             return await cur.fetchone() is not None
@@ -741,7 +750,7 @@ class Store:
             if await self._has_table("visit_category_counts"):
                 await self.db.execute("DELETE FROM visit_category_counts WHERE day < ? OR ? <= 0",
                                       (datetime.fromtimestamp(cutoff, timezone.utc).date().isoformat(), retention_s))
-        await self.forget_spent_keys(everything=retention_s <= 0)
+        await self.forget_spent_keys(everything=retention_s <= 0, checkpoint=shredded > 0)
         if shredded:
             self._notify()
         return shredded
@@ -761,8 +770,8 @@ class Store:
             await self.checkpoint()
         return int(n)
 
-    async def forget_spent_keys(self, everything: bool = False) -> int:
-        """Delete the period keys no unshredded record needs any more, then cut the WAL (``checkpoint``).
+    async def forget_spent_keys(self, everything: bool = False, checkpoint: bool = False) -> int:
+        """Delete the period keys no unshredded record needs any more; then (if any went, or ``checkpoint``) cut the WAL.
 
         Only past periods go (today's key may be in use by an intake in flight), except with ``everything``
         (HQ's shred command: a lost van), which takes today's too.
@@ -778,7 +787,8 @@ class Store:
                 await audit.append(self.db, self.clock.now(), "system", "shred", "period_keys", p, "every record of the period shredded")
         for p in spent:
             self._period_keys.pop(p, None)
-        await self.checkpoint()
+        if spent or checkpoint:
+            await self.checkpoint()
         return len(spent)
 
     async def checkpoint(self) -> bool:
@@ -788,8 +798,11 @@ class Store:
         (the uplink's) can hold the WAL for a moment: tried a few times; True once it was truncated.
         """
         for _ in range(5):
-            async with self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
-                row = await cur.fetchone()
+            try:
+                async with self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                    row = await cur.fetchone()
+            except sqlite3.OperationalError:  # a statement of another task on this connection is still open
+                row = None
             if row is not None and int(row[0]) == 0:
                 return True
             await asyncio.sleep(0.05)

@@ -20,7 +20,7 @@ import aiohttp_jinja2
 import segno
 from aiohttp import web
 
-from . import app_status, i18n
+from . import app_status, i18n, passwords
 from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
 from .attachments import AttachmentError
 from .forms import read_form
@@ -90,8 +90,8 @@ async def login_submit(request: web.Request) -> web.Response:
     if account is None:
         ctx = {"error": i18n.translate("login.failed", language(request)), "username": username, "expired": False}
         return await _page(request, "login.html", ctx, status=401)
-    session = request.app[SESSIONS].create(account.username, account.role)
-    resp = web.HTTPSeeOther(roles.home(account.role))
+    session = passwords.new_session(request, account.username, account.role, account.must_change)
+    resp = web.HTTPSeeOther("/password" if account.must_change else roles.home(account.role))
     set_cookie(resp, session, request.app[CONFIG].secure_cookies)
     raise resp
 
