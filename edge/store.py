@@ -234,7 +234,7 @@ class Store:
             for s in slots:
                 await self.db.execute(
                     "INSERT INTO keyslots(kind, username, role, salt, n, wrapped, v, must_change) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (s["kind"], s.get("username"), s.get("role"), s["salt"], s["n"], s["wrapped"], int(s.get("v", crypto.SLOT_VERSION)),
+                    (s["kind"], s.get("username"), s.get("role"), s["salt"], s["n"], s["wrapped"], int(str(s.get("v", crypto.SLOT_VERSION))),
                      int(bool(s.get("must_change", False)))),
                 )
             if self.node_seal_wrapped is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from edge.app import create_app
@@ -31,6 +32,7 @@ from sync import crypto
 from sync.clock import ManualClock
 from tests.security.conftest import config, csrf_of, form_login
 
+Client = TestClient[web.Request, web.Application]
 PW = {"maria": "Марія-наглядає-1", "olena": "Олена-приймає-2", "ivan": "Іван-їздить-3"}
 ONE_TIME = "kY3-pV9q-Zt7w"
 
@@ -50,29 +52,29 @@ def staffed_config(staffed: NodeBundle, tmp_path: Path, clock: ManualClock) -> N
 
 
 @pytest.fixture
-async def van(staffed: NodeBundle, tmp_path: Path) -> AsyncIterator[tuple[TestClient, ManualClock]]:
+async def van(staffed: NodeBundle, tmp_path: Path) -> AsyncIterator[tuple[Client, ManualClock]]:
     clock = ManualClock()
     async with TestClient(TestServer(create_app(staffed_config(staffed, tmp_path, clock)))) as client:
         yield client, clock
 
 
-async def api_login(c: TestClient | aiohttp.ClientSession, user: str, password: str | None = None) -> dict[str, object]:
+async def api_login(c: Client | aiohttp.ClientSession, user: str, password: str | None = None) -> dict[str, object]:
     r = await c.post("/api/v1/login", json={"username": user, "password": password or PW[user]})
     assert r.status == 200, await r.text()
     body: dict[str, object] = await r.json()
     return body
 
 
-async def search_status(c: TestClient | aiohttp.ClientSession) -> int:
+async def search_status(c: Client | aiohttp.ClientSession) -> int:
     return (await c.post("/api/v1/applicants/search", json={"rnokpp": "1759013776"})).status
 
 
-def other_browser(c: TestClient) -> aiohttp.ClientSession:
+def other_browser(c: Client) -> aiohttp.ClientSession:
     """Another browser on the same node: its own cookie jar."""
     return aiohttp.ClientSession(base_url=f"http://{c.host}:{c.port}", cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
-async def test_one_time_password_is_changed_at_first_login(van: tuple[TestClient, ManualClock]) -> None:
+async def test_one_time_password_is_changed_at_first_login(van: tuple[Client, ManualClock]) -> None:
     c, _ = van
     body = await api_login(c, "petro", ONE_TIME)
     assert body["password_change_required"] is True
@@ -97,7 +99,7 @@ async def test_one_time_password_is_changed_at_first_login(van: tuple[TestClient
     assert (await api_login(c, "olena"))["password_change_required"] is False
 
 
-async def test_password_page_in_english_and_first_login_lands_there(van: tuple[TestClient, ManualClock]) -> None:
+async def test_password_page_in_english_and_first_login_lands_there(van: tuple[Client, ManualClock]) -> None:
     c, _ = van
     r = await form_login(c, "petro", ONE_TIME)
     assert r.status == 303 and r.headers["Location"] == "/password"
@@ -111,7 +113,7 @@ async def test_password_page_in_english_and_first_login_lands_there(van: tuple[T
     assert (await c.get("/applications/new")).status == 200
 
 
-async def test_changing_a_password_ends_every_other_session(van: tuple[TestClient, ManualClock]) -> None:
+async def test_changing_a_password_ends_every_other_session(van: tuple[Client, ManualClock]) -> None:
     c, _ = van
     async with other_browser(c) as tablet:
         await api_login(tablet, "olena")
@@ -123,7 +125,7 @@ async def test_changing_a_password_ends_every_other_session(van: tuple[TestClien
         assert await search_status(c) == 200
 
 
-async def test_removed_administrator_gets_401_at_once(van: tuple[TestClient, ManualClock]) -> None:
+async def test_removed_administrator_gets_401_at_once(van: tuple[Client, ManualClock]) -> None:
     c, _ = van
     async with other_browser(c) as hers:
         await api_login(hers, "olena")
@@ -137,7 +139,7 @@ async def test_removed_administrator_gets_401_at_once(van: tuple[TestClient, Man
         assert (await hers.post("/api/v1/login", json={"username": "olena", "password": PW["olena"]})).status == 401
 
 
-async def test_supervisor_resets_a_password_to_a_one_time_one(van: tuple[TestClient, ManualClock]) -> None:
+async def test_supervisor_resets_a_password_to_a_one_time_one(van: tuple[Client, ManualClock]) -> None:
     c, _ = van
     async with other_browser(c) as his:
         await api_login(his, "ivan")
@@ -171,7 +173,7 @@ async def test_store_locks_again_after_the_last_session(staffed: NodeBundle, tmp
     cfg = staffed_config(staffed, tmp_path, clock)
     cfg.lock_grace = 120.0
     async with TestClient(TestServer(create_app(cfg))) as c:
-        store = c.app[STORE]  # type: ignore[index]
+        store = c.app[STORE]
         await api_login(c, "olena")
         for _ in range(10):  # logged in: stays open however long the locker looks
             clock.advance(60)
@@ -207,7 +209,7 @@ async def test_bundle_slots_leave_the_card_after_the_first_start(staffed: NodeBu
                                        crypto.admin_slot_context("van-05", "olena", "van_admin"))
         await api_login(c, "ivan")
         visit = sealed_assignment(hq_keys.node_seal_keys()["van-05"], "van-05", {"name": "Гнатюк Ганна", "categories": []}, None, "ivan")
-        await c.app[VISITS].receive_assignment(visit)  # type: ignore[index]
+        await c.app[VISITS].receive_assignment(visit)
         assert (await c.get("/visits")).status == 200  # the sealing key came from the database
     # HQ's recovery slot stays and opens the node key.
     hq_slot = load_bundle(staffed.directory).keyslots[0]
@@ -241,7 +243,7 @@ async def test_role_is_bound_into_the_keyslot_and_old_slots_are_upgraded(staffed
         await store.close()
 
 
-async def test_node_key_rotation(van: tuple[TestClient, ManualClock], staffed: NodeBundle, hq_keys: HQKeys, tmp_path: Path) -> None:
+async def test_node_key_rotation(van: tuple[Client, ManualClock], staffed: NodeBundle, hq_keys: HQKeys, tmp_path: Path) -> None:
     c, _ = van
     old_key = crypto.unwrap_with_private(load_bundle(staffed.directory).keyslots[0].wrapped, hq_keys.seal, b"keyslot|van-05|hq|")
     await api_login(c, "olena")
@@ -272,7 +274,7 @@ async def test_node_key_rotation(van: tuple[TestClient, ManualClock], staffed: N
     db.close()
 
 
-async def test_language_switch_redirects_only_locally(van: tuple[TestClient, ManualClock]) -> None:
+async def test_language_switch_redirects_only_locally(van: tuple[Client, ManualClock]) -> None:
     c, _ = van
     for target in ("/%09/evil.example/", "//evil.example/", "/\\evil.example/", "https://evil.example/", "/%0a/evil.example",
                    "%2F%2Fevil.example", "/ /evil.example", "\\\\evil.example"):
@@ -282,13 +284,13 @@ async def test_language_switch_redirects_only_locally(van: tuple[TestClient, Man
     assert r.headers["Location"] == "/applicants"
 
 
-async def test_home_visits_are_listed_by_assignment(van: tuple[TestClient, ManualClock], hq_keys: HQKeys) -> None:
+async def test_home_visits_are_listed_by_assignment(van: tuple[Client, ManualClock], hq_keys: HQKeys) -> None:
     c, _ = van
     seal = hq_keys.node_seal_keys()["van-05"]
     mine = sealed_assignment(seal, "van-05", {"name": "Прізвище-Івана", "categories": []}, None, "ivan")
     other = sealed_assignment(seal, "van-05", {"name": "Прізвище-Зої", "categories": []}, None, "zoya")
     for v in (mine, other):
-        await c.app[VISITS].receive_assignment(v)  # type: ignore[index]
+        await c.app[VISITS].receive_assignment(v)
     seen = {}
     for user in ("olena", "ivan", "maria"):
         await api_login(c, user)
@@ -299,4 +301,4 @@ async def test_home_visits_are_listed_by_assignment(van: tuple[TestClient, Manua
     token = (await api_login(c, "olena"))["csrf"]
     r = await c.post(f"/visits/{mine['id']}/start", data={"csrf": str(token)}, allow_redirects=False)
     assert r.status == 404  # not hers to start either
-    assert c.app[SESSIONS].active >= 1  # type: ignore[index]
+    assert c.app[SESSIONS].active >= 1
