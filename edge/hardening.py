@@ -28,10 +28,11 @@ from .status import node_status
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CSRF_FIELD", "CSRF_HEADER", "GUARD", "LOGIN_PATHS", "MIDDLEWARES", "PRE_COOKIE", "STREAMED_UPLOADS", "csrf_context",
-           "csrf_token", "guard"]
+__all__ = ["CSRF_FIELD", "CSRF_HEADER", "GUARD", "LOGIN_PATHS", "MIDDLEWARES", "PRE_COOKIE", "STREAMED_UPLOADS", "THROTTLE", "csrf_context",
+           "csrf_token", "guard", "throttled_message"]
 
 LOGIN_PATHS = frozenset({"/login", "/api/v1/login"})
+THROTTLE = web.AppKey("login_throttle", LoginThrottle)  # the guard's throttle, also counting wrong old passwords (edge/passwords.py)
 # Routes whose handlers stream multipart uploads (the intake form carries photos too) and check the form's token after reading it.
 STREAMED_UPLOADS = frozenset({"/applications", "/applications/{id}/attachments"})
 
@@ -41,7 +42,7 @@ def _lang(request: web.Request) -> str:
     return lang if lang in i18n.LANGUAGES else i18n.DEFAULT
 
 
-def _throttled_message(request: web.Request, wait: float) -> str:
+def throttled_message(request: web.Request, wait: float) -> str:
     at = datetime.fromtimestamp(request.app[CONFIG].clock.now() + wait).strftime("%H:%M")
     minutes = max(1, int(-(-wait // 60)))
     return i18n.translate("login.throttled", _lang(request)).format(time=at, minutes=minutes)
@@ -66,5 +67,5 @@ async def _after_login(request: web.Request) -> None:
 
 def guard(app: web.Application, throttle: LoginThrottle) -> Guard:
     """The van's guard, for ``app[GUARD]``."""
-    return Guard(app[SESSIONS], throttle, LOGIN_PATHS, streamed_uploads=STREAMED_UPLOADS, throttled_message=_throttled_message,
+    return Guard(app[SESSIONS], throttle, LOGIN_PATHS, streamed_uploads=STREAMED_UPLOADS, throttled_message=throttled_message,
                  refusal_page=_refusal_page, after_login=_after_login)

@@ -114,7 +114,7 @@ def create_app(config: HQConfig) -> web.Application:
                                        *hardening.MIDDLEWARES])
     app[CONFIG] = config
     app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /healthz
-    app[SESSIONS] = Sessions(config.clock, config.session_timeout, cookie="mo_hq_session", lifetime=config.session_lifetime)
+    app[SESSIONS] = Sessions(config.clock, config.session_timeout, cookie="mo_hq_session", max_age=config.session_lifetime)
     app[hardening.GUARD] = auth.guard(app, LoginThrottle(config.clock, config.login_throttle))
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     app.cleanup_ctx.append(_store_ctx)
