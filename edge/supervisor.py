@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import i18n, roles
+from . import figures, i18n, roles
 from .appkeys import CATALOG, SESSIONS, STORE
 from .errors import HttpError
 from .views import _page, _unlocked, language
@@ -49,6 +49,9 @@ async def day_report(db: Any, now: float) -> dict[str, Any]:
     except sqlite3.OperationalError:
         out["attachments"] = 0
     out["applications"] = sum(n for _, n in out["by_service"])
+    # The department's figures for the day, defined as in the CLI report and at HQ (sync/figures.py).
+    today = datetime.fromtimestamp(now, timezone.utc).date()
+    out["figures"] = await figures.report(figures.aiosqlite_fetch(db), today, today)
     return out
 
 

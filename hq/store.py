@@ -79,6 +79,10 @@ CREATE TABLE ratings (
 );
 ALTER TABLE records ADD COLUMN package_code TEXT
 """,
+    # 4: the van's per-day number of the person an application is for (sync/figures.py: citizens served)
+    """
+ALTER TABLE records ADD COLUMN citizen TEXT
+""",
 ]
 
 # Record schemas HQ knows how to project; anything else is quarantined.
@@ -216,10 +220,10 @@ class HQStore:
                     return f"unknown record schema {str(kind)[:40]!r}"
                 if kind == "application":
                     await self.db.execute(
-                        "INSERT INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        "INSERT INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code, citizen)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["id"]), str(doc["number"]), str(doc["service_code"]), float(doc["created"]),
-                         item.decode(), doc.get("package")),
+                         item.decode(), doc.get("package"), None if doc.get("citizen") is None else str(doc["citizen"])[:40]),
                     )
                 elif kind == "applicant":
                     await self.db.execute(
