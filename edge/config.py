@@ -26,7 +26,7 @@ _D = settings.NODE.defaults()
 
 # Fields that are settings of the same name.
 SETTINGS_FIELDS = ("data_dir", "broker", "mqtt_version", "gpsd", "modem", "sbd_after", "sbd_interval", "http_host", "http_port",
-                   "session_timeout", "position_interval", "ack_timeout", "retention_days", "shred_interval")
+                   "session_timeout", "position_interval", "ack_timeout", "max_clock_skew", "retention_days", "shred_interval")
 
 
 @dataclass
@@ -49,6 +49,7 @@ class NodeConfig:
     session_timeout: float = _D["session_timeout"]
     position_interval: float = _D["position_interval"]
     ack_timeout: float = _D["ack_timeout"]
+    max_clock_skew: float = _D["max_clock_skew"]
     secure_cookies: bool = False  # follows https (nodecli)
     mqtt_tls: ssl.SSLContext | None = None  # mutual TLS to the broker (mqtts://)
     retention_days: float = _D["retention_days"]

@@ -21,7 +21,7 @@ _D = settings.HQ.defaults()
 # Field: the setting it is (HQ's flags carry an hq_ prefix where the van has the same one).
 SETTINGS_FIELDS = {"data_dir": "hq_data_dir", "broker": "hq_broker", "mqtt_version": "hq_mqtt_version", "worker": "hq_worker",
                    "host": "hq_host", "port": "hq_port", "directip_port": "directip_port", "session_timeout": "hq_session_timeout",
-                   "status_resend_after": "status_resend_after", "ack_poll_interval": "ack_poll_interval", "sms_url": "sms_url",
+                   "status_resend_after": "status_resend_after", "max_clock_skew": "hq_max_clock_skew", "ack_poll_interval": "ack_poll_interval", "sms_url": "sms_url",
                    "sms_retry_min": "sms_retry_min", "sms_retry_max": "sms_retry_max", "tile_url": "tile_url",
                    "tile_attribution": "tile_attribution", "db": "db"}
 
@@ -41,6 +41,7 @@ class HQConfig:
     clock: Clock = field(default_factory=SystemClock)
     # Application status downlink and SMS notices (hq/appstatus.py, hq/sms.py); map tiles (dashboard).
     status_resend_after: float = _D["status_resend_after"]
+    max_clock_skew: float = _D["hq_max_clock_skew"]
     ack_poll_interval: float = _D["ack_poll_interval"]
     sms_url: str | None = _D["sms_url"]
     sms_token: str | None = None  # read from --sms-token-file

@@ -9,7 +9,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sync.crypto import SealedRecord, open_with_hq_key
-from sync.db import transaction
+from .db import transaction
 from sync.errors import CryptoError
 
 from .errors import HQError

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import outbox
+from . import outbox, safejson
 from .clock import Clock
 from .db import transaction
 from .envelope import Envelope, encode
@@ -114,13 +115,15 @@ class Downlink:
         handler = self._handlers.get(kind)
         if stream == "cmd" and (not isinstance(expires, (int, float)) or expires < now):
             result = "expired"
-        elif stream == "cmd" and kind not in COMMANDS or handler is None:
+        elif (stream == "cmd" and kind not in COMMANDS) or handler is None:
             result = "unknown"
         else:
             try:
                 await handler(doc)
                 result = "applied"
-            except Exception as exc:  # a failing edge callback must not stop the link
+            except sqlite3.OperationalError:
+                raise  # transient (locked, disk): not recorded, so the broker delivers it again
+            except Exception as exc:  # noqa: BLE001 - a failing edge callback must not stop the link
                 log.error("downlink %s %s failed: %s", kind, item_id, type(exc).__name__)
                 result = "failed"
         ack = json.dumps({"type": "down_ack", "stream": stream, "kind": kind, "id": item_id, "result": result, "at": now},
@@ -137,7 +140,7 @@ class Downlink:
 
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
+        doc = safejson.loads(raw)
     except ValueError as exc:
         raise EnvelopeError("downlink item is not JSON") from exc
     if not isinstance(doc, dict):

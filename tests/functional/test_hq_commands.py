@@ -48,5 +48,5 @@ def test_signed_lock_command(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle
 
     publish(mosquitto, "mo/v1/van-01/down/cmd", build(hq_keys.sign, "van-01", "cmd", 2, [command("c-3", "lock", time.time() + 600)], 2))
     wait_until(lambda: api.get("/api/v1/status")["store"]["locked"] is True, 30, what="the store to lock")
-    status, doc = api.request("POST", "/api/v1/applications", {"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
+    status, _ = api.request("POST", "/api/v1/applications", {"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
     assert status == 401  # the session was closed with the lock

@@ -103,7 +103,7 @@ async def test_van_and_hq_compute_every_figure_the_same(bundle: NodeBundle, hq_k
         async with store.db.execute("SELECT id FROM visits ORDER BY received") as cur:
             vids = [r[0] for r in await cur.fetchall()]
         # HQ keeps the categories of the visits it assigned (the van gets them sealed).
-        for vid, cats in zip(vids, (["age80", "disability"], [])):
+        for vid, cats in zip(vids, (["age80", "disability"], []), strict=True):
             await hq_trips.record_visit_plan(hq.db, vid, store.node_id, "2026-11-18", "olena", cats, T0)
         await _sent_to_hq(store, hq)
         supervisor = (await day_report(store.db, clock.now()))["figures"]
