@@ -26,7 +26,7 @@ _D = settings.NODE.defaults()
 
 # Fields that are settings of the same name.
 SETTINGS_FIELDS = ("data_dir", "broker", "mqtt_version", "gpsd", "modem", "sbd_after", "sbd_interval", "http_host", "http_port",
-                   "session_timeout", "position_interval", "ack_timeout", "max_clock_skew", "retention_days", "shred_interval")
+                   "session_timeout", "position_interval", "ack_timeout", "max_clock_skew", "mqtt_keepalive", "retention_days", "shred_interval")
 
 
 @dataclass
@@ -40,6 +40,7 @@ class NodeConfig:
     node_seal_wrapped: bytes | None = None
     broker: str = _D["broker"]
     mqtt_version: str = _D["mqtt_version"]
+    mqtt_keepalive: int = _D["mqtt_keepalive"]  # the broker sends the last will (offline) 1.5 keepalives after a power cut
     gpsd: tuple[str, int] | None = _D["gpsd"]
     modem: str | None = _D["modem"]
     sbd_after: float = _D["sbd_after"]
@@ -59,6 +60,13 @@ class NodeConfig:
     login_throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     bundle_dir: Path | None = None  # key rotation writes the new credentials here
     https: ssl.SSLContext | None = None  # the van UI's server TLS (bundle's ui.crt); None: plain HTTP
+    trust_kernel_clock: bool = _D["trust_kernel_clock"] != "off"  # chrony's "synchronised" flag (adjtimex) counts as trusted time
+    assume_clock_synchronised: bool = _D["trust_kernel_clock"] == "assume"  # development and tests: the clock is right though nothing disciplines it
+
+    @property
+    def floor_path(self) -> Path:
+        """The latest trusted time seen, kept durably (kit.timesource): GPS time earlier than it is refused."""
+        return self.data_dir / "time_floor.json"
 
     @property
     def db_path(self) -> Path:
@@ -68,4 +76,6 @@ class NodeConfig:
     def from_settings(cls, values: Mapping[str, Any], **given: Any) -> NodeConfig:
         """Resolved settings (``settings.NODE.resolve``) plus what is not a setting (identity and keys, TLS contexts, clock)."""
         fields = {name: values[name] for name in SETTINGS_FIELDS}
-        return cls(**{**fields, "limits": Limits.from_settings(values), "login_throttle": ThrottleSettings.from_settings(values), **given})
+        derived = {"limits": Limits.from_settings(values), "login_throttle": ThrottleSettings.from_settings(values),
+                   "trust_kernel_clock": values["trust_kernel_clock"] != "off", "assume_clock_synchronised": values["trust_kernel_clock"] == "assume"}
+        return cls(**{**fields, **derived, **given})

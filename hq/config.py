@@ -20,7 +20,8 @@ _D = settings.HQ.defaults()
 
 # Field: the setting it is (HQ's flags carry an hq_ prefix where the van has the same one).
 SETTINGS_FIELDS = {"data_dir": "hq_data_dir", "broker": "hq_broker", "mqtt_version": "hq_mqtt_version", "worker": "hq_worker",
-                   "host": "hq_host", "port": "hq_port", "directip_port": "directip_port", "session_timeout": "hq_session_timeout",
+                   "host": "hq_host", "port": "hq_port", "directip_port": "directip_port", "directip_gateways": "directip_gateways",
+                   "directip_reject_log_interval": "directip_reject_log_interval", "session_timeout": "hq_session_timeout",
                    "status_resend_after": "status_resend_after", "max_clock_skew": "hq_max_clock_skew", "ack_poll_interval": "ack_poll_interval", "sms_url": "sms_url",
                    "sms_retry_min": "sms_retry_min", "sms_retry_max": "sms_retry_max", "tile_url": "tile_url",
                    "tile_attribution": "tile_attribution", "db": "db"}
@@ -36,6 +37,8 @@ class HQConfig:
     host: str = _D["hq_host"]
     port: int = _D["hq_port"]
     directip_port: int | None = _D["directip_port"]
+    directip_gateways: tuple[str, ...] = _D["directip_gateways"]
+    directip_reject_log_interval: float = _D["directip_reject_log_interval"]
     session_timeout: float = _D["hq_session_timeout"]
     mqtt_tls: ssl.SSLContext | None = None
     clock: Clock = field(default_factory=SystemClock)
