@@ -113,6 +113,10 @@ CREATE TABLE item_conflicts (
     PRIMARY KEY (node_id, stream, seq, digest)
 )
 """,
+    # 5: the van's per-day number of the person an application is for (sync/figures.py: citizens served)
+    """
+ALTER TABLE records ADD COLUMN citizen TEXT
+""",
 ]
 
 # Each node instance stores its streams in its own range of HQ's seq column (see the module doc).
@@ -378,10 +382,10 @@ class HQStore:
                     return f"unknown record schema {str(kind)[:40]!r}"
                 if kind == "application":
                     await self.db.execute(
-                        "INSERT INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        "INSERT INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code, citizen)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["id"]), str(doc["number"]), str(doc["service_code"]), float(doc["created"]),
-                         item.decode(), doc.get("package")),
+                         item.decode(), doc.get("package"), None if doc.get("citizen") is None else str(doc["citizen"])[:40]),
                     )
                     await timefix.record_clock(self.db, node_id, str(doc["id"]), doc)
                 elif kind == "applicant":
