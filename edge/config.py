@@ -26,7 +26,7 @@ _D = settings.NODE.defaults()
 
 # Fields that are settings of the same name.
 SETTINGS_FIELDS = ("data_dir", "broker", "mqtt_version", "gpsd", "modem", "sbd_after", "sbd_interval", "http_host", "http_port",
-                   "session_timeout", "position_interval", "ack_timeout", "max_clock_skew", "mqtt_keepalive", "retention_days", "shred_interval")
+                   "session_timeout", "session_max_age", "lock_grace", "password_min_length", "track_retention_days", "position_interval", "ack_timeout", "max_clock_skew", "mqtt_keepalive", "retention_days", "shred_interval")
 
 
 @dataclass
@@ -48,6 +48,10 @@ class NodeConfig:
     http_host: str = _D["http_host"]
     http_port: int = _D["http_port"]
     session_timeout: float = _D["session_timeout"]
+    session_max_age: float = _D["session_max_age"]
+    lock_grace: float = _D["lock_grace"]
+    password_min_length: int = _D["password_min_length"]
+    track_retention_days: float = _D["track_retention_days"]
     position_interval: float = _D["position_interval"]
     ack_timeout: float = _D["ack_timeout"]
     max_clock_skew: float = _D["max_clock_skew"]

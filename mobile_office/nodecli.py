@@ -36,7 +36,7 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         hq_seal_public=bundle.hq_seal_public,
         hq_sign_public=bundle.hq_sign_public,
         node_seal_wrapped=bundle.node_seal_wrapped,
-        keyslots=[{"kind": s.kind, "username": s.username, "role": s.role, "salt": s.salt, "n": s.n, "wrapped": s.wrapped} for s in bundle.keyslots],
+        keyslots=[s.config() for s in bundle.keyslots],
         https=https,
         bundle_dir=bundle_dir,
         secure_cookies=https is not None,
