@@ -18,7 +18,7 @@ from aiohttp import web
 from devices.gps import GpsTracker
 from devices.modem import ModemManager, ModemSettings
 from kit.ratelimit import LoginThrottle
-from kit.tasks import background
+from kit.tasks import LOOPS, Loops, background
 from kit.web import error_middleware
 from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
@@ -81,7 +81,7 @@ async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.info("shredded the local copy of %d records held by HQ", n)
             await cfg.clock.sleep(cfg.shred_interval)
 
-    async with background(shred_forever(), "shredder"):
+    async with background(shred_forever, "shredder", app[LOOPS]):
         yield
 
 
@@ -109,9 +109,9 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
     recorder = trips_recorder.TrackRecorder(app[STORE].db, cfg.clock)
     tracker.listeners.append(recorder.on_fix)
     recorder.listeners.append(app[TRIPS].on_points)  # departed / at a stop / returned from GPS movement
-    async with background(tracker.run(), "gps"):
-        async with background(record_positions(), "positions"):
-            async with background(recorder.run(), "track-recorder"):
+    async with background(tracker.run, "gps", app[LOOPS]):
+        async with background(record_positions, "positions", app[LOOPS]):
+            async with background(recorder.run, "track-recorder", app[LOOPS]):
                 yield
 
 
@@ -130,7 +130,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
         return {"lat": fix.lat, "lon": fix.lon, "t": fix.time, "speed": fix.speed, "course": fix.track}
 
     uplink = Uplink(cfg.db_path, cfg.node_id, cfg.sign_key, cfg.hq_sign_public, mqtt, cfg.clock, ack_timeout=cfg.ack_timeout,
-                    trusted_time=trusted_time, latest_position=latest_position)
+                    max_clock_skew=cfg.max_clock_skew, trusted_time=trusted_time, latest_position=latest_position)
     app[UPLINK] = uplink
     store, sessions = app[STORE], app[SESSIONS]
     store.on_enqueued.append(uplink.kick)
@@ -165,7 +165,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     uplink.handlers["prereg"] = app[PREREG].receive
     uplink.handlers["rotate_key"] = rotate_key
     uplink.handlers["catalog"] = catalog_store.handler(store.db, app[CATALOG], cfg.clock.now, store._notify)
-    async with background(uplink.run(), "uplink"):
+    async with background(uplink.run, "uplink", app[LOOPS]):
         yield
 
 
@@ -177,15 +177,16 @@ async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     manager = ModemManager(ModemSettings(cfg.modem))
     app[MODEM] = manager
-    links = for_uplink(app[UPLINK], manager, sbd_after=cfg.sbd_after, sbd_interval=cfg.sbd_interval)
-    async with background(manager.run(), "modem"):
-        async with background(links.run(), "link-manager"):
+    links = for_uplink(app[UPLINK], manager, sbd_after=cfg.sbd_after, sbd_interval=cfg.sbd_interval, hq_seal_public=cfg.hq_seal_public)
+    async with background(manager.run, "modem", app[LOOPS]):
+        async with background(links.run, "link-manager", app[LOOPS]):
             yield
 
 
 def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware, *hardening.MIDDLEWARES], client_max_size=2 * 1024 * 1024)
     app[CONFIG] = config
+    app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /api/v1/status
     app[SESSIONS] = Sessions(config.clock, config.session_timeout)
     app[hardening.THROTTLE] = LoginThrottle(config.clock, config.login_throttle)
     app[hardening.PRE_SECRET] = secrets.token_bytes(32)

@@ -35,6 +35,7 @@ class NodeConfig:
     session_timeout: float = 900.0
     position_interval: float = 5.0
     ack_timeout: float = 10.0
+    max_clock_skew: float = 30 * 86400.0
     secure_cookies: bool = False
     mqtt_tls: ssl.SSLContext | None = None  # mutual TLS to the broker (mqtts://)
     retention_days: float = 7.0

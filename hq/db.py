@@ -176,7 +176,7 @@ def _status_count(status: str) -> int:
 
 
 _ROW_STATEMENTS = ("SELECT", "WITH", "VALUES", "SHOW", "EXPLAIN")
-_TX_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "END", "SAVEPOINT", "RELEASE", "START")
+_TX_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "END", "START")  # SAVEPOINT, RELEASE and ROLLBACK TO are portable: they pass
 
 
 class PgConnection:
@@ -198,7 +198,7 @@ class PgConnection:
         if out is None:
             words = " ".join(_outside_literals(sql)).upper().split()
             head = words[0] if words else ""
-            if head in _TX_CONTROL:
+            if head in _TX_CONTROL and words[1:2] != ["TO"]:
                 raise PortabilityError("transactions are hq.db.transaction(db)")
             if head == "PRAGMA":
                 raise PortabilityError("PRAGMA is SQLite's: PostgreSQL's settings live in its own configuration")

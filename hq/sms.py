@@ -34,7 +34,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from kit.tasks import background
+from kit.tasks import LOOPS, background
 from sync.crypto import SealedRecord, open_with_hq_key
 from .db import transaction
 from sync.errors import CryptoError
@@ -262,5 +262,5 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
         sender = SmsSender(app[STORE], cfg.keys.seal, HttpSmsAdapter(cfg.sms_url, cfg.sms_token, session), cfg.sms_retry_min,
                            cfg.sms_retry_max)
         app[SENDER] = sender
-        async with background(sender.run(), "hq-sms"):
+        async with background(sender.run, "hq-sms", app[LOOPS]):
             yield

@@ -52,6 +52,7 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         session_timeout=values["session_timeout"],
         position_interval=values["position_interval"],
         ack_timeout=values["ack_timeout"],
+        max_clock_skew=values["max_clock_skew"],
         retention_days=values["retention_days"],
         https=https,
         bundle_dir=bundle_dir,
@@ -81,6 +82,7 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         mqtt_tls=client_context(values["hq_tls_dir"] or values["hq_data_dir"] / "workers" / values["hq_worker"], "worker")
         if str(values["hq_broker"]).startswith("mqtts://") else None,
         status_resend_after=values["status_resend_after"],
+        max_clock_skew=values["hq_max_clock_skew"],
         sms_url=values["sms_url"],
         sms_token=_read_token(values["sms_token_file"]),
         sms_retry_min=values["sms_retry_min"],

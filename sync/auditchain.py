@@ -10,6 +10,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from . import safejson
+
 GENESIS = bytes(32)
 
 
@@ -38,7 +40,7 @@ def entry_hash(prev: bytes, body: dict[str, object]) -> bytes:
 
 
 def parse_wire(item: bytes) -> AuditEntry:
-    doc = json.loads(item)
+    doc = safejson.loads(item)
     return AuditEntry(int(doc["seq"]), float(doc["at"]), str(doc["actor"]), str(doc["action"]), str(doc["entity"]), str(doc["id"]),
                       str(doc["reason"]), bytes.fromhex(doc["prev"]), bytes.fromhex(doc["hash"]))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import outbox
+from . import outbox, safejson
 from .clock import Clock
 from .db import transaction
 from .envelope import Envelope, encode
@@ -120,6 +121,8 @@ class Downlink:
             try:
                 await handler(doc)
                 result = "applied"
+            except sqlite3.OperationalError:
+                raise  # transient (locked, disk): not recorded, so the broker delivers it again
             except Exception as exc:  # noqa: BLE001 - a failing edge callback must not stop the link
                 log.error("downlink %s %s failed: %s", kind, item_id, type(exc).__name__)
                 result = "failed"
@@ -137,7 +140,7 @@ class Downlink:
 
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
+        doc = safejson.loads(raw)
     except ValueError as exc:
         raise EnvelopeError("downlink item is not JSON") from exc
     if not isinstance(doc, dict):

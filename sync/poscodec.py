@@ -18,6 +18,7 @@ the signature over the batch both still hold.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ def _get(buf: bytes, pos: int) -> tuple[int, int]:
 # A thinned point (empty item, see outbox.make_room_for_positions) repeats the
 # previous values with this out-of-byte-range flag, so it costs ~nothing.
 _THINNED = 0x100
+# Seconds: far past any GPS time, and small enough that second differences of ms fit the 64-bit zigzag.
+_MAX_TIME = float(2**40)
 
 
 def can_encode(items: Sequence[bytes]) -> bool:
@@ -101,7 +104,8 @@ def can_encode(items: Sequence[bytes]) -> bool:
         if len(it) != POS_V2.size:
             return False
         t = POS_V2.unpack(it)[0]
-        if struct.pack(">d", round(t * 1000) / 1000) != it[:8]:
+        # a garbage time (NaN, 1e300) would not survive the varints: such a batch goes uncoded
+        if not (math.isfinite(t) and abs(t) < _MAX_TIME) or struct.pack(">d", round(t * 1000) / 1000) != it[:8]:
             return False
     return True
 
