@@ -98,18 +98,18 @@ ALTER TABLE records ADD COLUMN package_code TEXT
     # 4: node instances (re-flashed vans), item digests, conflicting resends
     """
 CREATE TABLE node_instances (
-    node_id TEXT NOT NULL, instance TEXT NOT NULL, ordinal INTEGER NOT NULL, first_seen REAL NOT NULL,
+    node_id TEXT NOT NULL, instance TEXT NOT NULL, ordinal BIGINT NOT NULL, first_seen DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (node_id, instance), UNIQUE (node_id, ordinal)
 );
 INSERT INTO node_instances(node_id, instance, ordinal, first_seen) SELECT node_id, '', 0, 0 FROM node_state;
 CREATE TABLE instance_streams (
-    node_id TEXT NOT NULL, instance TEXT NOT NULL, stream TEXT NOT NULL, contiguous INTEGER NOT NULL,
+    node_id TEXT NOT NULL, instance TEXT NOT NULL, stream TEXT NOT NULL, contiguous BIGINT NOT NULL,
     PRIMARY KEY (node_id, instance, stream)
 );
 INSERT INTO instance_streams(node_id, instance, stream, contiguous) SELECT node_id, '', stream, contiguous FROM stream_state;
-ALTER TABLE items ADD COLUMN digest BLOB;
+ALTER TABLE items ADD COLUMN digest {BLOB};
 CREATE TABLE item_conflicts (
-    node_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, digest BLOB NOT NULL, at REAL NOT NULL,
+    node_id TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, digest {BLOB} NOT NULL, at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (node_id, stream, seq, digest)
 )
 """,
