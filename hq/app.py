@@ -44,7 +44,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     # Reloaded when provisioning changes a node record: enrolment, revocation and key rotation act without a restart.
     key_for = NodeKeyCache(cfg.keys.directory)
-    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock, max_clock_skew=cfg.max_clock_skew,  # type: ignore[arg-type]
+    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock, max_clock_skew=cfg.max_clock_skew,
                     heartbeat_keys=lambda tag: key_for.heartbeat_keys(tag, cfg.keys.seal))
     app[INGEST] = ingest
     app[SBD_INGEST] = SbdIngest(ingest)
