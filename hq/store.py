@@ -28,8 +28,8 @@ import hashlib
 import json
 import logging
 import struct
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sync.clock import Clock
@@ -40,7 +40,7 @@ from sync.errors import EnvelopeError, SyncError
 from sync.linkmgr import unpack_heartbeat
 from sync.ingest import StoreResult
 
-from . import audit
+from . import audit, timefix
 from .db import DB, backend, connect, migrate, transaction
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,9 @@ class HQStore:
     def __init__(self, db: DB, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        # Vans HQ still listens to (enrolled, not revoked); the app ties it to the key directory.
+        self.node_active: Callable[[str], bool] = lambda _node: True
+        self._ignored_status: set[str] = set()
 
     @property
     def backend(self) -> str:
@@ -145,6 +148,7 @@ class HQStore:
         try:
             await migrate(db, "hq", MIGRATIONS)
             await migrate(db, "hq_audit", audit.MIGRATIONS)
+            await timefix.create_schema(db)
         except BaseException:
             await db.close()
             raise
@@ -335,11 +339,15 @@ class HQStore:
                 return str(exc)
             if not project:
                 return None
+            # an impossible time (a receiver's rollover date) is never shown: HQ's arrival time stands in, untrusted;
+            # an untrusted one is corrected by its boot's time fix, now or when the fix comes (hq/timefix.py)
+            pos_time, trusted = await timefix.position_time(self.db, node_id, p, self.clock.now())
             await self.db.execute(
-                "INSERT INTO node_state(node_id, lat, lon, pos_time) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(node_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, pos_time = excluded.pos_time"
+                "INSERT INTO node_state(node_id, lat, lon, pos_time, pos_trusted, pos_mono, pos_boot) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(node_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, pos_time = excluded.pos_time,"
+                " pos_trusted = excluded.pos_trusted, pos_mono = excluded.pos_mono, pos_boot = excluded.pos_boot"
                 " WHERE node_state.pos_time IS NULL OR excluded.pos_time >= node_state.pos_time",
-                (node_id, p.lat, p.lon, p.time),
+                (node_id, p.lat, p.lon, pos_time, int(trusted), None if trusted else p.mono, None if trusted else p.boot),
             )
         elif stream == "status":
             try:
@@ -352,11 +360,19 @@ class HQStore:
                 " AND ? >= (SELECT MAX(seq) FROM items WHERE node_id = ? AND stream = 'status')",
                 (json.dumps(hb.depth), node_id, seq, node_id),
             )
-            if hb.has_fix:
+            if hb.has_fix and timefix.plausible(hb.time):
                 await self.db.execute(
                     "UPDATE node_state SET lat = ?, lon = ?, pos_time = ? WHERE node_id = ? AND (pos_time IS NULL OR pos_time <= ?)",
                     (hb.lat, hb.lon, hb.time, node_id, hb.time),
                 )
+        elif stream == "evt":
+            if item[:1] == b"{" and b'"time_fix"' in item:  # the one event HQ's store folds itself (hq/timefix.py)
+                try:
+                    doc = json.loads(item)
+                    if isinstance(doc, dict) and doc.get("type") == "time_fix":
+                        await timefix.time_fix(self.db, node_id, doc, self.clock.now())
+                except (ValueError, KeyError, TypeError) as exc:
+                    return f"malformed time fix: {type(exc).__name__}"
         elif stream == "rec":
             try:
                 doc = safejson.loads(item)
@@ -372,6 +388,7 @@ class HQStore:
                         (node_id, seq, str(doc["id"]), str(doc["number"]), str(doc["service_code"]), float(doc["created"]),
                          item.decode(), _text(doc.get("package"))),
                     )
+                    await timefix.record_clock(self.db, node_id, str(doc["id"]), doc)
                 elif kind == "applicant":
                     await self.db.execute(
                         "INSERT INTO applicants(node_id, seq, record_id, created, sealed) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -427,6 +444,12 @@ class HQStore:
             await self.db.execute("INSERT INTO rejections(at, claimed_node, channel, reason) VALUES (?, ?, ?, ?)", (self.clock.now(), claimed_node, channel, reason))
 
     async def record_status(self, node_id: str, state: str, at: float, depth: dict[str, Any] | None = None) -> None:
+        if not self.node_active(node_id):
+            # A revoked van's retained status or a last connection's heartbeat: it must not look alive.
+            if node_id not in self._ignored_status:
+                self._ignored_status.add(node_id)
+                log.warning("status of %s ignored: not an active van (revoked or not enrolled)", node_id[:40])
+            return
         async with transaction(self.db):
             await self.db.execute(
                 "INSERT INTO node_state(node_id, status, status_at, depth) VALUES (?, ?, ?, ?)"
@@ -438,13 +461,15 @@ class HQStore:
     async def fleet(self) -> list[dict[str, Any]]:
         async with self.db.execute(
             "SELECT n.node_id, n.last_seen, n.lat, n.lon, n.pos_time, n.status, n.link,"
-            " (SELECT COUNT(*) FROM records r WHERE r.node_id = n.node_id), n.depth, n.trusted_time"
+            " (SELECT COUNT(*) FROM records r WHERE r.node_id = n.node_id), n.depth, n.trusted_time, n.pos_trusted"
             " FROM node_state n ORDER BY n.node_id"
         ) as cur:
             return [
-                {"node_id": r[0], "last_seen": r[1], "lat": r[2], "lon": r[3], "position_time": r[4], "status": r[5] or "unknown",
+                {"node_id": r[0], "last_seen": r[1], "lat": r[2], "lon": r[3], "position_time": r[4],
+                 "status": (r[5] or "unknown") if self.node_active(r[0]) else "revoked",
                  "link": r[6], "records": r[7], "outbox_depth": json.loads(r[8]) if r[8] else {},
-                 "trusted_time": None if r[9] is None else bool(r[9])}
+                 "trusted_time": None if r[9] is None else bool(r[9]),
+                 "position_time_trusted": None if r[10] is None else bool(r[10])}
                 async for r in cur
             ]
 
