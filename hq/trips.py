@@ -40,10 +40,10 @@ MIGRATIONS = [
     """
     CREATE TABLE trip_plans (
         trip_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, kind TEXT NOT NULL, title TEXT NOT NULL, planned_date TEXT,
-        assigned_to TEXT, stops TEXT NOT NULL, created REAL NOT NULL, created_by TEXT NOT NULL
+        assigned_to TEXT, stops TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, created_by TEXT NOT NULL
     );
     CREATE TABLE visit_plans (
-        visit_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, planned_date TEXT, assigned_to TEXT, categories TEXT NOT NULL, created REAL NOT NULL
+        visit_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, planned_date TEXT, assigned_to TEXT, categories TEXT NOT NULL, created DOUBLE PRECISION NOT NULL
     );
     """,
 ]
