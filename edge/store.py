@@ -24,6 +24,7 @@ from typing import Protocol
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from kit.timesource import Stamp, TimeFix, TimeSource
 from sync import crypto, outbox, poscodec
 from sync.clock import Clock
 from sync.db import open_db, run_sync, run_transaction, transaction
@@ -139,7 +140,17 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE applications ADD COLUMN visit_id TEXT;
     """,
-    # 5: credentials over their whole life (issue 16): slot format and first-login change; per-period keys for shredding
+    # 5: trusted time (kit/timesource.py): was the creation time trusted, and where on which boot's monotonic clock
+    """
+    ALTER TABLE applications ADD COLUMN time_trusted INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE applications ADD COLUMN mono REAL;
+    ALTER TABLE applications ADD COLUMN boot TEXT;
+    ALTER TABLE applicants ADD COLUMN time_trusted INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE applicants ADD COLUMN mono REAL;
+    ALTER TABLE applicants ADD COLUMN boot TEXT;
+    ALTER TABLE audit ADD COLUMN clock TEXT;
+    """,
+    # 6: credentials over their whole life (issue 16): slot format and first-login change; per-period keys for shredding
     """
     ALTER TABLE keyslots ADD COLUMN v INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE keyslots ADD COLUMN must_change INTEGER NOT NULL DEFAULT 0;
@@ -148,6 +159,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE applicants ADD COLUMN key_period TEXT;
     """,
 ]
+
+# An application number made without trusted time: this marker instead of a date, then the node's own counter.
+UNDATED = "U"
 
 # SQLite keeps the WAL at its largest size unless told; after a checkpoint it is cut back to this (bytes).
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
@@ -196,6 +210,8 @@ class Store:
         self.node_id = node_id
         self.hq_seal_public = hq_seal_public
         self.clock = clock
+        # "now, and how sure": the app passes a TimeSource as the clock; a bare Clock is wrapped (its own sync flag)
+        self.time = clock if isinstance(clock, TimeSource) else TimeSource(clock)
         self._node_key: bytes | None = None
         self._index_key: bytes | None = None
         self._seal_key: X25519PrivateKey | None = None
@@ -393,7 +409,8 @@ class Store:
         for ``first_id``, the first application's id).
         """
         self._require_key()
-        now = self.clock.now()
+        stamp = self.time.stamp()
+        now = stamp.t
         period, period_key = await self.period_key(now)
         assert self._index_key is not None
         version = 1
@@ -405,12 +422,13 @@ class Store:
         for i, code in enumerate(service_codes):
             app_id = first_id if i == 0 and first_id else uuid.uuid4().hex
             prepared.append((app_id, code, crypto.seal("applications", app_id, version, identity, self.hq_seal_public, period_key)))
-        day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d")
+        # Without trusted time the number carries no date (a wrong one would look true) and counts on the node's counter.
+        day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d") if stamp.trusted else UNDATED
         # ~ the size of what goes out per application: sealed fields and the HQ wrap, plus metadata
         incoming = sum(len(_pack_fields(p[2].fields)) + len(p[2].wrap_hq) + 300 for p in prepared)
         try:
             saved = await run_transaction(
-                self.db, self._insert_applications, incoming, prepared, day, now, version, actor, index, applicant_id, package_code, then,
+                self.db, self._insert_applications, incoming, prepared, day, stamp, version, actor, index, applicant_id, package_code, then,
                 period,
             )
         except OutboxFull as exc:
@@ -419,7 +437,7 @@ class Store:
         return saved
 
     def _insert_applications(
-        self, conn: sqlite3.Connection, incoming: int, prepared: list[tuple[str, str, crypto.SealedRecord]], day: str, now: float,
+        self, conn: sqlite3.Connection, incoming: int, prepared: list[tuple[str, str, crypto.SealedRecord]], day: str, stamp: Stamp,
         version: int, actor: str, index: bytes, applicant_id: str | None, package_code: str | None,
         then: Callable[[sqlite3.Connection, list[SavedApplication]], None] | None = None, period: str | None = None,
     ) -> list[SavedApplication]:
@@ -427,28 +445,31 @@ class Store:
         # Records and audit are never dropped: refuse before the outbox would overflow, atomically with the insert.
         outbox.check_capacities_sync(conn, {"rec": incoming, "audit": 400 * len(prepared)}, self.limits)
         saved = []
+        now = stamp.t
         for app_id, service_code, sealed in prepared:
             row = conn.execute(
                 "INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1 RETURNING n", (day,)
             ).fetchone()
-            number = f"{self.node_id.upper()}-{day}-{int(row[0]):04d}"
+            number = f"{self.node_id.upper()}-{day}-{int(row[0]):04d}" if day != UNDATED else f"{self.node_id.upper()}-{UNDATED}-{int(row[0]):05d}"
             wire = json.dumps(
                 {
                     "type": "application", "id": app_id, "number": number, "service_code": service_code,
                     "created": now, "version": version, "fields": json.loads(_pack_fields(sealed.fields)),
                     "wrap_hq": base64.b64encode(sealed.wrap_hq).decode(), "package": package_code,
                     "applicant": applicant_id,  # lets HQ find the card's sealed phone and SMS consent
+                    "clock": stamp.wire(),  # was "created" trusted; if not, HQ corrects it from this boot's time fix
                 },
                 separators=(",", ":"),
             ).encode()
             seq = outbox.enqueue_sync(conn, "rec", wire, now)
             conn.execute(
                 "INSERT INTO applications(id, number, service_code, created, created_by, version, fields, wrap_hq, wrap_node,"
-                " rnokpp_index, outbox_seq, applicant_id, package_code, key_period) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " rnokpp_index, outbox_seq, applicant_id, package_code, time_trusted, mono, boot, key_period)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (app_id, number, service_code, now, actor, version, _pack_fields(sealed.fields), sealed.wrap_hq,
-                 sealed.wrap_node, index, seq, applicant_id, package_code, period),
+                 sealed.wrap_node, index, seq, applicant_id, package_code, int(stamp.trusted), stamp.mono, stamp.boot, period),
             )
-            audit.append_sync(conn, now, actor, "create", "applications", app_id, f"package {package_code}" if package_code else "intake")
+            audit.append_sync(conn, stamp, actor, "create", "applications", app_id, f"package {package_code}" if package_code else "intake")
             if self.trips is not None:
                 self.trips.link_sync(conn, "applications", app_id, now)
             saved.append(SavedApplication(app_id, number))
@@ -469,18 +490,21 @@ class Store:
     async def read_application(self, app_id: str, actor: str, reason: str = "view") -> dict[str, str]:
         self._require_key()
         async with self.db.execute(
-            "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created, package_code, key_period FROM applications WHERE id = ?",
+            "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created, package_code, time_trusted, key_period"
+            " FROM applications WHERE id = ?",
             (app_id,),
         ) as cur:
             row = await cur.fetchone()
         if row is None:
             raise KeyError(app_id)
-        number, code, version, fields, wrap_hq, wrap_node, created, package_code, key_period = row
+        number, code, version, fields, wrap_hq, wrap_node, created, package_code, time_trusted, key_period = row
         rec = crypto.SealedRecord("applications", app_id, version, _unpack_fields(fields), bytes(wrap_hq), None if wrap_node is None else bytes(wrap_node))
         out = crypto.open_with_node_key(rec, await self.wrapping_key(key_period) if wrap_node is not None else b"")
-        out.update(number=number, service_code=code, created=str(created), package_code=package_code or "")
+        # created_trusted "0": the receipt shows no date (a past date must never look true)
+        out.update(number=number, service_code=code, created=str(created), package_code=package_code or "",
+                   created_trusted="1" if time_trusted == 1 else "0")
         async with transaction(self.db):
-            await audit.append(self.db, self.clock.now(), actor, "read", "applications", app_id, reason)
+            await audit.append(self.db, self.time.stamp(), actor, "read", "applications", app_id, reason)
         self._notify()
         return out
 
@@ -507,13 +531,15 @@ class Store:
         """Seal and store a validated applicant (see intake.parse_applicant); returns its id."""
         self._require_key()
         applicant_id = uuid.uuid4().hex
-        now = self.clock.now()
+        stamp = self.time.stamp()
+        now = stamp.t
         period, period_key = await self.period_key(now)
         sealed = crypto.seal("applicants", applicant_id, 1, fields, self.hq_seal_public, period_key)
         idx = self._indexes(fields)
         wire = json.dumps(
             {"type": "applicant", "id": applicant_id, "created": now, "version": 1,
-             "fields": json.loads(_pack_fields(sealed.fields)), "wrap_hq": base64.b64encode(sealed.wrap_hq).decode()},
+             "fields": json.loads(_pack_fields(sealed.fields)), "wrap_hq": base64.b64encode(sealed.wrap_hq).decode(),
+             "clock": stamp.wire()},
             separators=(",", ":"),
         ).encode()
         await self._check_capacity(len(wire))
@@ -521,11 +547,13 @@ class Store:
             seq = await outbox.enqueue(self.db, "rec", wire, now)
             await self.db.execute(
                 "INSERT INTO applicants(id, created, created_by, version, fields, wrap_hq, wrap_node, rnokpp_index, unzr_index,"
-                " document_index, name_dob_index, outbox_seq, key_period) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " document_index, name_dob_index, outbox_seq, time_trusted, mono, boot, key_period)"
+                " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (applicant_id, now, actor, _pack_fields(sealed.fields), sealed.wrap_hq, sealed.wrap_node,
-                 idx["rnokpp_index"], idx["unzr_index"], idx["document_index"], idx["name_dob_index"], seq, period),
+                 idx["rnokpp_index"], idx["unzr_index"], idx["document_index"], idx["name_dob_index"], seq,
+                 int(stamp.trusted), stamp.mono, stamp.boot, period),
             )
-            await audit.append(self.db, now, actor, "create", "applicants", applicant_id, "intake")
+            await audit.append(self.db, stamp, actor, "create", "applicants", applicant_id, "intake")
             if self.trips is not None:
                 await self.trips.link("applicants", applicant_id, now)
         self._notify()
@@ -558,7 +586,7 @@ class Store:
         if found:
             async with transaction(self.db):
                 for f in found:
-                    await audit.append(self.db, self.clock.now(), actor, "read", "applicants", f["id"], f"search by {column.removesuffix('_index')}")
+                    await audit.append(self.db, self.time.stamp(), actor, "read", "applicants", f["id"], f"search by {column.removesuffix('_index')}")
             self._notify()
         return found
 
@@ -584,7 +612,7 @@ class Store:
                                   None if wrap_node is None else bytes(wrap_node))
         out = {"id": applicant_id, **crypto.open_with_node_key(rec, await self.wrapping_key(key_period) if wrap_node is not None else b"")}
         async with transaction(self.db):
-            await audit.append(self.db, self.clock.now(), actor, "read", "applicants", applicant_id, reason)
+            await audit.append(self.db, self.time.stamp(), actor, "read", "applicants", applicant_id, reason)
         self._notify()
         return out
 
@@ -618,7 +646,7 @@ class Store:
                 "INSERT INTO keyslots(kind, username, role, salt, n, wrapped, v, must_change) VALUES ('admin', ?, ?, ?, ?, ?, ?, ?)",
                 (username, role, salt, n, wrapped, v, int(must_change)),
             )
-            await audit.append(self.db, self.clock.now(), actor, "create", "keyslots", username, "administrator added")
+            await audit.append(self.db, self.time.stamp(), actor, "create", "keyslots", username, "administrator added")
         self._notify()
 
     async def remove_admin(self, username: str, actor: str) -> bool:
@@ -630,7 +658,7 @@ class Store:
             cur2 = await self.db.execute("DELETE FROM keyslots WHERE kind = 'admin' AND username = ?", (username,))
             if not cur2.rowcount:
                 return False
-            await audit.append(self.db, self.clock.now(), actor, "delete", "keyslots", username, "administrator removed")
+            await audit.append(self.db, self.time.stamp(), actor, "delete", "keyslots", username, "administrator removed")
         await self.checkpoint()  # the deleted slot must not stay readable in the WAL
         self._notify()
         return True
@@ -646,7 +674,7 @@ class Store:
         async with transaction(self.db):
             await self.db.execute("UPDATE keyslots SET salt = ?, n = ?, wrapped = ?, v = ?, must_change = ? WHERE kind = 'admin' AND username = ?",
                                   (salt, n, wrapped, v, int(must_change), username))
-            await audit.append(self.db, self.clock.now(), actor or username, "update", "keyslots", username, reason)
+            await audit.append(self.db, self.time.stamp(), actor or username, "update", "keyslots", username, reason)
         await self.checkpoint()
         self._notify()
 
@@ -667,7 +695,6 @@ class Store:
         seal_hex = await self._meta("node_seal_wrapped")
         seal_wrapped = bytes.fromhex(seal_hex) if seal_hex is not None else self.node_seal_wrapped
         seal_ctx = f"node-seal|{self.node_id}".encode()
-        now = self.clock.now()
         async with transaction(self.db):
             async with self.db.execute("SELECT period, wrapped FROM period_keys") as cur:
                 periods = [(str(r[0]), bytes(r[1])) for r in await cur.fetchall()]
@@ -693,7 +720,7 @@ class Store:
             for u, (salt, n, wrapped, v) in slots.items():
                 await self.db.execute("UPDATE keyslots SET salt = ?, n = ?, wrapped = ?, v = ?, must_change = ? WHERE kind = 'admin' AND username = ?",
                                       (salt, n, wrapped, v, int(u != actor), u))
-            await audit.append(self.db, now, actor, "update", "keyslots", "node-key", "node key rotated")
+            await audit.append(self.db, self.time.stamp(), actor, "update", "keyslots", "node-key", "node key rotated")
         await self.checkpoint()
         await self._use_node_key(new)
         self._notify()
@@ -711,9 +738,14 @@ class Store:
         from creation when no trips component is attached; a finished home
         visit's sealed details go ``retention_s`` after its finish.  With
         ``retention_s`` 0 (HQ's shred command) everything HQ holds goes now.
-        Runs while locked: it needs no key.
+        Runs while locked: it needs no key.  Retention counts in trusted time:
+        without it nothing is shredded (it waits), and a record whose own time
+        was untrusted waits until a time fix corrects it (``apply_time_fix``).
         """
-        now = self.clock.now()
+        trusted_now = self.time.trusted_now()
+        if trusted_now is None and retention_s > 0:
+            return 0
+        now = self.clock.now() if trusted_now is None else trusted_now
         cutoff = now - retention_s
         async with self.db.execute("SELECT acked FROM outbox_stream WHERE stream = 'rec'") as cur:
             row = await cur.fetchone()
@@ -725,7 +757,8 @@ class Store:
                 # Retention 0 (HQ's shred command: a lost van) forgets everything HQ holds, open visits included.
                 closed = self.trips.close_sql(table) if self.trips is not None and retention_s > 0 else "created"
                 async with self.db.execute(
-                    f"SELECT id FROM {table} WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND {closed} <= ?", (acked, cutoff)
+                    f"SELECT id FROM {table} WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND {closed} <= ?"
+                    f" AND (time_trusted > 0 OR ? <= 0)", (acked, cutoff, retention_s)
                 ) as cur:
                     ids = [r[0] for r in await cur.fetchall()]
                 for rid in ids:
@@ -761,10 +794,11 @@ class Store:
 
     async def shred_track(self, retention_s: float) -> int:
         """The van's own GPS track (edge/trips/recorder.py) past its retention: it leads to people's doors."""
-        if not await self._has_table("track_points"):
+        now = self.time.trusted_now()  # like records: without trusted time only HQ's command (retention 0) shreds
+        if not await self._has_table("track_points") or (now is None and retention_s > 0):
             return 0
         async with transaction(self.db):
-            cur = await self.db.execute("DELETE FROM track_points WHERE t < ? OR ? <= 0", (self.clock.now() - retention_s, retention_s))
+            cur = await self.db.execute("DELETE FROM track_points WHERE t < ? OR ? <= 0", ((now or 0.0) - retention_s, retention_s))
             n = cur.rowcount
         if n:
             await self.checkpoint()
@@ -784,7 +818,7 @@ class Store:
                 spent = [str(r[0]) for r in await cur.fetchall()]
             await self.db.executemany("DELETE FROM period_keys WHERE period = ?", [(p,) for p in spent])
             for p in spent:
-                await audit.append(self.db, self.clock.now(), "system", "shred", "period_keys", p, "every record of the period shredded")
+                await audit.append(self.db, self.time.stamp(), "system", "shred", "period_keys", p, "every record of the period shredded")
         for p in spent:
             self._period_keys.pop(p, None)
         if spent or checkpoint:
@@ -809,16 +843,41 @@ class Store:
         log.warning("WAL checkpoint could not truncate (a reader held it); retried at the next shredding round")
         return False
 
+    async def apply_time_fix(self, fix: TimeFix) -> int:
+        """Trusted time arrived: correct this boot's untrusted records here, and tell HQ (``evt`` ``time_fix``) once.
+
+        A record of this boot gets ``fix.time - (fix.mono - its mono)``.  One of an
+        earlier boot has no common clock with the fix; it gets the fix's time, which
+        is later than its true time, so retention counts from later: never early.
+        The application's number stays as it was issued.
+        """
+        mono_offset = fix.time - fix.mono
+        n = 0
+        async with transaction(self.db):
+            for table in ("applications", "applicants"):
+                cur = await self.db.execute(
+                    # time_trusted 2: an upper bound (another boot), good for retention, never shown as the date
+                    f"UPDATE {table} SET created = CASE WHEN boot = ? AND mono IS NOT NULL THEN mono + ? ELSE ? END,"
+                    " time_trusted = CASE WHEN boot = ? AND mono IS NOT NULL THEN 1 ELSE 2 END"
+                    " WHERE time_trusted = 0", (fix.boot, mono_offset, fix.time, fix.boot),
+                )
+                n += cur.rowcount
+            await outbox.enqueue(self.db, "evt", json.dumps(fix.wire(), separators=(",", ":")).encode(), fix.time)
+        self._notify()
+        return n
+
     async def record_position(
         self, gps_time: float, lat: float, lon: float,
-        speed: float | None = None, course: float | None = None, trusted_time: bool = False,
+        speed: float | None = None, course: float | None = None, trusted_time: bool = False, stamp: Stamp | None = None,
     ) -> None:
         """Positions are not personal data: recorded even while the store is locked.
 
         Raw GPS is the one class that may be thinned: past its byte limit the
         outbox drops every other unsent point instead of refusing the new one.
         """
-        item = poscodec.pack_position(poscodec.Position(gps_time, lat, lon, speed, course, trusted_time))
+        # an untrusted time travels with where it was on which boot's monotonic clock, for HQ to correct
+        mono, boot = (stamp.mono, poscodec.boot32(stamp.boot)) if stamp is not None and not trusted_time else (None, None)
+        item = poscodec.pack_position(poscodec.Position(gps_time, lat, lon, speed, course, trusted_time, mono, boot))
         async with transaction(self.db):
             await outbox.make_room_for_positions(self.db, self.limits)
             await outbox.enqueue(self.db, "pos", item, self.clock.now())
