@@ -145,7 +145,7 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    mqtt = MqttSettings(url=cfg.broker, client_id=cfg.node_id, version=cfg.mqtt_version, tls=cfg.mqtt_tls)
+    mqtt = MqttSettings(url=cfg.broker, client_id=cfg.node_id, version=cfg.mqtt_version, tls=cfg.mqtt_tls, keepalive=cfg.mqtt_keepalive)
     gps = app[GPS]
 
     time = app[STORE].time

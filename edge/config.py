@@ -26,6 +26,7 @@ class NodeConfig:
     node_seal_wrapped: bytes | None = None
     broker: str = "mqtt://127.0.0.1:1883"
     mqtt_version: str = "5"
+    mqtt_keepalive: int = 30  # the broker sends the last will (offline) 1.5 keepalives after a power cut
     gpsd: tuple[str, int] | None = ("127.0.0.1", 2947)
     modem: str | None = None
     sbd_after: float = 300.0

@@ -409,10 +409,10 @@ class Store:
         for ``first_id``, the first application's id).
         """
         self._require_key()
+        assert self._index_key is not None
         stamp = self.time.stamp()
         now = stamp.t
         period, period_key = await self.period_key(now)
-        assert self._index_key is not None
         version = 1
         index = crypto.blind_index(self._index_key, "rnokpp", rnokpp)
         identity = {"surname": surname, "given_name": given_name, "rnokpp": rnokpp}
@@ -695,6 +695,7 @@ class Store:
         seal_hex = await self._meta("node_seal_wrapped")
         seal_wrapped = bytes.fromhex(seal_hex) if seal_hex is not None else self.node_seal_wrapped
         seal_ctx = f"node-seal|{self.node_id}".encode()
+        now = self.clock.now()
         async with transaction(self.db):
             async with self.db.execute("SELECT period, wrapped FROM period_keys") as cur:
                 periods = [(str(r[0]), bytes(r[1])) for r in await cur.fetchall()]
@@ -720,7 +721,7 @@ class Store:
             for u, (salt, n, wrapped, v) in slots.items():
                 await self.db.execute("UPDATE keyslots SET salt = ?, n = ?, wrapped = ?, v = ?, must_change = ? WHERE kind = 'admin' AND username = ?",
                                       (salt, n, wrapped, v, int(u != actor), u))
-            await audit.append(self.db, self.time.stamp(), actor, "update", "keyslots", "node-key", "node key rotated")
+            await audit.append(self.db, now, actor, "update", "keyslots", "node-key", "node key rotated")
         await self.checkpoint()
         await self._use_node_key(new)
         self._notify()
@@ -788,17 +789,43 @@ class Store:
             self._notify()
         return shredded
 
+    async def apply_time_fix(self, fix: TimeFix) -> int:
+        """Trusted time arrived: correct this boot's untrusted records here, and tell HQ (``evt`` ``time_fix``) once.
+
+        A record of this boot gets ``fix.time - (fix.mono - its mono)``.  One of an
+        earlier boot has no common clock with the fix; it gets the fix's time, which
+        is later than its true time, so retention counts from later: never early.
+        The application's number stays as it was issued.
+        """
+        mono_offset = fix.time - fix.mono
+        n = 0
+        async with transaction(self.db):
+            for table in ("applications", "applicants"):
+                cur = await self.db.execute(
+                    # time_trusted 2: an upper bound (another boot), good for retention, never shown as the date
+                    f"UPDATE {table} SET created = CASE WHEN boot = ? AND mono IS NOT NULL THEN mono + ? ELSE ? END,"
+                    " time_trusted = CASE WHEN boot = ? AND mono IS NOT NULL THEN 1 ELSE 2 END"
+                    " WHERE time_trusted = 0", (fix.boot, mono_offset, fix.time, fix.boot),
+                )
+                n += cur.rowcount
+            await outbox.enqueue(self.db, "evt", json.dumps(fix.wire(), separators=(",", ":")).encode(), fix.time)
+        self._notify()
+        return n
+
     async def _has_table(self, name: str) -> bool:
         async with self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)) as cur:
             return await cur.fetchone() is not None
 
     async def shred_track(self, retention_s: float) -> int:
         """The van's own GPS track (edge/trips/recorder.py) past its retention: it leads to people's doors."""
-        now = self.time.trusted_now()  # like records: without trusted time only HQ's command (retention 0) shreds
-        if not await self._has_table("track_points") or (now is None and retention_s > 0):
+        if not await self._has_table("track_points"):
             return 0
+        trusted_now = self.time.trusted_now()
+        if trusted_now is None and retention_s > 0:
+            return 0  # retention counts in trusted time: without it, wait (see shred_expired)
+        now = self.clock.now() if trusted_now is None else trusted_now
         async with transaction(self.db):
-            cur = await self.db.execute("DELETE FROM track_points WHERE t < ? OR ? <= 0", ((now or 0.0) - retention_s, retention_s))
+            cur = await self.db.execute("DELETE FROM track_points WHERE t < ? OR ? <= 0", (now - retention_s, retention_s))
             n = cur.rowcount
         if n:
             await self.checkpoint()
@@ -842,29 +869,6 @@ class Store:
             await asyncio.sleep(0.05)
         log.warning("WAL checkpoint could not truncate (a reader held it); retried at the next shredding round")
         return False
-
-    async def apply_time_fix(self, fix: TimeFix) -> int:
-        """Trusted time arrived: correct this boot's untrusted records here, and tell HQ (``evt`` ``time_fix``) once.
-
-        A record of this boot gets ``fix.time - (fix.mono - its mono)``.  One of an
-        earlier boot has no common clock with the fix; it gets the fix's time, which
-        is later than its true time, so retention counts from later: never early.
-        The application's number stays as it was issued.
-        """
-        mono_offset = fix.time - fix.mono
-        n = 0
-        async with transaction(self.db):
-            for table in ("applications", "applicants"):
-                cur = await self.db.execute(
-                    # time_trusted 2: an upper bound (another boot), good for retention, never shown as the date
-                    f"UPDATE {table} SET created = CASE WHEN boot = ? AND mono IS NOT NULL THEN mono + ? ELSE ? END,"
-                    " time_trusted = CASE WHEN boot = ? AND mono IS NOT NULL THEN 1 ELSE 2 END"
-                    " WHERE time_trusted = 0", (fix.boot, mono_offset, fix.time, fix.boot),
-                )
-                n += cur.rowcount
-            await outbox.enqueue(self.db, "evt", json.dumps(fix.wire(), separators=(",", ":")).encode(), fix.time)
-        self._notify()
-        return n
 
     async def record_position(
         self, gps_time: float, lat: float, lon: float,

@@ -43,6 +43,7 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         keyslots=[s.config() for s in bundle.keyslots],
         broker=values["broker"],
         mqtt_version=values["mqtt_version"],
+        mqtt_keepalive=values["mqtt_keepalive"],
         gpsd=values["gpsd"],
         modem=values["modem"],
         sbd_after=values["sbd_after"],
@@ -84,6 +85,8 @@ def hq_config(args: argparse.Namespace | None, overrides: dict[str, Any] | None 
         host=values["hq_host"],
         port=values["hq_port"],
         directip_port=values["directip_port"],
+        directip_gateways=values["directip_gateways"],
+        directip_reject_log_interval=values["directip_reject_log_interval"],
         db=values["db"],
         mqtt_tls=client_context(values["hq_tls_dir"] or values["hq_data_dir"] / "workers" / values["hq_worker"], "worker")
         if str(values["hq_broker"]).startswith("mqtts://") else None,
