@@ -21,7 +21,7 @@ PREFIX = "mohq_"  # recognisable in a leaked-secrets scan
 MIGRATIONS = [
     """
     CREATE TABLE hq_tokens (
-        name TEXT PRIMARY KEY, role TEXT NOT NULL, hash BLOB NOT NULL UNIQUE, created REAL NOT NULL, revoked REAL
+        name TEXT PRIMARY KEY, role TEXT NOT NULL, hash {BLOB} NOT NULL UNIQUE, created DOUBLE PRECISION NOT NULL, revoked DOUBLE PRECISION
     );
     """,
 ]
