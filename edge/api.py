@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 from aiohttp import web
 
@@ -103,6 +104,11 @@ async def status(request: web.Request) -> web.Response:
     return json_response(await node_status(request.app))
 
 
+async def openapi(request: web.Request) -> web.FileResponse:
+    """This API's description (edge/openapi.yaml), validated and fuzzed by the tests."""
+    return web.FileResponse(Path(__file__).parent / "openapi.yaml", headers={"Content-Type": "application/yaml; charset=utf-8"})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/api/v1/login", login)
@@ -111,3 +117,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/status", status)
     app.router.add_post("/api/v1/applicants", create_applicant)
     app.router.add_post("/api/v1/applicants/search", find_applicants)
+    app.router.add_get("/api/v1/openapi.yaml", openapi)

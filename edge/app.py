@@ -7,7 +7,6 @@ mirrors setup and every background task is awaited on shutdown.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -198,6 +197,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     uplink.handlers["recon"] = statuses.receive
     uplink.handlers["prereg"] = app[PREREG].receive
     uplink.handlers["rotate_key"] = rotate_key
+    uplink.handlers["hq_seal_key"] = lambda doc: rotation.receive_hq_seal(app, doc)
     uplink.handlers["catalog"] = catalog_store.handler(store.db, app[CATALOG], cfg.clock.now, store._notify)
 
     async def deferred() -> int:
@@ -231,8 +231,8 @@ def create_app(config: NodeConfig) -> web.Application:
     app[CONFIG] = config
     app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /api/v1/status
     app[SESSIONS] = Sessions(config.clock, config.session_timeout, max_age=config.session_max_age)
-    app[hardening.THROTTLE] = LoginThrottle(config.clock, config.login_throttle)
-    app[hardening.PRE_SECRET] = secrets.token_bytes(32)
+    app[hardening.THROTTLE] = throttle = LoginThrottle(config.clock, config.login_throttle)  # also the password change's
+    app[hardening.GUARD] = hardening.guard(app, throttle)
     app[CATALOG] = Catalog.load()
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, context_processors=[aiohttp_jinja2.request_processor, views.ui_context, hardening.csrf_context]

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from kit.sessions import Session, Sessions
 from kit.web import SECURITY_HEADERS, HttpProblem, json_response
-from provisioning.rotation import pending_command_args
+from provisioning.rotation import command_args
 from sync.downlink import COMMANDS
 
 from . import appstatus, fleet, planning, sms, users, vault
@@ -104,7 +104,7 @@ async def record_open(request: web.Request) -> web.Response:
     s = session(request, "open_records")
     reason = await opening_reason(request, s)
     try:
-        rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal, request.match_info["id"], s.username, reason)
+        rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal_ring, request.match_info["id"], s.username, reason)
     except vault.VaultError as exc:
         raise HttpProblem("Запис не знайдено або він не відкривається ключем ЦНАП", code="not_found", status=404) from exc
     openings = await vault.openings(request.app[STORE], request.match_info["id"])
@@ -161,7 +161,7 @@ async def send_command(request: web.Request) -> web.Response:
     if node_id not in {n["node_id"] for n in await store.fleet()}:
         raise HttpProblem("Невідомий фургон", code="unknown_node", status=422, fields={"node_id": "невідомий фургон"})
     cmd_id = uuid.uuid4().hex[:12]
-    args = pending_command_args(request.app[CONFIG].keys.directory, node_id) if kind == "rotate_key" else {}  # sealed new keys
+    args = command_args(request.app[CONFIG].keys, node_id, kind)  # sealed new keys, HQ's sealing key
     await request.app[DOWNLINK].command(node_id, cmd_id, kind, **args)  # NotConnected: 503 broker_down
     await appstatus.log_command(store, cmd_id, node_id, kind, s.username)  # the console shows the van's ack
     raise web.HTTPSeeOther(f"/?sent={kind}:{node_id}")

@@ -255,6 +255,16 @@ HQ = SettingGroup(
         Setting("db", db_url, None, "HQ's database on PostgreSQL (password via ~/.pgpass or PGPASSWORD); none: SQLite hq.db in --hq-data-dir, which keeps the keys either way", "URL"),
         Setting("hq_passphrase_file", Path, None, "file whose first line is the passphrase of HQ's private keys "
                 "(default: $MO_HQ_PASSPHRASE; none: keys unencrypted)", "FILE"),
+        Setting("hq_tls_cert", Path, None, "HTTPS certificate (PEM, chain) of the dashboard and API; default: DIR/https/hq.crt when "
+                "'provision hq-cert' made one, else plain HTTP (refused on a non-loopback address without --hq-behind-proxy)", "FILE"),
+        Setting("hq_tls_key", Path, None, "private key of --hq-tls-cert (default: the key in the certificate's own file)", "FILE"),
+        Setting("hq_behind_proxy", address_list, None, "HQ sits behind a TLS-terminating proxy at these addresses (comma-separated): "
+                "plain HTTP is allowed on any address and X-Forwarded-Proto is believed from them only", "ADDR[,ADDR]"),
+        Setting("hq_session_lifetime", positive_float, 43200.0, "seconds after a login when its HQ session ends however active it is", "SECONDS"),
+        Setting("hq_login_max_failures", positive_int, 5, "failed HQ logins for one username before it is locked out for a while", "N"),
+        Setting("hq_login_max_failures_per_address", positive_int, 20, "failed HQ logins from one client address before it is locked out", "N"),
+        Setting("hq_login_lockout", positive_float, 300.0, "first HQ lockout after too many failed logins; doubles each time, up to an hour",
+                "SECONDS"),
     ],
 )
 
