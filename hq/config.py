@@ -27,6 +27,7 @@ class HQConfig:
     clock: Clock = field(default_factory=SystemClock)
     # Application status downlink and SMS notices (hq/appstatus.py, hq/sms.py); map tiles (dashboard).
     status_resend_after: float = 300.0
+    max_clock_skew: float = 86400.0
     ack_poll_interval: float = 2.0
     sms_url: str | None = None
     sms_token: str | None = None

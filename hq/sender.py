@@ -54,6 +54,10 @@ class DownlinkSender:
     def connected(self) -> bool:
         return self.worker.connected
 
+    def stamp(self) -> int:
+        """A tick of HQ's HLC for something that will travel down (a status edit's last-writer-wins time)."""
+        return self.hlc.tick()
+
     async def send(self, node_id: str, stream: str, docs: list[dict[str, Any]], what: str = "повідомлення не надіслано") -> int:
         """Sign ``docs`` as the next envelope of ``stream`` for ``node_id`` and publish it; returns its seq.
 

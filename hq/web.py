@@ -13,7 +13,7 @@ from provisioning.rotation import pending_command_args
 from sync.downlink import COMMANDS
 
 from . import appstatus, fleet, planning, sms, users, vault
-from .appkeys import CONFIG, DOWNLINK, INGEST, SESSIONS, STORE, WORKER
+from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE, WORKER
 from .pages import page, session
 
 
@@ -123,7 +123,7 @@ async def record_status(request: web.Request) -> web.Response:
     store, cfg = request.app[STORE], request.app[CONFIG]
     try:
         edit = await appstatus.set_status(store, request.match_info["id"], str(form.get("status", "")), s.username,
-                                          request.app[INGEST].hlc.tick(), notify_sms=bool(cfg.sms_url))
+                                          request.app[DOWNLINK].stamp(), notify_sms=bool(cfg.sms_url))
     except appstatus.StatusError as exc:
         raise HttpProblem(str(exc), code=exc.code, status=404 if exc.code == "not_found" else 422,
                           fields=None if exc.code == "not_found" else {"status": str(exc)}) from exc

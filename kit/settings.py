@@ -181,6 +181,8 @@ NODE = SettingGroup(
         Setting("sbd_after", positive_float, 300.0, "seconds without MQTT before heartbeats go by satellite", "SECONDS"),
         Setting("sbd_interval", positive_float, 900.0, "seconds between satellite heartbeats while MQTT is down", "SECONDS"),
         Setting("ack_timeout", positive_float, 10.0, "seconds before an unacknowledged batch is sent again", "SECONDS"),
+        Setting("max_clock_skew", positive_float, 30 * 86400.0, "seconds a message from HQ may be stamped ahead of the van's clock; "
+                "further ahead, it is refused and its clock never taken (the van may boot with a stale clock)", "SECONDS"),
         Setting("position_interval", positive_float, 5.0, "seconds between positions sent to HQ", "SECONDS"),
         Setting("session_timeout", positive_float, 900.0, "idle seconds before an administrator is logged out", "SECONDS"),
         Setting("limit_records_mb", positive_float, 512.0, "records waiting for HQ: past this, intake is refused (never dropped)", "MB"),
@@ -200,6 +202,10 @@ NODE = SettingGroup(
                 "COMMAND"),
         Setting("mqtt_keepalive", positive_int, 30, "MQTT keepalive; the broker publishes the van's last will (offline) "
                 "1.5 keepalives after a power cut", "SECONDS"),
+        Setting("trust_kernel_clock", str, "on", "trust the kernel's 'synchronised' flag that chrony sets (off: only GPS time is"
+                " trusted, e.g. for a node run under libfaketime, whose clock is not the kernel's; assume: take the system clock as"
+                " synchronised, for a development machine or test whose clock is right though nothing disciplines it)",
+                choices=("on", "off", "assume")),
         Setting("https", str, "auto", "serve the van UI over HTTPS with the bundle's ui.crt/ui.key (auto: when the bundle has them)",
                 choices=("auto", "on", "off")),
     ],
@@ -220,6 +226,8 @@ HQ = SettingGroup(
                 "comma-separated: Iridium's gateway addresses from the service agreement (others are closed unanswered)", "ADDRS"),
         Setting("directip_reject_log_interval", positive_float, 3600.0, "a refused DirectIP address is logged once per this "
                 "period (a scan cannot flood the log)", "SECONDS"),
+        Setting("hq_max_clock_skew", positive_float, 86400.0, "seconds a van's envelope may be stamped ahead of HQ's clock; "
+                "further ahead, its items are quarantined and alerted, its clock never taken", "SECONDS"),
         Setting("status_resend_after", positive_float, 300.0, "seconds before an application status not yet confirmed by its van is sent again", "SECONDS"),
         Setting("sms_url", http_url, None, "SMS gateway endpoint (POST JSON {id, to, text}); none: no SMS notices", "URL"),
         Setting("sms_token_file", Path, None, "file holding the SMS gateway's bearer token (kept off the command line)", "FILE"),

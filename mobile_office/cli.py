@@ -63,6 +63,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     import signal
 
     from edge.app import create_app
+    from kit.tasks import LOOPS
 
     from . import ignition, sdnotify
     from .nodecli import node_config, power_settings
@@ -81,7 +82,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         log.info("node %s serving on %s://%s:%d/", cfg.node_id, "https" if cfg.https else "http", cfg.http_host, cfg.http_port)
         sdnotify.notify("READY=1")
         try:
-            async with sdnotify.watchdog(), ignition.watch(power, off):
+            async with sdnotify.watchdog(app[LOOPS]), ignition.watch(power, off, app[LOOPS]):  # shown in /api/v1/status
                 waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(off.wait())]
                 try:
                     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

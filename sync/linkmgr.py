@@ -102,10 +102,12 @@ class LinkManager:
         sbd_interval: float = 900.0,
         min_signal: int = 2,
         mac_key: bytes | None = None,
+        instance: Callable[[], str] = lambda: "",
         retry_min: float = 15.0,
     ) -> None:
         self.node_id = node_id
         self.mac_key = mac_key  # the compact heartbeat's key (sbdbeat); None: a signed envelope
+        self.instance = instance  # the node database's instance id, as the uplink read it
         self._key = key
         self.clock = clock
         self.modem = modem
@@ -128,8 +130,9 @@ class LinkManager:
 
     def encode_heartbeat(self, hb: Heartbeat, seq: int) -> bytes:
         if self.mac_key is not None:
-            return sbdbeat.pack(self.node_id, seq, hb, self.mac_key)
-        env = Envelope(self.node_id, "status", seq, (pack_heartbeat(hb),), self.hlc.tick(), trusted_time=hb.trusted_time)
+            return sbdbeat.pack(self.node_id, seq, hb, self.mac_key, self.instance())
+        env = Envelope(self.node_id, "status", seq, (pack_heartbeat(hb),), self.hlc.tick(), trusted_time=hb.trusted_time,
+                       instance=self.instance())
         data = encode(env, self._key, compress=False)
         if len(data) > SBD_MO_MAX:
             raise SyncError(f"heartbeat is {len(data)} bytes, over the SBD limit")
@@ -210,4 +213,5 @@ def for_uplink(uplink: Uplink, modem: SbdModemLike | None, sbd_after: float = 30
 
     return LinkManager(uplink.node_id, uplink.signing_key, uplink.clock, modem, lambda: uplink.status.mqtt_up, heartbeat,
                        uplink.sbd_seq, uplink.handle_sbd_downlink, sbd_after, sbd_interval, min_signal,
-                       sbdbeat.node_mac_key(uplink.node_id, uplink.signing_key, hq_seal_public) if hq_seal_public else None)
+                       sbdbeat.node_mac_key(uplink.node_id, uplink.signing_key, hq_seal_public) if hq_seal_public else None,
+                       lambda: uplink.instance)
