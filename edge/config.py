@@ -34,6 +34,10 @@ class NodeConfig:
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     session_timeout: float = 900.0
+    session_max_age: float = 43200.0
+    lock_grace: float = 300.0
+    password_min_length: int = 10
+    track_retention_days: float = 7.0
     position_interval: float = 5.0
     ack_timeout: float = 10.0
     max_clock_skew: float = 30 * 86400.0

@@ -363,7 +363,7 @@ class HQStore:
         elif stream == "evt":
             if item[:1] == b"{" and b'"time_fix"' in item:  # the one event HQ's store folds itself (hq/timefix.py)
                 try:
-                    doc = json.loads(item)
+                    doc = safejson.loads(item)
                     if isinstance(doc, dict) and doc.get("type") == "time_fix":
                         await timefix.time_fix(self.db, node_id, doc, self.clock.now())
                 except (ValueError, KeyError, TypeError) as exc:

@@ -185,11 +185,17 @@ NODE = SettingGroup(
                 "further ahead, it is refused and its clock never taken (the van may boot with a stale clock)", "SECONDS"),
         Setting("position_interval", positive_float, 5.0, "seconds between positions sent to HQ", "SECONDS"),
         Setting("session_timeout", positive_float, 900.0, "idle seconds before an administrator is logged out", "SECONDS"),
+        Setting("session_max_age", positive_float, 43200.0, "seconds after login an administrator is logged out however active (a shift)",
+                "SECONDS"),
+        Setting("lock_grace", positive_float, 300.0, "seconds after the last administrator's session ended before the store locks "
+                "again (the node key leaves memory)", "SECONDS"),
+        Setting("password_min_length", positive_int, 10, "shortest administrator password accepted (common passwords are refused too)", "N"),
         Setting("limit_records_mb", positive_float, 512.0, "records waiting for HQ: past this, intake is refused (never dropped)", "MB"),
         Setting("limit_audit_mb", positive_float, 128.0, "audit entries waiting for HQ: past this, intake is refused", "MB"),
         Setting("limit_positions_mb", positive_float, 32.0, "raw GPS waiting for HQ: past this, the oldest unsent points are thinned", "MB"),
         Setting("min_free_disk_mb", positive_float, 64.0, "disk space always kept free: intake is refused before it is used", "MB"),
         Setting("retention_days", positive_float, 7.0, "days the van keeps personal data HQ has acknowledged, then shreds it", "DAYS"),
+        Setting("track_retention_days", positive_float, 7.0, "days the van keeps its own GPS track (it leads to people's doors)", "DAYS"),
         Setting("login_max_failures", positive_int, 5, "failed logins for one username before it is locked out for a while", "N"),
         Setting("login_max_failures_per_address", positive_int, 20, "failed logins from one client address before it is locked out", "N"),
         Setting("login_lockout", positive_float, 300.0, "first lockout after too many failed logins; doubles each time, up to an hour", "SECONDS"),
@@ -200,12 +206,12 @@ NODE = SettingGroup(
         Setting("shutdown_sync_seconds", positive_float, 20.0, "on ignition off: at most this long to deliver what is pending to HQ", "SECONDS"),
         Setting("poweroff_command", str, None, "on ignition off, after the flush and the last sync: run this (e.g. 'systemctl poweroff')",
                 "COMMAND"),
-        Setting("mqtt_keepalive", positive_int, 30, "MQTT keepalive; the broker publishes the van's last will (offline) "
-                "1.5 keepalives after a power cut", "SECONDS"),
         Setting("trust_kernel_clock", str, "on", "trust the kernel's 'synchronised' flag that chrony sets (off: only GPS time is"
                 " trusted, e.g. for a node run under libfaketime, whose clock is not the kernel's; assume: take the system clock as"
                 " synchronised, for a development machine or test whose clock is right though nothing disciplines it)",
                 choices=("on", "off", "assume")),
+        Setting("mqtt_keepalive", positive_int, 30, "MQTT keepalive; the broker publishes the van's last will (offline) "
+                "1.5 keepalives after a power cut", "SECONDS"),
         Setting("https", str, "auto", "serve the van UI over HTTPS with the bundle's ui.crt/ui.key (auto: when the bundle has them)",
                 choices=("auto", "on", "off")),
     ],
@@ -222,12 +228,12 @@ HQ = SettingGroup(
         Setting("hq_worker", str, "hq-1", "this ingest worker's name (MQTT client id)", "NAME"),
         Setting("hq_tls_dir", Path, None, "directory with this worker's worker.crt/.key and ca.crt, for an mqtts:// broker", "DIR"),
         Setting("directip_port", port, None, "TCP port of the Iridium DirectIP MO receiver (none: no satellite ingest)", "PORT"),
+        Setting("hq_max_clock_skew", positive_float, 86400.0, "seconds a van's envelope may be stamped ahead of HQ's clock; "
+                "further ahead, its items are quarantined and alerted, its clock never taken", "SECONDS"),
         Setting("directip_gateways", address_list, "127.0.0.1", "addresses the DirectIP receiver accepts connections from, "
                 "comma-separated: Iridium's gateway addresses from the service agreement (others are closed unanswered)", "ADDRS"),
         Setting("directip_reject_log_interval", positive_float, 3600.0, "a refused DirectIP address is logged once per this "
                 "period (a scan cannot flood the log)", "SECONDS"),
-        Setting("hq_max_clock_skew", positive_float, 86400.0, "seconds a van's envelope may be stamped ahead of HQ's clock; "
-                "further ahead, its items are quarantined and alerted, its clock never taken", "SECONDS"),
         Setting("status_resend_after", positive_float, 300.0, "seconds before an application status not yet confirmed by its van is sent again", "SECONDS"),
         Setting("sms_url", http_url, None, "SMS gateway endpoint (POST JSON {id, to, text}); none: no SMS notices", "URL"),
         Setting("sms_token_file", Path, None, "file holding the SMS gateway's bearer token (kept off the command line)", "FILE"),

@@ -252,12 +252,12 @@ def cmd_add_node(args: argparse.Namespace) -> int:
     accounts = []
     for spec in args.admin or ["admin"]:
         user, _, role = spec.partition(":")
-        accounts.append(AdminAccount(user, one_time_password(), role or "van_admin"))
+        accounts.append(AdminAccount(user, one_time_password(), role or "van_admin", must_change=True))
     ui_names = args.ui_name or default_ui_names(args.name)
     add_node(load_hq(args.hq_dir, _passphrase(args)), args.name, args.out, accounts, ui_names=ui_names)
     print(f"Bundle for {args.name} written to {args.out} (van UI over HTTPS for {', '.join(ui_names)})")
     for a in accounts:
-        print(f"  {a.username} ({a.role}): one-time password {a.password}")
+        print(f"  {a.username} ({a.role}): one-time password {a.password} (to be changed at the first login)")
     return 0
 
 

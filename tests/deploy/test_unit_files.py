@@ -33,6 +33,7 @@ def test_node_unit_is_a_watched_restarting_readonly_service() -> None:
     assert u["Type"] == "notify" and int(u["WatchdogSec"]) > 0 and u["Restart"] == "on-failure"
     assert u["ProtectSystem"] == "strict" and u["StateDirectory"] == "mobile-office"
     assert float(u["TimeoutStopSec"]) > 20.0  # longer than the default --shutdown-sync-seconds
+    assert u["LimitCORE"] == "0"  # keys in memory never reach the card as a core dump
     args = shlex.split(u["ExecStart"])
     writable = [Path(p) for p in u["ReadWritePaths"].split()] + [Path("/var/lib") / u["StateDirectory"]]
     for flag in ("--bundle", "--data-dir"):
