@@ -9,6 +9,7 @@ deadlock on a lock upgrade, and no write is ever left half-open.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import time
@@ -19,6 +20,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
+
+log = logging.getLogger(__name__)
 
 
 async def open_db(path: Path) -> aiosqlite.Connection:
@@ -64,14 +67,32 @@ def is_busy(exc: BaseException) -> bool:
 async def _begin(db: aiosqlite.Connection) -> None:
     global busy_retries
     for attempt in range(BUSY_RETRIES):
+        # BEGIN runs on aiosqlite's thread whatever happens to the awaiting task: shielded, so that a cancel
+        # (a broker link closing cancels its message handlers) can wait for it and undo it.
+        begin = asyncio.ensure_future(db.execute("BEGIN IMMEDIATE"))
         try:
-            await db.execute("BEGIN IMMEDIATE")
+            await asyncio.shield(begin)
             return
+        except asyncio.CancelledError:
+            await _undo_begin(db, begin)
+            raise
         except sqlite3.OperationalError as exc:
             if not is_busy(exc) or attempt == BUSY_RETRIES - 1:
                 raise
             busy_retries += 1
             await asyncio.sleep(0.05 * 2**attempt)
+
+
+async def _undo_begin(db: aiosqlite.Connection, begin: asyncio.Future[aiosqlite.Cursor]) -> None:
+    """A cancelled task's BEGIN: once it has run, roll it back, or the connection stays inside it for good."""
+    try:
+        await begin
+    except Exception:  # noqa: BLE001 - it failed (busy): nothing to undo
+        return
+    try:
+        await db.execute("ROLLBACK")
+    except Exception as exc:  # noqa: BLE001 - the connection is closing; nothing left to protect
+        log.warning("could not roll back a cancelled BEGIN: %r", exc)
 
 
 def _begin_sync(conn: sqlite3.Connection) -> None:
