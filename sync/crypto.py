@@ -58,6 +58,11 @@ def _hkdf(shared: bytes, salt: bytes, context: bytes) -> bytes:
     return HKDF(hashes.SHA256(), KEY_LEN, salt, b"mo/v1/wrap|" + context).derive(shared)
 
 
+def evidence_context(node_id: str, visit_id: str) -> bytes:
+    """AAD of a home visit's evidence point, sealed by the van to HQ (edge/trips, hq/trips)."""
+    return f"evidence|{node_id}|{visit_id}".encode()
+
+
 def wrap_to_public(secret: bytes, recipient: X25519PublicKey, context: bytes) -> bytes:
     """eph_pub(32) || nonce(12) || AES-GCM(secret); only the private key holder opens it."""
     eph = X25519PrivateKey.generate()
