@@ -241,7 +241,7 @@ def run_scenario(backend: str, target: str, n_workers: int, port: int, keyfile: 
     threading.Thread(target=publish_all, args=(port, fleet.messages, timeout), daemon=True).start()
     complete = all_acked.wait(timeout)
     elapsed = time.perf_counter() - t0
-    cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0)]
+    cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
     broker_cpu, db_cpu = cpu_seconds(broker_pid) - other0[0], tree_cpu(db_pid) - other0[1]
     listener.loop_stop()
     listener.disconnect()

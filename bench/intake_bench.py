@@ -65,7 +65,7 @@ async def main(per_round: int, rounds: int, base: Path | None) -> None:
         await raw.close()
         await store.close()
 
-    ratios = sorted(s / r for s, r in zip(sealed_rates, raw_rates))
+    ratios = sorted(s / r for s, r in zip(sealed_rates, raw_rates, strict=True))
     print(f"records: {per_round} × {rounds} rounds per side, sealed record size ≈ {size} B")
     print(f"raw SQLite inserts (WAL, synchronous=FULL): median {statistics.median(raw_rates):8.1f} commits/s")
     print(f"sealed intake (record + index + audit + outbox): median {statistics.median(sealed_rates):8.1f} records/s")

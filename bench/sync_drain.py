@@ -7,7 +7,8 @@ stops when HQ has acknowledged everything (the node's outbox is empty).
 Baseline: paho publishing the same number of messages, one per item, QoS 1,
 waiting for every PUBACK, to the same broker.
 
-Run: .venv/bin/python bench/sync_drain.py
+Run: .venv/bin/python bench/sync_drain.py [--tiny]
+(--tiny: a few dozen items, what the test command runs so the bench cannot rot)
 """
 
 from __future__ import annotations
@@ -135,22 +136,26 @@ def raw_paho(url_port: int, n: int, size: int) -> float:
     return elapsed
 
 
-def main() -> None:
+def main(tiny: bool = False) -> None:
     logging.basicConfig(level=logging.ERROR)
+    day = {"records": 20, "ratings": 5, "positions": 300} if tiny else {}
+    records_only = 40 if tiny else 3000
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         broker = start_mosquitto(tmp / "mq")
         try:
-            elapsed, total, peak = asyncio.run(end_to_end(broker.url, tmp))
+            elapsed, total, peak = asyncio.run(end_to_end(broker.url, tmp, **day))
             raw = raw_paho(broker.port, total, 64)
             (tmp / "r").mkdir()
-            r_elapsed, r_total, r_peak = asyncio.run(end_to_end(broker.url, tmp / "r", records=3000, ratings=0, positions=0))
+            r_elapsed, r_total, r_peak = asyncio.run(end_to_end(broker.url, tmp / "r", records=records_only, ratings=0, positions=0))
             r_raw = raw_paho(broker.port, r_total, 700)
         finally:
             broker.stop()
     e2e_rate, raw_rate = total / elapsed, total / raw
-    print(f"offline day: {RECORDS} applications + {RATINGS} ratings + {POSITIONS} GPS points = {total} items")
-    print(f"  end to end, HQ-acked:      {elapsed:6.2f} s  {e2e_rate:9.0f} items/s  ({RECORDS / elapsed:.0f} applications/s amortised)")
+    n_rec = day.get("records", RECORDS)
+    print(f"offline day: {n_rec} applications + {day.get('ratings', RATINGS)} ratings + {day.get('positions', POSITIONS)} GPS points"
+          f" = {total} items")
+    print(f"  end to end, HQ-acked:      {elapsed:6.2f} s  {e2e_rate:9.0f} items/s  ({n_rec / elapsed:.0f} applications/s amortised)")
     print(f"  raw paho QoS 1 publishes:  {raw:6.2f} s  {raw_rate:9.0f} msgs/s (64-byte messages, one per item)")
     print(f"  ratio end-to-end / raw:    {e2e_rate / raw_rate:.2f}  (aim >= 0.5)")
     print(f"  node peak RSS while draining: {peak / 1024:.1f} MB")
@@ -164,5 +169,5 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--node":
         asyncio.run(node_main(*sys.argv[2:6]))
     else:
-        main()
+        main(tiny="--tiny" in sys.argv[1:])
 

@@ -73,7 +73,7 @@ def plain_delta(points: list[poscodec.Position]) -> int:
     prev = (0, 0, 0)
     for p in points:
         cur = (int(p.time), round(p.lat * 1e7), round(p.lon * 1e7))
-        total += sum(_varint(c - q) for c, q in zip(cur, prev)) + 2 + 2  # speed cm/s u16, course u16
+        total += sum(_varint(c - q) for c, q in zip(cur, prev, strict=True)) + 2 + 2  # speed cm/s u16, course u16
         prev = cur
     return total
 

@@ -133,7 +133,7 @@ class AtChannel:
             raise ModemTimeout("modem did not answer in time")
         try:
             await asyncio.wait_for(self._data.wait(), remaining)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise ModemTimeout("modem did not answer in time") from exc
         if self._error is not None:
             raise self._error

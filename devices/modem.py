@@ -162,7 +162,7 @@ class SbdModem:
                 return
             except ModemTimeout:
                 if time.monotonic() >= deadline:
-                    raise ModemTimeout(f"no answer from the modem on {self.settings.device} after {self.settings.boot_timeout:.0f}s")
+                    raise ModemTimeout(f"no answer from the modem on {self.settings.device} after {self.settings.boot_timeout:.0f}s") from None
 
     @property
     def alive(self) -> bool:

@@ -18,7 +18,8 @@ from aiohttp import web
 from devices.gps import GpsTracker
 from devices.modem import ModemManager, ModemSettings
 from kit.ratelimit import LoginThrottle
-from kit.tasks import background
+from kit.tasks import LOOPS, Loops, background
+from kit.timesource import TimeSource
 from kit.web import error_middleware
 from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
@@ -27,7 +28,7 @@ from sync.uplink import Uplink
 from . import api, app_status, hardening, rotation, supervisor, views
 from . import catalog as catalog_store
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, TRIPS, UPLINK, VISITS
-from .appkeys import ATTACHMENTS, PREREG
+from .appkeys import ATTACHMENTS, GPS_TIMES, PREREG
 from .attachments import Attachments
 from .prereg import Preregistrations
 from .auth import Sessions
@@ -35,6 +36,7 @@ from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
 from .store import Store
+from .timekeeping import GpsTimes, keep_time
 from .trips import lifecycle as trips_lifecycle
 from .trips import recorder as trips_recorder
 from .trips import web as trips_web
@@ -81,7 +83,7 @@ async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.info("shredded the local copy of %d records held by HQ", n)
             await cfg.clock.sleep(cfg.shred_interval)
 
-    async with background(shred_forever(), "shredder"):
+    async with background(shred_forever, "shredder", app[LOOPS]):
         yield
 
 
@@ -90,6 +92,7 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
     host, port = cfg.gpsd or ("127.0.0.1", 2947)
     tracker = GpsTracker(host, port)
     app[GPS] = tracker
+    times = app[GPS_TIMES] = GpsTimes(app[STORE].time)
     if cfg.gpsd is None:
         yield
         return
@@ -100,18 +103,17 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
             fix = tracker.fix
             if fix is not None and fix.received != last:
                 last = fix.received
-                # A fix with a GPS time means the node's clock is GPS-disciplined: trusted time.
-                await app[STORE].record_position(
-                    fix.time or cfg.clock.now(), fix.lat, fix.lon, fix.speed, fix.track, trusted_time=fix.time is not None
-                )
+                # GPS time if the time source accepted it; else the node's time, trusted or not (a rollover date never goes out)
+                t, trusted, stamp = times.position_time(times.sane(fix))
+                await app[STORE].record_position(t, fix.lat, fix.lon, fix.speed, fix.track, trusted_time=trusted, stamp=stamp)
             await cfg.clock.sleep(cfg.position_interval)
 
     recorder = trips_recorder.TrackRecorder(app[STORE].db, cfg.clock)
-    tracker.listeners.append(recorder.on_fix)
+    tracker.listeners.append(lambda fix: recorder.on_fix(times.filter(fix)))
     recorder.listeners.append(app[TRIPS].on_points)  # departed / at a stop / returned from GPS movement
-    async with background(tracker.run(), "gps"):
-        async with background(record_positions(), "positions"):
-            async with background(recorder.run(), "track-recorder"):
+    async with background(tracker.run, "gps", app[LOOPS]):
+        async with background(record_positions, "positions", app[LOOPS]):
+            async with background(recorder.run, "track-recorder", app[LOOPS]):
                 yield
 
 
@@ -120,14 +122,18 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     mqtt = MqttSettings(url=cfg.broker, client_id=cfg.node_id, version=cfg.mqtt_version, tls=cfg.mqtt_tls)
     gps = app[GPS]
 
+    time = app[STORE].time
+    times = app[GPS_TIMES]
+
     def trusted_time() -> bool:
-        return gps.fix is not None and gps.fix.time is not None
+        return time.trusted
 
     def latest_position() -> dict[str, object] | None:
         fix = gps.fix
         if fix is None:
             return None
-        return {"lat": fix.lat, "lon": fix.lon, "t": fix.time, "speed": fix.speed, "course": fix.track}
+        t, _, _ = times.position_time(times.sane(fix))
+        return {"lat": fix.lat, "lon": fix.lon, "t": t, "speed": fix.speed, "course": fix.track}
 
     uplink = Uplink(cfg.db_path, cfg.node_id, cfg.sign_key, cfg.hq_sign_public, mqtt, cfg.clock, ack_timeout=cfg.ack_timeout,
                     max_clock_skew=cfg.max_clock_skew, trusted_time=trusted_time, latest_position=latest_position)
@@ -165,8 +171,13 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     uplink.handlers["prereg"] = app[PREREG].receive
     uplink.handlers["rotate_key"] = rotate_key
     uplink.handlers["catalog"] = catalog_store.handler(store.db, app[CATALOG], cfg.clock.now, store._notify)
-    async with background(uplink.run(), "uplink"):
-        yield
+
+    async def deferred() -> int:
+        return 0 if uplink.downlink is None else await uplink.downlink.apply_deferred()
+
+    async with background(uplink.run, "uplink", app[LOOPS]):
+        async with background(lambda: keep_time(time, store, deferred), "time", app[LOOPS]):
+            yield
 
 
 async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -177,15 +188,20 @@ async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     manager = ModemManager(ModemSettings(cfg.modem))
     app[MODEM] = manager
-    links = for_uplink(app[UPLINK], manager, sbd_after=cfg.sbd_after, sbd_interval=cfg.sbd_interval)
-    async with background(manager.run(), "modem"):
-        async with background(links.run(), "link-manager"):
+    links = for_uplink(app[UPLINK], manager, sbd_after=cfg.sbd_after, sbd_interval=cfg.sbd_interval, hq_seal_public=cfg.hq_seal_public)
+    async with background(manager.run, "modem", app[LOOPS]):
+        async with background(links.run, "link-manager", app[LOOPS]):
             yield
 
 
 def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware, *hardening.MIDDLEWARES], client_max_size=2 * 1024 * 1024)
+    if not isinstance(config.clock, TimeSource):
+        # every part of the node reads time through this: "now, and how sure" (kit/timesource.py)
+        config.clock = TimeSource(config.clock, config.floor_path, trust_kernel=config.trust_kernel_clock,
+                                  assume_synchronised=config.assume_clock_synchronised)
     app[CONFIG] = config
+    app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /api/v1/status
     app[SESSIONS] = Sessions(config.clock, config.session_timeout)
     app[hardening.THROTTLE] = LoginThrottle(config.clock, config.login_throttle)
     app[hardening.PRE_SECRET] = secrets.token_bytes(32)

@@ -188,7 +188,8 @@ class Attachments:
 
     def insert_sync(self, conn: sqlite3.Connection, application_id: str, prepared: list[tuple[Upload, Prepared]], actor: str) -> list[str]:
         """Rows, blob outbox items and audit entries, in the caller's transaction."""
-        now = self.clock.now()
+        stamp = self.store.time.stamp()
+        now = stamp.t
         incoming = sum(sum(len(c) + 300 for c in p.chunks) for _, p in prepared)
         outbox.check_capacity_sync(conn, "blob", incoming, self.store.limits)
         row = conn.execute("SELECT COUNT(*) FROM attachments WHERE application_id = ?", (application_id,)).fetchone()
@@ -202,7 +203,7 @@ class Attachments:
                 header: dict[str, object] = {"type": "attachment", "id": p.id, "application_id": application_id, "index": i, "count": n,
                                              "version": VERSION}
                 if i == 0:
-                    header.update(content_type=p.content_type, size=p.size, created=now,
+                    header.update(content_type=p.content_type, size=p.size, created=now, clock=stamp.wire(),
                                   meta=base64.b64encode(p.meta).decode(), wrap_hq=base64.b64encode(p.wrap_hq).decode())
                 seqs.append(outbox.enqueue_sync(conn, "blob", blob_item(header, chunk), now))
             conn.execute(
@@ -212,7 +213,7 @@ class Attachments:
             )
             conn.executemany("INSERT INTO attachment_chunks(attachment_id, idx, data) VALUES (?, ?, ?)",
                              [(p.id, i, c) for i, c in enumerate(p.chunks)])
-            audit.append_sync(conn, now, actor, "create", TABLE, p.id, f"attachment to application {application_id}")
+            audit.append_sync(conn, stamp, actor, "create", TABLE, p.id, f"attachment to application {application_id}")
             ids.append(p.id)
         return ids
 
@@ -258,26 +259,36 @@ class Attachments:
         dk = crypto.unwrap_with_key(bytes(wrap_node), node_key, crypto.record_aad(TABLE, attachment_id, int(version)))
         name, data = open_chunks(attachment_id, int(version), dk, chunks, bytes(meta))
         async with transaction(self.db):
-            await audit.append(self.db, self.clock.now(), actor, "read", TABLE, attachment_id, reason)
+            await audit.append(self.db, self.store.time.stamp(), actor, "read", TABLE, attachment_id, reason)
         self.store._notify()
         info = AttachmentInfo(attachment_id, app_id, ctype, LABELS.get(ctype, ctype), int(size), float(created), False)
         return info, name, data
 
     async def shred_expired(self, retention_s: float) -> int:
-        """Like Store.shred_expired: once HQ acked every chunk and retention passed, forget the local copy."""
-        now = self.clock.now()
+        """Like Store.shred_expired: once HQ acked every chunk and retention passed, forget the local copy.
+
+        In trusted time only (without it, it waits), and counted from the later of the attachment's and its
+        application's time, the application's having been corrected by a time fix (untrusted ones wait).
+        """
+        stamp = self.store.time.stamp()
+        if not stamp.trusted and retention_s > 0:
+            return 0
+        now = stamp.t
         async with self.db.execute("SELECT acked FROM outbox_stream WHERE stream = 'blob'") as cur:
             row = await cur.fetchone()
         acked = int(row[0]) if row else 0
         async with transaction(self.db):
             async with self.db.execute(
-                "SELECT id FROM attachments WHERE wrap_node IS NOT NULL AND last_seq <= ? AND created <= ?", (acked, now - retention_s)
+                "SELECT a.id FROM attachments a LEFT JOIN applications p ON p.id = a.application_id"
+                " WHERE a.wrap_node IS NOT NULL AND a.last_seq <= ?"
+                " AND (? <= 0 OR (COALESCE(p.time_trusted, 1) > 0 AND MAX(a.created, COALESCE(p.created, a.created)) <= ?))",
+                (acked, retention_s, now - retention_s),
             ) as cur:
                 ids = [r[0] for r in await cur.fetchall()]
             for aid in ids:
                 await self.db.execute("DELETE FROM attachment_chunks WHERE attachment_id = ?", (aid,))
                 await self.db.execute("UPDATE attachments SET wrap_node = NULL, meta = x'', shredded_at = ? WHERE id = ?", (now, aid))
-                await audit.append(self.db, now, "system", "shred", TABLE, aid, "retention passed, HQ holds it")
+                await audit.append(self.db, stamp, "system", "shred", TABLE, aid, "retention passed, HQ holds it")
         if ids:
             self.store._notify()
         return len(ids)

@@ -45,6 +45,13 @@ class NodeConfig:
     login_throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     bundle_dir: Path | None = None  # key rotation writes the new credentials here
     https: ssl.SSLContext | None = None  # the van UI's server TLS (bundle's ui.crt); None: plain HTTP
+    trust_kernel_clock: bool = True  # chrony's "synchronised" flag (adjtimex) counts as trusted time
+    assume_clock_synchronised: bool = False  # development and tests: the system clock is right though nothing disciplines it
+
+    @property
+    def floor_path(self) -> Path:
+        """The latest trusted time seen, kept durably (kit.timesource): GPS time earlier than it is refused."""
+        return self.data_dir / "time_floor.json"
 
     @property
     def db_path(self) -> Path:

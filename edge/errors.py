@@ -5,7 +5,7 @@ from __future__ import annotations
 from kit.web import HttpProblem
 from sync.errors import CryptoError
 
-__all__ = ["CryptoError", "EdgeError", "HttpError", "Locked", "StorageFull", "StoreLocked", "ValidationFailed", "Unauthorized", "Forbidden"]
+__all__ = ["CryptoError", "EdgeError", "Forbidden", "HttpError", "Locked", "StorageFull", "StoreLocked", "Unauthorized", "ValidationFailed"]
 
 
 class EdgeError(Exception):

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kit.tasks import LOOPS
 from sync import outbox
 
 from .appkeys import CONFIG, GPS, MODEM, STORE, UPLINK
@@ -50,4 +51,8 @@ async def node_status(app: web.Application) -> dict[str, Any]:
             "last_ack": summary["last_ack"],
         },
         "store": {"locked": store.locked},
+        # source: disciplined | gps | unsynced; offset: true time minus the system clock, seconds (null: unknown)
+        "time": store.time.status(),
+        # supervised background loops (kit/tasks.py): name -> state, restarts, last error class
+        "loops": app[LOOPS].snapshot() if LOOPS in app else {},
     }

@@ -24,6 +24,7 @@ from typing import Protocol
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from kit.timesource import Stamp, TimeFix, TimeSource
 from sync import crypto, outbox, poscodec
 from sync.clock import Clock
 from sync.db import open_db, run_sync, run_transaction, transaction
@@ -139,7 +140,20 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE applications ADD COLUMN visit_id TEXT;
     """,
+    # 5: trusted time (kit/timesource.py): was the creation time trusted, and where on which boot's monotonic clock
+    """
+    ALTER TABLE applications ADD COLUMN time_trusted INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE applications ADD COLUMN mono REAL;
+    ALTER TABLE applications ADD COLUMN boot TEXT;
+    ALTER TABLE applicants ADD COLUMN time_trusted INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE applicants ADD COLUMN mono REAL;
+    ALTER TABLE applicants ADD COLUMN boot TEXT;
+    ALTER TABLE audit ADD COLUMN clock TEXT;
+    """,
 ]
+
+# An application number made without trusted time: this marker instead of a date, then the node's own counter.
+UNDATED = "U"
 
 SENSITIVE_APPLICATION_FIELDS = ("surname", "given_name", "rnokpp")
 
@@ -184,6 +198,8 @@ class Store:
         self.node_id = node_id
         self.hq_seal_public = hq_seal_public
         self.clock = clock
+        # "now, and how sure": the app passes a TimeSource as the clock; a bare Clock is wrapped (its own sync flag)
+        self.time = clock if isinstance(clock, TimeSource) else TimeSource(clock)
         self._node_key: bytes | None = None
         self._index_key: bytes | None = None
         self._seal_key: X25519PrivateKey | None = None
@@ -284,7 +300,8 @@ class Store:
         """
         node_key = self._require_key()
         assert self._index_key is not None
-        now = self.clock.now()
+        stamp = self.time.stamp()
+        now = stamp.t
         version = 1
         index = crypto.blind_index(self._index_key, "rnokpp", rnokpp)
         identity = {"surname": surname, "given_name": given_name, "rnokpp": rnokpp}
@@ -294,12 +311,13 @@ class Store:
         for code in service_codes:
             app_id = uuid.uuid4().hex
             prepared.append((app_id, code, crypto.seal("applications", app_id, version, identity, self.hq_seal_public, node_key)))
-        day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d")
+        # Without trusted time the number carries no date (a wrong one would look true) and counts on the node's counter.
+        day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d") if stamp.trusted else UNDATED
         # ~ the size of what goes out per application: sealed fields and the HQ wrap, plus metadata
         incoming = sum(len(_pack_fields(p[2].fields)) + len(p[2].wrap_hq) + 300 for p in prepared)
         try:
             saved = await run_transaction(
-                self.db, self._insert_applications, incoming, prepared, day, now, version, actor, index, applicant_id, package_code, then
+                self.db, self._insert_applications, incoming, prepared, day, stamp, version, actor, index, applicant_id, package_code, then
             )
         except OutboxFull as exc:
             raise StorageFull(exc.message_uk) from exc
@@ -307,7 +325,7 @@ class Store:
         return saved
 
     def _insert_applications(
-        self, conn: sqlite3.Connection, incoming: int, prepared: list[tuple[str, str, crypto.SealedRecord]], day: str, now: float,
+        self, conn: sqlite3.Connection, incoming: int, prepared: list[tuple[str, str, crypto.SealedRecord]], day: str, stamp: Stamp,
         version: int, actor: str, index: bytes, applicant_id: str | None, package_code: str | None,
         then: Callable[[sqlite3.Connection, list[SavedApplication]], None] | None = None,
     ) -> list[SavedApplication]:
@@ -315,28 +333,31 @@ class Store:
         # Records and audit are never dropped: refuse before the outbox would overflow, atomically with the insert.
         outbox.check_capacities_sync(conn, {"rec": incoming, "audit": 400 * len(prepared)}, self.limits)
         saved = []
+        now = stamp.t
         for app_id, service_code, sealed in prepared:
             row = conn.execute(
                 "INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1 RETURNING n", (day,)
             ).fetchone()
-            number = f"{self.node_id.upper()}-{day}-{int(row[0]):04d}"
+            number = f"{self.node_id.upper()}-{day}-{int(row[0]):04d}" if day != UNDATED else f"{self.node_id.upper()}-{UNDATED}-{int(row[0]):05d}"
             wire = json.dumps(
                 {
                     "type": "application", "id": app_id, "number": number, "service_code": service_code,
                     "created": now, "version": version, "fields": json.loads(_pack_fields(sealed.fields)),
                     "wrap_hq": base64.b64encode(sealed.wrap_hq).decode(), "package": package_code,
                     "applicant": applicant_id,  # lets HQ find the card's sealed phone and SMS consent
+                    "clock": stamp.wire(),  # was "created" trusted; if not, HQ corrects it from this boot's time fix
                 },
                 separators=(",", ":"),
             ).encode()
             seq = outbox.enqueue_sync(conn, "rec", wire, now)
             conn.execute(
                 "INSERT INTO applications(id, number, service_code, created, created_by, version, fields, wrap_hq, wrap_node,"
-                " rnokpp_index, outbox_seq, applicant_id, package_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " rnokpp_index, outbox_seq, applicant_id, package_code, time_trusted, mono, boot)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (app_id, number, service_code, now, actor, version, _pack_fields(sealed.fields), sealed.wrap_hq,
-                 sealed.wrap_node, index, seq, applicant_id, package_code),
+                 sealed.wrap_node, index, seq, applicant_id, package_code, int(stamp.trusted), stamp.mono, stamp.boot),
             )
-            audit.append_sync(conn, now, actor, "create", "applications", app_id, f"package {package_code}" if package_code else "intake")
+            audit.append_sync(conn, stamp, actor, "create", "applications", app_id, f"package {package_code}" if package_code else "intake")
             if self.trips is not None:
                 self.trips.link_sync(conn, "applications", app_id, now)
             saved.append(SavedApplication(app_id, number))
@@ -357,17 +378,20 @@ class Store:
     async def read_application(self, app_id: str, actor: str, reason: str = "view") -> dict[str, str]:
         node_key = self._require_key()
         async with self.db.execute(
-            "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created, package_code FROM applications WHERE id = ?", (app_id,)
+            "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created, package_code, time_trusted FROM applications WHERE id = ?",
+            (app_id,),
         ) as cur:
             row = await cur.fetchone()
         if row is None:
             raise KeyError(app_id)
-        number, code, version, fields, wrap_hq, wrap_node, created, package_code = row
+        number, code, version, fields, wrap_hq, wrap_node, created, package_code, time_trusted = row
         rec = crypto.SealedRecord("applications", app_id, version, _unpack_fields(fields), bytes(wrap_hq), None if wrap_node is None else bytes(wrap_node))
         out = crypto.open_with_node_key(rec, node_key)
-        out.update(number=number, service_code=code, created=str(created), package_code=package_code or "")
+        # created_trusted "0": the receipt shows no date (a past date must never look true)
+        out.update(number=number, service_code=code, created=str(created), package_code=package_code or "",
+                   created_trusted="1" if time_trusted == 1 else "0")
         async with transaction(self.db):
-            await audit.append(self.db, self.clock.now(), actor, "read", "applications", app_id, reason)
+            await audit.append(self.db, self.time.stamp(), actor, "read", "applications", app_id, reason)
         self._notify()
         return out
 
@@ -394,12 +418,14 @@ class Store:
         """Seal and store a validated applicant (see intake.parse_applicant); returns its id."""
         node_key = self._require_key()
         applicant_id = uuid.uuid4().hex
-        now = self.clock.now()
+        stamp = self.time.stamp()
+        now = stamp.t
         sealed = crypto.seal("applicants", applicant_id, 1, fields, self.hq_seal_public, node_key)
         idx = self._indexes(fields)
         wire = json.dumps(
             {"type": "applicant", "id": applicant_id, "created": now, "version": 1,
-             "fields": json.loads(_pack_fields(sealed.fields)), "wrap_hq": base64.b64encode(sealed.wrap_hq).decode()},
+             "fields": json.loads(_pack_fields(sealed.fields)), "wrap_hq": base64.b64encode(sealed.wrap_hq).decode(),
+             "clock": stamp.wire()},
             separators=(",", ":"),
         ).encode()
         await self._check_capacity(len(wire))
@@ -407,11 +433,12 @@ class Store:
             seq = await outbox.enqueue(self.db, "rec", wire, now)
             await self.db.execute(
                 "INSERT INTO applicants(id, created, created_by, version, fields, wrap_hq, wrap_node, rnokpp_index, unzr_index,"
-                " document_index, name_dob_index, outbox_seq) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " document_index, name_dob_index, outbox_seq, time_trusted, mono, boot) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (applicant_id, now, actor, _pack_fields(sealed.fields), sealed.wrap_hq, sealed.wrap_node,
-                 idx["rnokpp_index"], idx["unzr_index"], idx["document_index"], idx["name_dob_index"], seq),
+                 idx["rnokpp_index"], idx["unzr_index"], idx["document_index"], idx["name_dob_index"], seq,
+                 int(stamp.trusted), stamp.mono, stamp.boot),
             )
-            await audit.append(self.db, now, actor, "create", "applicants", applicant_id, "intake")
+            await audit.append(self.db, stamp, actor, "create", "applicants", applicant_id, "intake")
             if self.trips is not None:
                 await self.trips.link("applicants", applicant_id, now)
         self._notify()
@@ -444,7 +471,7 @@ class Store:
         if found:
             async with transaction(self.db):
                 for f in found:
-                    await audit.append(self.db, self.clock.now(), actor, "read", "applicants", f["id"], f"search by {column.removesuffix('_index')}")
+                    await audit.append(self.db, self.time.stamp(), actor, "read", "applicants", f["id"], f"search by {column.removesuffix('_index')}")
             self._notify()
         return found
 
@@ -470,7 +497,7 @@ class Store:
                                   None if wrap_node is None else bytes(wrap_node))
         out = {"id": applicant_id, **crypto.open_with_node_key(rec, node_key)}
         async with transaction(self.db):
-            await audit.append(self.db, self.clock.now(), actor, "read", "applicants", applicant_id, reason)
+            await audit.append(self.db, self.time.stamp(), actor, "read", "applicants", applicant_id, reason)
         self._notify()
         return out
 
@@ -496,7 +523,7 @@ class Store:
             await self.db.execute(
                 "INSERT INTO keyslots(kind, username, role, salt, n, wrapped) VALUES ('admin', ?, ?, ?, ?, ?)", (username, role, salt, n, wrapped)
             )
-            await audit.append(self.db, self.clock.now(), actor, "create", "keyslots", username, "administrator added")
+            await audit.append(self.db, self.time.stamp(), actor, "create", "keyslots", username, "administrator added")
         self._notify()
 
     async def remove_admin(self, username: str, actor: str) -> bool:
@@ -508,7 +535,7 @@ class Store:
             cur2 = await self.db.execute("DELETE FROM keyslots WHERE kind = 'admin' AND username = ?", (username,))
             if not cur2.rowcount:
                 return False
-            await audit.append(self.db, self.clock.now(), actor, "delete", "keyslots", username, "administrator removed")
+            await audit.append(self.db, self.time.stamp(), actor, "delete", "keyslots", username, "administrator removed")
         self._notify()
         return True
 
@@ -517,7 +544,7 @@ class Store:
         salt, wrapped, n = await self._admin_slot(username, new_password)
         async with transaction(self.db):
             await self.db.execute("UPDATE keyslots SET salt = ?, n = ?, wrapped = ? WHERE kind = 'admin' AND username = ?", (salt, n, wrapped, username))
-            await audit.append(self.db, self.clock.now(), username, "update", "keyslots", username, "password changed")
+            await audit.append(self.db, self.time.stamp(), username, "update", "keyslots", username, "password changed")
         self._notify()
 
     # -- crypto-shredding ---------------------------------------------------------
@@ -532,9 +559,14 @@ class Store:
         from creation when no trips component is attached; a finished home
         visit's sealed details go ``retention_s`` after its finish.  With
         ``retention_s`` 0 (HQ's shred command) everything HQ holds goes now.
-        Runs while locked: it needs no key.
+        Runs while locked: it needs no key.  Retention counts in trusted time:
+        without it nothing is shredded (it waits), and a record whose own time
+        was untrusted waits until a time fix corrects it (``apply_time_fix``).
         """
-        now = self.clock.now()
+        trusted_now = self.time.trusted_now()
+        if trusted_now is None and retention_s > 0:
+            return 0
+        now = self.clock.now() if trusted_now is None else trusted_now
         cutoff = now - retention_s
         async with self.db.execute("SELECT acked FROM outbox_stream WHERE stream = 'rec'") as cur:
             row = await cur.fetchone()
@@ -546,7 +578,8 @@ class Store:
                 # Retention 0 (HQ's shred command: a lost van) forgets everything HQ holds, open visits included.
                 closed = self.trips.close_sql(table) if self.trips is not None and retention_s > 0 else "created"
                 async with self.db.execute(
-                    f"SELECT id FROM {table} WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND {closed} <= ?", (acked, cutoff)
+                    f"SELECT id FROM {table} WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND {closed} <= ?"
+                    f" AND (time_trusted > 0 OR ? <= 0)", (acked, cutoff, retention_s)
                 ) as cur:
                     ids = [r[0] for r in await cur.fetchall()]
                 for rid in ids:
@@ -566,16 +599,41 @@ class Store:
             self._notify()
         return shredded
 
+    async def apply_time_fix(self, fix: TimeFix) -> int:
+        """Trusted time arrived: correct this boot's untrusted records here, and tell HQ (``evt`` ``time_fix``) once.
+
+        A record of this boot gets ``fix.time - (fix.mono - its mono)``.  One of an
+        earlier boot has no common clock with the fix; it gets the fix's time, which
+        is later than its true time, so retention counts from later: never early.
+        The application's number stays as it was issued.
+        """
+        mono_offset = fix.time - fix.mono
+        n = 0
+        async with transaction(self.db):
+            for table in ("applications", "applicants"):
+                cur = await self.db.execute(
+                    # time_trusted 2: an upper bound (another boot), good for retention, never shown as the date
+                    f"UPDATE {table} SET created = CASE WHEN boot = ? AND mono IS NOT NULL THEN mono + ? ELSE ? END,"
+                    " time_trusted = CASE WHEN boot = ? AND mono IS NOT NULL THEN 1 ELSE 2 END"
+                    " WHERE time_trusted = 0", (fix.boot, mono_offset, fix.time, fix.boot),
+                )
+                n += cur.rowcount
+            await outbox.enqueue(self.db, "evt", json.dumps(fix.wire(), separators=(",", ":")).encode(), fix.time)
+        self._notify()
+        return n
+
     async def record_position(
         self, gps_time: float, lat: float, lon: float,
-        speed: float | None = None, course: float | None = None, trusted_time: bool = False,
+        speed: float | None = None, course: float | None = None, trusted_time: bool = False, stamp: Stamp | None = None,
     ) -> None:
         """Positions are not personal data: recorded even while the store is locked.
 
         Raw GPS is the one class that may be thinned: past its byte limit the
         outbox drops every other unsent point instead of refusing the new one.
         """
-        item = poscodec.pack_position(poscodec.Position(gps_time, lat, lon, speed, course, trusted_time))
+        # an untrusted time travels with where it was on which boot's monotonic clock, for HQ to correct
+        mono, boot = (stamp.mono, poscodec.boot32(stamp.boot)) if stamp is not None and not trusted_time else (None, None)
+        item = poscodec.pack_position(poscodec.Position(gps_time, lat, lon, speed, course, trusted_time, mono, boot))
         async with transaction(self.db):
             await outbox.make_room_for_positions(self.db, self.limits)
             await outbox.enqueue(self.db, "pos", item, self.clock.now())

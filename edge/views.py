@@ -242,7 +242,9 @@ async def receipt(request: web.Request) -> web.Response:
         "rate_path": f"/rate/{token}", "rate_qr": qr_svg(rate_url, 3),
         "siblings": siblings, "package": catalog.packages.get(rec.get("package_code", "")),
         "paper": "receipt80" if request.query.get("paper") == "80" else "a4",
-        "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
+        # made without trusted time: no date at all rather than a wrong one that looks true
+        "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M") if rec.get("created_trusted") != "0"
+        else i18n.translator(language(request))("receipt.date_pending"),
         "attachments": await request.app[ATTACHMENTS].list(app_id), "app_id": app_id,
         "attach_error": str(s.data.pop("attach_error", "")), "attached": request.query.get("attached", "")[:3],
     }
@@ -280,7 +282,8 @@ async def receipt_pdf(request: web.Request) -> web.Response:
         applicant_label=t("receipt.applicant"), applicant=f"{rec.get('surname', '')} {rec.get('given_name', '')}".strip(),
         services_label=t("receipt.service"),
         services=[line(n, c) for n, c in siblings] if len(siblings) > 1 else [line(rec["number"], rec["service_code"])],
-        date_label=t("receipt.date"), date=datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
+        date_label=t("receipt.date"), date=datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M")
+        if rec.get("created_trusted") != "0" else t("receipt.date_pending"),
         term_label=t("receipt.term"), term=t("receipt.term_value"), documents_label=t("receipt.documents"),
         documents=docs if service or siblings else [], notes_label=t("notes.label"), notes=rec.get("notes", ""),
         qr_caption=t("receipt.qr"), centre=f"{t('app.centre')} · {t('app.title')} · {request.app[CONFIG].node_id}",

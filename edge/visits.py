@@ -69,18 +69,20 @@ class HomeVisits:
         if out:
             async with transaction(self.db):
                 for v in out:
-                    await audit.append(self.db, self.store.clock.now(), actor, "read", "visits", v.id, "home visit list")
+                    await audit.append(self.db, self.store.time.stamp(), actor, "read", "visits", v.id, "home visit list")
             self.store._notify()
         return out
 
     async def _event(self, visit_id: str, status: str, actor: str, expect: str) -> None:
-        now = self.store.clock.now()
+        stamp = self.store.time.stamp()
+        now = stamp.t
         column = "started_at" if status == "started" else "finished_at"
         async with transaction(self.db):
             cur = await self.db.execute(f"UPDATE visits SET status = ?, {column} = ? WHERE id = ? AND status = ?", (status, now, visit_id, expect))
             if not cur.rowcount:
                 raise VisitError("Цей візит не можна " + ("розпочати" if status == "started" else "завершити") + " зараз")
-            item = json.dumps({"type": "visit", "id": visit_id, "event": status, "by": actor, "at": now}, separators=(",", ":"))
+            item = json.dumps({"type": "visit", "id": visit_id, "event": status, "by": actor, "at": now, "clock": stamp.wire()},
+                              separators=(",", ":"))
             await outbox.enqueue(self.db, "evt", item.encode(), now)
             if self.store.trips is not None:  # the stop it happened at; on finish its categories and GPS evidence
                 if status == "started":

@@ -93,6 +93,6 @@ class GpsdProtocolServer:
             for task in tasks:
                 try:
                     await asyncio.wait_for(asyncio.shield(task), 2)
-                except (asyncio.TimeoutError, ConnectionError):
+                except (TimeoutError, ConnectionError):
                     task.cancel()
             await self._server.wait_closed()

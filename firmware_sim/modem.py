@@ -15,9 +15,9 @@ import os
 import random
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 MO_MAX = 340
 
@@ -62,7 +62,7 @@ class SkySignal:
         if any(a <= t < b for a, b in self.blocked):
             return 0
         self._level = min(5.0, max(1.5, self._level + self.rnd.uniform(-0.7, 0.7)))
-        return int(round(self._level))
+        return round(self._level)
 
 
 class ModemSim:
@@ -150,7 +150,7 @@ class ModemSim:
     def _process(self) -> None:
         while True:
             if self._binary_wait is not None:
-                need, deadline = self._binary_wait
+                need, _ = self._binary_wait
                 if len(self._inbuf) < need:
                     return
                 blob = bytes(self._inbuf[:need])
@@ -180,8 +180,8 @@ class ModemSim:
                 self._write(raw + b"\r")
             self._command(cmd)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -7,6 +7,7 @@ constant cruising speed and dwells at each stop for its planned time.
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class Route:
         return cls(wps)
 
     def legs(self) -> list[tuple[Waypoint, Waypoint, float]]:
-        return [(a, b, haversine(a.lat, a.lon, b.lat, b.lon)) for a, b in zip(self.waypoints, self.waypoints[1:])]
+        return [(a, b, haversine(a.lat, a.lon, b.lat, b.lon)) for a, b in pairwise(self.waypoints)]
 
     @property
     def length_m(self) -> float:

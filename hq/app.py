@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from kit.tasks import background
+from kit.tasks import LOOPS, Loops, background
 from provisioning.rotation import NodeKeyCache
 
 from kit.sessions import Sessions
@@ -20,12 +20,13 @@ from sync.mqtt import MqttSettings
 from . import appstatus, attachments, sms, trips, users
 from . import catalog_admin, prereg_admin
 from . import web as web_routes
-from .appkeys import CONFIG, DIRECTIP, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
+from .appkeys import CONFIG, DIRECTIP, DOWNLINK, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
 from .config import HQConfig
 from .directip import DirectIpReceiver, MoMessage
+from .sender import DownlinkSender
 from .store import HQStore
 
-__all__ = ["CONFIG", "DIRECTIP", "INGEST", "SBD_INGEST", "SESSIONS", "STORE", "WORKER", "HQConfig", "create_app"]
+__all__ = ["CONFIG", "DIRECTIP", "DOWNLINK", "INGEST", "SBD_INGEST", "SESSIONS", "STORE", "WORKER", "HQConfig", "create_app"]
 
 HERE = Path(__file__).parent
 
@@ -43,13 +44,15 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     # Reloaded when provisioning changes a node record: enrolment, revocation and key rotation act without a restart.
     key_for = NodeKeyCache(cfg.keys.directory)
-    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock, max_clock_skew=cfg.max_clock_skew)  # type: ignore[arg-type]
+    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock, max_clock_skew=cfg.max_clock_skew,  # type: ignore[arg-type]
+                    heartbeat_keys=lambda tag: key_for.heartbeat_keys(tag, cfg.keys.seal))
     app[INGEST] = ingest
     app[SBD_INGEST] = SbdIngest(ingest)
     mqtt = MqttSettings(url=cfg.broker, client_id=cfg.worker, version=cfg.mqtt_version, tls=cfg.mqtt_tls)
     worker = MqttIngestWorker(ingest, mqtt, cfg.clock, shared=cfg.mqtt_version == "5")
     app[WORKER] = worker
-    async with background(worker.run(), "hq-ingest"):
+    app[DOWNLINK] = DownlinkSender(app[STORE], cfg.keys, worker, ingest.hlc, cfg.clock)
+    async with background(worker.run, "hq-ingest", app[LOOPS]):
         yield
 
 
@@ -74,7 +77,8 @@ async def openapi(request: web.Request) -> web.FileResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    """Liveness (always 200 while HQ answers) and each supervised loop's state, restarts and last error."""
+    return json_response({"status": "ok", "loops": request.app[LOOPS].snapshot()})
 
 
 async def fleet(request: web.Request) -> web.Response:
@@ -100,6 +104,7 @@ async def data_classes(request: web.Request) -> web.Response:
 def create_app(config: HQConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[CONFIG] = config
+    app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /healthz
     app[SESSIONS] = Sessions(config.clock, config.session_timeout, cookie="mo_hq_session")
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     app.cleanup_ctx.append(_store_ctx)

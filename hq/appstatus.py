@@ -21,16 +21,14 @@ from typing import Any
 
 from aiohttp import web
 
-from kit.tasks import background
+from kit.tasks import LOOPS, background
 from sync import reconcile
-from sync.db import transaction
-from sync.downlink import build
-from sync.envelope import topic_down
-from sync.migrate import migrate
+from .db import migrate, transaction
 
 from . import sms
-from .appkeys import CONFIG, INGEST, STORE, WORKER
+from .appkeys import CONFIG, DOWNLINK, STORE
 from .errors import HQError
+from .sender import NotConnected
 from .store import HQStore
 from .events import fold_events
 
@@ -151,10 +149,10 @@ async def send_edit(app: web.Application, edit_id: str) -> bool:
         return False
     record_id, node_id, status, hlc = str(row[0]), str(row[1]), str(row[2]), int(row[3])
     doc = reconcile.to_wire(reconcile.Edit(record_id, "status", status, hlc, reconcile.HQ), edit_id)
-    seq = await store.next_down_seq(node_id, "recon")
-    payload = build(app[CONFIG].keys.sign, node_id, "recon", seq, [doc], app[INGEST].hlc.tick())
-    if not await app[WORKER].publish_down(topic_down(node_id, "recon"), payload):
-        return False
+    try:
+        await app[DOWNLINK].send(node_id, "recon", [doc], "статус не надіслано")
+    except NotConnected:
+        return False  # the status loop sends it when the broker is back
     async with transaction(store.db):
         await store.db.execute("UPDATE status_edits SET sent_at = ?, sends = sends + 1 WHERE edit_id = ?", (store.clock.now(), edit_id))
     return True
@@ -220,9 +218,9 @@ async def status_ctx(app: web.Application) -> AsyncIterator[None]:
             try:
                 await project_acks(app[STORE])
                 await resend_due(app, cfg.status_resend_after)
-            except Exception:  # noqa: BLE001 - the loop must survive one bad round; logged with its traceback
+            except Exception:  # the loop must survive one bad round; logged with its traceback
                 log.exception("status downlink round failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 
-    async with background(loop(), "hq-status-downlink"):
+    async with background(loop, "hq-status-downlink", app[LOOPS]):
         yield

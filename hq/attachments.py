@@ -22,9 +22,9 @@ from kit.sessions import Session
 from kit.web import HttpProblem, json_response
 from sync import crypto
 from sync.blob import TABLE, open_chunks, parse_blob_item
-from sync.db import transaction
+from .db import transaction
 from sync.errors import CryptoError
-from sync.migrate import migrate
+from .db import migrate
 
 from . import users
 from .appkeys import CONFIG, SESSIONS, STORE
@@ -68,7 +68,10 @@ async def _refresh(store: HQStore) -> None:
         newest[node_id] = max(newest.get(node_id, 0), int(seq))
         try:
             h, _ = parse_blob_item(bytes(payload))
-            entries.append((node_id, int(seq), str(h["id"]), str(h["application_id"]), int(h["index"]), int(h["count"])))
+            index, count = h["index"], h["count"]
+            if not isinstance(index, int) or not isinstance(count, int):
+                raise TypeError("chunk index and count are integers")
+            entries.append((node_id, int(seq), str(h["id"]), str(h["application_id"]), index, count))
         except (ValueError, KeyError, TypeError):
             continue  # not an attachment chunk: nothing to index
     async with transaction(store.db):
@@ -112,7 +115,7 @@ async def open_attachment(store: HQStore, key: X25519PrivateKey, att_id: str, us
         "SELECT i.payload, a.idx, a.count FROM attachment_index a JOIN items i ON i.node_id = a.node_id AND i.stream = ? AND i.seq = a.seq"
         " WHERE a.attachment_id = ? ORDER BY a.idx", ("blob", att_id)
     ) as cur:
-        rows = await cur.fetchall()
+        rows = list(await cur.fetchall())
     if not rows or len(rows) != int(rows[0][2]) or [int(r[1]) for r in rows] != list(range(len(rows))):
         raise AttachmentMissing(f"attachment {att_id} is unknown or not complete yet")
     parts = [parse_blob_item(bytes(r[0])) for r in rows]
@@ -120,7 +123,9 @@ async def open_attachment(store: HQStore, key: X25519PrivateKey, att_id: str, us
     async with transaction(store.db):
         await store.db.execute("INSERT INTO vault_audit(at, username, record_id, reason) VALUES (?, ?, ?, ?)",
                                (store.clock.now(), username, att_id, f"attachment: {reason}"))
-    version = int(head.get("version", 1))
+    version = head.get("version", 1)
+    if not isinstance(version, int):
+        raise AttachmentMissing(f"attachment {att_id} has a malformed header")
     try:
         dk = crypto.unwrap_with_private(base64.b64decode(str(head["wrap_hq"])), key, crypto.record_aad(TABLE, att_id, version))
         name, data = open_chunks(att_id, version, dk, [c for _, c in parts], base64.b64decode(str(head["meta"])))

@@ -25,17 +25,16 @@ from typing import Any
 
 from aiohttp import web
 
-from kit.tasks import background
+from kit.tasks import LOOPS, background
 from sync import catalog_doc
-from kit.web import HttpProblem, json_response
-from sync.downlink import build
-from sync.envelope import topic_catalog
+from kit.web import json_response
 
-from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
+from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE, WORKER
 from .pages import page, session
 from .db import DB, migrate, transaction
 from .errors import HQError
 from .events import fold_events
+from .sender import NotConnected
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +148,12 @@ async def publish(app: web.Application, doc: dict[str, Any], username: str, sour
             "INSERT INTO catalog_versions(version, published_at, published_by, source, services, packages, doc) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (version, cfg.clock.now(), username, source, len(body["services"]), len(body.get("packages", [])), text),
         )
-    payload = build(cfg.keys.sign, "all", "catalog", version, [body], app[INGEST].hlc.tick())
-    if not await app[WORKER].publish_down(topic_catalog(), payload, retain=True):
+    try:
+        await app[DOWNLINK].catalog(version, body)
+    except NotConnected:
         async with transaction(db):
             await db.execute("DELETE FROM catalog_versions WHERE version = ?", (version,))
-        raise CatalogError("Немає зв'язку з брокером: каталог не опубліковано", status=503)
+        raise  # 503 broker_down, rendered by the error middleware
     return version
 
 
@@ -189,8 +189,6 @@ async def catalog_publish(request: web.Request) -> web.Response:
             doc, source = catalog_doc.packaged(), "packaged"
         version = await publish(request.app, doc, s.username, source)
     except CatalogError as exc:
-        if exc.status == 503:
-            raise HttpProblem(str(exc), code="broker_down", status=503) from exc
         return await catalog_page(request, exc.errors, status=422)
     raise web.HTTPSeeOther(f"/catalog?published={version}")
 
@@ -210,8 +208,11 @@ async def republish_newest(app: web.Application) -> bool | None:
         row = await cur.fetchone()
     if row is None:
         return None
-    payload = build(app[CONFIG].keys.sign, "all", "catalog", int(row[0]), [json.loads(row[1])], app[INGEST].hlc.tick())
-    return await app[WORKER].publish_down(topic_catalog(), payload, retain=True)
+    try:
+        await app[DOWNLINK].catalog(int(row[0]), json.loads(row[1]))
+    except NotConnected:
+        return False
+    return True
 
 
 async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -229,11 +230,11 @@ async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
                 try:
                     if await republish_newest(app) is not False:
                         done = session
-                except Exception:  # noqa: BLE001 - tried again next round; logged with its traceback
+                except Exception:  # tried again next round; logged with its traceback
                     log.exception("re-publishing the catalogue failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 
-    async with background(loop(), "hq-catalog-retain"):
+    async with background(loop, "hq-catalog-retain", app[LOOPS]):
         yield
 
 

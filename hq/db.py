@@ -39,7 +39,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import aiosqlite
 
@@ -233,7 +233,7 @@ def _coerced(exc: Exception, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...
         if i < len(r) and r[i] is not None:
             new = conv(r[i])
             if new is not r[i]:
-                r, changed = r[:i] + (new,) + r[i + 1:], True
+                r, changed = (*r[:i], new, *r[i + 1:]), True
         out.append(r)
     return out if changed else None
 
@@ -358,7 +358,7 @@ def _key_int(key: str) -> int:
     return zlib.crc32(key.encode()) - 2**31  # into int4 range
 
 
-DB = Union[aiosqlite.Connection, PgConnection]
+DB = aiosqlite.Connection | PgConnection
 
 
 async def connect(target: Path | str) -> DB:

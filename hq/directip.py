@@ -125,7 +125,7 @@ class DirectIpReceiver:
             self.received += 1
             writer.write(message(ie(MO_CONFIRMATION, b"\x01")))
             await writer.drain()
-        except (DirectIpError, asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, DirectIpError, asyncio.IncompleteReadError, ConnectionError) as exc:
             self.rejected += 1
             log.warning("DirectIP MO from %s refused: %s", writer.get_extra_info("peername"), exc)
         finally:
@@ -151,13 +151,13 @@ async def send_mt(host: str, port: int, imei: str, payload: bytes, client_id: in
     msg = message(ie(MT_HEADER, _MT_HEADER.pack(client_id, imei.encode(), 0)), ie(MT_PAYLOAD, payload))
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         raise DirectIpError(f"cannot reach the DirectIP gateway {host}:{port}: {exc}") from exc
     try:
         writer.write(msg)
         await writer.drain()
         ies = parse_ies(await asyncio.wait_for(read_message(reader), timeout))
-    except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError) as exc:
+    except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
         raise DirectIpError(f"no MT confirmation from {host}:{port}: {exc}") from exc
     finally:
         writer.close()

@@ -9,10 +9,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from sync.crypto import wrap_to_public
-from sync.downlink import build
-from sync.envelope import topic_down
 
-from .appkeys import CONFIG, INGEST, STORE, WORKER
+from .appkeys import CONFIG, DOWNLINK, STORE
 from .errors import HQError
 from .trips import record_visit_plan
 
@@ -35,10 +33,7 @@ async def assign_home_visit(app: Any, node_id: str, details: dict[str, Any], pla
     if seal is None:
         raise PlanningError("Фургон не має ключа для запечатаних призначень: видайте йому новий пакет реєстрації")
     item = sealed_assignment(seal, node_id, details, planned_date, assigned_to)
-    seq = await app[STORE].next_down_seq(node_id, "assign")
-    payload = build(cfg.keys.sign, node_id, "assign", seq, [item], app[INGEST].hlc.tick())
-    if not await app[WORKER].publish_down(topic_down(node_id, "assign"), payload):
-        raise PlanningError("Немає зв'язку з брокером: призначення не надіслано")
+    await app[DOWNLINK].send(node_id, "assign", [item], "призначення не надіслано")
     # categories (no name, no address) for the home-visit reports
     await record_visit_plan(app[STORE].db, str(item["id"]), node_id, planned_date, assigned_to, list(details.get("categories") or []), cfg.clock.now())
     return str(item["id"])

@@ -29,19 +29,18 @@ from typing import Any
 
 from aiohttp import web
 
-from kit.tasks import background
+from kit.tasks import LOOPS, background
 from kit.web import HttpProblem, json_response
 from sync.crypto import wrap_to_public
-from sync.downlink import build
-from sync.envelope import topic_down
 
 from . import catalog_admin
-from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
+from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
 from .pages import page, session
 from .trips import places
 from .db import DB, migrate, transaction
 from .errors import HQError
 from .events import fold_events
+from .sender import NotConnected
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +149,10 @@ async def send(app: web.Application, prereg_id: str) -> bool:
     if row is None:
         return False
     node_id, item = str(row[0]), json.loads(row[1])
-    seq = await app[STORE].next_down_seq(node_id, "prereg")
-    payload = build(app[CONFIG].keys.sign, node_id, "prereg", seq, [item], app[INGEST].hlc.tick())
-    if not await app[WORKER].publish_down(topic_down(node_id, "prereg"), payload):
-        return False
+    try:
+        await app[DOWNLINK].send(node_id, "prereg", [item], "запис не надіслано")
+    except NotConnected:
+        return False  # kept sealed; the loop sends it when the broker is back
     async with transaction(db):
         await db.execute("UPDATE hq_preregs SET sent_at = ?, sends = sends + 1 WHERE prereg_id = ?", (app[CONFIG].clock.now(), prereg_id))
     return True
@@ -197,7 +196,7 @@ async def listing(db: DB, since_day: str, limit: int = 200) -> list[dict[str, An
     ) as cur:
         keys = ("id", "node_id", "date", "slot", "service_code", "stop", "created", "created_by", "sent_at", "sends", "acked_at", "result",
                 "arrived_at", "ticket")
-        rows = [dict(zip(keys, r)) for r in await cur.fetchall()]
+        rows = [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
     for r in rows:
         r["state"] = state(r)
     return rows
@@ -282,11 +281,11 @@ async def _prereg_ctx(app: web.Application) -> AsyncIterator[None]:
             try:
                 await project(app[STORE].db)
                 await resend_due(app, cfg.status_resend_after)
-            except Exception:  # noqa: BLE001 - one bad round must not stop the loop; logged with its traceback
+            except Exception:  # one bad round must not stop the loop; logged with its traceback
                 log.exception("pre-registration downlink round failed")
             await cfg.clock.sleep(cfg.ack_poll_interval)
 
-    async with background(loop(), "hq-prereg-downlink"):
+    async with background(loop, "hq-prereg-downlink", app[LOOPS]):
         yield
 
 

@@ -34,11 +34,11 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from kit.tasks import background
+from kit.tasks import LOOPS, background
 from sync.crypto import SealedRecord, open_with_hq_key
-from sync.db import transaction
+from .db import transaction
 from sync.errors import CryptoError
-from sync.migrate import migrate
+from .db import migrate
 
 from .appkeys import CONFIG, STORE
 from .errors import HQError
@@ -94,7 +94,7 @@ class HttpSmsAdapter:
                 if resp.status in (408, 429) or resp.status >= 500:
                     raise SmsError(f"gateway answered {resp.status}")
                 raise SmsRejected(f"gateway refused: {resp.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise SmsError(f"gateway unreachable: {type(exc).__name__}") from exc
 
 
@@ -237,7 +237,7 @@ class SmsSender:
             self.wake.clear()
             try:
                 await self.run_once()
-            except Exception:  # noqa: BLE001 - one bad round must not stop notices for good; logged with its traceback
+            except Exception:  # one bad round must not stop notices for good; logged with its traceback
                 log.exception("SMS round failed")
             sleep = asyncio.ensure_future(self.store.clock.sleep(await self.next_due_in()))
             woken = asyncio.ensure_future(self.wake.wait())
@@ -262,5 +262,5 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
         sender = SmsSender(app[STORE], cfg.keys.seal, HttpSmsAdapter(cfg.sms_url, cfg.sms_token, session), cfg.sms_retry_min,
                            cfg.sms_retry_max)
         app[SENDER] = sender
-        async with background(sender.run(), "hq-sms"):
+        async with background(sender.run, "hq-sms", app[LOOPS]):
             yield

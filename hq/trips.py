@@ -38,12 +38,9 @@ from kit.geo import haversine
 from sync import crypto
 from sync.figures import admin_rates
 from kit.web import HttpProblem, json_response
-from sync.db import transaction
-from sync.downlink import build
-from sync.envelope import topic_down
-from sync.migrate import migrate
+from .db import migrate, transaction
 
-from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
+from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
 from .pages import page, session
 
 MIGRATIONS = [
@@ -121,16 +118,13 @@ def parse_stops(rows: Iterable[dict[str, str]]) -> list[dict[str, Any]]:
 
 async def plan_trip(app: web.Application, node_id: str, title: str, planned_date: str | None, kind: str, assigned_to: str | None,
                     stops: list[dict[str, Any]], actor: str) -> str:
-    """Sign and send the plan to the van, then keep it; TripPlanError if it cannot go."""
+    """Sign and send the plan to the van, then keep it; TripPlanError if it is wrong, NotConnected if it cannot go now."""
     if kind not in ("van", "home_round"):
         raise TripPlanError("Невідомий вид виїзду")
     store, cfg = app[STORE], app[CONFIG]
     trip_id = uuid.uuid4().hex
     item = trip_item(trip_id, kind, title, planned_date, assigned_to, stops)
-    seq = await store.next_down_seq(node_id, "assign")
-    payload = build(cfg.keys.sign, node_id, "assign", seq, [item], app[INGEST].hlc.tick())
-    if not await app[WORKER].publish_down(topic_down(node_id, "assign"), payload):
-        raise TripPlanError("Немає зв'язку з брокером: план не надіслано")
+    await app[DOWNLINK].send(node_id, "assign", [item], "план не надіслано")
     async with transaction(store.db):
         await store.db.execute(
             "INSERT INTO trip_plans(trip_id, node_id, kind, title, planned_date, assigned_to, stops, created, created_by)"
@@ -414,14 +408,14 @@ async def trip_plan_submit(request: web.Request) -> web.Response:
             date.fromisoformat(planned_date)
         except ValueError as exc:
             raise HttpProblem("Дата має вигляд РРРР-ММ-ДД", code="validation_failed", status=422, fields={"planned_date": "РРРР-ММ-ДД"}) from exc
-    rows = [{k: str(v) for k, v in zip(("place", "lat", "lon", "from", "to", "purpose", "name"), vals)}
-            for vals in zip(*(form.getall(k, []) for k in ("place", "lat", "lon", "from", "to", "purpose", "name")))]
+    rows = [{k: str(v) for k, v in zip(("place", "lat", "lon", "from", "to", "purpose", "name"), vals, strict=True)}
+            for vals in zip(*(form.getall(k, []) for k in ("place", "lat", "lon", "from", "to", "purpose", "name")), strict=False)]  # a short column drops the incomplete rows
     try:
         stops = parse_stops(rows)
         await plan_trip(request.app, node_id, str(form.get("title", "")).strip()[:200], planned_date, str(form.get("kind", "van")),
                         str(form.get("assigned_to", "")).strip() or None, stops, s.username)
     except TripPlanError as exc:
-        raise HttpProblem(str(exc), code="plan_failed", status=422 if "брокер" not in str(exc) else 503) from exc
+        raise HttpProblem(str(exc), code="plan_failed", status=422) from exc
     raise web.HTTPSeeOther("/trips?planned=1")
 
 

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from urllib.parse import urlsplit
-from datetime import datetime, timezone
-from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from kit.sessions import Session, Sessions
 from kit.web import SECURITY_HEADERS, HttpProblem, json_response
 from provisioning.rotation import pending_command_args
-from sync.downlink import COMMANDS, build, command
-from sync.envelope import topic_down
+from sync.downlink import COMMANDS
 
 from . import appstatus, fleet, planning, sms, users, vault
-from .appkeys import CONFIG, INGEST, SESSIONS, STORE, WORKER
-from .pages import page, session, when
+from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE, WORKER
+from .pages import page, session
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -128,7 +123,7 @@ async def record_status(request: web.Request) -> web.Response:
     store, cfg = request.app[STORE], request.app[CONFIG]
     try:
         edit = await appstatus.set_status(store, request.match_info["id"], str(form.get("status", "")), s.username,
-                                          request.app[INGEST].hlc.tick(), notify_sms=bool(cfg.sms_url))
+                                          request.app[DOWNLINK].stamp(), notify_sms=bool(cfg.sms_url))
     except appstatus.StatusError as exc:
         raise HttpProblem(str(exc), code=exc.code, status=404 if exc.code == "not_found" else 422,
                           fields=None if exc.code == "not_found" else {"status": str(exc)}) from exc
@@ -162,16 +157,12 @@ async def send_command(request: web.Request) -> web.Response:
     node_id, kind = str(form.get("node_id", "")), str(form.get("kind", ""))
     if kind not in COMMANDS:
         raise HttpProblem("Невідома команда", code="unknown_command", status=422, fields={"kind": "невідома команда"})
-    store, ingest = request.app[STORE], request.app[INGEST]
+    store = request.app[STORE]
     if node_id not in {n["node_id"] for n in await store.fleet()}:
         raise HttpProblem("Невідомий фургон", code="unknown_node", status=422, fields={"node_id": "невідомий фургон"})
-    seq = await store.next_down_seq(node_id, "cmd")
     cmd_id = uuid.uuid4().hex[:12]
     args = pending_command_args(request.app[CONFIG].keys.directory, node_id) if kind == "rotate_key" else {}  # sealed new keys
-    payload = build(request.app[CONFIG].keys.sign, node_id, "cmd", seq, [command(cmd_id, kind, time.time() + 24 * 3600, **args)], ingest.hlc.tick())
-    sent = await request.app[WORKER].publish_down(topic_down(node_id, "cmd"), payload)
-    if not sent:
-        raise HttpProblem("Немає зв'язку з брокером: команду не надіслано", code="broker_down", status=503)
+    await request.app[DOWNLINK].command(node_id, cmd_id, kind, **args)  # NotConnected: 503 broker_down
     await appstatus.log_command(store, cmd_id, node_id, kind, s.username)  # the console shows the van's ack
     raise web.HTTPSeeOther(f"/?sent={kind}:{node_id}")
 

@@ -182,6 +182,10 @@ NODE = SettingGroup(
         Setting("shutdown_sync_seconds", positive_float, 20.0, "on ignition off: at most this long to deliver what is pending to HQ", "SECONDS"),
         Setting("poweroff_command", str, None, "on ignition off, after the flush and the last sync: run this (e.g. 'systemctl poweroff')",
                 "COMMAND"),
+        Setting("trust_kernel_clock", str, "on", "trust the kernel's 'synchronised' flag that chrony sets (off: only GPS time is"
+                " trusted, e.g. for a node run under libfaketime, whose clock is not the kernel's; assume: take the system clock as"
+                " synchronised, for a development machine or test whose clock is right though nothing disciplines it)",
+                choices=("on", "off", "assume")),
         Setting("https", str, "auto", "serve the van UI over HTTPS with the bundle's ui.crt/ui.key (auto: when the bundle has them)",
                 choices=("auto", "on", "off")),
     ],

@@ -18,13 +18,16 @@ log = logging.getLogger("mobile_office")
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="run broker, HQ and one simulated van on this machine",
-                       description="Runs the whole system on one machine: an MQTT broker (embedded unless --broker), "
+                       description="Runs the whole system on one machine: an MQTT broker (its own Mosquitto, MQTT 5, unless --broker; "
+                       "the embedded amqtt broker only where Mosquitto is not installed), "
                        "HQ, and one van node whose GPS simulator drives a trip from stops.json. Stops on Ctrl-C.")
     p.add_argument("--data-dir", type=Path, default=Path("./demo-data"), help="where the demo keeps HQ, the van and their keys (default: ./demo-data)")
     p.add_argument("--http-port", type=settings.port, default=8080, help="van UI port (default: 8080)")
     p.add_argument("--hq-port", type=settings.port, default=8090, help="HQ dashboard port (default: 8090)")
     p.add_argument("--admin-password", help="password of the demo administrator 'admin' (default: random, printed)")
-    p.add_argument("--broker", type=settings.mqtt_url, help="use this MQTT 5 broker (e.g. mqtt://127.0.0.1:1883 for Mosquitto) instead of the embedded one")
+    p.add_argument("--broker", type=settings.mqtt_url, help="use this MQTT 5 broker (e.g. mqtt://127.0.0.1:1883 for Mosquitto) instead of starting one")
+    p.add_argument("--embedded-broker", action="store_true",
+                   help="use the embedded amqtt broker (MQTT 3.1.1; needs the 'embedded-broker' extra) even if Mosquitto is installed")
     p.add_argument("--gpsd", type=settings.host_port, help="use this gpsd (HOST:PORT) instead of the GPS simulator")
     p.add_argument("--modem", help="serial device of a satellite modem (a real RockBLOCK/9603 or another emulator) instead of the simulated one")
     p.add_argument("--directip-port", type=settings.port, help="port of HQ's Iridium DirectIP receiver (default: a free port, printed)")
@@ -43,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoOptions, run_demo
 
     opts = DemoOptions(args.data_dir, args.http_port, args.hq_port, args.admin_password, args.broker, args.gpsd,
-                       args.modem, args.directip_port, args.trip, args.speedup, args.host, args.dwell_min)
+                       args.modem, args.directip_port, args.trip, args.speedup, args.host, args.dwell_min, args.embedded_broker)
     asyncio.run(run_demo(opts))
     return 0
 
@@ -60,6 +63,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     import signal
 
     from edge.app import create_app
+    from kit.tasks import LOOPS
 
     from . import ignition, sdnotify
     from .nodecli import node_config, power_settings
@@ -78,7 +82,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         log.info("node %s serving on %s://%s:%d/", cfg.node_id, "https" if cfg.https else "http", cfg.http_host, cfg.http_port)
         sdnotify.notify("READY=1")
         try:
-            async with sdnotify.watchdog(), ignition.watch(power, off):
+            async with sdnotify.watchdog(app[LOOPS]), ignition.watch(power, off, app[LOOPS]):  # shown in /api/v1/status
                 waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(off.wait())]
                 try:
                     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -402,7 +406,10 @@ def cmd_sim_sms(args: argparse.Namespace) -> int:
 
 def _add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("report", help="the department's numbers for a period (trips, km, stops, citizens, services, ratings)")
-    p.add_argument("--data-dir", type=Path, required=True, help="a van node's data directory (the one holding node.db) or HQ's (holding hq.db)")
+    p.add_argument("--data-dir", type=Path, required=True,
+                   help="a van node's data directory (the one holding node.db), HQ's (holding hq.db), or the demo's (holding node/ and hq/)")
+    p.add_argument("--side", choices=("van", "hq"),
+                   help="which one to report when the directory holds both a van and HQ (default: the van, and it says so)")
     p.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--to", dest="date_to", required=True, help="last day, YYYY-MM-DD")
     p.add_argument("--format", choices=("json", "csv", "md"), default="md", help="output format (default md)")
@@ -412,7 +419,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 def cmd_report(args: argparse.Namespace) -> int:
     from datetime import date
 
-    from .report import build, render
+    from .report import build, build_hq, render
 
     try:
         start, end = date.fromisoformat(args.date_from), date.fromisoformat(args.date_to)
@@ -420,10 +427,34 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise settings.ConfigError(f"--from/--to: dates as YYYY-MM-DD ({exc})") from exc
     if end < start:
         raise settings.ConfigError("--to is before --from")
-    if not (args.data_dir / "node.db").exists() and not (args.data_dir / "hq.db").exists():
-        raise settings.ConfigError(f"--data-dir: no node.db or hq.db in {args.data_dir}")
-    print(render(build(args.data_dir, start, end), args.format), end="")
+    side, data_dir = report_source(args.data_dir, args.side)
+    print(render(build_hq(data_dir, start, end) if side == "hq" else build(data_dir, start, end), args.format), end="")
     return 0
+
+
+REPORT_DBS = {"van": ("node.db", "node"), "hq": ("hq.db", "hq")}
+
+
+def report_source(data_dir: Path, side: str | None) -> tuple[str, Path]:
+    """The side to report and the directory holding its database: DIR itself, or DIR/node and DIR/hq (the demo's layout)."""
+    found: dict[str, Path] = {}
+    for name, (db, sub) in REPORT_DBS.items():
+        for d in (data_dir, data_dir / sub):
+            if (d / db).exists():
+                found[name] = d
+                break
+    if side is not None:
+        if side not in found:
+            db, sub = REPORT_DBS[side]
+            raise settings.ConfigError(f"--side {side}: no {db} in {data_dir} or {data_dir / sub}")
+        return side, found[side]
+    if not found:
+        raise settings.ConfigError(f"--data-dir: no node.db or hq.db in {data_dir} (nor in its node/ or hq/)")
+    side = "van" if "van" in found else "hq"  # the van first, as a directory holding both always did
+    if len(found) == 2:
+        print(f"mobile-office report: {data_dir} holds a van ({found['van']}) and HQ ({found['hq']}); "
+              f"reporting the van's figures (--side hq for HQ's)", file=sys.stderr)
+    return side, found[side]
 
 
 def _add_config_docs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -1,4 +1,7 @@
-"""`mobile-office demo`: broker, HQ and one simulated van in one process.
+"""`mobile-office demo`: broker, HQ and one simulated van on this machine.
+
+The broker is the demo's own Mosquitto (MQTT 5, as in production) when it is
+installed; the embedded amqtt broker (MQTT 3.1.1) is only a fallback.
 
 It goes through the same provisioning path as a real deployment: HQ keys
 are created once, the van gets an enrolment bundle, the node starts from it.
@@ -8,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,11 +51,73 @@ class DemoOptions:
     speedup: float = 4.0
     host: str = "127.0.0.1"
     dwell_min: float | None = 40.0
+    embedded_broker: bool = False  # the amqtt fallback even where Mosquitto is installed
+
+
+def mosquitto_binary() -> str | None:
+    """Debian puts mosquitto in /usr/sbin, which is not on a normal user's PATH."""
+    return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
+
+
+@contextlib.asynccontextmanager
+async def private_mosquitto(binary: str, workdir: Path, port: int) -> AsyncIterator[str]:
+    """The demo's own Mosquitto on 127.0.0.1 (MQTT 5, the production path), persistent in ``workdir``.
+
+    Anonymous on loopback only: the demo's broker is reachable from this machine alone."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    # Started as root, Mosquitto would drop to its own user, which cannot write a data directory that is root's alone.
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {workdir}/\n"
+                    f"autosave_interval 5\nmax_queued_messages 100000\n{user}", encoding="utf-8")
+    log_file = workdir / "mosquitto.log"
+    with open(log_file, "ab") as out:
+        proc = await asyncio.create_subprocess_exec(binary, "-c", str(conf), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 15.0
+        while True:
+            if proc.returncode is not None:
+                raise SystemExit(f"mobile-office demo: Mosquitto exited at start (code {proc.returncode}); see {log_file}")
+            with contextlib.suppress(OSError):
+                _r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"mobile-office demo: Mosquitto did not listen on port {port}; see {log_file}")
+            await asyncio.sleep(0.05)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def demo_broker(workdir: Path, embedded: bool = False) -> AsyncIterator[tuple[str, str, str]]:
+    """The demo's broker: its URL, MQTT version and a name to print.
+
+    Mosquitto when installed (bin/setup installs it); the embedded amqtt broker
+    (MQTT 3.1.1 only, the optional extra ``embedded-broker``) only where it is
+    missing, or when asked for."""
+    binary = None if embedded else mosquitto_binary()
+    if binary is not None:
+        async with private_mosquitto(binary, workdir, free_port()) as url:
+            yield url, "5", "Mosquitto, MQTT 5"
+        return
+    if importlib.util.find_spec("amqtt") is None:
+        raise SystemExit("mobile-office demo: no MQTT broker: install Mosquitto (bin/setup does, as root) "
+                         "or the embedded fallback: pip install 'mobile-office[embedded-broker]'")
+    async with embedded_broker(free_port()) as url:
+        yield url, "3.1.1", "embedded amqtt, MQTT 3.1.1"  # amqtt speaks MQTT 3.1.1 only
 
 
 @contextlib.asynccontextmanager
 async def embedded_broker(port: int) -> AsyncIterator[str]:
-    from amqtt.broker import Broker
+    from amqtt.broker import Broker  # an optional extra: imported only when the fallback is used
 
     broker = Broker(
         {
@@ -89,6 +156,7 @@ async def _plan_demo_trip(hq_app: object, node_app: object, opts: DemoOptions) -
     from datetime import date
 
     from hq import trips as hq_trips
+    from hq.sender import NotConnected
     from hq.appkeys import STORE as HQ_STORE
     from kit import data_path
 
@@ -113,7 +181,7 @@ async def _plan_demo_trip(hq_app: object, node_app: object, opts: DemoOptions) -
             await hq_trips.plan_trip(hq_app, NODE_ID, trip["name"], today, "van", None,  # type: ignore[arg-type]
                                      hq_trips.parse_stops(rows), "hq-admin")
             return
-        except hq_trips.TripPlanError:
+        except NotConnected:
             await asyncio.sleep(0.2)
     log.warning("demo: could not plan today's trip at HQ (no broker connection)")
 
@@ -134,10 +202,9 @@ async def run_demo(opts: DemoOptions) -> None:
 
     async with contextlib.AsyncExitStack() as stack:
         if opts.broker:
-            broker, version = opts.broker, "5"
+            broker, version, broker_kind = opts.broker, "5", "MQTT 5"
         else:
-            broker = await stack.enter_async_context(embedded_broker(free_port()))
-            version = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
+            broker, version, broker_kind = await stack.enter_async_context(demo_broker(opts.data_dir / "mosquitto", opts.embedded_broker))
         if opts.gpsd:
             gpsd = opts.gpsd
         elif gpsd_binary() is not None:
@@ -192,7 +259,7 @@ async def run_demo(opts: DemoOptions) -> None:
         print(f"HQ dashboard:            http://{opts.host}:{opts.hq_port}/", flush=True)
         print(f"Login: admin / {password}", flush=True)
         print(f"HQ login: hq-admin / {hq_password}", flush=True)
-        print(f"Broker: {broker} · GPS: gpsd {gpsd[0]}:{gpsd[1]} · trip {opts.trip} at x{opts.speedup:g}", flush=True)
+        print(f"Broker: {broker} ({broker_kind}) · GPS: gpsd {gpsd[0]}:{gpsd[1]} · trip {opts.trip} at x{opts.speedup:g}", flush=True)
         print(f"Satellite modem: {modem_device} · HQ DirectIP receiver: port {directip_port}", flush=True)
         print(f"SMS gateway (demo): http://127.0.0.1:{sms_port}/send · messages recorded in {sms_file}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from kit.tasks import background
+from kit.tasks import Loops, background
 from edge.appkeys import CONFIG, STORE, UPLINK
 
 from kit.settings import ConfigError
@@ -61,7 +61,7 @@ def _is_off(path: Path, off_value: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def watch(settings: PowerSettings, off: asyncio.Event) -> AsyncIterator[None]:
+async def watch(settings: PowerSettings, off: asyncio.Event, loops: Loops | None = None) -> AsyncIterator[None]:
     """Poll the ignition input (in an executor: it is a file read) and set ``off`` when it drops."""
     if settings.ignition_gpio is None:
         yield
@@ -77,7 +77,7 @@ async def watch(settings: PowerSettings, off: asyncio.Event) -> AsyncIterator[No
                 return
             await asyncio.sleep(settings.ignition_poll)  # real time: the key turns in real time
 
-    async with background(poll(), "ignition"):
+    async with background(poll, "ignition", loops):
         yield
 
 

@@ -55,6 +55,8 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         max_clock_skew=values["max_clock_skew"],
         retention_days=values["retention_days"],
         https=https,
+        trust_kernel_clock=values["trust_kernel_clock"] != "off",
+        assume_clock_synchronised=values["trust_kernel_clock"] == "assume",
         bundle_dir=bundle_dir,
         secure_cookies=https is not None,
         login_throttle=ThrottleSettings(values["login_max_failures"], values["login_max_failures_per_address"], values["login_lockout"]),

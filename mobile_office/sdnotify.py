@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping
-from kit.tasks import background
+from kit.tasks import Loops, background
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
 
 
 @contextlib.asynccontextmanager
-async def watchdog() -> AsyncIterator[None]:
+async def watchdog(loops: Loops | None = None) -> AsyncIterator[None]:
     """Ping the watchdog from the event loop for as long as the block runs."""
     interval = watchdog_interval()
     if interval is None or _address(os.environ) is None:
@@ -69,5 +69,5 @@ async def watchdog() -> AsyncIterator[None]:
             notify("WATCHDOG=1")
             await asyncio.sleep(interval)  # real time on purpose: systemd measures real time
 
-    async with background(ping(), "sd-watchdog"):
+    async with background(ping, "sd-watchdog", loops):
         yield

@@ -16,16 +16,16 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from sync import crypto
+from sync import crypto, sbdbeat
 
 from .ca import CA
 from .errors import ProvisioningError
@@ -151,3 +151,12 @@ class NodeKeyCache:
     def __call__(self, node_id: str) -> KeyRing | None:
         self._reload()
         return self._keys.get(node_id)
+
+    def heartbeat_keys(self, tag: bytes, hq_seal: X25519PrivateKey) -> Iterator[tuple[str, bytes]]:
+        """Compact satellite heartbeat keys (sync.sbdbeat) of the unrevoked vans whose tag this is, mid-rotation keys too."""
+        self._reload()
+        for node_id, ring in list(self._keys.items()):
+            if sbdbeat.node_tag(node_id) == tag:
+                for pub in (ring.current, ring.next_key):
+                    if pub is not None:
+                        yield node_id, sbdbeat.hq_mac_key(node_id, pub, hq_seal)

@@ -17,7 +17,7 @@ from kit.clock import Clock, ManualClock, SystemClock
 
 from .errors import EnvelopeError
 
-__all__ = ["HLC", "HLC_MAX", "DEFAULT_MAX_SKEW", "ClockSkew", "Clock", "ManualClock", "SystemClock"]
+__all__ = ["DEFAULT_MAX_SKEW", "HLC", "HLC_MAX", "Clock", "ClockSkew", "ManualClock", "SystemClock"]
 
 # Signed 64-bit: what SQLite's INTEGER and PostgreSQL's BIGINT hold.
 HLC_MAX = (1 << 63) - 1

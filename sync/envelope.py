@@ -140,7 +140,7 @@ def encode(env: Envelope, key: Ed25519PrivateKey, compress: bool | None = None) 
         raise EnvelopeError("an envelope carries 1..65535 items")
     if not 0 <= env.hlc <= HLC_MAX:
         raise EnvelopeError(f"HLC {env.hlc} out of range")
-    if not 0 <= env.first_seq or env.first_seq + len(env.items) - 1 > MAX_SEQ:
+    if not env.first_seq >= 0 or env.first_seq + len(env.items) - 1 > MAX_SEQ:
         raise EnvelopeError("sequence number out of range")
     try:
         inst = bytes.fromhex(env.instance)

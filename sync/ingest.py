@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from . import sbdbeat
 from .clock import DEFAULT_MAX_SKEW, HLC, Clock
 from .envelope import Envelope, UP_STREAMS, ack_items, decode, encode, quarantine_item, resend_item, topic_down
 from .errors import EnvelopeError
+from .linkmgr import pack_heartbeat
 from .mqtt import MqttLink, MqttSettings, run_forever
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,10 @@ class IngestSink(Protocol):
 
     async def record_rejection(self, claimed_node: str, channel: str, reason: str) -> None: ...
 
+    async def instance_by_tag(self, node_id: str, tag: bytes, tag_of: Callable[[str], bytes]) -> str | None:
+        """The node's known instance whose ``tag_of`` is ``tag`` (compact satellite heartbeats name it by tag only)."""
+        ...
+
     async def record_status(self, node_id: str, state: str, at: float, depth: dict[str, Any] | None = None) -> None: ...
 
 
@@ -66,10 +72,13 @@ class Ingest:
         key_for: Callable[[str], Ed25519PublicKey | None],
         hq_key: Ed25519PrivateKey,
         clock: Clock,
+        heartbeat_keys: Callable[[bytes], Iterable[tuple[str, bytes]]] | None = None,
         max_clock_skew: float = DEFAULT_MAX_SKEW,
     ) -> None:
         self.sink = sink
         self.key_for = key_for
+        # node tag -> (node id, MAC key) candidates for the compact satellite heartbeat (sync.sbdbeat)
+        self.heartbeat_keys = heartbeat_keys
         self.hq_key = hq_key
         self.clock = clock
         self.hlc = HLC(clock, max_skew=max_clock_skew)
@@ -85,7 +94,7 @@ class Ingest:
         and the message body: same verification, same idempotent storage.
         """
         try:
-            env = decode(payload, self.key_for)
+            env = await self._open_heartbeat(payload) if sbdbeat.is_compact(payload) else decode(payload, self.key_for)
             if env.downlink or env.stream not in UP_STREAMS:
                 raise EnvelopeError("an uplink must carry an up stream")
             if topic_node is not None and topic_node != env.node_id:
@@ -118,6 +127,15 @@ class Ingest:
             return None
         acks = {env.stream: res.contiguous} if res.contiguous > 0 else {}
         return self.make_ack(env.node_id, acks, extra, env.instance)
+
+    async def _open_heartbeat(self, payload: bytes) -> Envelope:
+        """A compact satellite heartbeat becomes the envelope it stands for: one heartbeat item on ``status``."""
+        if self.heartbeat_keys is None:
+            raise EnvelopeError("compact heartbeat, but this HQ has no heartbeat keys")
+        node_id, seq, hb, itag = sbdbeat.open_heartbeat(payload, self.heartbeat_keys)
+        instance = await self.sink.instance_by_tag(node_id, itag, sbdbeat.instance_tag)
+        return Envelope(node_id, "status", seq, (pack_heartbeat(hb),), int(hb.time * 1000) << 16, trusted_time=hb.trusted_time,
+                        instance=instance if instance is not None else sbdbeat.provisional_instance(itag))
 
     def make_ack(self, node_id: str, acks: dict[str, int], extra: list[bytes] | None = None, instance: str = "") -> bytes:
         """``instance``: the node database the ack speaks of (its numbers mean nothing to another)."""

@@ -2,18 +2,19 @@
 
 The decision runs on injected time (``step()`` is one tick), so a test
 drives it with a ManualClock.  When MQTT has been down for
-``sbd_after`` seconds and the modem reports signal (bars >= ``min_signal``),
-every ``sbd_interval`` it sends ONE SBD message (<= 340 bytes): a normal
-envelope v1 on the ``status`` stream whose single item is a compact
-heartbeat (latest position, outbox depth per class, trusted-time flag),
-signed by the node key like everything else.  HQ's DirectIP receiver hands
-the bytes to ``Ingest.handle(payload, channel="sbd")``.  MT messages
-received in the same session are downlink envelopes (urgent commands) and
-go to ``on_downlink``.
+``sbd_after`` seconds and the modem reports signal (bars >= ``min_signal``,
+or unknown), every ``sbd_interval`` it sends ONE SBD message: the compact
+42-byte heartbeat of ``sbdbeat`` (latest position, time quality, backlog
+per class, a truncated MAC under a key shared with HQ at enrolment), one
+50-byte credit.  A node built without HQ's sealing key falls back to a
+signed envelope v1 on the ``status`` stream (three credits).  HQ's DirectIP
+receiver hands the bytes to ``Ingest.handle(payload, channel="sbd")``.  MT
+messages received in the same session are downlink envelopes (urgent
+commands) and go to ``on_downlink``.
 
 The heartbeats travel on their own sequence (``status`` stream, numbered
 by this object and persisted in the outbox tables' counter) so HQ's
-idempotency holds if the modem resends one.
+idempotency holds if the modem resends one, and a replay is a duplicate.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from . import sbdbeat
 from .clock import HLC, Clock
 from .envelope import Envelope, encode
 from .errors import SyncError
+from .sbdbeat import Heartbeat
 
 if TYPE_CHECKING:
     from .uplink import Uplink
@@ -55,18 +58,6 @@ class SbdModemLike(Protocol):
     async def receive(self) -> list[bytes]: ...
 
     async def signal(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    time: float
-    lat: float
-    lon: float
-    speed: float
-    course: float
-    trusted_time: bool
-    has_fix: bool
-    depth: dict[str, int]
 
 
 STREAM_CODES = {"status": 1, "pos": 2, "rec": 3, "audit": 4, "evt": 5, "blob": 6}
@@ -108,9 +99,11 @@ class LinkManager:
         sbd_after: float = 300.0,
         sbd_interval: float = 900.0,
         min_signal: int = 2,
+        mac_key: bytes | None = None,
         instance: Callable[[], str] = lambda: "",
     ) -> None:
         self.node_id = node_id
+        self.mac_key = mac_key  # the compact heartbeat's key (sbdbeat); None: a signed envelope
         self.instance = instance  # the node database's instance id, as the uplink read it
         self._key = key
         self.clock = clock
@@ -130,6 +123,8 @@ class LinkManager:
         self.sbd_failed = 0
 
     def encode_heartbeat(self, hb: Heartbeat, seq: int) -> bytes:
+        if self.mac_key is not None:
+            return sbdbeat.pack(self.node_id, seq, hb, self.mac_key, self.instance())
         env = Envelope(self.node_id, "status", seq, (pack_heartbeat(hb),), self.hlc.tick(), trusted_time=hb.trusted_time,
                        instance=self.instance())
         data = encode(env, self._key, compress=False)
@@ -154,7 +149,7 @@ class LinkManager:
             return "idle"
         try:
             bars = await self.modem.signal()
-        except Exception as exc:  # the modem's own error root; a flaky modem must not stop the loop
+        except Exception as exc:  # noqa: BLE001 - the modem's own error root; a flaky modem must not stop the loop
             log.warning("modem signal query failed: %s", type(exc).__name__)
             return "no_signal"
         if bars < self.min_signal:
@@ -162,7 +157,7 @@ class LinkManager:
         data = self.encode_heartbeat(await self.heartbeat(), await self.next_seq())
         try:
             result = await self.modem.send(data)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed send is counted and retried, never fatal to the loop
             log.warning("SBD send failed: %s", type(exc).__name__)
             self.sbd_failed += 1
             return "failed"
@@ -175,7 +170,7 @@ class LinkManager:
             try:
                 for mt in await self.modem.receive():
                     await self.on_downlink(mt)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the MO was sent: a receive failure must not turn it into a failed send
                 log.warning("SBD receive failed: %s", type(exc).__name__)
         return "sent"
 
@@ -186,7 +181,7 @@ class LinkManager:
 
 
 def for_uplink(uplink: Uplink, modem: SbdModemLike | None, sbd_after: float = 300.0, sbd_interval: float = 900.0,
-               min_signal: int = 2) -> LinkManager:
+               min_signal: int = 2, hq_seal_public: X25519PublicKey | None = None) -> LinkManager:
     """The node's link manager over its MQTT uplink: what edge constructs with the (entered) modem."""
 
     async def heartbeat() -> Heartbeat:
@@ -201,4 +196,6 @@ def for_uplink(uplink: Uplink, modem: SbdModemLike | None, sbd_after: float = 30
         )
 
     return LinkManager(uplink.node_id, uplink.signing_key, uplink.clock, modem, lambda: uplink.status.mqtt_up, heartbeat,
-                       uplink.sbd_seq, uplink.handle_sbd_downlink, sbd_after, sbd_interval, min_signal, lambda: uplink.instance)
+                       uplink.sbd_seq, uplink.handle_sbd_downlink, sbd_after, sbd_interval, min_signal,
+                       sbdbeat.node_mac_key(uplink.node_id, uplink.signing_key, hq_seal_public) if hq_seal_public else None,
+                       lambda: uplink.instance)

@@ -216,7 +216,7 @@ class MqttLink:
             return
         try:
             client.disconnect()
-        except Exception:  # already gone
+        except Exception:  # noqa: BLE001 - already gone
             pass
         # loop_stop joins the network thread: keep that off the event loop.
         await asyncio.get_running_loop().run_in_executor(None, client.loop_stop)
@@ -242,7 +242,7 @@ class MqttLink:
             self._pending[info.mid] = fut
         try:
             await asyncio.wait_for(fut, self.settings.publish_timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             self._pending.pop(info.mid, None)
             raise PublishTimeout(f"no PUBACK for {topic} within {self.settings.publish_timeout}s") from exc
 

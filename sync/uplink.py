@@ -119,6 +119,8 @@ class Uplink:
                 self.downlink.register(kind, handler)
             await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._set_link_state)
         finally:
+            if self.status.mqtt_up:
+                self._set_link_state(False)  # a crash left the session: the status must not say "up" while it restarts
             await self._db.close()
 
     def _set_link_state(self, up: bool) -> None:
@@ -155,7 +157,7 @@ class Uplink:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.ack_timeout / 2)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def _drain_once(self, link: MqttLink) -> bool:

@@ -145,9 +145,8 @@ class Proc:
 
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
     log.parent.mkdir(parents=True, exist_ok=True)
-    f = open(log, "ab")
-    proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})})
-    f.close()
+    with open(log, "ab") as f:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})})
     return Proc(proc, log)
 
 

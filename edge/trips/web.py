@@ -115,7 +115,7 @@ async def trip_gpx(request: web.Request) -> web.Response:
 
 
 async def trip_geojson(request: web.Request) -> web.Response:
-    _day_, pts, stops, names = await _day(request)
+    _, pts, stops, names = await _day(request)
     return json_response(export.geojson(pts, stops, names))
 
 

@@ -10,6 +10,7 @@ import pytest
 from firmware_sim.gateway import SatelliteGateway
 from firmware_sim.modem import ModemSim, ModemSimConfig
 from provisioning.keys import NodeBundle
+from sync import sbdbeat
 from tests.conftest import Proc, free_port, http_ok, mobile_office_cmd, spawn
 from tests.helpers import ApiClient
 
@@ -37,7 +38,8 @@ async def test_heartbeat_by_satellite_when_mqtt_is_down(tmp_path: Path, bundle: 
                     break
             await asyncio.sleep(0.2)
         assert fleet and fleet[0]["node_id"] == "van-01" and fleet[0]["link"] == "sbd", (fleet, node.output()[-2000:])
-        assert gw.delivered and all(len(p) <= 340 for _, _, p in gw.delivered)
+        # the compact heartbeat: one 50-byte credit each, keyed from the bundle's enrolment keys
+        assert gw.delivered and all(len(p) == sbdbeat.SIZE <= 50 for _, _, p in gw.delivered)
         assert gw.confirmed >= 1
         status = await asyncio.to_thread(ApiClient(f"http://127.0.0.1:{node_port}").get, "/api/v1/status")
         assert status["link"]["mqtt"] == "down" and status["link"]["satellite"]["sessions_ok"] >= 1

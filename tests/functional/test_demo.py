@@ -1,12 +1,14 @@
-"""`mobile-office demo` starts on a bare machine, answers on both ports, stops cleanly."""
+"""`mobile-office demo` starts on a bare machine on its own Mosquitto, answers on both ports, stops cleanly."""
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
+from tests.conftest import Proc, free_port, http_ok, mobile_office_cmd, mosquitto_path, spawn, wait_until
 from tests.helpers import ApiClient
 
 pytestmark = pytest.mark.functional
@@ -23,6 +25,10 @@ def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path, procs: list[Proc])
     out = demo.output()
     assert f"http://127.0.0.1:{node_port}/" in out and f"http://127.0.0.1:{hq_port}/" in out
     assert "admin / демо-пароль" in out
+    # The production MQTT 5 path: the demo's own Mosquitto (bin/setup installs it); amqtt only where it is missing.
+    broker = re.search(r"Broker: (mqtt://127\.0\.0\.1:\d+) \(([^)]+)\)", out)
+    assert broker is not None, out
+    assert broker.group(2) == ("Mosquitto, MQTT 5" if mosquitto_path() else "embedded amqtt, MQTT 3.1.1")
 
     api = ApiClient(f"http://127.0.0.1:{node_port}")
     api.login("admin", "демо-пароль")
@@ -37,3 +43,5 @@ def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path, procs: list[Proc])
     out = demo.output()
     assert "Traceback" not in out, out[-3000:]
     assert not http_ok(f"http://127.0.0.1:{node_port}/healthz")
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", int(broker.group(1).rsplit(":", 1)[1]))) != 0  # its broker stopped with it

@@ -78,5 +78,5 @@ def test_records_survive_node_kill_and_reach_hq_exactly_once(tmp_path: Path, bun
     assert fleet[0]["node_id"] == "van-01" and fleet[0]["records"] == len(APPLICANTS)
     # Nothing personal crossed in clear: the names are not in HQ's database file.
     raw = (hq_dir / "hq.db").read_bytes()
-    for surname, given, rnokpp, _ in APPLICANTS:
+    for surname, _given, rnokpp, _ in APPLICANTS:
         assert surname.encode() not in raw and rnokpp.encode() not in raw

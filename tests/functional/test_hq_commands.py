@@ -30,7 +30,9 @@ def publish(broker: Broker, topic: str, payload: bytes) -> None:
 def test_signed_lock_command(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle, mosquitto: Broker, procs: list[Proc]) -> None:
     port = free_port()
     node = spawn(mobile_office_cmd("node", "--bundle", str(bundle.directory), "--data-dir", str(tmp_path / "node"), "--broker", mosquitto.url,
-                                   "--gpsd", f"127.0.0.1:{free_port()}", "--http-host", "127.0.0.1", "--http-port", str(port)), tmp_path / "node.log")
+                                   "--gpsd", f"127.0.0.1:{free_port()}", "--http-host", "127.0.0.1", "--http-port", str(port),
+                                   # expiry is judged in trusted time; this machine's clock is right but nothing disciplines it
+                                   "--trust-kernel-clock", "assume"), tmp_path / "node.log")
     procs.append(node)
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 30, what="node")
     api = ApiClient(f"http://127.0.0.1:{port}")
@@ -48,5 +50,5 @@ def test_signed_lock_command(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle
 
     publish(mosquitto, "mo/v1/van-01/down/cmd", build(hq_keys.sign, "van-01", "cmd", 2, [command("c-3", "lock", time.time() + 600)], 2))
     wait_until(lambda: api.get("/api/v1/status")["store"]["locked"] is True, 30, what="the store to lock")
-    status, doc = api.request("POST", "/api/v1/applications", {"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
+    status, _ = api.request("POST", "/api/v1/applications", {"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
     assert status == 401  # the session was closed with the lock

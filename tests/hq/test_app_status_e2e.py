@@ -46,7 +46,7 @@ def test_status_flows_to_the_van_once_and_newer_wins(tmp_path: Path, hq_keys: HQ
     for new in ("in_progress", "ready"):
         status, page = officer.post(f"/records/{rid}/status", {"csrf": officer.csrf(), "status": new})
         assert status == 200 and saved["number"] in page  # redirected to the list
-        wait_until(lambda: st.van_status(rid) == new, 60, what=f"status {new} at the van")
+        wait_until(lambda new=new: st.van_status(rid) == new, 60, what=f"status {new} at the van")
 
     # HQ hears the van's acknowledgement of each edit; both are in HQ's audited history.
     def acked() -> list[dict[str, object]] | None:

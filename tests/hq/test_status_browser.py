@@ -26,7 +26,7 @@ def tiles() -> Iterator[tuple[str, list[str]]]:
     seen: list[str] = []
 
     class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:  # http.server's name
             seen.append(self.path)
             self.send_response(200)
             self.send_header("Content-Type", "image/png")

@@ -174,7 +174,7 @@ def test_node_and_hq_over_mutual_tls(broker: tuple[int, Path, subprocess.Popen[b
         wait_until(lambda: http_ok(f"http://127.0.0.1:{node_port}/healthz") and http_ok(f"http://127.0.0.1:{hq_port}/healthz"), 30, what="node and HQ")
         api = ApiClient(f"http://127.0.0.1:{node_port}")
         api.login("admin", ADMIN_PASSWORD)
-        status, doc = api.request("POST", "/api/v1/applications", {"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
+        status, _ = api.request("POST", "/api/v1/applications", {"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
         assert status == 201
         wait_until(lambda: api.get("/api/v1/status")["outbox"]["by_stream"]["rec"]["pending"] == 0, 60, what="HQ's ack over mTLS")
         assert ApiClient(f"http://127.0.0.1:{hq_port}").get("/api/v1/stats")["records"] == 1

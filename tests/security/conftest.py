@@ -111,7 +111,7 @@ def route_paths(app: web.Application, methods: set[str]) -> list[tuple[str, str,
             formatter, pattern = str(info["formatter"]), info["pattern"]
             names = re.findall(r"\{(\w+)\}", formatter)
             for combo in itertools.product(SAMPLE_VALUES, repeat=len(names)):
-                path = formatter.format(**dict(zip(names, combo)))
+                path = formatter.format(**dict(zip(names, combo, strict=True)))
                 if pattern.fullmatch(path):
                     out.append((route.method, path, True))
                     break

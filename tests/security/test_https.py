@@ -72,7 +72,7 @@ def test_node_serves_https_with_the_bundle_certificate(tmp_path: Path, procs: li
 def test_https_setting(bundle: NodeBundle, hq_keys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # A bundle without the UI certificate (as the demo and most tests make): auto is plain HTTP, on is refused in one line.
     assert node_config(bundle.directory, None, {"https": "auto"}).https is None
-    with pytest.raises(ProvisioningError, match="ui.crt"):
+    with pytest.raises(ProvisioningError, match=r"ui\.crt"):
         node_config(bundle.directory, None, {"https": "on"})
     with pytest.raises(ConfigError, match="--https"):
         node_config(bundle.directory, None, {"https": "maybe"})

@@ -128,7 +128,7 @@ async def test_no_page_has_inline_script_or_event_handlers(node: Node) -> None:
     await form_login(c)
     pages = [p for m, p, dyn in route_paths(node.app, {"GET"}) if not dyn and not p.startswith(("/api/", "/healthz")) and "." not in p]
     assert "/applications/new" in pages
-    for path in pages + ["/login"]:
+    for path in [*pages, "/login"]:
         r = await c.get(path)
         if "text/html" not in r.headers.get("Content-Type", ""):
             continue

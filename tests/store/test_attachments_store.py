@@ -31,7 +31,7 @@ async def test_saved_in_the_intake_transaction_after_the_record(store: Store) ->
     saved = await store.create_applications("Шевченко", "Тарас", "1759013776", ["RES-01"], "admin", then=then, notes="звірено")
     rows = await att.list(saved[0].id)
     assert len(rows) == 1 and rows[0].size == len(up.data)
-    info, name, data = await att.read(rows[0].id, "admin")
+    _, name, data = await att.read(rows[0].id, "admin")
     assert (name, data) == ("pass.jpg", up.data)
     assert (await store.read_application(saved[0].id, "admin"))["notes"] == "звірено"
     async with store.db.execute("SELECT stream, COUNT(*), MIN(created), MAX(created) FROM outbox WHERE stream IN ('rec', 'blob') GROUP BY stream") as cur:

@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import aiosqlite
@@ -209,7 +210,7 @@ async def test_node_killed_with_sigkill_while_submitting_and_draining(mosquitto:
                     proc.send_signal(signal.SIGKILL)
                     proc.wait(10)
             lines = out.read_text().split()
-            got = [int(x) for a, x in zip(lines, lines[1:]) if a == "saved"]
+            got = [int(x) for a, x in pairwise(lines) if a == "saved"]
             saved += got
             # the record being written when killed may or may not have committed; its number is then reused:
             # what counts is that HQ matches what was printed, and numbering stays dense.

@@ -56,7 +56,7 @@ async def test_commands_and_catalogue_reach_the_node_once(mosquitto, tmp_path: P
         catalogs.append(int(doc["version"]))  # type: ignore[call-overload]
 
     async with hq_workers(mosquitto.url, hq_db, nk, hk, n=1) as workers:
-        worker, store = workers[0]
+        worker, _ = workers[0]
         await wait_for(lambda: _true(worker.connected), what="HQ worker")
         # the catalogue is retained: published before the node exists, it still arrives
         cat = downlink.build(hk, "all", "catalog", 3, [{"version": 3, "services": ["S1"]}], 1)

@@ -137,7 +137,7 @@ def test_hq_quarantines_an_envelope_with_a_poisoned_hlc_and_keeps_acking(hq: Hq,
     seq = hq.next_seq("van-01", "rec")
     raw = forged_hlc(encode(Envelope("van-01", "rec", seq, (record(f"p{seq}"),), 0), hq.keys.node), hlc, hq.keys.node)
     before = hq.ingest.hlc.last
-    ack_env, msg = hq.handle(raw)
+    _ack_env, msg = hq.handle(raw)
     assert msg.acks == {"rec": seq}  # held, so the stream goes on
     out_of_bounds = hq.ingest.hlc.check(hlc) is not None
     if out_of_bounds:
@@ -223,7 +223,7 @@ def test_no_item_blocks_its_stream_or_the_worker(hq: Hq, stream: str, body: byte
     good_seq = seq if before else seq + 1
     good = good_item(stream, good_seq)
     items = (good, body) if before else (body, good)
-    env, msg = hq.handle(encode(Envelope("van-01", stream, seq, items, int(NOW * 1000) << 16), hq.keys.node))
+    _env, msg = hq.handle(encode(Envelope("van-01", stream, seq, items, int(NOW * 1000) << 16), hq.keys.node))
     assert msg.acks == {stream: seq + 1} and not msg.resend_from
     stored = dict(hq.sql("SELECT seq, payload FROM items WHERE node_id = 'van-01' AND stream = ? AND seq >= ?", (stream, seq)))
     assert bytes(stored[seq]) == items[0] and bytes(stored[seq + 1]) == items[1]

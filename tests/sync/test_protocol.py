@@ -146,7 +146,7 @@ class FakeSatellite:
     sent: list[bytes] = field(default_factory=list)
     mt: list[bytes] = field(default_factory=list)
 
-    async def send(self, payload: bytes) -> "FakeSatellite.Result":
+    async def send(self, payload: bytes) -> FakeSatellite.Result:
         assert len(payload) <= SBD_MO_MAX
         self.sent.append(payload)
         return FakeSatellite.Result(True)

@@ -29,7 +29,7 @@ async def test_trip_page_gpx_and_geojson(bundle: NodeBundle, tmp_path: Path) -> 
         db = app[STORE].db
         await create_schema(db)
         rec = TrackRecorder(db, ManualClock(T0))
-        route, pts = drive("TRIP-STRIKE", seed=2)
+        _, pts = drive("TRIP-STRIKE", seed=2)
         for p in pts:
             rec.on_fix(Fix(p.t, p.lat, p.lon, 3, p.speed, None, received=p.t))
         await rec.flush()
@@ -60,7 +60,7 @@ async def test_one_trip_as_gpx_with_its_recorded_stops(bundle: NodeBundle, tmp_p
                                   "stops": [{"place": None, "name": "Двір школи № 12", "lat": 47.885, "lon": 33.355, "purpose": "attack"}]})
         rec = TrackRecorder(app[STORE].db, ManualClock(T0))
         rec.listeners.append(trips.on_points)  # the GPS runs the lifecycle: departed, at the stop, returned
-        route, pts = drive("TRIP-STRIKE", seed=2)
+        _, pts = drive("TRIP-STRIKE", seed=2)
         for i, p in enumerate(pts + [type(pts[-1])(pts[-1].t + s, pts[-1].lat, pts[-1].lon) for s in range(1, 400)]):
             rec.on_fix(Fix(p.t, p.lat, p.lon, 3, p.speed, None, received=p.t))
             if i % 30 == 29:

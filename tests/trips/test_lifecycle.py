@@ -106,7 +106,7 @@ async def test_a_simulated_day_runs_the_lifecycle_and_links_records(day: Day) ->
     await day.rec.flush()
     assert (await day.trips.get("plan-north")).state == "planned"
 
-    idp, mas = route.waypoints[1], route.waypoints[2]
+    idp = route.waypoints[1]
     legs = route.legs()
     arrive_idp = legs[0][2] / route.speed
     leave_idp = arrive_idp + idp.dwell_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -81,7 +82,7 @@ def test_parked_jitter_adds_no_kilometres() -> None:
 def test_properties(raw: list[tuple[float, float, float]], rnd: random.Random) -> None:
     pts = [Point(T0 + t, lat, lon) for t, lat, lon in raw]
     cleaned = clean(pts)
-    assert all(b.t > a.t for a, b in zip(cleaned, cleaned[1:]))
+    assert all(b.t > a.t for a, b in pairwise(cleaned))
     assert distance_m(cleaned) >= 0
     shuffled = pts[:]
     rnd.shuffle(shuffled)
