@@ -245,7 +245,7 @@ async def test_home_visit_gets_its_gps_stop_as_evidence(day: Day, hq_keys: HQKey
         docs = [json.loads(r[0]) async for r in cur]
     assert [d["type"] for d in docs].count("visit_evidence") == 1
     # The point travels sealed to HQ: no coordinate, no category in any event HQ receives.
-    sent = [d for d in docs if d["type"] == "visit_evidence"][0]
+    sent = next(d for d in docs if d["type"] == "visit_evidence")
     assert "lat" not in sent and "lon" not in sent and not any("categor" in json.dumps(d) or "age80" in json.dumps(d) for d in docs)
     assert evidence_distance("van-01", sent, hq_keys.seal, None) is None  # HQ has no address point: nothing to show
     assert evidence_distance("van-01", sent, hq_keys.seal, (hv["lat"], hv["lon"])) < 80  # type: ignore[operator]
