@@ -75,7 +75,8 @@ async def _subscribed(broker: Broker, topic: str, seen: list[bytes]) -> None:
 async def test_a_message_whose_handler_fails_is_delivered_again(mosquitto: Broker) -> None:
     seen: list[bytes] = []
     stored: list[bytes] = []
-    fail = {b"m1": 1, b"m2": 2}  # m1 fails once, m2 twice (database locked), m3 never
+    # m1 fails once, m2 more often than a bug would be tolerated (a locked database is transient: never given up), m3 never
+    fail = {b"m1": 1, b"m2": MAX_ATTEMPTS + 1}
 
     async def handler(topic: str, payload: bytes) -> None:
         seen.append(payload)
@@ -98,7 +99,7 @@ async def test_a_message_whose_handler_fails_is_delivered_again(mosquitto: Broke
             await asyncio.to_thread(_publish, mosquitto, "mo/v1/van-xx/down/cmd", p)
         # at least once: a success whose ack was cut by another message's failure comes again (handlers are idempotent)
         await _until(lambda: {b"m1", b"m2", b"m3"} <= set(stored), "every message stored")
-        assert seen.count(b"m1") >= 2 and seen.count(b"m2") >= 3
+        assert seen.count(b"m1") >= 2 and seen.count(b"m2") >= MAX_ATTEMPTS + 2
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
