@@ -25,7 +25,7 @@ from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
-from . import api, app_status, hardening, rotation, supervisor, views
+from . import api, app_status, cardkeys, hardening, passwords, rotation, supervisor, views
 from . import catalog as catalog_store
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, TRIPS, UPLINK, VISITS
 from .appkeys import ATTACHMENTS, GPS_TIMES, PREREG
@@ -53,6 +53,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store.node_seal_wrapped = cfg.node_seal_wrapped
     if await store.import_keyslots(cfg.keyslots):
         log.info("node %s: keyslots imported from the enrolment bundle", cfg.node_id)
+    if cfg.bundle_dir is not None:
+        await cardkeys.destroy_bundle_secrets(store, cfg.bundle_dir)
     app[STORE] = store
     app[DESK] = ServiceDesk(store)
     app[VISITS] = HomeVisits(store)
@@ -79,11 +81,35 @@ async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
         while True:
             n = await store.shred_expired(cfg.retention_days * 86400)
             n += await app[ATTACHMENTS].shred_expired(cfg.retention_days * 86400)
+            await store.shred_track(cfg.track_retention_days * 86400)
             if n:
                 log.info("shredded the local copy of %d records held by HQ", n)
             await cfg.clock.sleep(cfg.shred_interval)
 
     async with background(shred_forever, "shredder", app[LOOPS]):
+        yield
+
+
+async def _locker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Lock the store again (drop the node key from memory) once no administrator has been logged in for ``lock_grace``."""
+    cfg, store, sessions = app[CONFIG], app[STORE], app[SESSIONS]
+
+    async def lock_when_idle() -> None:
+        idle_since: float | None = None
+        while True:
+            await cfg.clock.sleep(min(cfg.lock_grace / 2, 30.0))
+            if store.locked or sessions.purge():
+                idle_since = None
+                continue
+            now = cfg.clock.monotonic()
+            if idle_since is None:
+                idle_since = now
+            elif now - idle_since >= cfg.lock_grace:
+                store.lock()
+                idle_since = None
+                log.info("store locked: no administrator logged in for %.0f s", cfg.lock_grace)
+
+    async with background(lock_when_idle(), "locker"):
         yield
 
 
@@ -119,7 +145,7 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    mqtt = MqttSettings(url=cfg.broker, client_id=cfg.node_id, version=cfg.mqtt_version, tls=cfg.mqtt_tls)
+    mqtt = MqttSettings(url=cfg.broker, client_id=cfg.node_id, version=cfg.mqtt_version, tls=cfg.mqtt_tls, keepalive=cfg.mqtt_keepalive)
     gps = app[GPS]
 
     time = app[STORE].time
@@ -153,6 +179,8 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def shred(doc: dict[str, object]) -> None:
         n = await store.shred_expired(0.0)  # everything HQ already holds, whatever its age
+        n += await app[ATTACHMENTS].shred_expired(0.0)
+        await store.shred_track(0.0)
         log.warning("HQ command: shredded the local copy of %d records", n)
 
     async def rotate_key(doc: dict[str, object]) -> None:
@@ -195,14 +223,14 @@ async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: NodeConfig) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, *hardening.MIDDLEWARES], client_max_size=2 * 1024 * 1024)
+    app = web.Application(middlewares=[error_middleware, *hardening.MIDDLEWARES, passwords.middleware], client_max_size=2 * 1024 * 1024)
     if not isinstance(config.clock, TimeSource):
         # every part of the node reads time through this: "now, and how sure" (kit/timesource.py)
         config.clock = TimeSource(config.clock, config.floor_path, trust_kernel=config.trust_kernel_clock,
                                   assume_synchronised=config.assume_clock_synchronised)
     app[CONFIG] = config
     app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /api/v1/status
-    app[SESSIONS] = Sessions(config.clock, config.session_timeout)
+    app[SESSIONS] = Sessions(config.clock, config.session_timeout, max_age=config.session_max_age)
     app[hardening.THROTTLE] = LoginThrottle(config.clock, config.login_throttle)
     app[hardening.PRE_SECRET] = secrets.token_bytes(32)
     app[CATALOG] = Catalog.load()
@@ -212,12 +240,14 @@ def create_app(config: NodeConfig) -> web.Application:
     views.install_filters(env)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_shredder_ctx)
+    app.cleanup_ctx.append(_locker_ctx)
     app.cleanup_ctx.append(_gps_ctx)
     app.cleanup_ctx.append(_uplink_ctx)
     app.cleanup_ctx.append(_modem_ctx)
     api.add_routes(app)
     views.add_routes(app)
     supervisor.add_routes(app)
+    passwords.add_routes(app)
     trips_web.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app

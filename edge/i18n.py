@@ -218,6 +218,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "admins.username": {"uk": "Ім'я користувача", "en": "Username"},
     "admins.role": {"uk": "Роль", "en": "Role"},
     "admins.password": {"uk": "Пароль (щонайменше 10 символів)", "en": "Password (at least 10 characters)"},
+    "nav.password": {"uk": "Змінити пароль", "en": "Change password"},
     "admins.add": {"uk": "Додати адміністратора", "en": "Add an administrator"},
     "admins.remove": {"uk": "Видалити", "en": "Remove"},
     "admins.added": {"uk": "Адміністратора додано", "en": "Administrator added"},
@@ -227,6 +228,44 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "prereg.person": {"uk": "Громадянин", "en": "Citizen"},
     "prereg.arrived": {"uk": "Прибув — видати талон", "en": "Arrived: issue a ticket"},
     "prereg.locked": {"uk": "дані зашифровані до входу", "en": "encrypted until login"},
+    "password.title": {"uk": "Зміна пароля", "en": "Change password"},
+    "password.required": {
+        "uk": "Ви увійшли з одноразовим паролем. Задайте власний пароль, щоб продовжити роботу.",
+        "en": "You logged in with a one-time password. Set your own password to continue.",
+    },
+    "password.old": {"uk": "Поточний пароль", "en": "Current password"},
+    "password.new": {"uk": "Новий пароль", "en": "New password"},
+    "password.repeat": {"uk": "Новий пароль ще раз", "en": "New password again"},
+    "password.submit": {"uk": "Змінити пароль", "en": "Change password"},
+    "password.changed": {"uk": "Пароль змінено. Інші сеанси з цим іменем завершено.", "en": "Password changed. Your other sessions were ended."},
+    "password.hint": {
+        "uk": "Щонайменше {min} символів; не поширений пароль і не ваше ім'я користувача. Зручно: кілька слів через дефіс.",
+        "en": "At least {min} characters; not a common password and not your username. Several words with hyphens work well.",
+    },
+    "password.too_short": {"uk": "Пароль має бути не коротшим за {min} символів", "en": "The password must be at least {min} characters long"},
+    "password.common": {
+        "uk": "Цей пароль надто поширений: його вгадують першим. Оберіть інший",
+        "en": "This password is too common: it is the first one guessed. Choose another",
+    },
+    "password.has_username": {"uk": "Пароль не може містити ім'я користувача", "en": "The password must not contain the username"},
+    "password.same": {"uk": "Новий пароль має відрізнятися від поточного", "en": "The new password must differ from the current one"},
+    "password.mismatch": {"uk": "Паролі не збігаються", "en": "The passwords do not match"},
+    "password.wrong_old": {"uk": "Поточний пароль неправильний", "en": "The current password is wrong"},
+    "admins.reset": {"uk": "Скинути пароль", "en": "Reset password"},
+    "admins.one_time": {
+        "uk": "Одноразовий пароль для {user}: {password}. Передайте його особисто; його буде показано лише зараз, "
+              "а під час першого входу його треба змінити.",
+        "en": "One-time password for {user}: {password}. Hand it over in person; it is shown only now and must be changed at the first login.",
+    },
+    "admins.rotate": {"uk": "Замінити ключ вузла", "en": "Replace the node key"},
+    "admins.rotate_hint": {
+        "uk": "Після видалення адміністратора, який міг знати ключ вузла: усі дані перешифровуються новим ключем, "
+              "інші адміністратори отримують нові одноразові паролі.",
+        "en": "After removing an administrator who may have known the node key: everything is rewrapped under a new key, "
+              "the other administrators get new one-time passwords.",
+    },
+    "admins.rotate_password": {"uk": "Ваш пароль (підтвердження)", "en": "Your password (confirmation)"},
+    "admins.rotated": {"uk": "Ключ вузла замінено.", "en": "The node key was replaced."},
     "login.throttled": {
         "uk": "Забагато невдалих спроб входу. Спробуйте знову о {time} (приблизно через {minutes} хв).",
         "en": "Too many failed login attempts. Try again at {time} (in about {minutes} min).",

@@ -17,6 +17,7 @@ from sync import crypto, outbox
 from sync.db import transaction
 
 from . import audit
+from .roles import CASE_ADMIN, SUPERVISOR
 from .store import Store
 
 
@@ -53,10 +54,26 @@ class HomeVisits:
             )
         self.store._notify()
 
-    async def list(self, actor: str) -> list[Visit]:
+    @staticmethod
+    def _scope(actor: str, role: str | None) -> tuple[str, tuple[str, ...]]:
+        """Who sees which visit: a supervisor every one; a case administrator their own and the unassigned; anyone else their own."""
+        if role == SUPERVISOR:
+            return "1", ()
+        if role == CASE_ADMIN:
+            return "(assigned_to = ? OR assigned_to IS NULL OR assigned_to = '')", (actor,)
+        return "assigned_to = ?", (actor,)
+
+    async def visible(self, visit_id: str, actor: str, role: str | None) -> bool:
+        where, args = self._scope(actor, role)
+        async with self.db.execute(f"SELECT 1 FROM visits WHERE id = ? AND {where}", (visit_id, *args)) as cur:
+            return await cur.fetchone() is not None
+
+    async def list(self, actor: str, role: str | None = None) -> list[Visit]:
+        """The visits ``actor`` may see (``_scope``); each opened one is an audited read."""
         key = self.store.seal_key
+        where, args = self._scope(actor, role)
         async with self.db.execute(
-            "SELECT id, status, planned_date, assigned_to, sealed FROM visits ORDER BY planned_date, received"
+            f"SELECT id, status, planned_date, assigned_to, sealed FROM visits WHERE {where} ORDER BY planned_date, received", args
         ) as cur:
             rows = await cur.fetchall()
         out = []

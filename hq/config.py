@@ -20,6 +20,8 @@ class HQConfig:
     host: str = "0.0.0.0"
     port: int = 8090
     directip_port: int | None = None
+    directip_gateways: tuple[str, ...] = ("127.0.0.1",)
+    directip_reject_log_interval: float = 3600.0
     session_timeout: float = 1800.0
     mqtt_tls: ssl.SSLContext | None = None
     clock: Clock = field(default_factory=SystemClock)

@@ -28,8 +28,8 @@ import hashlib
 import json
 import logging
 import struct
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sync.clock import Clock
@@ -128,6 +128,9 @@ class HQStore:
     def __init__(self, db: DB, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        # Vans HQ still listens to (enrolled, not revoked); the app ties it to the key directory.
+        self.node_active: Callable[[str], bool] = lambda _node: True
+        self._ignored_status: set[str] = set()
 
     @property
     def backend(self) -> str:
@@ -360,7 +363,7 @@ class HQStore:
         elif stream == "evt":
             if item[:1] == b"{" and b'"time_fix"' in item:  # the one event HQ's store folds itself (hq/timefix.py)
                 try:
-                    doc = json.loads(item)
+                    doc = safejson.loads(item)
                     if isinstance(doc, dict) and doc.get("type") == "time_fix":
                         await timefix.time_fix(self.db, node_id, doc, self.clock.now())
                 except (ValueError, KeyError, TypeError) as exc:
@@ -436,6 +439,12 @@ class HQStore:
             await self.db.execute("INSERT INTO rejections(at, claimed_node, channel, reason) VALUES (?, ?, ?, ?)", (self.clock.now(), claimed_node, channel, reason))
 
     async def record_status(self, node_id: str, state: str, at: float, depth: dict[str, Any] | None = None) -> None:
+        if not self.node_active(node_id):
+            # A revoked van's retained status or a last connection's heartbeat: it must not look alive.
+            if node_id not in self._ignored_status:
+                self._ignored_status.add(node_id)
+                log.warning("status of %s ignored: not an active van (revoked or not enrolled)", node_id[:40])
+            return
         async with transaction(self.db):
             await self.db.execute(
                 "INSERT INTO node_state(node_id, status, status_at, depth) VALUES (?, ?, ?, ?)"
@@ -451,7 +460,8 @@ class HQStore:
             " FROM node_state n ORDER BY n.node_id"
         ) as cur:
             return [
-                {"node_id": r[0], "last_seen": r[1], "lat": r[2], "lon": r[3], "position_time": r[4], "status": r[5] or "unknown",
+                {"node_id": r[0], "last_seen": r[1], "lat": r[2], "lon": r[3], "position_time": r[4],
+                 "status": (r[5] or "unknown") if self.node_active(r[0]) else "revoked",
                  "link": r[6], "records": r[7], "outbox_depth": json.loads(r[8]) if r[8] else {},
                  "trusted_time": None if r[9] is None else bool(r[9]),
                  "position_time_trusted": None if r[10] is None else bool(r[10])}

@@ -30,12 +30,17 @@ class _Timex(ctypes.Structure):
     ]
 
 
+_libc: ctypes.CDLL | None = None
+
+
 def kernel_synchronised() -> bool | None:
     """True when chrony/NTP disciplines the clock (adjtimex, read-only: modes 0); None where it cannot be asked."""
+    global _libc
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if _libc is None:  # loaded once: find_library runs ldconfig
+            _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         tx = _Timex()
-        state = libc.adjtimex(ctypes.byref(tx))
+        state = _libc.adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):
         return None
     if state < 0:

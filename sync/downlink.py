@@ -153,7 +153,6 @@ class Downlink:
             cb()
         return Applied(kind, item_id, result)
 
-
     async def apply_deferred(self) -> int:
         """Judge the commands that waited for trusted time (a no-op while there is none)."""
         if isinstance(self.clock, TimeSource) and not self.clock.trusted:

@@ -35,6 +35,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from .clock import Clock
 from .errors import LinkDown, PublishTimeout
@@ -215,15 +216,36 @@ class MqttLink:
             raise
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None or issubclass(exc_type, asyncio.CancelledError):
+            # A clean stop (shutdown, ignition off): the broker suppresses the last will on a normal
+            # DISCONNECT, so say "offline" ourselves before leaving.
+            await self._announce_will()
         await self._stop()
+
+    async def _announce_will(self) -> None:
+        """Publish the last will as a retained message, bounded in time; a dead link just skips it."""
+        s = self.settings
+        if not s.will_topic or not self.connected:
+            return
+        try:
+            await asyncio.wait_for(self.publish(s.will_topic, s.will_payload, qos=1, retain=True), min(s.publish_timeout, 5.0))
+        except (TimeoutError, LinkDown, PublishTimeout) as exc:
+            log.info("offline status not confirmed before disconnect: %s", exc)
+        else:
+            log.info("offline status published to %s", s.will_topic)
 
     async def _stop(self) -> None:
         client, self._client = self._client, None
         if client is None:
             return
         try:
-            client.disconnect()
+            if self.settings.version == "5" and self.settings.will_topic:
+                # MQTT 5 "disconnect with will message" (0x04): the broker publishes the will as well,
+                # a second guarantee behind the explicit retained "offline" above.
+                client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+            else:
+                client.disconnect()
         except Exception:  # noqa: BLE001 - already gone
             pass
         # loop_stop joins the network thread: keep that off the event loop.

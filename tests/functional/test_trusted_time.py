@@ -108,6 +108,14 @@ def hq_records(hq_dir: Path) -> dict[str, tuple[float, int | None, float | None]
         db.close()
 
 
+def audit_items(hq_dir: Path) -> int:
+    db = sqlite3.connect(hq_dir / "hq.db")
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM items WHERE stream = 'audit'").fetchone()[0])
+    finally:
+        db.close()
+
+
 def today_utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d")
 
@@ -162,6 +170,9 @@ async def test_clock_days_behind_gets_true_time_from_gps_and_hq_corrects_earlier
 
         fleet = await until(lambda: (f := hq.get("/api/v1/fleet")) and f[0].get("position_time") and f, 60, what="a position at HQ")
         assert isinstance(fleet, list) and abs(fleet[0]["position_time"] - true_now) < 600
+        # the audit chain, stamps inside its hashes, verifies at HQ: entries arrived and no break was found
+        await until(lambda: hq.get("/api/v1/stats").get("audit_alerts") == 0 and audit_items(hq_dir) >= 2, 60, what="audit at HQ")
+        assert hq.get("/api/v1/stats")["audit_alerts"] == 0
 
 
 async def test_rollover_receiver_positions_kept_times_untrusted_and_never_shown(
