@@ -53,6 +53,9 @@ def test_reflashed_van_delivers_every_new_application(tmp_path: Path, bundle: No
         target = str(request.getfixturevalue("pg_url"))
         db_flag = ["--db", target]
     data = tmp_path / "node"
+    # HQ's copy of the enrolment bundle: the node takes the admin keyslots off the card it was installed on
+    issued = tmp_path / "issued-bundle"
+    shutil.copytree(bundle.directory, issued)
     node_port, hq_port = free_port(), free_port()
     procs.append(spawn(mobile_office_cmd("hq", "--hq-data-dir", str(hq_dir), "--hq-broker", mosquitto.url, "--hq-host", "127.0.0.1",
                                          "--hq-port", str(hq_port), *db_flag), tmp_path / "hq.log"))
@@ -61,7 +64,10 @@ def test_reflashed_van_delivers_every_new_application(tmp_path: Path, bundle: No
     first = submit_and_deliver(ApiClient(f"http://127.0.0.1:{node_port}"))
     assert node.terminate() == 0
 
-    shutil.rmtree(data)  # the SD card is replaced; the same enrolment bundle is installed again
+    # the SD card is replaced; the same enrolment bundle is installed again
+    shutil.rmtree(data)
+    shutil.rmtree(bundle.directory)
+    shutil.copytree(issued, bundle.directory)
     start_node(bundle, data, mosquitto, node_port, procs, tmp_path / "node2.log")
     second = submit_and_deliver(ApiClient(f"http://127.0.0.1:{node_port}"))
 
