@@ -84,7 +84,7 @@ def test_every_downlink_arrives_while_intake_floods(tmp_path: Path, hq_keys: HQK
         stop.set()
         for t in threads:
             t.join(30)
-    assert not errors, errors[:3]
+    assert not errors, (errors[:3], node.output()[-4000:])
     with sqlite3.connect(db_file, timeout=30) as db:
         assert db.execute("SELECT COUNT(*) FROM visits WHERE id LIKE 'flood-v%'").fetchone()[0] == ASSIGNMENTS
         results = dict(db.execute("SELECT result, COUNT(*) FROM downlink_applied WHERE id LIKE 'flood-%' GROUP BY result").fetchall())

@@ -132,3 +132,33 @@ async def test_a_message_that_always_fails_is_given_up_after_a_bound(mosquitto: 
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_write_behind_an_open_cursor_on_a_stale_snapshot_waits_for_it(tmp_path: Path) -> None:
+    """The intake's one-hop transaction while another task's cursor on the same connection is open and
+    another connection has written since: SQLite refuses BEGIN IMMEDIATE at once (no busy_timeout wait);
+    it is retried from the event loop, where the cursor can finish (on the connection's thread it could not)."""
+    db = await open_db(tmp_path / "n.db")
+    await db.execute("CREATE TABLE t (x INTEGER)")
+    await db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
+    other = sqlite3.connect(tmp_path / "n.db", isolation_level=None)
+    try:
+        cur = await db.execute("SELECT x FROM t")
+        assert await cur.fetchone() is not None  # a page still reading: the connection holds its snapshot
+        other.execute("INSERT INTO t VALUES (-1)")  # the uplink's connection writes meanwhile
+        before = sync_db.busy_retries
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t VALUES (1000)")
+
+        task = asyncio.create_task(sync_db.run_transaction(db, write))
+        while sync_db.busy_retries == before:
+            assert not task.done(), task.exception() if task.done() else None
+            await asyncio.sleep(0.01)
+        await cur.close()  # the reader finishes
+        await task
+        async with db.execute("SELECT COUNT(*) FROM t WHERE x = 1000") as c2:
+            assert (await c2.fetchone())[0] == 1  # type: ignore[index]
+    finally:
+        other.close()
+        await db.close()
