@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import sqlite3
-import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -52,16 +51,28 @@ _writers: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakre
 
 
 # BEGIN IMMEDIATE takes the write lock up front (no deferred transaction upgrading
-# later, which SQLite cannot wait for); if busy_timeout runs out on a loaded
-# machine it is tried again, so a caller sees "database is locked" only after
-# all of these.  Nothing has been written when BEGIN fails: a retry is safe.
-BUSY_RETRIES = 6
+# later, which SQLite cannot wait for).  It can still fail at once, busy_timeout
+# or not: while a cursor of another task on the same connection is still open,
+# the connection reads an old snapshot, and SQLite refuses the write lock
+# without waiting (waiting cannot help) until that cursor is done.  So a busy
+# BEGIN is tried again after a pause on the event loop (never on the
+# connection's thread, which the open cursor needs to finish).  Nothing has
+# been written when BEGIN fails: a retry is safe.
+BUSY_RETRIES = 12
 busy_retries = 0  # times BEGIN IMMEDIATE was tried again (tests watch it)
 
 
 def is_busy(exc: BaseException) -> bool:
     """SQLite's "database is locked/busy": transient, worth trying again."""
     return isinstance(exc, sqlite3.OperationalError) and any(w in str(exc) for w in ("locked", "busy"))
+
+
+def _pause(attempt: int) -> float:
+    return float(min(0.05 * 2**attempt, 2.0))  # about 15 s over all tries, besides busy_timeout's waits
+
+
+class _BeginBusy(Exception):
+    """BEGIN IMMEDIATE was refused on the connection's thread: retried from the event loop."""
 
 
 async def _begin(db: aiosqlite.Connection) -> None:
@@ -80,7 +91,7 @@ async def _begin(db: aiosqlite.Connection) -> None:
             if not is_busy(exc) or attempt == BUSY_RETRIES - 1:
                 raise
             busy_retries += 1
-            await asyncio.sleep(0.05 * 2**attempt)
+            await asyncio.sleep(_pause(attempt))
 
 
 async def _undo_begin(db: aiosqlite.Connection, begin: asyncio.Future[aiosqlite.Cursor]) -> None:
@@ -93,19 +104,6 @@ async def _undo_begin(db: aiosqlite.Connection, begin: asyncio.Future[aiosqlite.
         await db.execute("ROLLBACK")
     except Exception as exc:  # noqa: BLE001 - the connection is closing; nothing left to protect
         log.warning("could not roll back a cancelled BEGIN: %r", exc)
-
-
-def _begin_sync(conn: sqlite3.Connection) -> None:
-    global busy_retries
-    for attempt in range(BUSY_RETRIES):
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not is_busy(exc) or attempt == BUSY_RETRIES - 1:
-                raise
-            busy_retries += 1
-            time.sleep(0.05 * 2**attempt)  # on the connection's own thread, not the event loop
 
 
 @asynccontextmanager
@@ -138,7 +136,12 @@ async def run_sync(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-    _begin_sync(conn)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if is_busy(exc):
+            raise _BeginBusy() from exc
+        raise
     try:
         result = fn(conn, *args)
     except BaseException:
@@ -150,5 +153,14 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) 
 
 async def run_transaction(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
     """``fn(conn, *args)`` inside BEGIN IMMEDIATE … COMMIT, all in one hop to the connection's thread."""
+    global busy_retries
     async with _writers.setdefault(db, asyncio.Lock()):
-        return await run_sync(db, _in_transaction, fn, *args)
+        for attempt in range(BUSY_RETRIES):
+            try:
+                return await run_sync(db, _in_transaction, fn, *args)
+            except _BeginBusy as busy:
+                if attempt == BUSY_RETRIES - 1:
+                    raise busy.__cause__ or busy from None
+                busy_retries += 1
+                await asyncio.sleep(_pause(attempt))
+        raise AssertionError("unreachable")
