@@ -19,14 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sync import crypto, outbox, poscodec
 from sync.clock import Clock
-from sync.db import open_db, run_sync, run_transaction, transaction
+from sync.db import fetch_all, open_db, open_reader, run_sync, run_transaction, transaction
 from sync.errors import OutboxFull
 from sync.migrate import migrate
 
@@ -180,6 +180,7 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, node_id: str, hq_seal_public: X25519PublicKey, clock: Clock,
                  limits: outbox.Limits | None = None) -> None:
         self.db = db
+        self.reader = db  # pages' plain reads; a second connection once opened from a file (open)
         self.limits = limits or outbox.DEFAULT_LIMITS
         self.node_id = node_id
         self.hq_seal_public = hq_seal_public
@@ -197,10 +198,13 @@ class Store:
         db = await open_db(path)
         store = cls(db, node_id, hq_seal_public, clock, limits)
         await store._migrate()
+        store.reader = await open_reader(path)
         return store
 
     async def close(self) -> None:
         self.lock()
+        if self.reader is not self.db:
+            await self.reader.close()
         await self.db.close()
 
     async def _migrate(self) -> None:
@@ -356,18 +360,25 @@ class Store:
 
     async def read_application(self, app_id: str, actor: str, reason: str = "view") -> dict[str, str]:
         node_key = self._require_key()
-        async with self.db.execute(
-            "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created, package_code FROM applications WHERE id = ?", (app_id,)
-        ) as cur:
-            row = await cur.fetchone()
+        now = self.clock.now()
+
+        def read_and_audit(conn: sqlite3.Connection) -> Any:
+            # One hop for the row and its audit entry (a receipt is shown on every save and reprint).
+            row = conn.execute(
+                "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created, package_code FROM applications WHERE id = ?",
+                (app_id,),
+            ).fetchone()
+            if row is not None and row[5] is not None:  # shredded (no node wrap): nothing is opened, nothing audited
+                audit.append_sync(conn, now, actor, "read", "applications", app_id, reason)
+            return row
+
+        row = await run_transaction(self.db, read_and_audit)
         if row is None:
             raise KeyError(app_id)
         number, code, version, fields, wrap_hq, wrap_node, created, package_code = row
         rec = crypto.SealedRecord("applications", app_id, version, _unpack_fields(fields), bytes(wrap_hq), None if wrap_node is None else bytes(wrap_node))
         out = crypto.open_with_node_key(rec, node_key)
         out.update(number=number, service_code=code, created=str(created), package_code=package_code or "")
-        async with transaction(self.db):
-            await audit.append(self.db, self.clock.now(), actor, "read", "applications", app_id, reason)
         self._notify()
         return out
 
@@ -450,13 +461,14 @@ class Store:
 
     async def package_siblings(self, app_id: str) -> list[tuple[str, str]]:
         """(number, service code) of every application submitted together with this one as a package."""
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.reader,
             "SELECT b.number, b.service_code FROM applications a JOIN applications b"
             " ON b.package_code = a.package_code AND b.created = a.created AND b.created_by = a.created_by"
             " WHERE a.id = ? AND a.package_code IS NOT NULL ORDER BY b.number",
             (app_id,),
-        ) as cur:
-            return [(r[0], r[1]) async for r in cur]
+        )
+        return [(r[0], r[1]) for r in rows]
 
     async def read_applicant(self, applicant_id: str, actor: str, reason: str) -> dict[str, str]:
         """Open one applicant's card (an audited read); KeyError if unknown, CryptoError if shredded."""
@@ -585,15 +597,16 @@ class Store:
         for cb in self.on_enqueued:
             cb()
 
-    async def outbox_summary(self) -> dict[str, object]:
-        states = await outbox.streams(self.db)
+    async def outbox_summary(self, snap: outbox.Snapshot | None = None) -> dict[str, object]:
+        snap = snap or await outbox.snapshot(self.db)
+        states = snap.states
         pending = sum(s.pending for s in states.values())
         delivered = sum(s.acked for s in states.values())
         acked_at = [s.acked_at for s in states.values() if s.acked_at]
         return {
             "pending": pending,
             "delivered": delivered,
-            "oldest_pending": await outbox.oldest_pending(self.db),
+            "oldest_pending": snap.oldest_pending,
             "last_ack": max(acked_at) if acked_at else None,
             "by_stream": {k: {"pending": v.pending, "delivered": v.acked} for k, v in states.items()},
         }

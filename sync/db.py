@@ -41,6 +41,23 @@ async def open_db(path: Path) -> aiosqlite.Connection:
     return db
 
 
+async def open_reader(path: Path) -> aiosqlite.Connection:
+    """A second, read-only connection to a WAL database (open_db made it WAL).
+
+    Pages read through it, so their queries run on their own thread and never
+    queue behind the writer's fsync'd COMMITs; WAL lets it read while the writer
+    writes, and every read sees what was committed before it started.
+    """
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute("PRAGMA query_only=ON")
+    except BaseException:
+        await asyncio.shield(db.close())
+        raise
+    return db
+
+
 # One writer at a time per connection: tasks sharing a connection (two acks
 # handled concurrently, a status message during an ingest) queue here instead
 # of failing with "cannot start a transaction within a transaction".
@@ -91,3 +108,21 @@ async def run_transaction(db: aiosqlite.Connection, fn: Callable[..., T], *args:
     """``fn(conn, *args)`` inside BEGIN IMMEDIATE … COMMIT, all in one hop to the connection's thread."""
     async with _writers.setdefault(db, asyncio.Lock()):
         return await run_sync(db, _in_transaction, fn, *args)
+
+
+def _fetch_all(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
+
+
+async def fetch_all(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """All rows of one query in one hop (``async with db.execute`` + iteration + close is three or more)."""
+    return await run_sync(db, _fetch_all, sql, params)
+
+
+def _fetch_one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
+    return conn.execute(sql, params).fetchone()
+
+
+async def fetch_one(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first row of one query (or None) in one hop."""
+    return await run_sync(db, _fetch_one, sql, params)

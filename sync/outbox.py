@@ -199,13 +199,7 @@ async def capacity_ok(db: aiosqlite.Connection, stream: str, incoming: int = 0, 
 
 async def usage(db: aiosqlite.Connection, limits: Limits = DEFAULT_LIMITS) -> dict[str, dict[str, int | None]]:
     """Bytes waiting per data class with its limit, for the status bar and HQ."""
-    states = await streams(db)
-    names = sorted(set(states) | set(limits.per_stream))
-    return {
-        n: {"bytes": states[n].bytes if n in states else 0, "limit": limits.limit(n),
-            "pending": states[n].pending if n in states else 0}
-        for n in names
-    }
+    return Snapshot(await streams(db), None, []).usage(limits)
 
 
 async def make_room_for_positions(db: aiosqlite.Connection, limits: Limits = DEFAULT_LIMITS) -> int:
@@ -281,6 +275,39 @@ async def batch(db: aiosqlite.Connection, stream: str, after_seq: int, max_items
             rows.append(OutboxRow(stream, seq, bytes(payload), created))
             size += len(payload)
     return rows
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the status bar shows about the outbox, read in one hop (it is on every page)."""
+
+    states: dict[str, StreamState]
+    oldest_pending: float | None
+    quarantined: list[dict[str, object]]
+
+    def usage(self, limits: Limits = DEFAULT_LIMITS) -> dict[str, dict[str, int | None]]:
+        names = sorted(set(self.states) | set(limits.per_stream))
+        return {
+            n: {"bytes": self.states[n].bytes if n in self.states else 0, "limit": limits.limit(n),
+                "pending": self.states[n].pending if n in self.states else 0}
+            for n in names
+        }
+
+
+def snapshot_sync(conn: sqlite3.Connection) -> Snapshot:
+    states = {r[0]: StreamState(r[0], r[1], r[2], r[3], r[4])
+              for r in conn.execute("SELECT stream, next_seq, acked, acked_at, bytes FROM outbox_stream")}
+    # The head of each stream, not MIN over the whole table: a backlog of 100 000 points is not scanned on every page.
+    oldest = conn.execute(
+        "SELECT MIN((SELECT created FROM outbox o WHERE o.stream = s.stream ORDER BY seq LIMIT 1)) FROM outbox_stream s"
+    ).fetchone()[0]
+    quarantine = [{"stream": r[0], "seq": r[1], "reason": r[2], "at": r[3]}
+                  for r in conn.execute("SELECT stream, seq, reason, at FROM quarantine ORDER BY at")]
+    return Snapshot(states, None if oldest is None else float(oldest), quarantine)
+
+
+async def snapshot(db: aiosqlite.Connection) -> Snapshot:
+    return await run_sync(db, snapshot_sync)
 
 
 async def oldest_pending(db: aiosqlite.Connection) -> float | None:
