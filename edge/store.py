@@ -19,14 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sync import crypto, outbox, poscodec
 from sync.clock import Clock
-from sync.db import fetch_all, open_db, open_reader, run_sync, run_transaction, transaction
+from sync.db import fetch_all, fetch_one, open_db, open_reader, run_sync, run_transaction, transaction
 from sync.errors import OutboxFull
 from sync.migrate import migrate
 
@@ -176,6 +176,11 @@ def _unpack_fields(blob: bytes) -> dict[str, bytes]:
     return {k: base64.b64decode(v) for k, v in json.loads(blob).items()}
 
 
+def _append_reads(conn: sqlite3.Connection, group: list[tuple[float, str, str, str, str, asyncio.Future[None]]]) -> None:
+    for at, actor, entity, entity_id, reason, _ in group:
+        audit.append_sync(conn, at, actor, "read", entity, entity_id, reason)
+
+
 class Store:
     def __init__(self, db: aiosqlite.Connection, node_id: str, hq_seal_public: X25519PublicKey, clock: Clock,
                  limits: outbox.Limits | None = None) -> None:
@@ -191,6 +196,8 @@ class Store:
         self.node_seal_wrapped: bytes | None = None  # from the bundle: opens with the node key
         self.on_enqueued: list[Callable[[], None]] = []
         self.trips: TripHooks | None = None  # set by the app once the trips schema exists
+        self._read_audits: list[tuple[float, str, str, str, str, asyncio.Future[None]]] = []  # audit_read's group commit
+        self._audit_flusher: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, path: Path, node_id: str, hq_seal_public: X25519PublicKey, clock: Clock,
@@ -203,6 +210,8 @@ class Store:
 
     async def close(self) -> None:
         self.lock()
+        if self._audit_flusher is not None:
+            await asyncio.wait([self._audit_flusher])  # queued read audits are written before the database closes
         if self.reader is not self.db:
             await self.reader.close()
         await self.db.close()
@@ -360,27 +369,53 @@ class Store:
 
     async def read_application(self, app_id: str, actor: str, reason: str = "view") -> dict[str, str]:
         node_key = self._require_key()
-        now = self.clock.now()
-
-        def read_and_audit(conn: sqlite3.Connection) -> Any:
-            # One hop for the row and its audit entry (a receipt is shown on every save and reprint).
-            row = conn.execute(
-                "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created, package_code FROM applications WHERE id = ?",
-                (app_id,),
-            ).fetchone()
-            if row is not None and row[5] is not None:  # shredded (no node wrap): nothing is opened, nothing audited
-                audit.append_sync(conn, now, actor, "read", "applications", app_id, reason)
-            return row
-
-        row = await run_transaction(self.db, read_and_audit)
+        row = await fetch_one(
+            self.reader,
+            "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created, package_code FROM applications WHERE id = ?",
+            (app_id,),
+        )
         if row is None:
             raise KeyError(app_id)
         number, code, version, fields, wrap_hq, wrap_node, created, package_code = row
         rec = crypto.SealedRecord("applications", app_id, version, _unpack_fields(fields), bytes(wrap_hq), None if wrap_node is None else bytes(wrap_node))
         out = crypto.open_with_node_key(rec, node_key)
         out.update(number=number, service_code=code, created=str(created), package_code=package_code or "")
-        self._notify()
+        # Shown only once its audit entry is durable; receipts viewed together share one COMMIT.
+        await self.audit_read(actor, "applications", app_id, reason)
         return out
+
+    async def audit_read(self, actor: str, entity: str, entity_id: str, reason: str) -> None:
+        """Record an audited read durably (COMMIT with fsync) before the caller shows anything.
+
+        Reads arriving while a COMMIT is on the disk queue up and are written by
+        the next transaction together (group commit): with ten tablets showing
+        receipts, one fsync serves several pages instead of each waiting for all
+        the fsyncs ahead of it.  Entries keep their order in the chain.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._read_audits.append((self.clock.now(), actor, entity, entity_id, reason, fut))
+        if self._audit_flusher is None or self._audit_flusher.done():
+            self._audit_flusher = asyncio.ensure_future(self._flush_read_audits())
+        await fut
+
+    async def _flush_read_audits(self) -> None:
+        while self._read_audits:
+            group, self._read_audits = self._read_audits, []
+            try:
+                await run_transaction(self.db, _append_reads, group)
+            except Exception as exc:  # noqa: BLE001 - passed on to every waiter (OutboxFull, a closed database): none is shown the data
+                for *_, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            except BaseException:
+                for *_, fut in group:
+                    fut.cancel()
+                raise
+            for *_, fut in group:
+                if not fut.done():
+                    fut.set_result(None)
+            self._notify()
 
     # -- applicants -----------------------------------------------------------
     def _indexes(self, fields: dict[str, str]) -> dict[str, bytes | None]:
