@@ -126,3 +126,25 @@ def _fetch_one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> A
 async def fetch_one(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
     """The first row of one query (or None) in one hop."""
     return await run_sync(db, _fetch_one, sql, params)
+
+
+def _in_transaction_unsynced(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    # synchronous cannot change inside a transaction: around it, on this connection only
+    conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        return _in_transaction(conn, fn, *args)
+    finally:
+        conn.execute("PRAGMA synchronous=FULL")
+
+
+async def run_transaction_unsynced(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """``run_transaction`` whose COMMIT does not wait for the disk (WAL, synchronous=NORMAL for this one).
+
+    Atomic and ordered like any other: a power cut can only lose it together
+    with everything committed after it, never half of it, and the next
+    synchronous COMMIT makes it durable too.  Only for bookkeeping whose loss
+    costs nothing (the uplink's "sent" marks: a lost one means a resend HQ
+    deduplicates); never for anything a person saved or a command ran.
+    """
+    async with _writers.setdefault(db, asyncio.Lock()):
+        return await run_sync(db, _in_transaction_unsynced, fn, *args)

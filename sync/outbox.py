@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from .db import run_sync, transaction
+from .db import run_sync, run_transaction, run_transaction_unsynced, transaction
 from .errors import OutboxFull
 from .migrate import migrate
 
@@ -229,13 +229,15 @@ async def make_room_for_positions(db: aiosqlite.Connection, limits: Limits = DEF
     return len(victims)
 
 
+def _mark_sent_sync(conn: sqlite3.Connection, stream: str, first: int, last: int, now: float) -> None:
+    conn.execute("UPDATE sync_ledger SET sent = ? WHERE stream = ? AND seq BETWEEN ? AND ? AND sent IS NULL", (now, stream, first, last))
+
+
 async def mark_sent(db: aiosqlite.Connection, stream: str, first: int, last: int, now: float) -> None:
     if stream in LEDGER_STREAMS:
-        async with transaction(db):
-            await db.execute(
-                "UPDATE sync_ledger SET sent = ? WHERE stream = ? AND seq BETWEEN ? AND ? AND sent IS NULL",
-                (now, stream, first, last),
-            )
+        # One hop, and no fsync: this was one fsync per batch on the drain's path, and a "sent" time lost to a
+        # power cut costs nothing (the batch goes again, HQ deduplicates; apply_ack fills it in from the ack).
+        await run_transaction_unsynced(db, _mark_sent_sync, stream, first, last, now)
 
 
 async def ledger(db: aiosqlite.Connection, stream: str, seq: int) -> dict[str, object] | None:
@@ -316,34 +318,30 @@ async def oldest_pending(db: aiosqlite.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-async def apply_ack(db: aiosqlite.Connection, stream: str, upto: int, now: float) -> bool:
-    """Prune what HQ holds; cumulative and idempotent, in its own transaction.  True if it moved."""
-    async with transaction(db):
-        async with db.execute("SELECT acked, next_seq FROM outbox_stream WHERE stream = ?", (stream,)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return False
-        acked, next_seq = row
-        # HQ cannot hold what we never produced: a larger ack is forged or from a wiped node.
-        upto = min(upto, next_seq - 1)
-        if upto <= acked:
-            return False
-        async with db.execute(
-            "SELECT COALESCE(SUM(length(payload)), 0) FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto)
-        ) as cur:
-            freed_row = await cur.fetchone()
-        freed = int(freed_row[0]) if freed_row else 0
-        await db.execute("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto))
-        await db.execute(
-            "UPDATE outbox_stream SET acked = ?, acked_at = ?, bytes = MAX(0, bytes - ?) WHERE stream = ?",
-            (upto, now, freed, stream),
+def _apply_ack_sync(conn: sqlite3.Connection, stream: str, upto: int, now: float) -> bool:
+    row = conn.execute("SELECT acked, next_seq FROM outbox_stream WHERE stream = ?", (stream,)).fetchone()
+    if row is None:
+        return False
+    acked, next_seq = row
+    # HQ cannot hold what we never produced: a larger ack is forged or from a wiped node.
+    upto = min(upto, next_seq - 1)
+    if upto <= acked:
+        return False
+    freed_row = conn.execute("SELECT COALESCE(SUM(length(payload)), 0) FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto)).fetchone()
+    freed = int(freed_row[0]) if freed_row else 0
+    conn.execute("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto))
+    conn.execute("UPDATE outbox_stream SET acked = ?, acked_at = ?, bytes = MAX(0, bytes - ?) WHERE stream = ?", (upto, now, freed, stream))
+    if stream in LEDGER_STREAMS:
+        conn.execute(
+            "UPDATE sync_ledger SET acked = ?, sent = COALESCE(sent, ?) WHERE stream = ? AND seq > ? AND seq <= ?",
+            (now, now, stream, acked, upto),
         )
-        if stream in LEDGER_STREAMS:
-            await db.execute(
-                "UPDATE sync_ledger SET acked = ?, sent = COALESCE(sent, ?) WHERE stream = ? AND seq > ? AND seq <= ?",
-                (now, now, stream, acked, upto),
-            )
     return True
+
+
+async def apply_ack(db: aiosqlite.Connection, stream: str, upto: int, now: float) -> bool:
+    """Prune what HQ holds; cumulative and idempotent, in its own transaction (one hop).  True if it moved."""
+    return await run_transaction(db, _apply_ack_sync, stream, upto, now)
 
 
 async def allocate_seq(db: aiosqlite.Connection, stream: str) -> int:
