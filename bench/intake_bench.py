@@ -38,8 +38,7 @@ async def main(per_round: int, rounds: int, base: Path | None) -> None:
         hq = init_hq(tmp / "hq")
         bundle = add_node(hq, "van-bench", tmp / "bundle", [AdminAccount("admin", "bench-password", "van_admin")])
         store = await Store.open(tmp / "node.db", bundle.node_id, bundle.hq_seal_public, SystemClock())
-        await store.import_keyslots([{"kind": s.kind, "username": s.username, "role": s.role, "salt": s.salt, "n": s.n,
-                                      "wrapped": s.wrapped} for s in bundle.keyslots])
+        await store.import_keyslots([s.config() for s in bundle.keyslots])
         await store.unlock("admin", "bench-password")
         await store.create_application("Шевченко", "Тарас", "1759013776", "RES-01", "admin")  # warm-up, and the size
         async with store.db.execute("SELECT AVG(LENGTH(fields) + LENGTH(wrap_hq) + LENGTH(wrap_node)) FROM applications") as cur:

@@ -46,7 +46,7 @@ def run_node(tmp: str, port: int) -> None:
     cfg = NodeConfig(
         node_id=bundle.node_id, data_dir=Path(tmp) / "node", sign_key=bundle.sign, hq_seal_public=bundle.hq_seal_public,
         hq_sign_public=bundle.hq_sign_public,
-        keyslots=[{"kind": s.kind, "username": s.username, "role": s.role, "salt": s.salt, "n": s.n, "wrapped": s.wrapped} for s in bundle.keyslots],
+        keyslots=[s.config() for s in bundle.keyslots],
         broker=f"mqtt://127.0.0.1:{free_port()}", gpsd=None,  # no broker: records wait in the outbox, as offline in a field
     )
     cfg.node_seal_wrapped = bundle.node_seal_wrapped

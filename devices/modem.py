@@ -14,7 +14,12 @@ outside the client, as for MQTT).  Facts that bite, handled here:
 * after power-on the module needs seconds before it answers: ``AT`` is
   retried until ``boot_timeout``;
 * ``SBDRING`` can arrive in the middle of another response (see devices/at.py);
-* ``AT+CSQ`` can take several seconds: it has its own long timeout.
+* ``AT+CSQ`` can take several seconds: it has its own long timeout;
+* some 960x firmwares and third-party emulators answer ERROR to ``AT+CSQ``
+  and ``AT+CIER``: signal strength is advisory (None, "unknown"), the
+  module is opened all the same and sessions are attempted anyway;
+* information responses come with or without spaces (``+SBDIX: 0, 1`` or
+  ``+SBDIX:0,1``): both parse.
 """
 
 from __future__ import annotations
@@ -44,8 +49,8 @@ MO_STATUS_TEXT = {
     36: "try later: 3 minutes since last registration", 37: "SBD service temporarily disabled", 38: "try later: traffic management",
     64: "band violation", 65: "PLL lock failure",
 }
-SBDIX_RE = re.compile(r"^\+SBDIX:\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+)$")
-CSQ_RE = re.compile(r"^\+CSQ:\s*(\d)$")
+SBDIX_RE = re.compile(r"^\+SBDIX\s*:\s*" + r"\s*,\s*".join([r"(\d+)"] * 6) + r"$")
+CSQ_RE = re.compile(r"^\+CSQF?\s*:\s*(\d)$")
 
 
 def sbd_checksum(payload: bytes) -> bytes:
@@ -142,7 +147,13 @@ class SbdModem:
             await self._at.command("ATE0", self.settings.command_timeout)
             await self._at.command("AT&K0", self.settings.command_timeout)  # 3-wire UART: no RTS/CTS
             await self._at.command("AT+SBDMTA=1", self.settings.command_timeout)  # ring alerts on
-            await self._at.command("AT+CIER=1,1,1", self.settings.command_timeout)  # signal and service indications
+            try:
+                await self._at.command("AT+CIER=1,1,1", self.settings.command_timeout)  # signal and service indications
+            except ModemGone:
+                raise
+            except ModemError as exc:
+                # Indications are a convenience: without them the signal is simply unknown until asked.
+                log.info("modem has no signal indications (AT+CIER: %s); signal strength unknown", exc)
             self.status.imei = await self.imei()
             self.status.present = True
         except BaseException:
@@ -176,13 +187,30 @@ class SbdModem:
         raise ModemError(f"no IMEI in the answer to AT+CGSN: {lines!r}")
 
     async def signal(self) -> int:
-        lines = await self._at.command("AT+CSQ", self.settings.csq_timeout)
+        """Signal bars 0..5; raises ModemError (ERROR, timeout, no answer line) and then the status says unknown (None)."""
+        try:
+            lines = await self._at.command("AT+CSQ", self.settings.csq_timeout)
+        except ModemGone:
+            raise
+        except ModemError:
+            self.status.signal = None
+            raise
         for line in lines:
-            m = CSQ_RE.match(line)
+            m = CSQ_RE.match(line.strip())
             if m:
                 self.status.signal = int(m.group(1))
                 return self.status.signal
+        self.status.signal = None
         raise ModemError(f"no signal quality in the answer to AT+CSQ: {lines!r}")
+
+    async def check_alive(self) -> None:
+        """Prove the module answers: AT+CSQ, or plain AT where the firmware refuses AT+CSQ (signal unknown)."""
+        try:
+            await self.signal()
+        except ModemGone:
+            raise
+        except ModemError:
+            await self._at.command("AT", self.settings.command_timeout)
 
     async def _write_mo(self, payload: bytes) -> None:
         async with self._at.exclusive() as at:
@@ -283,6 +311,7 @@ class ModemManager:
     status: LinkStatus = field(default_factory=LinkStatus)
     modem: SbdModem | None = None
     health_interval: float = 60.0
+    health_checks: int = 0  # answered health checks since start (tests wait on it)
 
     async def run(self) -> None:
         reported = False
@@ -295,7 +324,8 @@ class ModemManager:
                     reported = False
                     while m.alive:
                         await asyncio.sleep(self.health_interval)
-                        await m.signal()  # also proves the module still answers
+                        await m.check_alive()
+                        self.health_checks += 1
             except (ModemError, OSError) as exc:
                 if not reported:
                     log.warning("satellite modem unavailable (%s); retrying every %.0fs", exc, self.retry)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from kit.web import json_response
 
+from . import passwords
 from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
 from .auth import Session, set_cookie
 from .errors import HttpError, Locked, Unauthorized, ValidationFailed
@@ -41,8 +42,10 @@ async def login(request: web.Request) -> web.Response:
     account = await request.app[STORE].unlock(username, password)
     if account is None:
         raise Unauthorized("Неправильне ім'я користувача або пароль", code="bad_credentials")
-    session = request.app[SESSIONS].create(account.username, account.role)
-    resp = json_response({"username": account.username, "role": account.role, "csrf": session.csrf})
+    session = passwords.new_session(request, account.username, account.role, account.must_change)
+    # password_change_required: a one-time password; everything but POST /api/v1/password answers 403 until it is changed
+    resp = json_response({"username": account.username, "role": account.role, "csrf": session.csrf,
+                          "password_change_required": account.must_change})
     set_cookie(resp, session, request.app[CONFIG].secure_cookies)
     return resp
 

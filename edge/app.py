@@ -19,15 +19,16 @@ from devices.gps import GpsTracker
 from devices.modem import ModemManager, ModemSettings
 from kit.ratelimit import LoginThrottle
 from kit.tasks import LOOPS, Loops, background
+from kit.timesource import TimeSource
 from kit.web import error_middleware
 from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
-from . import api, app_status, hardening, rotation, supervisor, views
+from . import api, app_status, cardkeys, hardening, passwords, rotation, supervisor, views
 from . import catalog as catalog_store
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, TRIPS, UPLINK, VISITS
-from .appkeys import ATTACHMENTS, PREREG
+from .appkeys import ATTACHMENTS, GPS_TIMES, PREREG
 from .attachments import Attachments
 from .prereg import Preregistrations
 from .auth import Sessions
@@ -35,6 +36,7 @@ from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
 from .store import Store
+from .timekeeping import GpsTimes, keep_time
 from .trips import lifecycle as trips_lifecycle
 from .trips import recorder as trips_recorder
 from .trips import web as trips_web
@@ -51,6 +53,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store.node_seal_wrapped = cfg.node_seal_wrapped
     if await store.import_keyslots(cfg.keyslots):
         log.info("node %s: keyslots imported from the enrolment bundle", cfg.node_id)
+    if cfg.bundle_dir is not None:
+        await cardkeys.destroy_bundle_secrets(store, cfg.bundle_dir)
     app[STORE] = store
     app[DESK] = ServiceDesk(store)
     app[VISITS] = HomeVisits(store)
@@ -77,6 +81,7 @@ async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
         while True:
             n = await store.shred_expired(cfg.retention_days * 86400)
             n += await app[ATTACHMENTS].shred_expired(cfg.retention_days * 86400)
+            await store.shred_track(cfg.track_retention_days * 86400)
             if n:
                 log.info("shredded the local copy of %d records held by HQ", n)
             await cfg.clock.sleep(cfg.shred_interval)
@@ -85,11 +90,35 @@ async def _shredder_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _locker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Lock the store again (drop the node key from memory) once no administrator has been logged in for ``lock_grace``."""
+    cfg, store, sessions = app[CONFIG], app[STORE], app[SESSIONS]
+
+    async def lock_when_idle() -> None:
+        idle_since: float | None = None
+        while True:
+            await cfg.clock.sleep(min(cfg.lock_grace / 2, 30.0))
+            if store.locked or sessions.purge():
+                idle_since = None
+                continue
+            now = cfg.clock.monotonic()
+            if idle_since is None:
+                idle_since = now
+            elif now - idle_since >= cfg.lock_grace:
+                store.lock()
+                idle_since = None
+                log.info("store locked: no administrator logged in for %.0f s", cfg.lock_grace)
+
+    async with background(lock_when_idle(), "locker"):
+        yield
+
+
 async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     host, port = cfg.gpsd or ("127.0.0.1", 2947)
     tracker = GpsTracker(host, port)
     app[GPS] = tracker
+    times = app[GPS_TIMES] = GpsTimes(app[STORE].time)
     if cfg.gpsd is None:
         yield
         return
@@ -100,14 +129,13 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
             fix = tracker.fix
             if fix is not None and fix.received != last:
                 last = fix.received
-                # A fix with a GPS time means the node's clock is GPS-disciplined: trusted time.
-                await app[STORE].record_position(
-                    fix.time or cfg.clock.now(), fix.lat, fix.lon, fix.speed, fix.track, trusted_time=fix.time is not None
-                )
+                # GPS time if the time source accepted it; else the node's time, trusted or not (a rollover date never goes out)
+                t, trusted, stamp = times.position_time(times.sane(fix))
+                await app[STORE].record_position(t, fix.lat, fix.lon, fix.speed, fix.track, trusted_time=trusted, stamp=stamp)
             await cfg.clock.sleep(cfg.position_interval)
 
     recorder = trips_recorder.TrackRecorder(app[STORE].db, cfg.clock)
-    tracker.listeners.append(recorder.on_fix)
+    tracker.listeners.append(lambda fix: recorder.on_fix(times.filter(fix)))
     recorder.listeners.append(app[TRIPS].on_points)  # departed / at a stop / returned from GPS movement
     async with background(tracker.run, "gps", app[LOOPS]):
         async with background(record_positions, "positions", app[LOOPS]):
@@ -117,20 +145,24 @@ async def _gps_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    mqtt = MqttSettings(url=cfg.broker, client_id=cfg.node_id, version=cfg.mqtt_version, tls=cfg.mqtt_tls)
+    mqtt = MqttSettings(url=cfg.broker, client_id=cfg.node_id, version=cfg.mqtt_version, tls=cfg.mqtt_tls, keepalive=cfg.mqtt_keepalive)
     gps = app[GPS]
 
+    time = app[STORE].time
+    times = app[GPS_TIMES]
+
     def trusted_time() -> bool:
-        return gps.fix is not None and gps.fix.time is not None
+        return time.trusted
 
     def latest_position() -> dict[str, object] | None:
         fix = gps.fix
         if fix is None:
             return None
-        return {"lat": fix.lat, "lon": fix.lon, "t": fix.time, "speed": fix.speed, "course": fix.track}
+        t, _, _ = times.position_time(times.sane(fix))
+        return {"lat": fix.lat, "lon": fix.lon, "t": t, "speed": fix.speed, "course": fix.track}
 
     uplink = Uplink(cfg.db_path, cfg.node_id, cfg.sign_key, cfg.hq_sign_public, mqtt, cfg.clock, ack_timeout=cfg.ack_timeout,
-                    trusted_time=trusted_time, latest_position=latest_position)
+                    max_clock_skew=cfg.max_clock_skew, trusted_time=trusted_time, latest_position=latest_position)
     app[UPLINK] = uplink
     store, sessions = app[STORE], app[SESSIONS]
     store.on_enqueued.append(uplink.kick)
@@ -147,6 +179,8 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def shred(doc: dict[str, object]) -> None:
         n = await store.shred_expired(0.0)  # everything HQ already holds, whatever its age
+        n += await app[ATTACHMENTS].shred_expired(0.0)
+        await store.shred_track(0.0)
         log.warning("HQ command: shredded the local copy of %d records", n)
 
     async def rotate_key(doc: dict[str, object]) -> None:
@@ -165,8 +199,13 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     uplink.handlers["prereg"] = app[PREREG].receive
     uplink.handlers["rotate_key"] = rotate_key
     uplink.handlers["catalog"] = catalog_store.handler(store.db, app[CATALOG], cfg.clock.now, store._notify)
+
+    async def deferred() -> int:
+        return 0 if uplink.downlink is None else await uplink.downlink.apply_deferred()
+
     async with background(uplink.run, "uplink", app[LOOPS]):
-        yield
+        async with background(lambda: keep_time(time, store, deferred), "time", app[LOOPS]):
+            yield
 
 
 async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -184,10 +223,14 @@ async def _modem_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: NodeConfig) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, *hardening.MIDDLEWARES], client_max_size=2 * 1024 * 1024)
+    app = web.Application(middlewares=[error_middleware, *hardening.MIDDLEWARES, passwords.middleware], client_max_size=2 * 1024 * 1024)
+    if not isinstance(config.clock, TimeSource):
+        # every part of the node reads time through this: "now, and how sure" (kit/timesource.py)
+        config.clock = TimeSource(config.clock, config.floor_path, trust_kernel=config.trust_kernel_clock,
+                                  assume_synchronised=config.assume_clock_synchronised)
     app[CONFIG] = config
     app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /api/v1/status
-    app[SESSIONS] = Sessions(config.clock, config.session_timeout)
+    app[SESSIONS] = Sessions(config.clock, config.session_timeout, max_age=config.session_max_age)
     app[hardening.THROTTLE] = LoginThrottle(config.clock, config.login_throttle)
     app[hardening.PRE_SECRET] = secrets.token_bytes(32)
     app[CATALOG] = Catalog.load()
@@ -198,12 +241,14 @@ def create_app(config: NodeConfig) -> web.Application:
     views.install_filters(env)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_shredder_ctx)
+    app.cleanup_ctx.append(_locker_ctx)
     app.cleanup_ctx.append(_gps_ctx)
     app.cleanup_ctx.append(_uplink_ctx)
     app.cleanup_ctx.append(_modem_ctx)
     api.add_routes(app)
     views.add_routes(app)
     supervisor.add_routes(app)
+    passwords.add_routes(app)
     trips_web.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app

@@ -57,14 +57,15 @@ class AppStatuses:
             if not reconcile.apply(state, edit):
                 log.info("status edit %s for %s not newer than what the van holds: kept", doc.get("id"), edit.record_id)
                 return
-            now = self.store.clock.now()
+            stamp = self.store.time.stamp()
+            now = stamp.t
             await self.db.execute(
                 "INSERT INTO app_status(application_id, status, hlc, origin, edit_id, received) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(application_id) DO UPDATE SET status = excluded.status, hlc = excluded.hlc,"
                 " origin = excluded.origin, edit_id = excluded.edit_id, received = excluded.received",
                 (edit.record_id, str(edit.value), edit.hlc, edit.origin, str(doc.get("id", "")), now),
             )
-            await audit.append(self.db, now, "hq", "status", "applications", edit.record_id, f"status {edit.value}")
+            await audit.append(self.db, stamp, "hq", "status", "applications", edit.record_id, f"status {edit.value}")
         self.store._notify()
 
     async def get(self, application_id: str) -> dict[str, Any] | None:

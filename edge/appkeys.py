@@ -15,6 +15,7 @@ from .catalog import Catalog
 from .config import NodeConfig
 from .service_desk import ServiceDesk
 from .store import Store
+from .timekeeping import GpsTimes
 from .trips.lifecycle import Trips
 from .visits import HomeVisits
 
@@ -30,3 +31,4 @@ VISITS = web.AppKey("visits", HomeVisits)
 ATTACHMENTS = web.AppKey("attachments", Attachments)
 PREREG = web.AppKey("prereg", Preregistrations)
 TRIPS = web.AppKey("trips", Trips)
+GPS_TIMES = web.AppKey("gps_times", GpsTimes)

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sync import crypto, outbox
-from sync.blob import CHUNK, TABLE, blob_item, chunk_field, open_chunks
+from sync.blob import CHUNK, TABLE, aad_id, blob_item, chunk_field, open_chunks
 from sync.db import fetch_all, run_transaction, transaction
 from sync.errors import OutboxFull
 from sync.migrate import migrate
@@ -45,7 +45,7 @@ from . import audit
 from .errors import CryptoError, StorageFull
 from .store import Store
 
-VERSION = 1
+VERSION = 2  # 2: the application id is in the associated data (sync/blob.py aad_id); 1 still opens
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_FILES = 8  # per upload
 MAX_PER_APPLICATION = 20
@@ -75,6 +75,10 @@ MIGRATIONS = [
         data BLOB NOT NULL,
         PRIMARY KEY (attachment_id, idx)
     ) WITHOUT ROWID;
+    """,
+    # 2: the data key wrapped under a per-period key (edge/store.py), not the node key
+    """
+    ALTER TABLE attachments ADD COLUMN key_period TEXT;
     """,
 ]
 
@@ -142,6 +146,9 @@ class Prepared:
     chunks: list[bytes]  # nonce || ciphertext each
     wrap_hq: bytes
     wrap_node: bytes
+    version: int = 1
+    key_period: str | None = None
+    application_id: str | None = None  # bound into the associated data (version 2)
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,11 @@ class AttachmentInfo:
     shredded: bool
 
 
-def seal_upload(att_id: str, up: Upload, hq_public: X25519PublicKey, node_key: bytes) -> Prepared:
+def seal_upload(att_id: str, up: Upload, hq_public: X25519PublicKey, node_key: bytes, application_id: str | None = None,
+                key_period: str | None = None) -> Prepared:
+    """Seal one file; with its ``application_id`` (version 2) the application is bound into every associated data."""
+    version = 1 if application_id is None else VERSION
+    rid = aad_id(att_id, version, application_id)
     dk = crypto.random_key()
     aes = AESGCM(dk)
     pieces = [up.data[i:i + CHUNK] for i in range(0, len(up.data), CHUNK)] or [b""]
@@ -163,12 +174,12 @@ def seal_upload(att_id: str, up: Upload, hq_public: X25519PublicKey, node_key: b
     chunks = []
     for i, piece in enumerate(pieces):
         nonce = os.urandom(crypto.NONCE_LEN)
-        chunks.append(nonce + aes.encrypt(nonce, piece, crypto.field_aad(TABLE, att_id, chunk_field(i, n), VERSION)))
+        chunks.append(nonce + aes.encrypt(nonce, piece, crypto.field_aad(TABLE, rid, chunk_field(i, n), version)))
     nonce = os.urandom(crypto.NONCE_LEN)
-    meta = nonce + aes.encrypt(nonce, json.dumps({"name": up.name}).encode(), crypto.field_aad(TABLE, att_id, "meta", VERSION))
-    ctx = crypto.record_aad(TABLE, att_id, VERSION)
+    meta = nonce + aes.encrypt(nonce, json.dumps({"name": up.name}).encode(), crypto.field_aad(TABLE, rid, "meta", version))
+    ctx = crypto.record_aad(TABLE, rid, version)
     return Prepared(att_id, up.content_type, len(up.data), meta, chunks, crypto.wrap_to_public(dk, hq_public, ctx),
-                    crypto.wrap_with_key(dk, node_key, ctx))
+                    crypto.wrap_with_key(dk, node_key, ctx), version, key_period, application_id)
 
 
 class Attachments:
@@ -176,19 +187,26 @@ class Attachments:
         self.store = store
         self.db = store.db
         self.clock = store.clock
+        store.period_keyed.append(TABLE)
 
     @staticmethod
     async def create_schema(db: aiosqlite.Connection) -> None:
         await migrate(db, "attachments", MIGRATIONS)
 
-    def prepare(self, uploads: list[Upload]) -> list[tuple[Upload, Prepared]]:
-        """Seal the files (needs the store unlocked); CPU work, done before the transaction."""
-        node_key = self.store._require_key()
-        return [(u, seal_upload(uuid.uuid4().hex, u, self.store.hq_seal_public, node_key)) for u in uploads]
+    async def prepare(self, uploads: list[Upload], application_id: str) -> list[tuple[Upload, Prepared]]:
+        """Seal the files for ``application_id`` (needs the store unlocked), off the event loop, before the transaction."""
+        period, key = await self.store.period_key(self.clock.now())
+
+        def seal_all() -> list[tuple[Upload, Prepared]]:
+            return [(u, seal_upload(uuid.uuid4().hex, u, self.store.hq_seal_public, key, application_id, period)) for u in uploads]
+
+        # Encrypting megabytes is CPU work: off the event loop, like the scrypt of a login.
+        return await asyncio.get_running_loop().run_in_executor(None, seal_all)
 
     def insert_sync(self, conn: sqlite3.Connection, application_id: str, prepared: list[tuple[Upload, Prepared]], actor: str) -> list[str]:
         """Rows, blob outbox items and audit entries, in the caller's transaction."""
-        now = self.clock.now()
+        stamp = self.store.time.stamp()
+        now = stamp.t
         incoming = sum(sum(len(c) + 300 for c in p.chunks) for _, p in prepared)
         outbox.check_capacity_sync(conn, "blob", incoming, self.store.limits)
         row = conn.execute("SELECT COUNT(*) FROM attachments WHERE application_id = ?", (application_id,)).fetchone()
@@ -196,30 +214,32 @@ class Attachments:
             raise AttachmentError(f"До однієї заяви можна додати не більше {MAX_PER_APPLICATION} файлів")
         ids = []
         for _, p in prepared:
+            if p.application_id not in (None, application_id):
+                raise ValueError("attachment sealed for another application")  # it would never open: a bug, not a user error
             n = len(p.chunks)
             seqs = []
             for i, chunk in enumerate(p.chunks):
                 header: dict[str, object] = {"type": "attachment", "id": p.id, "application_id": application_id, "index": i, "count": n,
-                                             "version": VERSION}
+                                             "version": p.version}
                 if i == 0:
-                    header.update(content_type=p.content_type, size=p.size, created=now,
+                    header.update(content_type=p.content_type, size=p.size, created=now, clock=stamp.wire(),
                                   meta=base64.b64encode(p.meta).decode(), wrap_hq=base64.b64encode(p.wrap_hq).decode())
                 seqs.append(outbox.enqueue_sync(conn, "blob", blob_item(header, chunk), now))
             conn.execute(
                 "INSERT INTO attachments(id, application_id, created, created_by, version, content_type, size, chunks, meta, wrap_hq,"
-                " wrap_node, first_seq, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (p.id, application_id, now, actor, VERSION, p.content_type, p.size, n, p.meta, p.wrap_hq, p.wrap_node, seqs[0], seqs[-1]),
+                " wrap_node, first_seq, last_seq, key_period) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (p.id, application_id, now, actor, p.version, p.content_type, p.size, n, p.meta, p.wrap_hq, p.wrap_node, seqs[0], seqs[-1],
+                 p.key_period),
             )
             conn.executemany("INSERT INTO attachment_chunks(attachment_id, idx, data) VALUES (?, ?, ?)",
                              [(p.id, i, c) for i, c in enumerate(p.chunks)])
-            audit.append_sync(conn, now, actor, "create", TABLE, p.id, f"attachment to application {application_id}")
+            audit.append_sync(conn, stamp, actor, "create", TABLE, p.id, f"attachment to application {application_id}")
             ids.append(p.id)
         return ids
 
     async def add(self, application_id: str, uploads: list[Upload], actor: str) -> list[str]:
         """Attach files to an existing application, in one transaction of their own."""
-        # Encrypting megabytes is CPU work: off the event loop, like the scrypt of a login.
-        prepared = await asyncio.get_running_loop().run_in_executor(None, self.prepare, uploads)
+        prepared = await self.prepare(uploads, application_id)
 
         def work(conn: sqlite3.Connection) -> list[str]:
             if conn.execute("SELECT 1 FROM applications WHERE id = ?", (application_id,)).fetchone() is None:
@@ -244,41 +264,53 @@ class Attachments:
 
     async def read(self, attachment_id: str, actor: str, reason: str = "view attachment") -> tuple[AttachmentInfo, str, bytes]:
         """Open one attachment on the van (an audited read); KeyError if unknown, CryptoError if shredded."""
-        node_key = self.store._require_key()
+        self.store._require_key()
         async with self.db.execute(
-            "SELECT application_id, version, content_type, size, created, meta, wrap_node FROM attachments WHERE id = ?", (attachment_id,)
+            "SELECT application_id, version, content_type, size, created, meta, wrap_node, key_period FROM attachments WHERE id = ?", (attachment_id,)
         ) as cur:
             row = await cur.fetchone()
         if row is None:
             raise KeyError(attachment_id)
-        app_id, version, ctype, size, created, meta, wrap_node = row
+        app_id, version, ctype, size, created, meta, wrap_node, key_period = row
         if wrap_node is None:
             raise CryptoError("the node's copy of this attachment's key was shredded")
         async with self.db.execute("SELECT data FROM attachment_chunks WHERE attachment_id = ? ORDER BY idx", (attachment_id,)) as cur:
             chunks = [bytes(r[0]) async for r in cur]
-        dk = crypto.unwrap_with_key(bytes(wrap_node), node_key, crypto.record_aad(TABLE, attachment_id, int(version)))
-        name, data = open_chunks(attachment_id, int(version), dk, chunks, bytes(meta))
+        key = await self.store.wrapping_key(key_period)
+        dk = crypto.unwrap_with_key(bytes(wrap_node), key, crypto.record_aad(TABLE, aad_id(attachment_id, int(version), app_id), int(version)))
+        name, data = open_chunks(attachment_id, int(version), dk, chunks, bytes(meta), app_id)
         async with transaction(self.db):
-            await audit.append(self.db, self.clock.now(), actor, "read", TABLE, attachment_id, reason)
+            await audit.append(self.db, self.store.time.stamp(), actor, "read", TABLE, attachment_id, reason)
         self.store._notify()
         info = AttachmentInfo(attachment_id, app_id, ctype, LABELS.get(ctype, ctype), int(size), float(created), False)
         return info, name, data
 
     async def shred_expired(self, retention_s: float) -> int:
-        """Like Store.shred_expired: once HQ acked every chunk and retention passed, forget the local copy."""
-        now = self.clock.now()
+        """Like Store.shred_expired: once HQ acked every chunk and retention passed, forget the local copy.
+
+        In trusted time only (without it, it waits), and counted from the later of the attachment's and its
+        application's time, the application's having been corrected by a time fix (untrusted ones wait).
+        """
+        stamp = self.store.time.stamp()
+        if not stamp.trusted and retention_s > 0:
+            return 0
+        now = stamp.t
         async with self.db.execute("SELECT acked FROM outbox_stream WHERE stream = 'blob'") as cur:
             row = await cur.fetchone()
         acked = int(row[0]) if row else 0
         async with transaction(self.db):
             async with self.db.execute(
-                "SELECT id FROM attachments WHERE wrap_node IS NOT NULL AND last_seq <= ? AND created <= ?", (acked, now - retention_s)
+                "SELECT a.id FROM attachments a LEFT JOIN applications p ON p.id = a.application_id"
+                " WHERE a.wrap_node IS NOT NULL AND a.last_seq <= ?"
+                " AND (? <= 0 OR (COALESCE(p.time_trusted, 1) > 0 AND MAX(a.created, COALESCE(p.created, a.created)) <= ?))",
+                (acked, retention_s, now - retention_s),
             ) as cur:
                 ids = [r[0] for r in await cur.fetchall()]
             for aid in ids:
                 await self.db.execute("DELETE FROM attachment_chunks WHERE attachment_id = ?", (aid,))
                 await self.db.execute("UPDATE attachments SET wrap_node = NULL, meta = x'', shredded_at = ? WHERE id = ?", (now, aid))
-                await audit.append(self.db, now, "system", "shred", TABLE, aid, "retention passed, HQ holds it")
+                await audit.append(self.db, stamp, "system", "shred", TABLE, aid, "retention passed, HQ holds it")
+        await self.store.forget_spent_keys(everything=retention_s <= 0, checkpoint=bool(ids))
         if ids:
             self.store._notify()
         return len(ids)

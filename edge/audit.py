@@ -9,32 +9,41 @@ hq/audit.py verifies continuity.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import aiosqlite
+
+from kit.timesource import Stamp
 
 from sync import outbox
 from sync.auditchain import GENESIS, AuditEntry, entry_hash, verify_link
 from sync.db import run_sync
 
 
-def append_sync(conn: sqlite3.Connection, at: float, actor: str, action: str, entity: str, entity_id: str, reason: str) -> AuditEntry:
-    """``append`` for code already on the connection's thread (sync.db.run_sync)."""
+def append_sync(conn: sqlite3.Connection, when: float | Stamp, actor: str, action: str, entity: str, entity_id: str,
+                reason: str) -> AuditEntry:
+    """``append`` for code already on the connection's thread (sync.db.run_sync).
+
+    ``when`` is a Stamp (time, trusted, monotonic, boot: kit.timesource); a bare float is a time without that.
+    """
+    at, clock = (when.t, when.wire()) if isinstance(when, Stamp) else (when, None)
     row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (1, GENESIS) if row is None else (int(row[0]) + 1, bytes(row[1]))
-    body = {"seq": seq, "at": at, "actor": actor, "action": action, "entity": entity, "id": entity_id, "reason": reason}
-    entry = AuditEntry(seq, at, actor, action, entity, entity_id, reason, prev, entry_hash(prev, body))
+    draft = AuditEntry(seq, at, actor, action, entity, entity_id, reason, prev, b"", clock)
+    entry = AuditEntry(seq, at, actor, action, entity, entity_id, reason, prev, entry_hash(prev, draft.body()), clock)
     conn.execute(
-        "INSERT INTO audit(seq, at, actor, action, entity, entity_id, reason, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (seq, at, actor, action, entity, entity_id, reason, prev, entry.hash),
+        "INSERT INTO audit(seq, at, actor, action, entity, entity_id, reason, prev, hash, clock) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (seq, at, actor, action, entity, entity_id, reason, prev, entry.hash, None if clock is None else json.dumps(clock)),
     )
     outbox.enqueue_sync(conn, "audit", entry.wire(), at)
     return entry
 
 
-async def append(db: aiosqlite.Connection, at: float, actor: str, action: str, entity: str, entity_id: str, reason: str) -> AuditEntry:
+async def append(db: aiosqlite.Connection, when: float | Stamp, actor: str, action: str, entity: str, entity_id: str,
+                 reason: str) -> AuditEntry:
     """Add an entry inside the caller's open transaction and queue it for HQ."""
-    return await run_sync(db, append_sync, at, actor, action, entity, entity_id, reason)
+    return await run_sync(db, append_sync, when, actor, action, entity, entity_id, reason)
 
 
 async def verify_local(db: aiosqlite.Connection) -> list[str]:
@@ -42,9 +51,9 @@ async def verify_local(db: aiosqlite.Connection) -> list[str]:
     problems = []
     prev = GENESIS
     expected = 1
-    async with db.execute("SELECT seq, at, actor, action, entity, entity_id, reason, prev, hash FROM audit ORDER BY seq") as cur:
+    async with db.execute("SELECT seq, at, actor, action, entity, entity_id, reason, prev, hash, clock FROM audit ORDER BY seq") as cur:
         async for r in cur:
-            entry = AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), bytes(r[8]))
+            entry = AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), bytes(r[8]), None if r[9] is None else json.loads(r[9]))
             if entry.seq != expected:
                 problems.append(f"entries {expected}..{entry.seq - 1} are missing")
             problem = verify_link(prev, entry)

@@ -179,14 +179,14 @@ async def _login_username(request: web.Request) -> str:
     return name if isinstance(name, str) else ""
 
 
-def _throttled_message(request: web.Request, wait: float) -> str:
+def throttled_message(request: web.Request, wait: float) -> str:
     at = datetime.fromtimestamp(request.app[CONFIG].clock.now() + wait).strftime("%H:%M")
     minutes = max(1, int(-(-wait // 60)))
     return i18n.translate("login.throttled", _lang(request)).format(time=at, minutes=minutes)
 
 
 async def _refuse(request: web.Request, username: str, wait: float) -> web.StreamResponse:
-    message = _throttled_message(request, wait)
+    message = throttled_message(request, wait)
     if request.path.startswith("/api/"):
         response: web.StreamResponse = render_problem(request, 429, "too_many_attempts", message)
     else:

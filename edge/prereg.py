@@ -123,7 +123,7 @@ class Preregistrations:
         if opened:
             async with transaction(self.db):
                 for p in opened:
-                    await audit.append(self.db, self.store.clock.now(), actor, "read", "preregistrations", p.id, "queue")
+                    await audit.append(self.db, self.store.time.stamp(), actor, "read", "preregistrations", p.id, "queue")
             self.store._notify()
         return out
 

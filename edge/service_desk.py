@@ -46,10 +46,18 @@ class ServiceDesk:
         self.clock = store.clock
 
     def _day(self) -> str:
-        return datetime.fromtimestamp(self.clock.now(), timezone.utc).strftime("%Y%m%d")
+        """The queue's day in trusted time; without it, a queue of its own for this boot (a wrong date must not start
+        a new day, or continue an old one).  It stays open on the true day once trusted time comes (``_days``)."""
+        st = self.store.time.stamp()
+        return datetime.fromtimestamp(st.t, timezone.utc).strftime("%Y%m%d") if st.trusted else f"U{st.boot[:12]}"
+
+    def _days(self) -> tuple[str, str]:
+        """Today's queue: the trusted day and this boot's queue kept before trusted time came."""
+        return self._day(), f"U{self.store.time.boot[:12]}"
 
     async def _event(self, kind: str, ticket_id: str, label: str, actor: str | None, at: float) -> None:
-        item = json.dumps({"type": "queue", "event": kind, "id": ticket_id, "label": label, "by": actor, "at": at}, separators=(",", ":"))
+        item = json.dumps({"type": "queue", "event": kind, "id": ticket_id, "label": label, "by": actor, "at": at,
+                           "clock": self.store.time.stamp().wire()}, separators=(",", ":"))
         await outbox.enqueue(self.db, "evt", item.encode(), at)
 
     # -- queue -------------------------------------------------------------------
@@ -57,7 +65,8 @@ class ServiceDesk:
         now, day = self.clock.now(), self._day()
         tid = uuid.uuid4().hex
         async with transaction(self.db):
-            async with self.db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM queue_tickets WHERE day = ?", (day,)) as cur:
+            # numbers go on across this boot's untrusted queue and the true day: no two tickets of today share a label
+            async with self.db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM queue_tickets WHERE day IN (?, ?)", (day, self._days()[1])) as cur:
                 row = await cur.fetchone()
             number = int(row[0]) if row else 1
             label = f"{PREREG_PREFIX if preregistered else WALKIN_PREFIX}-{number:03d}"
@@ -76,8 +85,8 @@ class ServiceDesk:
         now = self.clock.now()
         async with transaction(self.db):
             async with self.db.execute(
-                "SELECT id, label FROM queue_tickets WHERE day = ? AND status = 'waiting' ORDER BY preregistered DESC, number LIMIT 1",
-                (self._day(),),
+                "SELECT id, label FROM queue_tickets WHERE day IN (?, ?) AND status = 'waiting' ORDER BY preregistered DESC, number LIMIT 1",
+                self._days(),
             ) as cur:
                 row = await cur.fetchone()
             if row is None:
@@ -114,9 +123,9 @@ class ServiceDesk:
     async def today(self) -> list[Ticket]:
         rows = await fetch_all(
             self.store.reader,
-            "SELECT id, label, status, preregistered, created, called_at, finished_at FROM queue_tickets WHERE day = ?"
+            "SELECT id, label, status, preregistered, created, called_at, finished_at FROM queue_tickets WHERE day IN (?, ?)"
             " ORDER BY status = 'waiting', preregistered DESC, number",
-            (self._day(),),
+            self._days(),
         )
         return [Ticket(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
 
@@ -146,7 +155,8 @@ class ServiceDesk:
         if not 1 <= score <= 5:
             raise DeskError("Оберіть оцінку від 1 до 5")
         comment = comment.strip()[:MAX_COMMENT]
-        now = self.clock.now()
+        stamp = self.store.time.stamp()
+        now = stamp.t
         sealed = crypto.wrap_to_public(comment.encode(), self.store.hq_seal_public, f"rating|{token}".encode()) if comment else None
         async with transaction(self.db):
             async with self.db.execute("SELECT application_id, rated_at FROM ratings WHERE token = ?", (token,)) as cur:
@@ -156,6 +166,7 @@ class ServiceDesk:
             if row[1] is not None:
                 raise DeskError("Цю послугу вже оцінено. Дякуємо!")
             await self.db.execute("UPDATE ratings SET score = ?, comment_sealed = ?, rated_at = ? WHERE token = ?", (score, sealed, now, token))
-            item = {"type": "rating", "application_id": row[0], "score": score, "at": now, "comment_sealed": sealed.hex() if sealed else None, "token": token}
+            item = {"type": "rating", "application_id": row[0], "score": score, "at": now, "comment_sealed": sealed.hex() if sealed else None, "token": token,
+                    "clock": stamp.wire()}
             await outbox.enqueue(self.db, "rec", json.dumps(item, separators=(",", ":")).encode(), now)
         self.store._notify()

@@ -52,6 +52,8 @@ async def node_status(app: web.Application) -> dict[str, Any]:
             "last_ack": summary["last_ack"],
         },
         "store": {"locked": store.locked},
+        # source: disciplined | gps | unsynced; offset: true time minus the system clock, seconds (null: unknown)
+        "time": store.time.status(),
         # supervised background loops (kit/tasks.py): name -> state, restarts, last error class
         "loops": app[LOOPS].snapshot() if LOOPS in app else {},
     }

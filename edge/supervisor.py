@@ -2,8 +2,10 @@
 
 Both are refused on the server to other roles (edge/roles.py).  Accounts are
 keyslots of the store: adding one wraps the node key under the new password
-(so the store must be unlocked), removing one deletes its slot; both are
-audited by the store.
+(so the store must be unlocked), removing one deletes its slot and ends every
+session of that username at once; a reset gives a new one-time password
+(shown once, changed at the next login); replacing the node key rewraps
+everything under a new one.  All are audited by the store.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
-from . import i18n, roles
-from .appkeys import CATALOG, SESSIONS, STORE
+from . import cardkeys, i18n, passwords, roles
+from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
 from .errors import HttpError
 from .views import _page, _unlocked, language
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
-MIN_PASSWORD = 10
 
 
 async def day_report(db: Any, now: float) -> dict[str, Any]:
@@ -86,8 +87,9 @@ async def admins_add(request: web.Request) -> web.Response:
         errors["username"] = "Ім'я користувача: 2–32 малі латинські літери, цифри, «.», «_» або «-»"
     elif any(a.username == values["username"] for a in await request.app[STORE].accounts()):
         errors["username"] = "Такий адміністратор уже є"
-    if len(password) < MIN_PASSWORD:
-        errors["password"] = f"Пароль має бути не коротшим за {MIN_PASSWORD} символів"
+    rule = passwords.problem(password, values["username"], request.app[CONFIG].password_min_length, language(request))
+    if rule:
+        errors["password"] = rule
     if values["role"] not in roles.ROLES:
         errors["role"] = "Оберіть роль зі списку"
     if errors:
@@ -110,7 +112,49 @@ async def admins_remove(request: web.Request) -> web.Response:
         raise HttpError("Останнього адміністратора видалити не можна", code="last_admin", status=409) from exc
     if not removed:
         raise HttpError("Такого адміністратора немає", code="not_found", status=404)
+    request.app[SESSIONS].drop_user(username)  # a removed administrator's open browser gets 401 on its next request
     raise web.HTTPSeeOther("/admins?done=removed")
+
+
+async def admins_reset(request: web.Request) -> web.Response:
+    """A new one-time password for another administrator: shown once on this page, never in a URL or a log."""
+    s = _unlocked(request)
+    roles.require(s, "manage_admins")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    username = request.match_info["username"]
+    if username == s.username:
+        raise HttpError("Свій пароль змініть на сторінці «Змінити пароль»", code="cannot_reset_self", status=409)
+    password = passwords.one_time()
+    try:
+        await request.app[STORE].change_password(username, password, actor=s.username, must_change=True)
+    except KeyError as exc:
+        raise HttpError("Такого адміністратора немає", code="not_found", status=404) from exc
+    request.app[SESSIONS].drop_user(username)
+    lang = language(request)
+    return await _admins_page(request, s, {}, {}, i18n.translate("admins.one_time", lang).format(user=username, password=password))
+
+
+async def admins_rotate_key(request: web.Request) -> web.Response:
+    """Replace the node key (after removing someone who may have learnt it); the supervisor confirms with their password."""
+    s = _unlocked(request)
+    roles.require(s, "manage_admins")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    store, lang = request.app[STORE], language(request)
+    password = str(form.get("password", ""))
+    if not password or not await store.check_password(s.username, password):
+        return await _admins_page(request, s, {"rotate_password": i18n.translate("password.wrong_old", lang)}, {},
+                                  i18n.translate("intake.fix_fields", lang), 422)
+    others = await store.rotate_node_key(s.username, password, passwords.one_time)
+    for username in others:
+        request.app[SESSIONS].drop_user(username)
+    bundle = request.app[CONFIG].bundle_dir
+    if bundle is not None:
+        await cardkeys.destroy_bundle_secrets(store, bundle)  # the card's recovery slot now wraps the new key
+    lines = [i18n.translate("admins.rotated", lang)] + [i18n.translate("admins.one_time", lang).format(user=u, password=p)
+                                                         for u, p in sorted(others.items())]
+    return await _admins_page(request, s, {}, {}, " ".join(lines))
 
 
 def add_routes(app: web.Application) -> None:
@@ -118,3 +162,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admins", admins_page)
     app.router.add_post("/admins", admins_add)
     app.router.add_post("/admins/{username}/remove", admins_remove)
+    app.router.add_post("/admins/{username}/reset", admins_reset)
+    app.router.add_post("/admins/rotate-key", admins_rotate_key)

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import re
 import sqlite3
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ import aiohttp_jinja2
 import segno
 from aiohttp import web
 
-from . import app_status, i18n
+from . import app_status, i18n, passwords
 from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
 from .attachments import AttachmentError
 from .forms import read_form
@@ -90,8 +91,8 @@ async def login_submit(request: web.Request) -> web.Response:
     if account is None:
         ctx = {"error": i18n.translate("login.failed", language(request)), "username": username, "expired": False}
         return await _page(request, "login.html", ctx, status=401)
-    session = request.app[SESSIONS].create(account.username, account.role)
-    resp = web.HTTPSeeOther(roles.home(account.role))
+    session = passwords.new_session(request, account.username, account.role, account.must_change)
+    resp = web.HTTPSeeOther("/password" if account.must_change else roles.home(account.role))
     set_cookie(resp, session, request.app[CONFIG].secure_cookies)
     raise resp
 
@@ -106,12 +107,19 @@ async def logout(request: web.Request) -> web.Response:
     raise resp
 
 
+def local_path(target: str) -> str:
+    """Only a path on this node: browsers drop tabs, newlines and spaces and read a backslash as a slash, so /<tab>/evil is //evil."""
+    cleaned = "".join(ch for ch in target if ch.isprintable() and not ch.isspace())
+    if not cleaned.startswith("/") or cleaned.startswith("//") or "\\" in cleaned or cleaned != target:
+        return "/"
+    return cleaned
+
+
 async def set_language(request: web.Request) -> web.Response:
     lang = request.match_info["lang"]
     if lang not in i18n.LANGUAGES:
         raise HttpError("Невідома мова", code="unknown_language", status=404)
-    back = request.query.get("next", "/")
-    resp = web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/")
+    resp = web.HTTPSeeOther(local_path(request.query.get("next", "/")))
     resp.set_cookie(i18n.COOKIE, lang, max_age=365 * 24 * 3600, samesite="Strict", path="/")
     raise resp
 
@@ -206,14 +214,15 @@ async def intake_submit(request: web.Request) -> web.Response:
         return await _page(request, "intake.html", _intake_ctx(request, s, values, errors, msg), status=422)
     applicant_id = values["applicant_id"] if ID_RE.match(values["applicant_id"]) and await store.applicant_exists(values["applicant_id"]) else None
     att = request.app[ATTACHMENTS]
-    prepared = await asyncio.get_running_loop().run_in_executor(None, att.prepare, uploads) if uploads else []
+    first_id = uuid.uuid4().hex  # known before sealing: the photos' associated data names their application
+    prepared = await att.prepare(uploads, first_id) if uploads else []
 
     def attach(conn: sqlite3.Connection, saved: list[SavedApplication]) -> None:
         # Same transaction as the records: the photos are saved with the application or not at all.
         att.insert_sync(conn, saved[0].id, prepared, s.username)
 
     saved = await store.create_applications(inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), s.username, applicant_id,
-                                            inp.package_code, notes=values["notes"], then=attach if prepared else None)
+                                            inp.package_code, notes=values["notes"], then=attach if prepared else None, first_id=first_id)
     raise web.HTTPSeeOther(f"/applications/{saved[0].id}/receipt?saved=1")
 
 
@@ -245,7 +254,9 @@ async def receipt(request: web.Request) -> web.Response:
         "rate_path": f"/rate/{token}", "rate_qr": qr_svg(rate_url, 3),
         "siblings": siblings, "package": catalog.packages.get(rec.get("package_code", "")),
         "paper": "receipt80" if request.query.get("paper") == "80" else "a4",
-        "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
+        # made without trusted time: no date at all rather than a wrong one that looks true
+        "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M") if rec.get("created_trusted") != "0"
+        else i18n.translator(language(request))("receipt.date_pending"),
         "attachments": attachments, "app_id": app_id,
         "attach_error": str(s.data.pop("attach_error", "")), "attached": request.query.get("attached", "")[:3],
         "status": bar,
@@ -284,7 +295,8 @@ async def receipt_pdf(request: web.Request) -> web.Response:
         applicant_label=t("receipt.applicant"), applicant=f"{rec.get('surname', '')} {rec.get('given_name', '')}".strip(),
         services_label=t("receipt.service"),
         services=[line(n, c) for n, c in siblings] if len(siblings) > 1 else [line(rec["number"], rec["service_code"])],
-        date_label=t("receipt.date"), date=datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M"),
+        date_label=t("receipt.date"), date=datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M")
+        if rec.get("created_trusted") != "0" else t("receipt.date_pending"),
         term_label=t("receipt.term"), term=t("receipt.term_value"), documents_label=t("receipt.documents"),
         documents=docs if service or siblings else [], notes_label=t("notes.label"), notes=rec.get("notes", ""),
         qr_caption=t("receipt.qr"), centre=f"{t('app.centre')} · {t('app.title')} · {request.app[CONFIG].node_id}",
@@ -400,7 +412,7 @@ async def applicant_create(request: web.Request) -> web.Response:
 async def visits_page(request: web.Request) -> web.Response:
     s = _unlocked(request)
     try:
-        visits = await request.app[VISITS].list(s.username)
+        visits = await request.app[VISITS].list(s.username, s.role)
     except StoreLocked as exc:
         raise Locked(str(exc)) from exc
     return await _page(request, "visits.html", {"session": s, "visits": visits})
@@ -411,6 +423,8 @@ async def visit_action(request: web.Request) -> web.Response:
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     vid, action = request.match_info["id"], request.match_info["action"]
+    if not await request.app[VISITS].visible(vid, s.username, s.role):
+        raise HttpError("Візит не знайдено", code="not_found", status=404)
     try:
         if action == "start":
             await request.app[VISITS].start(vid, s.username)

@@ -17,6 +17,7 @@ from sync import crypto, outbox
 from sync.db import transaction
 
 from . import audit
+from .roles import CASE_ADMIN, SUPERVISOR
 from .store import Store
 
 
@@ -53,10 +54,26 @@ class HomeVisits:
             )
         self.store._notify()
 
-    async def list(self, actor: str) -> list[Visit]:
+    @staticmethod
+    def _scope(actor: str, role: str | None) -> tuple[str, tuple[str, ...]]:
+        """Who sees which visit: a supervisor every one; a case administrator their own and the unassigned; anyone else their own."""
+        if role == SUPERVISOR:
+            return "1", ()
+        if role == CASE_ADMIN:
+            return "(assigned_to = ? OR assigned_to IS NULL OR assigned_to = '')", (actor,)
+        return "assigned_to = ?", (actor,)
+
+    async def visible(self, visit_id: str, actor: str, role: str | None) -> bool:
+        where, args = self._scope(actor, role)
+        async with self.db.execute(f"SELECT 1 FROM visits WHERE id = ? AND {where}", (visit_id, *args)) as cur:
+            return await cur.fetchone() is not None
+
+    async def list(self, actor: str, role: str | None = None) -> list[Visit]:
+        """The visits ``actor`` may see (``_scope``); each opened one is an audited read."""
         key = self.store.seal_key
+        where, args = self._scope(actor, role)
         async with self.db.execute(
-            "SELECT id, status, planned_date, assigned_to, sealed FROM visits ORDER BY planned_date, received"
+            f"SELECT id, status, planned_date, assigned_to, sealed FROM visits WHERE {where} ORDER BY planned_date, received", args
         ) as cur:
             rows = await cur.fetchall()
         out = []
@@ -69,18 +86,20 @@ class HomeVisits:
         if out:
             async with transaction(self.db):
                 for v in out:
-                    await audit.append(self.db, self.store.clock.now(), actor, "read", "visits", v.id, "home visit list")
+                    await audit.append(self.db, self.store.time.stamp(), actor, "read", "visits", v.id, "home visit list")
             self.store._notify()
         return out
 
     async def _event(self, visit_id: str, status: str, actor: str, expect: str) -> None:
-        now = self.store.clock.now()
+        stamp = self.store.time.stamp()
+        now = stamp.t
         column = "started_at" if status == "started" else "finished_at"
         async with transaction(self.db):
             cur = await self.db.execute(f"UPDATE visits SET status = ?, {column} = ? WHERE id = ? AND status = ?", (status, now, visit_id, expect))
             if not cur.rowcount:
                 raise VisitError("Цей візит не можна " + ("розпочати" if status == "started" else "завершити") + " зараз")
-            item = json.dumps({"type": "visit", "id": visit_id, "event": status, "by": actor, "at": now}, separators=(",", ":"))
+            item = json.dumps({"type": "visit", "id": visit_id, "event": status, "by": actor, "at": now, "clock": stamp.wire()},
+                              separators=(",", ":"))
             await outbox.enqueue(self.db, "evt", item.encode(), now)
             if self.store.trips is not None:  # the stop it happened at; on finish its categories and GPS evidence
                 if status == "started":

@@ -2,7 +2,8 @@
 
 Simulated time runs ``speedup`` times faster than real time.  ``tunnels``
 are (start, end) windows of simulated seconds without a fix; ``cold_start``
-is how long the receiver searches for satellites after power-on.
+is how long the receiver searches for satellites after power-on;
+``time_offset`` shifts the date it reports (a week-number rollover).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import tty
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .nmea import ReceiverState, epoch
@@ -37,6 +38,8 @@ class NmeaPty:
     device: str = ""
     fix_enabled: bool = True  # tests switch the sky off and on
     hold_s: float = 0.0  # real seconds the van waits in the yard before the route starts
+    # added to the true time the receiver reports: -WEEK_ROLLOVER_S is old firmware after a GPS week-number rollover
+    time_offset: float = 0.0
     _master: int = -1
     _slave: int = -1
     _task: asyncio.Task[None] | None = None
@@ -74,7 +77,7 @@ class NmeaPty:
         while True:
             t = self.sim_time()
             state.fix = self.has_fix(t)
-            data = epoch(time.time(), jittered(self.route.at(t), self.jitter_m, rnd), state, rnd)
+            data = epoch(time.time() + self.time_offset, jittered(self.route.at(t), self.jitter_m, rnd), state, rnd)
             with contextlib.suppress(OSError):  # nobody reading yet: the pty buffer just fills
                 os.write(self._master, data)
             await asyncio.sleep(self.period)
@@ -94,19 +97,23 @@ def gpsd_binary() -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def real_gpsd(device: str | None, port: int, host: str = "127.0.0.1") -> AsyncIterator[subprocess.Popen[bytes]]:
-    """Run Debian's gpsd in the foreground on one device (or none: a receiver not plugged in)."""
+async def real_gpsd(device: str | None, port: int, host: str = "127.0.0.1", prefix: Sequence[str] = (),
+                    env: Mapping[str, str] | None = None) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Run Debian's gpsd in the foreground on one device (or none: a receiver not plugged in).
+
+    ``prefix`` runs it through another program (``faketime``: a Pi that booted with a stale clock), with ``env`` added.
+    """
     binary = gpsd_binary()
     if binary is None:
         raise FileNotFoundError("gpsd is not installed")
     # -N foreground, -n poll without clients, -b read-only (never reconfigure the receiver)
-    args = [binary, "-N", "-n", "-b", "-S", str(port)]
+    args = [*prefix, binary, "-N", "-n", "-b", "-S", str(port)]
     if device is None:
         # gpsd needs a device or a control socket to start at all
         args += ["-F", os.path.join(tempfile.mkdtemp(prefix="gpsd-"), "control.sock")]
     else:
         args.append(device)
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=None if env is None else {**os.environ, **env})
     try:
         for _ in range(100):
             with socket.socket() as s:

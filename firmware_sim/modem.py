@@ -42,6 +42,11 @@ class ModemSimConfig:
     session_delay: float = 0.05
     signal: Callable[[], int] = field(default=lambda: 4)
     seed: int = 1
+    # Some 960x firmwares and third-party emulators answer ERROR to AT+CSQ and AT+CIER.
+    csq_supported: bool = True
+    # How information responses are spaced: "standard" as the 9603 ("+SBDIX: 0, 1, ..." and "+CSQ:4"),
+    # "compact" without any space, "spaced" with a space after every colon and comma.
+    answer_style: str = "standard"
 
 
 class SkySignal:
@@ -131,6 +136,12 @@ class ModemSim:
     def _line(self, text: str) -> None:
         self._write(f"\r\n{text}\r\n".encode())
 
+    def _info(self, name: str, values: list[int]) -> str:
+        """One information response (``+NAME:v,v``) in the configured answer style."""
+        standard_sep = ", " if name == "SBDIX" else ","
+        colon, sep = {"compact": (":", ","), "spaced": (": ", ", ")}.get(self.cfg.answer_style, (": " if name == "SBDIX" else ":", standard_sep))
+        return f"+{name}{colon}{sep.join(str(v) for v in values)}"
+
     def ring(self) -> None:
         """An MT message is waiting at the gateway."""
         if self.ring_alerts:
@@ -195,15 +206,19 @@ class ModemSim:
         elif u == "AT+CGSN":
             self._line(self.cfg.imei)
             self._line("OK")
+        elif u in ("AT+CSQ", "AT+CSQF") and not self.cfg.csq_supported:
+            self._line("ERROR")
         elif u == "AT+CSQ":
             self._spawn(self._csq())
+        elif u.startswith("AT+CIER=") and not self.cfg.csq_supported:
+            self._line("ERROR")
         elif u.startswith("AT+CIER="):
             parts = u[8:].split(",")
             self.cier = parts[0] == "1"
             self._line("OK")
             if self.cier:
-                self._line(f"+CIEV:0,{self.cfg.signal()}")
-                self._line("+CIEV:1,1")
+                self._line(self._info("CIEV", [0, self.cfg.signal()]))
+                self._line(self._info("CIEV", [1, 1]))
         elif u.startswith("AT+SBDMTA="):
             self.ring_alerts = u.endswith("1")
             self._line("OK")
@@ -237,7 +252,7 @@ class ModemSim:
 
     async def _csq(self) -> None:
         await asyncio.sleep(self.cfg.csq_delay)
-        self._line(f"+CSQ:{self.cfg.signal()}")
+        self._line(self._info("CSQ", [self.cfg.signal()]))
         self._line("OK")
 
     async def _sbdix(self) -> None:
@@ -266,5 +281,5 @@ class ModemSim:
                     self.mt = msg
                     mt_status, mt_len = 1, len(msg)
         self.sessions.append(status)
-        self._line(f"+SBDIX: {status}, {self.momsn}, {mt_status}, {self.mtmsn}, {mt_len}, {queued}")
+        self._line(self._info("SBDIX", [status, self.momsn, mt_status, self.mtmsn, mt_len, queued]))
         self._line("OK")

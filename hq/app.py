@@ -44,7 +44,9 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     # Reloaded when provisioning changes a node record: enrolment, revocation and key rotation act without a restart.
     key_for = NodeKeyCache(cfg.keys.directory)
-    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock,  # type: ignore[arg-type]
+    # Status and heartbeats count only from vans whose key HQ still accepts.
+    app[STORE].node_active = lambda node: key_for(node) is not None
+    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock, max_clock_skew=cfg.max_clock_skew,  # type: ignore[arg-type]
                     heartbeat_keys=lambda tag: key_for.heartbeat_keys(tag, cfg.keys.seal))
     app[INGEST] = ingest
     app[SBD_INGEST] = SbdIngest(ingest)
@@ -67,7 +69,8 @@ async def _directip_ctx(app: web.Application) -> AsyncIterator[None]:
     async def on_mo(mo: MoMessage) -> None:
         await sbd.on_mo(mo.imei, mo.momsn, mo.payload, float(mo.session_time))
 
-    async with DirectIpReceiver(on_mo, cfg.host, cfg.directip_port) as rx:
+    async with DirectIpReceiver(on_mo, cfg.host, cfg.directip_port, gateways=cfg.directip_gateways,
+                                reject_log_interval=cfg.directip_reject_log_interval, clock=cfg.clock) as rx:
         app[DIRECTIP] = rx
         yield
 

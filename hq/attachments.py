@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from kit.sessions import Session
 from kit.web import HttpProblem, json_response
 from sync import crypto
-from sync.blob import TABLE, open_chunks, parse_blob_item
+from sync.blob import TABLE, aad_id, open_chunks, parse_blob_item
 from .db import transaction
 from sync.errors import CryptoError
 from .db import migrate
@@ -127,8 +127,9 @@ async def open_attachment(store: HQStore, key: X25519PrivateKey, att_id: str, us
     if not isinstance(version, int):
         raise AttachmentMissing(f"attachment {att_id} has a malformed header")
     try:
-        dk = crypto.unwrap_with_private(base64.b64decode(str(head["wrap_hq"])), key, crypto.record_aad(TABLE, att_id, version))
-        name, data = open_chunks(att_id, version, dk, [c for _, c in parts], base64.b64decode(str(head["meta"])))
+        app_id = str(head.get("application_id", ""))
+        dk = crypto.unwrap_with_private(base64.b64decode(str(head["wrap_hq"])), key, crypto.record_aad(TABLE, aad_id(att_id, version, app_id), version))
+        name, data = open_chunks(att_id, version, dk, [c for _, c in parts], base64.b64decode(str(head["meta"])), app_id)
     except (CryptoError, KeyError, ValueError) as exc:
         raise AttachmentMissing(f"attachment {att_id} does not open with HQ's key") from exc
     return head, name, data

@@ -20,11 +20,14 @@ class HQConfig:
     host: str = "0.0.0.0"
     port: int = 8090
     directip_port: int | None = None
+    directip_gateways: tuple[str, ...] = ("127.0.0.1",)
+    directip_reject_log_interval: float = 3600.0
     session_timeout: float = 1800.0
     mqtt_tls: ssl.SSLContext | None = None
     clock: Clock = field(default_factory=SystemClock)
     # Application status downlink and SMS notices (hq/appstatus.py, hq/sms.py); map tiles (dashboard).
     status_resend_after: float = 300.0
+    max_clock_skew: float = 86400.0
     ack_poll_interval: float = 2.0
     sms_url: str | None = None
     sms_token: str | None = None

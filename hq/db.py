@@ -281,7 +281,7 @@ class PgConnection:
     async def _run(self, sql: str, params: Sequence[Any]) -> PgCursor:
         head = sql.lstrip()[:16].upper()
         async with self._op:
-            if head.startswith(("COMMIT", "ROLLBACK", "END")):
+            if head.startswith(("COMMIT", "ROLLBACK", "END")) and not head.startswith("ROLLBACK TO"):
                 in_tx, self._in_tx = self._in_tx, False
                 if self._conn.is_closed() and head.startswith("ROLLBACK"):
                     return PgCursor([], -1)  # the server already dropped the transaction with the connection

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ipaddress
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+
+from kit.clock import Clock, SystemClock
 
 from .errors import HQError
 
@@ -95,15 +98,36 @@ async def read_message(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(n)
 
 
-class DirectIpReceiver:
-    """``async with DirectIpReceiver(on_mo, port=10800):`` — one MO message per TCP connection."""
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    # An IPv4 gateway seen through a dual-stack socket arrives as ::ffff:a.b.c.d
+    return addr.ipv4_mapped or addr if isinstance(addr, ipaddress.IPv6Address) else addr
 
-    def __init__(self, on_mo: Callable[[MoMessage], Awaitable[None]], host: str = "0.0.0.0", port: int = 10800, timeout: float = 30.0) -> None:
+
+class DirectIpReceiver:
+    """``async with DirectIpReceiver(on_mo, port=10800):`` — one MO message per TCP connection.
+
+    ``gateways``: the only peer addresses served (Iridium's gateways); anyone
+    else is closed unanswered, counted, and logged once per address per
+    ``reject_log_interval`` so that a scan cannot flood the log.  None: any
+    peer (tests of the message format).
+    """
+
+    def __init__(self, on_mo: Callable[[MoMessage], Awaitable[None]], host: str = "0.0.0.0", port: int = 10800, timeout: float = 30.0,
+                 gateways: Collection[str] | None = None, reject_log_interval: float = 3600.0, clock: Clock | None = None) -> None:
         self.on_mo = on_mo
         self.host, self.port = host, port
         self.timeout = timeout
         self.received = 0
         self.rejected = 0
+        self.refused_peers = 0  # connections from addresses not in ``gateways``
+        self.gateways = None if gateways is None else {a for a in (_address(g) for g in gateways) if a is not None}
+        self.reject_log_interval = reject_log_interval
+        self.clock = clock or SystemClock()
+        self._logged: dict[str, float] = {}  # address -> when its refusal was last logged (monotonic)
         self._server: asyncio.AbstractServer | None = None
 
     async def __aenter__(self) -> DirectIpReceiver:
@@ -117,7 +141,25 @@ class DirectIpReceiver:
             self._server.close()
             await self._server.wait_closed()
 
+    def _log_refusal(self, peer: str, what: str, *args: object) -> None:
+        now = self.clock.monotonic()
+        last = self._logged.get(peer)
+        if last is not None and now - last < self.reject_log_interval:
+            return
+        if len(self._logged) > 10_000:
+            # bounded memory under a scan from many addresses: forget the old entries
+            self._logged = {p: t for p, t in self._logged.items() if now - t < self.reject_log_interval}
+        self._logged[peer] = now
+        log.warning(what + " (logged once per %.0f s per address)", *args, self.reject_log_interval)
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) and peername else "?"
+        if self.gateways is not None and _address(peer) not in self.gateways:
+            self.refused_peers += 1
+            self._log_refusal(peer, "DirectIP connection from %s refused: not a configured gateway", peer)
+            writer.transport.abort()  # no answer at all: nothing to learn for a scanner
+            return
         try:
             body = await asyncio.wait_for(read_message(reader), self.timeout)
             mo = parse_mo(body)
@@ -127,7 +169,7 @@ class DirectIpReceiver:
             await writer.drain()
         except (TimeoutError, DirectIpError, asyncio.IncompleteReadError, ConnectionError) as exc:
             self.rejected += 1
-            log.warning("DirectIP MO from %s refused: %s", writer.get_extra_info("peername"), exc)
+            self._log_refusal(peer, "DirectIP MO from %s refused: %s", peer, exc)
         finally:
             writer.close()
 

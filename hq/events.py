@@ -9,9 +9,10 @@ skips an event.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from sync import safejson
 
 from .db import DB, transaction
 
@@ -36,7 +37,7 @@ async def fold_events(db: DB, cursor_table: str, fold: Fold) -> int:
         async with transaction(db):
             for payload in payloads:
                 try:
-                    doc = json.loads(payload)
+                    doc = safejson.loads(payload)
                 except ValueError:
                     continue
                 if isinstance(doc, dict) and await fold(node_id, doc):

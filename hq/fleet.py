@@ -18,17 +18,19 @@ from sync.poscodec import unpack_position
 from .store import HQStore
 
 SILENT_AFTER = 30 * 60.0  # seconds without any message
+NEW_INSTANCE_ALERT = 7 * 86400.0  # a van that started a new database is flagged this long
 BACKLOG_RECORDS = 200  # records waiting on the van
 
 
 @dataclass(frozen=True)
 class Alert:
     node_id: str
-    code: str  # silent, backlog, forged, audit_chain, quarantine
+    code: str  # silent, backlog, forged, audit_chain, quarantine, new_instance, conflict
     message: str  # Ukrainian, for the dispatcher
 
 
-def alerts_for(node: dict[str, Any], now: float, rejected: int, audit_breaks: int, quarantined: int) -> list[Alert]:
+def alerts_for(node: dict[str, Any], now: float, rejected: int, audit_breaks: int, quarantined: int,
+               new_instance_at: float | None = None, conflicts: int = 0) -> list[Alert]:
     out = []
     nid = node["node_id"]
     last = node.get("last_seen")
@@ -45,6 +47,12 @@ def alerts_for(node: dict[str, Any], now: float, rejected: int, audit_breaks: in
         out.append(Alert(nid, "audit_chain", "Розрив ланцюжка журналу аудиту: перевірте фургон"))
     if quarantined:
         out.append(Alert(nid, "quarantine", f"Записів у карантині: {quarantined}"))
+    if new_instance_at is not None and now - new_instance_at <= NEW_INSTANCE_ALERT:
+        out.append(Alert(nid, "new_instance", "Фургон надсилає з нової бази даних (перевстановлення або заміна картки пам'яті): "
+                                              "перевірте, чи не було втручання"))
+    if conflicts:
+        out.append(Alert(nid, "conflict", f"Записів, що відрізняються від уже отриманих під тим самим номером: {conflicts}. "
+                                          "Їх не підтверджено, фургон зберігає їх"))
     return out
 
 
@@ -58,8 +66,12 @@ async def fleet_view(store: HQStore, now: float) -> dict[str, Any]:
     rejected = await _counts(store, "SELECT claimed_node, COUNT(*) FROM rejections GROUP BY claimed_node")
     breaks = await _counts(store, "SELECT node_id, COUNT(*) FROM audit_alerts GROUP BY node_id")
     quarantined = await _counts(store, "SELECT node_id, COUNT(*) FROM quarantine GROUP BY node_id")
+    conflicts = await _counts(store, "SELECT node_id, COUNT(*) FROM item_conflicts GROUP BY node_id")
+    async with store.db.execute("SELECT node_id, MAX(first_seen) FROM node_instances WHERE ordinal > 0 GROUP BY node_id") as cur:
+        new_instance = {str(r[0]): float(r[1]) async for r in cur}
     alerts = [a for n in nodes for a in alerts_for(n, now, rejected.get(n["node_id"], 0), breaks.get(n["node_id"], 0),
-                                                      quarantined.get(n["node_id"], 0))]
+                                                      quarantined.get(n["node_id"], 0), new_instance.get(n["node_id"]),
+                                                      conflicts.get(n["node_id"], 0))]
     return {"nodes": nodes, "alerts": [a.__dict__ for a in alerts], "now": now}
 
 

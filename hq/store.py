@@ -4,27 +4,43 @@
 number up to which HQ holds everything without a gap; only that number is
 acknowledged, so a lost batch is resent instead of skipped.
 
-An item HQ can never apply (malformed JSON, unknown schema) is still stored
-and counted as held, so it does not block the stream behind it, but it goes
-to ``quarantine`` instead of the projections; the ack tells the node.
+An item HQ can never apply (malformed JSON, unknown schema, anything that
+raises while it is applied) is still stored and counted as held, so it does
+not block the stream behind it, but it goes to ``quarantine`` instead of the
+projections; the ack tells the node.  Each envelope is applied under one
+SAVEPOINT; if anything fails, each item is applied again under its own, and
+only the failing ones are quarantined.
+
+Node instances: a van names the database it sends from (``Envelope.instance``,
+chosen when that database was made).  Each instance of a van numbers its
+streams from 1 again, so HQ gives each instance its own range of the ``seq``
+column: instance number k (in order of first sight; a van's pre-instance
+data is k = 0) stores its seq n as ``k * SEQ_SPAN + n``.  Projections keyed by
+(node, seq) therefore never mix two instances, and acks speak the van's own
+numbers.  Each item's SHA-256 is kept: a resend whose content differs from
+what HQ holds under the same key is a conflict, quarantined, alerted and
+never acknowledged (the van keeps it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sync.clock import Clock
-from sync import poscodec
-from sync.envelope import Envelope
+from sync import poscodec, safejson
+from sync.auditchain import GENESIS
+from sync.envelope import MAX_SEQ, Envelope
 from sync.errors import EnvelopeError, SyncError
 from sync.linkmgr import unpack_heartbeat
 from sync.ingest import StoreResult
 
-from . import audit
+from . import audit, timefix
 from .db import DB, backend, connect, migrate, transaction
 
 log = logging.getLogger(__name__)
@@ -79,7 +95,28 @@ CREATE TABLE ratings (
 );
 ALTER TABLE records ADD COLUMN package_code TEXT
 """,
+    # 4: node instances (re-flashed vans), item digests, conflicting resends
+    """
+CREATE TABLE node_instances (
+    node_id TEXT NOT NULL, instance TEXT NOT NULL, ordinal INTEGER NOT NULL, first_seen REAL NOT NULL,
+    PRIMARY KEY (node_id, instance), UNIQUE (node_id, ordinal)
+);
+INSERT INTO node_instances(node_id, instance, ordinal, first_seen) SELECT node_id, '', 0, 0 FROM node_state;
+CREATE TABLE instance_streams (
+    node_id TEXT NOT NULL, instance TEXT NOT NULL, stream TEXT NOT NULL, contiguous INTEGER NOT NULL,
+    PRIMARY KEY (node_id, instance, stream)
+);
+INSERT INTO instance_streams(node_id, instance, stream, contiguous) SELECT node_id, '', stream, contiguous FROM stream_state;
+ALTER TABLE items ADD COLUMN digest BLOB;
+CREATE TABLE item_conflicts (
+    node_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, digest BLOB NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (node_id, stream, seq, digest)
+)
+""",
 ]
+
+# Each node instance stores its streams in its own range of HQ's seq column (see the module doc).
+SEQ_SPAN = MAX_SEQ + 1
 
 # Record schemas HQ knows how to project; anything else is quarantined.
 RECORD_TYPES = frozenset({"application", "applicant", "rating"})
@@ -91,6 +128,9 @@ class HQStore:
     def __init__(self, db: DB, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        # Vans HQ still listens to (enrolled, not revoked); the app ties it to the key directory.
+        self.node_active: Callable[[str], bool] = lambda _node: True
+        self._ignored_status: set[str] = set()
 
     @property
     def backend(self) -> str:
@@ -103,6 +143,7 @@ class HQStore:
         try:
             await migrate(db, "hq", MIGRATIONS)
             await migrate(db, "hq_audit", audit.MIGRATIONS)
+            await timefix.create_schema(db)
         except BaseException:
             await db.close()
             raise
@@ -111,7 +152,12 @@ class HQStore:
     async def close(self) -> None:
         await self.db.close()
 
-    async def store_envelope(self, env: Envelope, via: str) -> StoreResult:
+    async def store_envelope(self, env: Envelope, via: str, hold: str | None = None) -> StoreResult:
+        """Store the items idempotently; ``hold``: quarantine each new item with this reason instead of applying it.
+
+        Returns what HQ now holds in the van's own numbering (``contiguous``), capped below any
+        item whose resend conflicts with what HQ holds: that one is never acknowledged.
+        """
         now = self.clock.now()
         res = StoreResult(0)
         # One writer per (node, stream): on PostgreSQL, workers ingest other vans in parallel.
@@ -122,56 +168,160 @@ class HQStore:
                 " trusted_time = excluded.trusted_time",
                 (env.node_id, now, via, int(env.trusted_time)),
             )
-            last = env.first_seq + len(env.items) - 1
+            ordinal, newest = await self._instance(env.node_id, env.instance, now)
+            base = ordinal * SEQ_SPAN
+            first, last = base + env.first_seq, base + env.last_seq
             async with self.db.execute(
-                "SELECT seq FROM items WHERE node_id = ? AND stream = ? AND seq BETWEEN ? AND ?",
-                (env.node_id, env.stream, env.first_seq, last),
+                "SELECT seq, digest, CASE WHEN digest IS NULL THEN payload END FROM items WHERE node_id = ? AND stream = ? AND seq BETWEEN ? AND ?",
+                (env.node_id, env.stream, first, last),
             ) as cur:
-                held = {int(r[0]) async for r in cur}
-            fresh = [(env.first_seq + i, item) for i, item in enumerate(env.items) if env.first_seq + i not in held]
-            res.duplicates = len(env.items) - len(fresh)
+                held = {int(r[0]): bytes(r[1]) if r[1] is not None else hashlib.sha256(bytes(r[2])).digest() async for r in cur}
+            fresh: list[tuple[int, bytes, bytes]] = []
+            for i, item in enumerate(env.items):
+                seq, digest = first + i, hashlib.sha256(item).digest()
+                if seq not in held:
+                    fresh.append((seq, item, digest))
+                elif held[seq] != digest:
+                    await self._conflict(env, seq, digest, now, res, base)
+                else:
+                    res.duplicates += 1
             res.new = len(fresh)
-            await self.db.executemany(
-                "INSERT INTO items(node_id, stream, seq, payload, hlc, via, received) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(env.node_id, env.stream, seq, item, env.hlc, via, now) for seq, item in fresh],
-            )
-            # Positions: only the newest of a batch moves the fleet map; each is still checked.
-            newest_pos = max((seq for seq, item in fresh if item), default=None) if env.stream == "pos" else None
-            for seq, item in fresh:
-                reason = await self._apply(env.node_id, env.stream, seq, item, project=env.stream != "pos" or seq == newest_pos)
-                if reason is not None:
-                    res.quarantined.append((seq, reason))
-                    await self.db.execute(
-                        "INSERT INTO quarantine(node_id, stream, seq, reason, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        (env.node_id, env.stream, seq, reason, now),
-                    )
+            await self._store_fresh(env, via, fresh, hold, now, res, base)
             if res.new:
                 await self.db.execute(
                     "INSERT INTO class_bytes(node_id, stream, bytes, items) VALUES (?, ?, ?, ?) ON CONFLICT(node_id, stream)"
                     " DO UPDATE SET bytes = class_bytes.bytes + excluded.bytes, items = class_bytes.items + excluded.items",
-                    (env.node_id, env.stream, sum(len(x) for x in env.items), res.new),
+                    (env.node_id, env.stream, sum(len(x[1]) for x in fresh), res.new),
                 )
             # (each statement is a round trip on PostgreSQL: no separate "make sure the row exists")
-            async with self.db.execute("SELECT contiguous FROM stream_state WHERE node_id = ? AND stream = ?", (env.node_id, env.stream)) as cur2:
+            async with self.db.execute(
+                "SELECT contiguous FROM instance_streams WHERE node_id = ? AND instance = ? AND stream = ?", (env.node_id, env.instance, env.stream)
+            ) as cur2:
                 row = await cur2.fetchone()
             contiguous = int(row[0]) if row else 0
             async with self.db.execute(
-                "SELECT seq FROM items WHERE node_id = ? AND stream = ? AND seq > ? ORDER BY seq", (env.node_id, env.stream, contiguous)
+                "SELECT seq FROM items WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ? ORDER BY seq",
+                (env.node_id, env.stream, base + contiguous, base + SEQ_SPAN),
             ) as cur3:
                 async for (seq,) in cur3:
-                    if seq != contiguous + 1:
+                    if seq != base + contiguous + 1:
                         break
-                    contiguous = seq
+                    contiguous = seq - base
             await self.db.execute(
-                "INSERT INTO stream_state(node_id, stream, contiguous) VALUES (?, ?, ?)"
-                " ON CONFLICT(node_id, stream) DO UPDATE SET contiguous = excluded.contiguous",
-                (env.node_id, env.stream, contiguous),
+                "INSERT INTO instance_streams(node_id, instance, stream, contiguous) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(node_id, instance, stream) DO UPDATE SET contiguous = excluded.contiguous",
+                (env.node_id, env.instance, env.stream, contiguous),
             )
+            if newest:
+                # readers of stream_state (event folds) follow the van's newest instance, in HQ's seq numbers
+                await self.db.execute(
+                    "INSERT INTO stream_state(node_id, stream, contiguous) VALUES (?, ?, ?)"
+                    " ON CONFLICT(node_id, stream) DO UPDATE SET contiguous = excluded.contiguous",
+                    (env.node_id, env.stream, base + contiguous),
+                )
             if env.stream == "audit":
                 for problem in await audit.verify_new(self.db, env.node_id, now):
                     log.warning("audit chain of %s: %s", env.node_id, problem)
+            async with self.db.execute(
+                "SELECT MIN(seq) FROM item_conflicts WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ?",
+                (env.node_id, env.stream, base, base + SEQ_SPAN),
+            ) as cur4:
+                crow = await cur4.fetchone()
+        if crow is not None and crow[0] is not None and int(crow[0]) - base - 1 < contiguous:
+            contiguous, res.held_back = int(crow[0]) - base - 1, True
         res.contiguous = contiguous
         return res
+
+    async def _instance(self, node_id: str, instance: str, now: float) -> tuple[int, bool]:
+        """(ordinal of this node instance, whether it is the node's newest); a new one is registered."""
+        async with self.db.execute(
+            "SELECT i.ordinal, (SELECT MAX(ordinal) FROM node_instances m WHERE m.node_id = i.node_id)"
+            " FROM node_instances i WHERE i.node_id = ? AND i.instance = ?", (node_id, instance)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None:
+            return int(row[0]), int(row[0]) == int(row[1])
+        async with self.db.execute("SELECT COUNT(*) FROM node_instances WHERE node_id = ?", (node_id,)) as cur:
+            crow = await cur.fetchone()
+        ordinal = int(crow[0]) if crow else 0
+        await self.db.execute(
+            "INSERT INTO node_instances(node_id, instance, ordinal, first_seen) VALUES (?, ?, ?, ?)", (node_id, instance, ordinal, now)
+        )
+        if ordinal:
+            log.warning("van %s sends from a new database (instance %s, the %d. it has had): re-flashed or card replaced",
+                        node_id, instance or "legacy", ordinal + 1)
+            # the new database starts its own audit chain
+            await self.db.execute(
+                "INSERT INTO audit_state(node_id, verified_seq, last_hash, broken) VALUES (?, ?, ?, 0)"
+                " ON CONFLICT(node_id) DO UPDATE SET verified_seq = excluded.verified_seq, last_hash = excluded.last_hash, broken = 0",
+                (node_id, ordinal * SEQ_SPAN, GENESIS),
+            )
+        return ordinal, True
+
+    async def _conflict(self, env: Envelope, seq: int, digest: bytes, now: float, res: StoreResult, base: int) -> None:
+        """A resend whose content differs from what HQ holds under its key: quarantined, alerted, never acknowledged."""
+        reason = "conflict: differs from the item HQ holds under this number"
+        log.warning("item %s/%s/%d: %s", env.node_id, env.stream, seq - base, reason)
+        res.quarantined.append((seq - base, reason))
+        await self.db.execute(
+            "INSERT INTO item_conflicts(node_id, stream, seq, digest, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (env.node_id, env.stream, seq, digest, now),
+        )
+        await self.db.execute(
+            "INSERT INTO quarantine(node_id, stream, seq, reason, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (env.node_id, env.stream, seq, reason, now),
+        )
+
+    async def _store_fresh(self, env: Envelope, via: str, fresh: list[tuple[int, bytes, bytes]], hold: str | None,
+                           now: float, res: StoreResult, base: int) -> None:
+        """Store and apply new items: all under one savepoint, or, if anything fails, each under its own."""
+        if not fresh:
+            return
+        hlc = env.hlc if hold is None else -1  # an HLC HQ would not take is not kept as one
+        # Positions: only the newest of a batch moves the fleet map; each is still checked.
+        newest_pos = max((seq for seq, item, _ in fresh if item), default=None) if env.stream == "pos" else None
+        sql = "INSERT INTO items(node_id, stream, seq, payload, hlc, via, received, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+        async def apply(seq: int, item: bytes) -> str | None:
+            if hold is not None:
+                return hold
+            return await self._apply(env.node_id, env.stream, seq, item, project=env.stream != "pos" or seq == newest_pos)
+
+        quarantined: list[tuple[int, str]] = []
+        await self.db.execute("SAVEPOINT batch")
+        try:
+            await self.db.executemany(sql, [(env.node_id, env.stream, seq, item, hlc, via, now, d) for seq, item, d in fresh])
+            for seq, item, _ in fresh:
+                reason = await apply(seq, item)
+                if reason is not None:
+                    quarantined.append((seq, reason))
+        except Exception as exc:  # noqa: BLE001 - any failure of the batch: retried item by item below, each quarantined alone
+            await self.db.execute("ROLLBACK TO SAVEPOINT batch")
+            await self.db.execute("RELEASE SAVEPOINT batch")
+            log.warning("batch %s/%s from %d failed (%s): applying item by item", env.node_id, env.stream, env.first_seq, type(exc).__name__)
+            quarantined = []
+            for seq, item, d in fresh:
+                await self.db.execute("SAVEPOINT item")
+                try:
+                    await self.db.execute(sql, (env.node_id, env.stream, seq, item, hlc, via, now, d))
+                    reason = await apply(seq, item)
+                except Exception as exc:  # noqa: BLE001 - one hostile item is quarantined (logged with its repr), never a stuck stream
+                    await self.db.execute("ROLLBACK TO SAVEPOINT item")
+                    reason = f"cannot apply: {type(exc).__name__}"
+                    log.warning("item %s/%s/%d quarantined: %r", env.node_id, env.stream, seq - base, exc)
+                    # held as received, so the stream behind it moves on
+                    await self.db.execute(sql, (env.node_id, env.stream, seq, item, hlc, via, now, d))
+                await self.db.execute("RELEASE SAVEPOINT item")
+                if reason is not None:
+                    quarantined.append((seq, reason))
+        else:
+            await self.db.execute("RELEASE SAVEPOINT batch")
+        for seq, reason in quarantined:
+            res.quarantined.append((seq - base, reason))
+            await self.db.execute(
+                "INSERT INTO quarantine(node_id, stream, seq, reason, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (env.node_id, env.stream, seq, reason[:200], now),
+            )
 
     async def _apply(self, node_id: str, stream: str, seq: int, item: bytes, project: bool = True) -> str | None:
         """Project a newly stored item into the tables the dashboard reads; a reason if it cannot be."""
@@ -184,11 +334,15 @@ class HQStore:
                 return str(exc)
             if not project:
                 return None
+            # an impossible time (a receiver's rollover date) is never shown: HQ's arrival time stands in, untrusted;
+            # an untrusted one is corrected by its boot's time fix, now or when the fix comes (hq/timefix.py)
+            pos_time, trusted = await timefix.position_time(self.db, node_id, p, self.clock.now())
             await self.db.execute(
-                "INSERT INTO node_state(node_id, lat, lon, pos_time) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(node_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, pos_time = excluded.pos_time"
+                "INSERT INTO node_state(node_id, lat, lon, pos_time, pos_trusted, pos_mono, pos_boot) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(node_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, pos_time = excluded.pos_time,"
+                " pos_trusted = excluded.pos_trusted, pos_mono = excluded.pos_mono, pos_boot = excluded.pos_boot"
                 " WHERE node_state.pos_time IS NULL OR excluded.pos_time >= node_state.pos_time",
-                (node_id, p.lat, p.lon, p.time),
+                (node_id, p.lat, p.lon, pos_time, int(trusted), None if trusted else p.mono, None if trusted else p.boot),
             )
         elif stream == "status":
             try:
@@ -201,14 +355,22 @@ class HQStore:
                 " AND ? >= (SELECT MAX(seq) FROM items WHERE node_id = ? AND stream = 'status')",
                 (json.dumps(hb.depth), node_id, seq, node_id),
             )
-            if hb.has_fix:
+            if hb.has_fix and timefix.plausible(hb.time):
                 await self.db.execute(
                     "UPDATE node_state SET lat = ?, lon = ?, pos_time = ? WHERE node_id = ? AND (pos_time IS NULL OR pos_time <= ?)",
                     (hb.lat, hb.lon, hb.time, node_id, hb.time),
                 )
+        elif stream == "evt":
+            if item[:1] == b"{" and b'"time_fix"' in item:  # the one event HQ's store folds itself (hq/timefix.py)
+                try:
+                    doc = safejson.loads(item)
+                    if isinstance(doc, dict) and doc.get("type") == "time_fix":
+                        await timefix.time_fix(self.db, node_id, doc, self.clock.now())
+                except (ValueError, KeyError, TypeError) as exc:
+                    return f"malformed time fix: {type(exc).__name__}"
         elif stream == "rec":
             try:
-                doc = json.loads(item)
+                doc = safejson.loads(item)
                 if not isinstance(doc, dict):
                     return "record is not a JSON object"
                 kind = doc.get("type", "application")
@@ -221,6 +383,7 @@ class HQStore:
                         (node_id, seq, str(doc["id"]), str(doc["number"]), str(doc["service_code"]), float(doc["created"]),
                          item.decode(), doc.get("package")),
                     )
+                    await timefix.record_clock(self.db, node_id, str(doc["id"]), doc)
                 elif kind == "applicant":
                     await self.db.execute(
                         "INSERT INTO applicants(node_id, seq, record_id, created, sealed) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -266,11 +429,22 @@ class HQStore:
         async with self.db.execute("SELECT seq, payload FROM items WHERE node_id = ? AND stream = ? ORDER BY seq", (node_id, stream)) as cur:
             return [(int(r[0]), bytes(r[1])) async for r in cur]
 
+    async def instance_by_tag(self, node_id: str, tag: bytes, tag_of: Callable[[str], bytes]) -> str | None:
+        async with self.db.execute("SELECT instance FROM node_instances WHERE node_id = ? ORDER BY ordinal DESC", (node_id,)) as cur:
+            known = [str(r[0]) async for r in cur]
+        return next((i for i in known if tag_of(i) == tag), None)
+
     async def record_rejection(self, claimed_node: str, channel: str, reason: str) -> None:
         async with transaction(self.db):
             await self.db.execute("INSERT INTO rejections(at, claimed_node, channel, reason) VALUES (?, ?, ?, ?)", (self.clock.now(), claimed_node, channel, reason))
 
     async def record_status(self, node_id: str, state: str, at: float, depth: dict[str, Any] | None = None) -> None:
+        if not self.node_active(node_id):
+            # A revoked van's retained status or a last connection's heartbeat: it must not look alive.
+            if node_id not in self._ignored_status:
+                self._ignored_status.add(node_id)
+                log.warning("status of %s ignored: not an active van (revoked or not enrolled)", node_id[:40])
+            return
         async with transaction(self.db):
             await self.db.execute(
                 "INSERT INTO node_state(node_id, status, status_at, depth) VALUES (?, ?, ?, ?)"
@@ -282,13 +456,15 @@ class HQStore:
     async def fleet(self) -> list[dict[str, Any]]:
         async with self.db.execute(
             "SELECT n.node_id, n.last_seen, n.lat, n.lon, n.pos_time, n.status, n.link,"
-            " (SELECT COUNT(*) FROM records r WHERE r.node_id = n.node_id), n.depth, n.trusted_time"
+            " (SELECT COUNT(*) FROM records r WHERE r.node_id = n.node_id), n.depth, n.trusted_time, n.pos_trusted"
             " FROM node_state n ORDER BY n.node_id"
         ) as cur:
             return [
-                {"node_id": r[0], "last_seen": r[1], "lat": r[2], "lon": r[3], "position_time": r[4], "status": r[5] or "unknown",
+                {"node_id": r[0], "last_seen": r[1], "lat": r[2], "lon": r[3], "position_time": r[4],
+                 "status": (r[5] or "unknown") if self.node_active(r[0]) else "revoked",
                  "link": r[6], "records": r[7], "outbox_depth": json.loads(r[8]) if r[8] else {},
-                 "trusted_time": None if r[9] is None else bool(r[9])}
+                 "trusted_time": None if r[9] is None else bool(r[9]),
+                 "position_time_trusted": None if r[10] is None else bool(r[10])}
                 async for r in cur
             ]
 

@@ -23,9 +23,12 @@ class VaultError(HQError):
 async def list_records(store: HQStore, limit: int = 200) -> list[dict[str, Any]]:
     """What anyone at HQ may see of a record: no personal data."""
     async with store.db.execute(
-        "SELECT record_id, number, node_id, service_code, created, package_code FROM records ORDER BY created DESC LIMIT ?", (limit,)
+        "SELECT record_id, number, node_id, service_code, created, package_code, time_trusted FROM records ORDER BY created DESC LIMIT ?",
+        (limit,),
     ) as cur:
-        return [{"id": r[0], "number": r[1], "node_id": r[2], "service_code": r[3], "created": r[4], "package": r[5]} async for r in cur]
+        # time_trusted False: the van's clock was not yet confirmed and no time fix of its boot has come (hq/timefix.py)
+        return [{"id": r[0], "number": r[1], "node_id": r[2], "service_code": r[3], "created": r[4], "package": r[5],
+                 "time_trusted": r[6] is None or bool(r[6])} async for r in cur]
 
 
 async def open_record(store: HQStore, key: X25519PrivateKey, record_id: str, username: str, reason: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Server-side login sessions shared by the van UI and the HQ dashboard.
 
 A session is a random token in an HttpOnly, SameSite=Strict cookie, with
-its own CSRF token and an idle timeout on the injected clock.
+its own CSRF token, an idle timeout and (optionally) an absolute lifetime on
+the injected clock.  All sessions of one username can be ended at once (an
+account removed, a password changed).
 """
 
 from __future__ import annotations
@@ -25,19 +27,25 @@ class Session:
     csrf: str
     last_seen: float
     data: dict[str, object] = field(default_factory=dict)
+    created: float = 0.0
 
 
 class Sessions:
-    def __init__(self, clock: Clock, idle_timeout: float, cookie: str = "mo_session") -> None:
+    def __init__(self, clock: Clock, idle_timeout: float, cookie: str = "mo_session", max_age: float | None = None) -> None:
         self.clock = clock
         self.idle_timeout = idle_timeout
+        self.max_age = max_age  # absolute lifetime, however active the session is; None: idle timeout only
         self.cookie = cookie
         self._by_token: dict[str, Session] = {}
 
     def create(self, username: str, role: str) -> Session:
-        s = Session(secrets.token_urlsafe(32), username, role, secrets.token_urlsafe(24), self.clock.monotonic())
+        now = self.clock.monotonic()
+        s = Session(secrets.token_urlsafe(32), username, role, secrets.token_urlsafe(24), now, created=now)
         self._by_token[s.token] = s
         return s
+
+    def _expired(self, s: Session, now: float) -> bool:
+        return now - s.last_seen > self.idle_timeout or (self.max_age is not None and now - s.created > self.max_age)
 
     def get(self, request: web.Request) -> Session | None:
         token = request.cookies.get(self.cookie)
@@ -47,7 +55,7 @@ class Sessions:
         if s is None:
             return None
         now = self.clock.monotonic()
-        if now - s.last_seen > self.idle_timeout:
+        if self._expired(s, now):
             del self._by_token[token]
             return None
         s.last_seen = now
@@ -58,6 +66,20 @@ class Sessions:
 
     def drop_all(self) -> None:
         self._by_token.clear()
+
+    def drop_user(self, username: str) -> int:
+        """End every session of ``username`` (their next request answers 401); returns how many."""
+        gone = [t for t, s in self._by_token.items() if s.username == username]
+        for t in gone:
+            del self._by_token[t]
+        return len(gone)
+
+    def purge(self) -> int:
+        """Forget expired sessions (they are otherwise noticed only on their next request); returns how many remain."""
+        now = self.clock.monotonic()
+        for t in [t for t, s in self._by_token.items() if self._expired(s, now)]:
+            del self._by_token[t]
+        return len(self._by_token)
 
     @property
     def active(self) -> int:

@@ -75,6 +75,13 @@ def db_url(value: str) -> str:
     return value
 
 
+def address_list(value: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in value.split(",") if p.strip())
+    if not parts:
+        raise ValueError("expected one or more addresses separated by commas")
+    return parts
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # snake_case key in config files; flag is --name-with-dashes
@@ -106,9 +113,11 @@ class SettingGroup:
     title: str
     settings: list[Setting] = field(default_factory=list)
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(self, parser: argparse.ArgumentParser, only: Iterable[str] | None = None) -> None:
         group = parser.add_argument_group(self.title)
         for s in self.settings:
+            if only is not None and s.name not in only:
+                continue
             default_txt = "" if s.default is None else f" (default: {s.default})"
             group.add_argument(
                 s.flag,
@@ -127,8 +136,17 @@ class SettingGroup:
             raw = getattr(args, s.name, None) if args is not None else None
             if raw is None:
                 raw = file_values.get(s.name)
+            if raw is None and isinstance(s.default, str) and s.parse is address_list:
+                raw = s.default  # written as text in the docs, used parsed
             out[s.name] = s.default if raw is None else s.convert(raw)
         return out
+
+    def setting(self, name: str) -> Setting:
+        """One declaration by name (code that takes a default from the registry)."""
+        for s in self.settings:
+            if s.name == name:
+                return s
+        raise KeyError(name)
 
     def markdown(self) -> str:
         lines = [f"### {self.title}", "", "| flag / config key | default | meaning |", "|---|---|---|"]
@@ -163,13 +181,21 @@ NODE = SettingGroup(
         Setting("sbd_after", positive_float, 300.0, "seconds without MQTT before heartbeats go by satellite", "SECONDS"),
         Setting("sbd_interval", positive_float, 900.0, "seconds between satellite heartbeats while MQTT is down", "SECONDS"),
         Setting("ack_timeout", positive_float, 10.0, "seconds before an unacknowledged batch is sent again", "SECONDS"),
+        Setting("max_clock_skew", positive_float, 30 * 86400.0, "seconds a message from HQ may be stamped ahead of the van's clock; "
+                "further ahead, it is refused and its clock never taken (the van may boot with a stale clock)", "SECONDS"),
         Setting("position_interval", positive_float, 5.0, "seconds between positions sent to HQ", "SECONDS"),
         Setting("session_timeout", positive_float, 900.0, "idle seconds before an administrator is logged out", "SECONDS"),
+        Setting("session_max_age", positive_float, 43200.0, "seconds after login an administrator is logged out however active (a shift)",
+                "SECONDS"),
+        Setting("lock_grace", positive_float, 300.0, "seconds after the last administrator's session ended before the store locks "
+                "again (the node key leaves memory)", "SECONDS"),
+        Setting("password_min_length", positive_int, 10, "shortest administrator password accepted (common passwords are refused too)", "N"),
         Setting("limit_records_mb", positive_float, 512.0, "records waiting for HQ: past this, intake is refused (never dropped)", "MB"),
         Setting("limit_audit_mb", positive_float, 128.0, "audit entries waiting for HQ: past this, intake is refused", "MB"),
         Setting("limit_positions_mb", positive_float, 32.0, "raw GPS waiting for HQ: past this, the oldest unsent points are thinned", "MB"),
         Setting("min_free_disk_mb", positive_float, 64.0, "disk space always kept free: intake is refused before it is used", "MB"),
         Setting("retention_days", positive_float, 7.0, "days the van keeps personal data HQ has acknowledged, then shreds it", "DAYS"),
+        Setting("track_retention_days", positive_float, 7.0, "days the van keeps its own GPS track (it leads to people's doors)", "DAYS"),
         Setting("login_max_failures", positive_int, 5, "failed logins for one username before it is locked out for a while", "N"),
         Setting("login_max_failures_per_address", positive_int, 20, "failed logins from one client address before it is locked out", "N"),
         Setting("login_lockout", positive_float, 300.0, "first lockout after too many failed logins; doubles each time, up to an hour", "SECONDS"),
@@ -180,6 +206,12 @@ NODE = SettingGroup(
         Setting("shutdown_sync_seconds", positive_float, 20.0, "on ignition off: at most this long to deliver what is pending to HQ", "SECONDS"),
         Setting("poweroff_command", str, None, "on ignition off, after the flush and the last sync: run this (e.g. 'systemctl poweroff')",
                 "COMMAND"),
+        Setting("trust_kernel_clock", str, "on", "trust the kernel's 'synchronised' flag that chrony sets (off: only GPS time is"
+                " trusted, e.g. for a node run under libfaketime, whose clock is not the kernel's; assume: take the system clock as"
+                " synchronised, for a development machine or test whose clock is right though nothing disciplines it)",
+                choices=("on", "off", "assume")),
+        Setting("mqtt_keepalive", positive_int, 30, "MQTT keepalive; the broker publishes the van's last will (offline) "
+                "1.5 keepalives after a power cut", "SECONDS"),
         Setting("https", str, "auto", "serve the van UI over HTTPS with the bundle's ui.crt/ui.key (auto: when the bundle has them)",
                 choices=("auto", "on", "off")),
     ],
@@ -196,6 +228,12 @@ HQ = SettingGroup(
         Setting("hq_worker", str, "hq-1", "this ingest worker's name (MQTT client id)", "NAME"),
         Setting("hq_tls_dir", Path, None, "directory with this worker's worker.crt/.key and ca.crt, for an mqtts:// broker", "DIR"),
         Setting("directip_port", port, None, "TCP port of the Iridium DirectIP MO receiver (none: no satellite ingest)", "PORT"),
+        Setting("hq_max_clock_skew", positive_float, 86400.0, "seconds a van's envelope may be stamped ahead of HQ's clock; "
+                "further ahead, its items are quarantined and alerted, its clock never taken", "SECONDS"),
+        Setting("directip_gateways", address_list, "127.0.0.1", "addresses the DirectIP receiver accepts connections from, "
+                "comma-separated: Iridium's gateway addresses from the service agreement (others are closed unanswered)", "ADDRS"),
+        Setting("directip_reject_log_interval", positive_float, 3600.0, "a refused DirectIP address is logged once per this "
+                "period (a scan cannot flood the log)", "SECONDS"),
         Setting("status_resend_after", positive_float, 300.0, "seconds before an application status not yet confirmed by its van is sent again", "SECONDS"),
         Setting("sms_url", http_url, None, "SMS gateway endpoint (POST JSON {id, to, text}); none: no SMS notices", "URL"),
         Setting("sms_token_file", Path, None, "file holding the SMS gateway's bearer token (kept off the command line)", "FILE"),
@@ -210,8 +248,23 @@ HQ = SettingGroup(
 )
 
 
+# `provision broker-config`, `revoke` and `refresh-crl`: the broker HQ configures.
+BROKER = SettingGroup(
+    "broker (provision)",
+    [
+        Setting("crl_days", positive_int, 365, "days a signed CRL stays valid at the broker (re-signed daily by "
+                "mobile-office-crl.timer and on every revoke; a lapsed CRL makes Mosquitto refuse everybody)", "DAYS"),
+        Setting("broker_max_packet", positive_int, 1024 * 1024, "largest MQTT packet the broker accepts; a client sending a "
+                "larger one is disconnected (envelopes are at most 64 KiB)", "BYTES"),
+        Setting("broker_reload_command", str, None, "command that makes the broker re-read its CRL after revoke/refresh-crl "
+                "(e.g. 'systemctl reload mosquitto'); none: SIGHUP to the pid in the broker directory's run/mosquitto.pid",
+                "COMMAND"),
+    ],
+)
+
+
 def all_groups() -> Iterable[SettingGroup]:
-    return (NODE, HQ)
+    return (NODE, HQ, BROKER)
 
 
 def docs_markdown() -> str:

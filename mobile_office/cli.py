@@ -208,13 +208,21 @@ def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     q.add_argument("--name", action="append", default=[], metavar="HOST",
                    help="broker host name or IP for its certificate (repeatable; default: localhost and 127.0.0.1)")
     q.add_argument("--run-as", default="mosquitto", help="system user the broker drops to when started as root (default mosquitto)")
+    settings.BROKER.add_arguments(q)
     _passphrase_arg(q)
     q.set_defaults(func=cmd_broker_config)
-    q = psub.add_parser("revoke", help="cut a lost van off: HQ refuses its signature, the broker its certificate (CRL)")
+    q = psub.add_parser("revoke", help="cut a lost van off: HQ refuses its signature, the broker its certificate (CRL, reloaded)")
     q.add_argument("name", help="node id")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    settings.BROKER.add_arguments(q, only=("crl_days",))
     _passphrase_arg(q)
     q.set_defaults(func=cmd_revoke)
+    q = psub.add_parser("refresh-crl", help="re-sign the CRL, copy it to every broker broker-config wrote and reload them "
+                        "(daily: deploy/mobile-office-crl.timer)")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    settings.BROKER.add_arguments(q, only=("crl_days",))
+    _passphrase_arg(q)
+    q.set_defaults(func=cmd_refresh_crl)
     q = psub.add_parser("rotate", help="new signing key and certificates for a van, delivered sealed by HQ's rotate_key command")
     q.add_argument("name", help="node id")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
@@ -244,12 +252,12 @@ def cmd_add_node(args: argparse.Namespace) -> int:
     accounts = []
     for spec in args.admin or ["admin"]:
         user, _, role = spec.partition(":")
-        accounts.append(AdminAccount(user, one_time_password(), role or "van_admin"))
+        accounts.append(AdminAccount(user, one_time_password(), role or "van_admin", must_change=True))
     ui_names = args.ui_name or default_ui_names(args.name)
     add_node(load_hq(args.hq_dir, _passphrase(args)), args.name, args.out, accounts, ui_names=ui_names)
     print(f"Bundle for {args.name} written to {args.out} (van UI over HTTPS for {', '.join(ui_names)})")
     for a in accounts:
-        print(f"  {a.username} ({a.role}): one-time password {a.password}")
+        print(f"  {a.username} ({a.role}): one-time password {a.password} (to be changed at the first login)")
     return 0
 
 
@@ -272,18 +280,39 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
     workers = sorted(p.name for p in (args.hq_dir / "workers").glob("hq-*")) if (args.hq_dir / "workers").exists() else []
     if not workers:
         raise settings.ConfigError("no HQ worker yet: run 'mobile-office provision add-hq-worker hq-1 --hq-dir ...' first")
+    values = settings.BROKER.resolve(args)
     conf = broker_config(CA.load(args.hq_dir / "ca", _passphrase(args)), args.out.resolve(), args.port, args.host, args.name or ["localhost", "127.0.0.1"], workers,
-                         args.run_as)
+                         args.run_as, values["broker_max_packet"], values["crl_days"], values["broker_reload_command"])
     print(f"Broker configuration written: mosquitto -c {conf}")
     return 0
+
+
+def _publish_crl(args: argparse.Namespace) -> list[str]:
+    """The CRL to every recorded broker, each reloaded; one line per broker."""
+    from provisioning.ca import CA
+    from provisioning.errors import ProvisioningError
+
+    try:
+        return CA.load(args.hq_dir / "ca", _passphrase(args)).publish_crl(settings.BROKER.resolve(args)["crl_days"])
+    except ProvisioningError as exc:
+        raise settings.ConfigError(str(exc)) from exc
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     from provisioning.keys import load_hq, revoke_node
 
     n = revoke_node(load_hq(args.hq_dir, _passphrase(args)), args.name)
-    print(f"{args.name} revoked ({n} certificate(s) on the CRL). Copy the new crl.pem to the broker"
-          f" (provision broker-config again) and restart it; HQ refuses the van's messages from now on.")
+    print(f"{args.name} revoked ({n} certificate(s) on the CRL); HQ refuses the van's messages from now on.")
+    for line in _publish_crl(args):
+        print(f"  broker {line}")
+    return 0
+
+
+def cmd_refresh_crl(args: argparse.Namespace) -> int:
+    lines = _publish_crl(args)
+    print(f"CRL re-signed ({settings.BROKER.resolve(args)['crl_days']} days)" + ("" if lines else "; no broker recorded (broker-config)"))
+    for line in lines:
+        print(f"  broker {line}")
     return 0
 
 
@@ -323,6 +352,9 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.add_argument("--signal", type=int, default=4, choices=range(0, 6), help="signal bars 0..5 (default 4)")
     q.add_argument("--failure-rate", type=float, default=0.0, help="share of SBD sessions that fail (0..1)")
     q.add_argument("--noise-rate", type=float, default=0.0, help="share of answers preceded by line noise (0..1)")
+    q.add_argument("--no-csq", action="store_true", help="answer ERROR to AT+CSQ and AT+CIER, as some 960x firmwares and third-party emulators do")
+    q.add_argument("--answer-style", default="standard", choices=("standard", "compact", "spaced"),
+                   help="spacing of +SBDIX/+CSQ/+CIEV answers (standard: as the 9603)")
     q.set_defaults(func=cmd_sim_modem)
     q = psub.add_parser("sms", help="a local SMS gateway (HTTP, the provider adapter's API) that records what it was sent")
     q.add_argument("--port", type=settings.port, default=8095, help="TCP port (default 8095)")
@@ -377,7 +409,8 @@ def cmd_sim_modem(args: argparse.Namespace) -> int:
 
     if not (len(args.imei) == 15 and args.imei.isdigit()):
         raise settings.ConfigError("--imei: 15 digits")
-    cfg = ModemSimConfig(imei=args.imei, failure_rate=args.failure_rate, noise_rate=args.noise_rate, signal=lambda: args.signal)
+    cfg = ModemSimConfig(imei=args.imei, failure_rate=args.failure_rate, noise_rate=args.noise_rate, signal=lambda: args.signal,
+                         csq_supported=not args.no_csq, answer_style=args.answer_style)
 
     async def main() -> None:
         stop = stop_event()

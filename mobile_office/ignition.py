@@ -9,7 +9,11 @@ current); SIGPWR (sent by UPS daemons) means the same.  Then the node:
 1. kicks the uplink and waits up to ``--shutdown-sync-seconds`` for HQ to
    acknowledge what is pending (nothing is lost if it cannot: the outbox is
    on disk and drains at the next start);
-2. stops the web server and every background task (cleanup contexts);
+2. stops the web server and every background task (cleanup contexts); the
+   uplink, on its way out, publishes the retained "offline" status and
+   disconnects with the will (sync/mqtt.py), so HQ shows the van offline
+   within seconds instead of "online" forever (a clean DISCONNECT suppresses
+   the last will);
 3. checkpoints SQLite's WAL into the database file (TRUNCATE), so the
    card holds one consistent file when power goes;
 4. runs ``--poweroff-command`` (e.g. ``systemctl poweroff``) if set.

@@ -11,7 +11,9 @@ Node bundle (copied to the van's SD card; ``mobile-office node --bundle``)::
 
     node.json               node id, HQ public keys, config settings
     node_sign.key           node's Ed25519 private key, 0600
-    keyslots.json           the node key wrapped per administrator (scrypt) and to HQ
+    keyslots.json           the node key wrapped per administrator (scrypt) and to HQ; the van imports
+                            the administrators' slots into its database at first start and then
+                            rewrites this file with HQ's recovery slot only (edge/cardkeys.py)
     mqtt_client.crt/.key    the van's MQTT identity (CN = node id), ca.crt HQ's CA
     ui.crt/.key             the van UI's HTTPS certificate for its Wi-Fi names (if asked for)
 
@@ -150,6 +152,7 @@ class AdminAccount:
     username: str
     password: str
     role: str = "van_admin"
+    must_change: bool = False  # a printed one-time password: changed at the first login
 
 
 @dataclass
@@ -160,13 +163,23 @@ class Keyslot:
     role: str | None = None
     salt: bytes = b""
     n: int = crypto.SCRYPT_N
+    v: int = 1  # crypto.SLOT_VERSION of the associated data; bundles older than the role binding have none
+    must_change: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "username": self.username, "role": self.role, "salt": b64e(self.salt), "n": self.n, "wrapped": b64e(self.wrapped)}
+        return {"kind": self.kind, "username": self.username, "role": self.role, "salt": b64e(self.salt), "n": self.n, "wrapped": b64e(self.wrapped),
+                "v": self.v, "must_change": self.must_change}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Keyslot:
-        return cls(d["kind"], b64d(d["wrapped"]), d.get("username"), d.get("role"), b64d(d.get("salt", "")), int(d.get("n", crypto.SCRYPT_N)))
+        # a bundle written before "n" was recorded used 2^15
+        return cls(d["kind"], b64d(d["wrapped"]), d.get("username"), d.get("role"), b64d(d.get("salt", "")), int(d.get("n", 2**15)),
+                   int(d.get("v", 1)), bool(d.get("must_change", False)))
+
+    def config(self) -> dict[str, Any]:
+        """The slot as the node's configuration carries it (edge/config.py ``keyslots``)."""
+        return {"kind": self.kind, "username": self.username, "role": self.role, "salt": self.salt, "n": self.n, "wrapped": self.wrapped,
+                "v": self.v, "must_change": self.must_change}
 
 
 def keyslot_context(node_id: str, kind: str, username: str | None) -> bytes:
@@ -180,8 +193,8 @@ def node_seal_context(node_id: str) -> bytes:
 def make_admin_slot(node_id: str, node_key: bytes, account: AdminAccount, n: int = crypto.SCRYPT_N) -> Keyslot:
     salt = os.urandom(16)
     kek = crypto.kek_from_password(account.password, salt, n)
-    wrapped = crypto.wrap_with_key(node_key, kek, keyslot_context(node_id, "admin", account.username))
-    return Keyslot("admin", wrapped, account.username, account.role, salt, n)
+    wrapped = crypto.wrap_with_key(node_key, kek, crypto.admin_slot_context(node_id, account.username, account.role))
+    return Keyslot("admin", wrapped, account.username, account.role, salt, n, crypto.SLOT_VERSION, account.must_change)
 
 
 @dataclass

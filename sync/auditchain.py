@@ -10,6 +10,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from . import safejson
+
 GENESIS = bytes(32)
 
 
@@ -24,9 +26,16 @@ class AuditEntry:
     reason: str
     prev: bytes
     hash: bytes
+    # Was ``at`` trusted, the node's monotonic time and boot id (kit.timesource.Stamp.wire); hashed with the
+    # rest.  Absent in entries written before trusted time existed, so their hashes still verify.
+    clock: dict[str, object] | None = None
 
     def body(self) -> dict[str, object]:
-        return {"seq": self.seq, "at": self.at, "actor": self.actor, "action": self.action, "entity": self.entity, "id": self.entity_id, "reason": self.reason}
+        out: dict[str, object] = {"seq": self.seq, "at": self.at, "actor": self.actor, "action": self.action, "entity": self.entity,
+                                  "id": self.entity_id, "reason": self.reason}
+        if self.clock is not None:
+            out["clock"] = self.clock
+        return out
 
     def wire(self) -> bytes:
         doc = {**self.body(), "prev": self.prev.hex(), "hash": self.hash.hex()}
@@ -38,9 +47,10 @@ def entry_hash(prev: bytes, body: dict[str, object]) -> bytes:
 
 
 def parse_wire(item: bytes) -> AuditEntry:
-    doc = json.loads(item)
+    doc = safejson.loads(item)
     return AuditEntry(int(doc["seq"]), float(doc["at"]), str(doc["actor"]), str(doc["action"]), str(doc["entity"]), str(doc["id"]),
-                      str(doc["reason"]), bytes.fromhex(doc["prev"]), bytes.fromhex(doc["hash"]))
+                      str(doc["reason"]), bytes.fromhex(doc["prev"]), bytes.fromhex(doc["hash"]),
+                      doc["clock"] if isinstance(doc.get("clock"), dict) else None)
 
 
 def verify_link(prev_hash: bytes, entry: AuditEntry) -> str | None:

@@ -3,7 +3,9 @@
 A blob item is ``u16 header length | JSON header | chunk``; the chunk is
 ``nonce || AES-256-GCM(content piece)`` under the attachment's data key with
 associated data ``mo/v1|attachments|{id}|content/{i}/{n}|{version}``, so a
-chunk moved to another attachment, position or count does not open.
+chunk moved to another attachment, position or count does not open.  From
+version 2 the ``{id}`` is ``{attachment id}|{application id}`` (``aad_id``):
+an attachment moved to another application does not open either.
 Chunk 0's header carries the sealed meta (file name) and HQ's wrap of the key.
 """
 
@@ -28,15 +30,26 @@ def chunk_field(index: int, count: int) -> str:
     return f"content/{index}/{count}"
 
 
-def open_chunks(att_id: str, version: int, data_key: bytes, chunks: list[bytes], meta: bytes) -> tuple[str, bytes]:
+def aad_id(att_id: str, version: int, application_id: str | None = None) -> str:
+    """The record id in an attachment's associated data: version 2 binds the application it belongs to."""
+    if version < 2:
+        return att_id
+    if not application_id:
+        raise CryptoError("attachment does not open: its application is unknown")
+    return f"{att_id}|{application_id}"
+
+
+def open_chunks(att_id: str, version: int, data_key: bytes, chunks: list[bytes], meta: bytes,
+                application_id: str | None = None) -> tuple[str, bytes]:
     """(name, content); CryptoError if a chunk is missing, moved or altered.  Used by HQ too."""
     aes = AESGCM(data_key)
+    rid = aad_id(att_id, version, application_id)
     n = len(chunks)
     out = []
     try:
         for i, blob in enumerate(chunks):
-            out.append(aes.decrypt(blob[:crypto.NONCE_LEN], blob[crypto.NONCE_LEN:], crypto.field_aad(TABLE, att_id, chunk_field(i, n), version)))
-        m = json.loads(aes.decrypt(meta[:crypto.NONCE_LEN], meta[crypto.NONCE_LEN:], crypto.field_aad(TABLE, att_id, "meta", version)))
+            out.append(aes.decrypt(blob[:crypto.NONCE_LEN], blob[crypto.NONCE_LEN:], crypto.field_aad(TABLE, rid, chunk_field(i, n), version)))
+        m = json.loads(aes.decrypt(meta[:crypto.NONCE_LEN], meta[crypto.NONCE_LEN:], crypto.field_aad(TABLE, rid, "meta", version)))
     except (InvalidTag, ValueError) as exc:  # the same answer for every kind of tampering
         raise CryptoError("attachment does not open: tampered, incomplete or moved") from exc
     return str(m.get("name", "document")), b"".join(out)

@@ -27,9 +27,13 @@ from .errors import CryptoError
 
 KEY_LEN = 32
 NONCE_LEN = 12
-SCRYPT_N = 2**15
+# OWASP's scrypt floor for 2024 is N=2^17, r=8, p=1: 128 MiB per derivation (a Pi 4 with 2 GB holds it), about 1 s there.
+# Slots made with the old N=2^15 still open and are rewrapped at the next login (edge/store.py).
+SCRYPT_N = 2**17
 SCRYPT_R = 8
 SCRYPT_P = 1
+# Keyslot format: 1 bound node and username only; 2 binds the role as well (a row's role edited on the card no longer opens).
+SLOT_VERSION = 2
 
 
 def random_key() -> bytes:
@@ -72,6 +76,12 @@ def unwrap_with_private(blob: bytes, private: X25519PrivateKey, context: bytes) 
     eph_pub = X25519PublicKey.from_public_bytes(blob[:32])
     key = _hkdf(private.exchange(eph_pub), blob[:32] + _raw_public(private.public_key()), context)
     return unwrap_with_key(blob[32:], key, context)
+
+
+def admin_slot_context(node_id: str, username: str, role: str | None, version: int = SLOT_VERSION) -> bytes:
+    """Associated data of an administrator's keyslot: the slot opens only for this node, username and (v2) role."""
+    base = f"keyslot|{node_id}|admin|{username}"
+    return base.encode() if version < 2 else f"{base}|{role or ''}|v{version}".encode()
 
 
 def kek_from_password(password: str, salt: bytes, n: int = SCRYPT_N) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -64,11 +65,50 @@ async def open_reader(path: Path) -> aiosqlite.Connection:
 _writers: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
+# BEGIN IMMEDIATE takes the write lock up front (no deferred transaction upgrading
+# later, which SQLite cannot wait for); if busy_timeout runs out on a loaded
+# machine it is tried again, so a caller sees "database is locked" only after
+# all of these.  Nothing has been written when BEGIN fails: a retry is safe.
+BUSY_RETRIES = 6
+busy_retries = 0  # times BEGIN IMMEDIATE was tried again (tests watch it)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked/busy": transient, worth trying again."""
+    return isinstance(exc, sqlite3.OperationalError) and any(w in str(exc) for w in ("locked", "busy"))
+
+
+async def _begin(db: aiosqlite.Connection) -> None:
+    global busy_retries
+    for attempt in range(BUSY_RETRIES):
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or attempt == BUSY_RETRIES - 1:
+                raise
+            busy_retries += 1
+            await asyncio.sleep(0.05 * 2**attempt)
+
+
+def _begin_sync(conn: sqlite3.Connection) -> None:
+    global busy_retries
+    for attempt in range(BUSY_RETRIES):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or attempt == BUSY_RETRIES - 1:
+                raise
+            busy_retries += 1
+            time.sleep(0.05 * 2**attempt)  # on the connection's own thread, not the event loop
+
+
 @asynccontextmanager
 async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
     lock = _writers.setdefault(db, asyncio.Lock())
     async with lock:
-        await db.execute("BEGIN IMMEDIATE")
+        await _begin(db)
         try:
             yield db
         except BaseException:
@@ -94,7 +134,7 @@ async def run_sync(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+    _begin_sync(conn)
     try:
         result = fn(conn, *args)
     except BaseException:

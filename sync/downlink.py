@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,9 @@ from typing import Any
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import outbox
+from kit.timesource import TimeSource
+
+from . import outbox, safejson
 from .clock import Clock
 from .db import transaction
 from .envelope import Envelope, encode
@@ -43,6 +46,13 @@ CREATE TABLE downlink_applied (
 ) WITHOUT ROWID;
 CREATE TABLE catalog_version (one INTEGER PRIMARY KEY CHECK (one = 1), version INTEGER NOT NULL);
 """,
+    # 2: commands whose expiry waits for trusted time (kit/timesource.py)
+    """
+CREATE TABLE downlink_deferred (
+    stream TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (stream, id)
+) WITHOUT ROWID;
+""",
 ]
 
 COMMANDS = frozenset({"sync_now", "lock", "shred", "rotate_key"})
@@ -54,7 +64,7 @@ Handler = Callable[[dict[str, Any]], Awaitable[None]]
 class Applied:
     kind: str
     id: str
-    result: str  # "applied", "expired", "unknown", "failed", "duplicate"
+    result: str  # "applied", "expired", "unknown", "failed", "duplicate", "deferred" (waits for trusted time)
 
 
 class Downlink:
@@ -110,6 +120,13 @@ class Downlink:
             if await cur.fetchone() is not None:
                 return Applied(kind, item_id, "duplicate")
         now = self.clock.now()
+        if stream == "cmd" and isinstance(self.clock, TimeSource) and not self.clock.trusted:
+            # An untrusted clock cannot say whether the command expired: keep it until trusted time comes (apply_deferred).
+            async with transaction(self.db):
+                await self.db.execute("INSERT OR IGNORE INTO downlink_deferred(stream, id, doc, at) VALUES (?, ?, ?, ?)",
+                                      (stream, item_id, json.dumps(doc, separators=(",", ":")), now))
+            log.info("command %s %s waits for trusted time to judge its expiry", kind, item_id)
+            return Applied(kind, item_id, "deferred")
         expires = doc.get("expires")
         handler = self._handlers.get(kind)
         if stream == "cmd" and (not isinstance(expires, (int, float)) or expires < now):
@@ -120,6 +137,8 @@ class Downlink:
             try:
                 await handler(doc)
                 result = "applied"
+            except sqlite3.OperationalError:
+                raise  # transient (locked, disk): not recorded, so the broker delivers it again
             except Exception as exc:  # noqa: BLE001 - a failing edge callback must not stop the link
                 log.error("downlink %s %s failed: %s", kind, item_id, type(exc).__name__)
                 result = "failed"
@@ -134,10 +153,22 @@ class Downlink:
             cb()
         return Applied(kind, item_id, result)
 
+    async def apply_deferred(self) -> int:
+        """Judge the commands that waited for trusted time (a no-op while there is none)."""
+        if isinstance(self.clock, TimeSource) and not self.clock.trusted:
+            return 0
+        async with self.db.execute("SELECT stream, id, doc FROM downlink_deferred ORDER BY at") as cur:
+            rows = [(str(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
+        for stream, item_id, raw in rows:
+            await self._apply_one(stream, _parse(raw.encode()))
+            async with transaction(self.db):
+                await self.db.execute("DELETE FROM downlink_deferred WHERE stream = ? AND id = ?", (stream, item_id))
+        return len(rows)
+
 
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
+        doc = safejson.loads(raw)
     except ValueError as exc:
         raise EnvelopeError("downlink item is not JSON") from exc
     if not isinstance(doc, dict):

@@ -1,15 +1,17 @@
-"""Envelope v1: the signed, sequence-numbered unit that crosses the link.
+"""Envelope v1/v2: the signed, sequence-numbered unit that crosses the link.
 
 Layout (big-endian), documented byte by byte in docs/protocol.md::
 
     0   2  magic b"MO"
-    2   1  version (1)
+    2   1  version (1, or 2 when the sender names its node instance)
     3   1  flags: bit0 body is zlib-compressed, bit1 downlink (signed by HQ),
              bit2 body is a delta-coded position batch (sync.poscodec),
              bit3 the sender's clock was GPS-disciplined (trusted time)
     4   1  stream code (see STREAMS)
     5   1  node id length N (1..64)
     6   N  node id, ASCII
+    .   1  v2 only: instance id length M (1..16)
+    .   M  v2 only: instance id (random bytes chosen when the node's database was made)
     .   8  first sequence number (u64)
     .   2  item count (u16)
     .   8  HLC timestamp (u64, 48-bit ms + 16-bit counter)
@@ -17,7 +19,15 @@ Layout (big-endian), documented byte by byte in docs/protocol.md::
     -64 64 Ed25519 signature over every byte before it
 
 The same bytes travel over MQTT and, when small enough, as one Iridium SBD
-message, so HQ verifies both paths identically.
+message, so HQ verifies both paths identically.  An envelope without an
+instance id (v1, all downlinks and old vans) has instance ``""``.
+
+Numbers are bounded so both ends can store and re-encode what they accept:
+``encode`` refuses an HLC above ``HLC_MAX`` (signed 64 bits) and sequence
+numbers past ``MAX_SEQ`` (2^40 - 1, so HQ can give each node instance its own
+range of a signed 64-bit column); ``decode`` refuses such sequence numbers
+but passes any HLC through, so the receiver can quarantine the envelope
+(``HLC.check``) instead of merging it.
 """
 
 from __future__ import annotations
@@ -31,10 +41,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import poscodec
+from .clock import HLC_MAX
 from .errors import EnvelopeError
 
 MAGIC = b"MO"
 VERSION = 1
+VERSION_INSTANCE = 2  # v1 plus the sender's node instance id
+MAX_INSTANCE = 16
+MAX_SEQ = (1 << 40) - 1
 FLAG_COMPRESSED = 0x01
 FLAG_DOWNLINK = 0x02
 FLAG_POSCODEC = 0x04
@@ -66,6 +80,7 @@ class Envelope:
     hlc: int
     downlink: bool = False
     trusted_time: bool = False
+    instance: str = ""  # hex of the node instance id; "" for v1 (old vans, downlinks)
 
     @property
     def last_seq(self) -> int:
@@ -123,6 +138,16 @@ def encode(env: Envelope, key: Ed25519PrivateKey, compress: bool | None = None) 
         raise EnvelopeError("node id must be 1..64 ASCII characters")
     if not 1 <= len(env.items) <= MAX_ITEMS:
         raise EnvelopeError("an envelope carries 1..65535 items")
+    if not 0 <= env.hlc <= HLC_MAX:
+        raise EnvelopeError(f"HLC {env.hlc} out of range")
+    if not env.first_seq >= 0 or env.first_seq + len(env.items) - 1 > MAX_SEQ:
+        raise EnvelopeError("sequence number out of range")
+    try:
+        inst = bytes.fromhex(env.instance)
+    except ValueError as exc:
+        raise EnvelopeError("instance id must be hex") from exc
+    if len(inst) > MAX_INSTANCE:
+        raise EnvelopeError("instance id longer than 16 bytes")
     flags = (FLAG_DOWNLINK if env.downlink else 0) | (FLAG_TRUSTED_TIME if env.trusted_time else 0)
     if env.stream == "pos" and poscodec.can_encode(env.items):
         body = poscodec.encode_batch(env.items)
@@ -137,7 +162,10 @@ def encode(env: Envelope, key: Ed25519PrivateKey, compress: bool | None = None) 
         if len(packed) < len(body):
             body = packed
             flags |= FLAG_COMPRESSED
-    head = MAGIC + bytes([VERSION, flags, STREAMS[env.stream], len(node)]) + node
+    if inst:
+        head = MAGIC + bytes([VERSION_INSTANCE, flags, STREAMS[env.stream], len(node)]) + node + bytes([len(inst)]) + inst
+    else:
+        head = MAGIC + bytes([VERSION, flags, STREAMS[env.stream], len(node)]) + node
     unsigned = head + _FIXED.pack(env.first_seq, len(env.items), env.hlc) + body
     return unsigned + key.sign(unsigned)
 
@@ -160,12 +188,21 @@ MAX_BODY = 16 * 1024 * 1024
 def decode(data: bytes, key_for: Callable[[str], Ed25519PublicKey | None]) -> Envelope:
     """Verify and parse; raises EnvelopeError on anything but a valid message."""
     node_id = peek_node_id(data)
-    if data[2] != VERSION:
+    if data[2] not in (VERSION, VERSION_INSTANCE):
         raise EnvelopeError(f"unsupported envelope version {data[2]}")
     flags, code, n = data[3], data[4], data[5]
     if code not in STREAM_NAMES:
         raise EnvelopeError(f"unknown stream code {code}")
     fixed_at = 6 + n
+    instance = ""
+    if data[2] == VERSION_INSTANCE:
+        if len(data) <= fixed_at:
+            raise EnvelopeError("truncated envelope")
+        m = data[fixed_at]
+        if not 1 <= m <= MAX_INSTANCE:
+            raise EnvelopeError("bad instance id length")
+        instance = data[fixed_at + 1 : fixed_at + 1 + m].hex()
+        fixed_at += 1 + m
     if len(data) < fixed_at + _FIXED.size + SIG_LEN:
         raise EnvelopeError("truncated envelope")
     key = key_for(node_id)
@@ -177,6 +214,8 @@ def decode(data: bytes, key_for: Callable[[str], Ed25519PublicKey | None]) -> En
     except InvalidSignature as exc:
         raise EnvelopeError(f"bad signature on a message from {node_id!r}") from exc
     first_seq, count, hlc = _FIXED.unpack_from(data, fixed_at)
+    if count == 0 or first_seq + count - 1 > MAX_SEQ:
+        raise EnvelopeError("sequence number out of range")
     body = unsigned[fixed_at + _FIXED.size :]
     if flags & FLAG_COMPRESSED:
         try:
@@ -191,7 +230,7 @@ def decode(data: bytes, key_for: Callable[[str], Ed25519PublicKey | None]) -> En
     if downlink != (stream in DOWN_STREAMS):
         raise EnvelopeError("direction flag does not match the stream")
     items = poscodec.decode_batch(body, count) if flags & FLAG_POSCODEC else unpack_items(body, count)
-    return Envelope(node_id, stream, first_seq, items, hlc, downlink, bool(flags & FLAG_TRUSTED_TIME))
+    return Envelope(node_id, stream, first_seq, items, hlc, downlink, bool(flags & FLAG_TRUSTED_TIME), instance)
 
 
 # Acks: one item per stream, cumulative: "HQ holds every seq <= upto".

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import sbdbeat
-from .clock import HLC, Clock
+from .clock import DEFAULT_MAX_SKEW, HLC, Clock
 from .envelope import Envelope, UP_STREAMS, ack_items, decode, encode, quarantine_item, resend_item, topic_down
 from .errors import EnvelopeError
 from .linkmgr import pack_heartbeat
@@ -34,16 +34,24 @@ class StoreResult:
     new: int = 0  # items stored for the first time
     duplicates: int = 0  # items HQ already had (resends, replays): harmless, counted
     quarantined: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason), stored but not applied
+    held_back: bool = False  # the ack stops below a conflicting item: not a gap, so no resend request
 
 
 class IngestSink(Protocol):
     """Storage behind ingest (hq.store implements it)."""
 
-    async def store_envelope(self, env: Envelope, via: str) -> StoreResult:
-        """Commit the items idempotently; report the contiguous seq HQ now holds."""
+    async def store_envelope(self, env: Envelope, via: str, hold: str | None = None) -> StoreResult:
+        """Commit the items idempotently; report the contiguous seq HQ now holds.
+
+        ``hold``: store every new item but quarantine it with this reason instead of applying it.
+        """
         ...
 
     async def record_rejection(self, claimed_node: str, channel: str, reason: str) -> None: ...
+
+    async def instance_by_tag(self, node_id: str, tag: bytes, tag_of: Callable[[str], bytes]) -> str | None:
+        """The node's known instance whose ``tag_of`` is ``tag`` (compact satellite heartbeats name it by tag only)."""
+        ...
 
     async def record_status(self, node_id: str, state: str, at: float, depth: dict[str, Any] | None = None) -> None: ...
 
@@ -65,6 +73,7 @@ class Ingest:
         hq_key: Ed25519PrivateKey,
         clock: Clock,
         heartbeat_keys: Callable[[bytes], Iterable[tuple[str, bytes]]] | None = None,
+        max_clock_skew: float = DEFAULT_MAX_SKEW,
     ) -> None:
         self.sink = sink
         self.key_for = key_for
@@ -72,7 +81,7 @@ class Ingest:
         self.heartbeat_keys = heartbeat_keys
         self.hq_key = hq_key
         self.clock = clock
-        self.hlc = HLC(clock)
+        self.hlc = HLC(clock, max_skew=max_clock_skew)
         self.rejected = 0
         self.duplicates = 0
         self.stored = 0
@@ -85,7 +94,7 @@ class Ingest:
         and the message body: same verification, same idempotent storage.
         """
         try:
-            env = self._open_heartbeat(payload) if sbdbeat.is_compact(payload) else decode(payload, self.key_for)
+            env = await self._open_heartbeat(payload) if sbdbeat.is_compact(payload) else decode(payload, self.key_for)
             if env.downlink or env.stream not in UP_STREAMS:
                 raise EnvelopeError("an uplink must carry an up stream")
             if topic_node is not None and topic_node != env.node_id:
@@ -98,32 +107,41 @@ class Ingest:
             log.warning("rejected message via %s (claimed node %s): %s", channel, claimed, exc)
             await self.sink.record_rejection(claimed, channel, str(exc))
             return None
-        self.hlc.observe(env.hlc)
-        res = await self.sink.store_envelope(env, channel)
+        # An HLC HQ cannot merge (out of range, or too far ahead) is never observed: HQ's own
+        # clock, and so every ack it stamps, stays encodable.  The items are kept, quarantined.
+        hold = self.hlc.check(env.hlc)
+        if hold is None:
+            self.hlc.observe(env.hlc)
+        else:
+            log.warning("envelope %s/%s from %d quarantined: %s", env.node_id, env.stream, env.first_seq, hold)
+        res = await self.sink.store_envelope(env, channel, hold)
         self.stored += res.new
         if res.duplicates:
             self.duplicates += res.duplicates
             log.info("%d items from %s/%s already held (resend or replay)", res.duplicates, env.node_id, env.stream)
         extra = [quarantine_item(env.stream, seq, reason) for seq, reason in res.quarantined]
-        if env.first_seq > res.contiguous + 1:
+        if env.first_seq > res.contiguous + 1 and not res.held_back:
             # A gap before this batch: ask for it now instead of waiting for the node's timeout.
             extra.append(resend_item(env.stream, res.contiguous + 1))
         if res.contiguous <= 0 and not extra:
             return None
         acks = {env.stream: res.contiguous} if res.contiguous > 0 else {}
-        return self.make_ack(env.node_id, acks, extra)
+        return self.make_ack(env.node_id, acks, extra, env.instance)
 
-    def _open_heartbeat(self, payload: bytes) -> Envelope:
+    async def _open_heartbeat(self, payload: bytes) -> Envelope:
         """A compact satellite heartbeat becomes the envelope it stands for: one heartbeat item on ``status``."""
         if self.heartbeat_keys is None:
             raise EnvelopeError("compact heartbeat, but this HQ has no heartbeat keys")
-        node_id, seq, hb = sbdbeat.open_heartbeat(payload, self.heartbeat_keys)
-        return Envelope(node_id, "status", seq, (pack_heartbeat(hb),), int(hb.time * 1000) << 16, trusted_time=hb.trusted_time)
+        node_id, seq, hb, itag = sbdbeat.open_heartbeat(payload, self.heartbeat_keys)
+        instance = await self.sink.instance_by_tag(node_id, itag, sbdbeat.instance_tag)
+        return Envelope(node_id, "status", seq, (pack_heartbeat(hb),), int(hb.time * 1000) << 16, trusted_time=hb.trusted_time,
+                        instance=instance if instance is not None else sbdbeat.provisional_instance(itag))
 
-    def make_ack(self, node_id: str, acks: dict[str, int], extra: list[bytes] | None = None) -> bytes:
+    def make_ack(self, node_id: str, acks: dict[str, int], extra: list[bytes] | None = None, instance: str = "") -> bytes:
+        """``instance``: the node database the ack speaks of (its numbers mean nothing to another)."""
         self._ack_seq += 1
         items = ack_items(acks) + tuple(extra or ())
-        env = Envelope(node_id, "ack", self._ack_seq, items, self.hlc.tick(), downlink=True)
+        env = Envelope(node_id, "ack", self._ack_seq, items, self.hlc.tick(), downlink=True, instance=instance)
         return encode(env, self.hq_key)
 
 

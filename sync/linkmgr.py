@@ -2,15 +2,17 @@
 
 The decision runs on injected time (``step()`` is one tick), so a test
 drives it with a ManualClock.  When MQTT has been down for
-``sbd_after`` seconds and the modem reports signal (bars >= ``min_signal``,
-or unknown), every ``sbd_interval`` it sends ONE SBD message: the compact
+``sbd_after`` seconds and the modem does not report too little signal
+(bars >= ``min_signal``, or unknown: signal strength is advisory, some
+firmwares answer ERROR to AT+CSQ), every ``sbd_interval`` it sends ONE SBD message: the compact
 42-byte heartbeat of ``sbdbeat`` (latest position, time quality, backlog
 per class, a truncated MAC under a key shared with HQ at enrolment), one
 50-byte credit.  A node built without HQ's sealing key falls back to a
 signed envelope v1 on the ``status`` stream (three credits).  HQ's DirectIP
 receiver hands the bytes to ``Ingest.handle(payload, channel="sbd")``.  MT
 messages received in the same session are downlink envelopes (urgent
-commands) and go to ``on_downlink``.
+commands) and go to ``on_downlink``.  A failed session is tried again
+after a backoff that doubles from ``retry_min`` up to ``sbd_interval``.
 
 The heartbeats travel on their own sequence (``status`` stream, numbered
 by this object and persisted in the outbox tables' counter) so HQ's
@@ -100,9 +102,12 @@ class LinkManager:
         sbd_interval: float = 900.0,
         min_signal: int = 2,
         mac_key: bytes | None = None,
+        instance: Callable[[], str] = lambda: "",
+        retry_min: float = 15.0,
     ) -> None:
         self.node_id = node_id
         self.mac_key = mac_key  # the compact heartbeat's key (sbdbeat); None: a signed envelope
+        self.instance = instance  # the node database's instance id, as the uplink read it
         self._key = key
         self.clock = clock
         self.modem = modem
@@ -113,6 +118,9 @@ class LinkManager:
         self.sbd_after = sbd_after
         self.sbd_interval = sbd_interval
         self.min_signal = min_signal
+        self.retry_min = retry_min
+        self._backoff = retry_min
+        self._retry_at: float | None = None
         self.hlc = HLC(clock)
         self._down_since: float | None = None
         self._last_sbd: float | None = None
@@ -122,18 +130,20 @@ class LinkManager:
 
     def encode_heartbeat(self, hb: Heartbeat, seq: int) -> bytes:
         if self.mac_key is not None:
-            return sbdbeat.pack(self.node_id, seq, hb, self.mac_key)
-        env = Envelope(self.node_id, "status", seq, (pack_heartbeat(hb),), self.hlc.tick(), trusted_time=hb.trusted_time)
+            return sbdbeat.pack(self.node_id, seq, hb, self.mac_key, self.instance())
+        env = Envelope(self.node_id, "status", seq, (pack_heartbeat(hb),), self.hlc.tick(), trusted_time=hb.trusted_time,
+                       instance=self.instance())
         data = encode(env, self._key, compress=False)
         if len(data) > SBD_MO_MAX:
             raise SyncError(f"heartbeat is {len(data)} bytes, over the SBD limit")
         return data
 
     async def step(self) -> str:
-        """One decision; returns what it did: ``mqtt``, ``waiting``, ``no_signal``, ``sent``, ``failed``, ``idle``."""
+        """One decision; returns what it did: ``mqtt``, ``waiting``, ``no_signal``, ``sent``, ``failed``, ``backoff``, ``idle``."""
         now = self.clock.monotonic()
         if self.mqtt_up():
             self._down_since = None
+            self._retry_at, self._backoff = None, self.retry_min
             self.mode = "mqtt"
             return "mqtt"
         if self._down_since is None:
@@ -144,24 +154,27 @@ class LinkManager:
         self.mode = "sbd"
         if self._last_sbd is not None and now - self._last_sbd < self.sbd_interval:
             return "idle"
+        if self._retry_at is not None and now < self._retry_at:
+            return "backoff"
+        bars: int | None
         try:
             bars = await self.modem.signal()
         except Exception as exc:  # noqa: BLE001 - the modem's own error root; a flaky modem must not stop the loop
-            log.warning("modem signal query failed: %s", type(exc).__name__)
-            return "no_signal"
-        if bars < self.min_signal:
+            # Advisory only: ERROR or no answer to AT+CSQ means "unknown", not "none"; the session is tried.
+            log.info("modem signal unknown (%s); trying the session anyway", type(exc).__name__)
+            bars = None
+        if bars is not None and bars < self.min_signal:
             return "no_signal"
         data = self.encode_heartbeat(await self.heartbeat(), await self.next_seq())
         try:
             result = await self.modem.send(data)
         except Exception as exc:  # noqa: BLE001 - a failed send is counted and retried, never fatal to the loop
             log.warning("SBD send failed: %s", type(exc).__name__)
-            self.sbd_failed += 1
-            return "failed"
+            return self._failed(now)
         if not result.ok:
-            self.sbd_failed += 1
-            return "failed"
+            return self._failed(now)
         self._last_sbd = now
+        self._retry_at, self._backoff = None, self.retry_min
         self.sbd_sent += 1
         if self.on_downlink is not None:
             try:
@@ -170,6 +183,12 @@ class LinkManager:
             except Exception as exc:  # noqa: BLE001 - the MO was sent: a receive failure must not turn it into a failed send
                 log.warning("SBD receive failed: %s", type(exc).__name__)
         return "sent"
+
+    def _failed(self, now: float) -> str:
+        self.sbd_failed += 1
+        self._retry_at = now + min(self._backoff, self.sbd_interval)
+        self._backoff = min(self._backoff * 2, self.sbd_interval)
+        return "failed"
 
     async def run(self, tick: float = 5.0) -> None:
         while True:
@@ -194,4 +213,5 @@ def for_uplink(uplink: Uplink, modem: SbdModemLike | None, sbd_after: float = 30
 
     return LinkManager(uplink.node_id, uplink.signing_key, uplink.clock, modem, lambda: uplink.status.mqtt_up, heartbeat,
                        uplink.sbd_seq, uplink.handle_sbd_downlink, sbd_after, sbd_interval, min_signal,
-                       sbdbeat.node_mac_key(uplink.node_id, uplink.signing_key, hq_seal_public) if hq_seal_public else None)
+                       sbdbeat.node_mac_key(uplink.node_id, uplink.signing_key, hq_seal_public) if hq_seal_public else None,
+                       lambda: uplink.instance)

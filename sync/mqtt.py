@@ -6,11 +6,20 @@ by message id and resolve on the broker's PUBACK.  A PUBACK is *not* proof of
 delivery (see docs/protocol.md): callers keep their data until HQ's
 application-level ack.  The reconnect loop lives outside (``run_forever``),
 so one ``MqttLink`` is one session attempt, as in aiomqtt.
+
+Received messages are acknowledged to the broker by hand (paho's
+``manual_ack``), only after the handler returned: a handler that raises (the
+database was locked, the process is stopping) leaves the message
+unacknowledged and ends the session, and the broker sends it again on the
+next one (persistent session, clean start off).  A message whose handler
+fails ``MAX_ATTEMPTS`` times in a row is acknowledged anyway and logged as an
+error, so one poisonous message cannot keep the link down for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import ssl
@@ -23,6 +32,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from .clock import Clock
 from .errors import LinkDown, PublishTimeout
@@ -30,6 +40,9 @@ from .errors import LinkDown, PublishTimeout
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
+
+# Deliveries of one message whose handler raised before it is acknowledged anyway.
+MAX_ATTEMPTS = 5
 
 
 @dataclass
@@ -58,8 +71,10 @@ class MqttSettings:
 class MqttLink:
     """A connected MQTT session.  Leaves by raising LinkDown when the connection drops."""
 
-    def __init__(self, settings: MqttSettings, on_message: MessageHandler) -> None:
+    def __init__(self, settings: MqttSettings, on_message: MessageHandler, failures: dict[bytes, int] | None = None) -> None:
         self.settings = settings
+        # failed deliveries per message (topic + payload digest), kept across sessions by run_forever
+        self._failures = {} if failures is None else failures
         self._on_message = on_message
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected: asyncio.Future[bool] | None = None
@@ -84,7 +99,7 @@ class MqttLink:
 
     def _cb_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._dispatch, msg.topic, bytes(msg.payload))
+        self._loop.call_soon_threadsafe(self._dispatch, msg.topic, bytes(msg.payload), msg.mid, msg.qos)
 
     # -- on the event loop -----------------------------------------------
     def _on_connect(self, ok: bool, session_present: bool, reason: str) -> None:
@@ -113,15 +128,33 @@ class MqttLink:
         else:
             fut.set_result(None)
 
-    def _dispatch(self, topic: str, payload: bytes) -> None:
+    def _dispatch(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        client = self._client
         task = asyncio.ensure_future(self._on_message(topic, payload))
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        key = hashlib.sha256(topic.encode() + b"\0" + payload).digest()
+        task.add_done_callback(lambda t: self._task_done(t, client, key, mid, qos))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None], client: paho.Client | None, key: bytes, mid: int, qos: int) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("message handler failed: %r", task.exception())
+        if client is None or client is not self._client or self._closed.is_set():
+            return  # that session is gone: the broker sends the message again on the next one
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self._failures.pop(key, None)
+        else:
+            if len(self._failures) > 1000:
+                self._failures.clear()  # bounded: only counts of recent failures matter
+            n = self._failures[key] = self._failures.get(key, 0) + 1
+            if n < MAX_ATTEMPTS:
+                log.warning("message handler failed (%r): not acknowledged, the broker will send it again", exc)
+                client.disconnect()  # the broker resends unacknowledged messages only on a new session
+                return
+            self._failures.pop(key, None)
+            log.error("message handler failed %d times (%r): acknowledged and dropped", n, exc)
+        client.ack(mid, qos)
 
     # -- public API --------------------------------------------------------
     @property
@@ -137,6 +170,7 @@ class MqttLink:
             client_id=s.client_id,
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             clean_session=None if v5 else False,
+            manual_ack=True,  # acknowledged after the handler stored it (_task_done)
         )
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
@@ -174,15 +208,36 @@ class MqttLink:
             raise
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None or issubclass(exc_type, asyncio.CancelledError):
+            # A clean stop (shutdown, ignition off): the broker suppresses the last will on a normal
+            # DISCONNECT, so say "offline" ourselves before leaving.
+            await self._announce_will()
         await self._stop()
+
+    async def _announce_will(self) -> None:
+        """Publish the last will as a retained message, bounded in time; a dead link just skips it."""
+        s = self.settings
+        if not s.will_topic or not self.connected:
+            return
+        try:
+            await asyncio.wait_for(self.publish(s.will_topic, s.will_payload, qos=1, retain=True), min(s.publish_timeout, 5.0))
+        except (TimeoutError, LinkDown, PublishTimeout) as exc:
+            log.info("offline status not confirmed before disconnect: %s", exc)
+        else:
+            log.info("offline status published to %s", s.will_topic)
 
     async def _stop(self) -> None:
         client, self._client = self._client, None
         if client is None:
             return
         try:
-            client.disconnect()
+            if self.settings.version == "5" and self.settings.will_topic:
+                # MQTT 5 "disconnect with will message" (0x04): the broker publishes the will as well,
+                # a second guarantee behind the explicit retained "offline" above.
+                client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+            else:
+                client.disconnect()
         except Exception:  # noqa: BLE001 - already gone
             pass
         # loop_stop joins the network thread: keep that off the event loop.
@@ -230,9 +285,10 @@ async def run_forever(
     """Keep a session up: connect, run ``session(link)``, reconnect with jittered backoff."""
     backoff = min_backoff
     was_up: bool | None = None
+    failures: dict[bytes, int] = {}
     while True:
         try:
-            async with MqttLink(settings, on_message) as link:
+            async with MqttLink(settings, on_message, failures) as link:
                 backoff = min_backoff
                 if was_up is not True:
                     log.info("MQTT connected to %s as %s", settings.url, settings.client_id)

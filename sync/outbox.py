@@ -52,6 +52,13 @@ CREATE TABLE quarantine (
     PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID;
 """,
+    # 3: this database's instance id, sent in every envelope so HQ tells a re-flashed van's numbers
+    # from the old ones.  Chosen once, here, by SQLite's randomblob (seeded from the OS); a database
+    # that already sent something keeps the empty (legacy) id, which HQ knows its data under.
+    """
+CREATE TABLE node_instance (one INTEGER PRIMARY KEY CHECK (one = 1), id BLOB NOT NULL);
+INSERT INTO node_instance(one, id) SELECT 1, CASE WHEN EXISTS (SELECT 1 FROM outbox_stream) THEN x'' ELSE randomblob(8) END
+""",
 ]
 
 # Drain order: what HQ needs to track the fleet first, bulky things last.
@@ -108,6 +115,13 @@ class StreamState:
 
 async def create_schema(db: aiosqlite.Connection) -> None:
     await migrate(db, "outbox", MIGRATIONS)
+
+
+async def instance_id(db: aiosqlite.Connection) -> str:
+    """Hex of this database's instance id ("" for a database older than instance ids)."""
+    async with db.execute("SELECT id FROM node_instance") as cur:
+        row = await cur.fetchone()
+    return bytes(row[0]).hex() if row else ""
 
 
 def enqueue_sync(conn: sqlite3.Connection, stream: str, payload: bytes, now: float) -> int:

@@ -1,13 +1,14 @@
-"""The satellite heartbeat in one 50-byte credit: 42 bytes, authenticated by a truncated MAC.
+"""The satellite heartbeat in one 50-byte credit: 46 bytes, authenticated by a truncated MAC.
 
 An SBD plan bills in 50-byte credits (RockBLOCK-style).  A signed envelope
 with its 64-byte Ed25519 signature costs three; this format costs one and
 still carries the position, the time quality and the backlog per class.
 
-Layout (big-endian, 42 bytes)::
+Layout (big-endian, 46 bytes)::
 
     B   0xB1            format marker (an envelope starts with "MO", 0x4D)
     4s  node tag        SHA-256("mo-node:" + node id)[:4]: which van, without spelling its id
+    4s  instance tag    SHA-256("mo-instance:" + node instance id)[:4]: which of its databases (re-flash safe)
     I   seq             the ``status`` stream's sequence: HQ stores it idempotently, so a replay is a duplicate
     I   time            Unix seconds of the heartbeat (the node's best time)
     B   flags           bit 0 trusted time, bit 1 has a fix
@@ -15,7 +16,7 @@ Layout (big-endian, 42 bytes)::
     B   speed           km/h, saturating at 255
     B   course          2-degree steps (0..179)
     5H  backlog         pending items of rec, pos, evt, blob, audit, saturating at 65535
-    8s  MAC             HMAC-SHA256(key, the 34 bytes before)[:8]
+    8s  MAC             HMAC-SHA256(key, the 38 bytes before)[:8]
 
 The MAC key is shared at enrolment without a new secret on the card: the
 node turns its Ed25519 signing key into an X25519 key (the standard map of
@@ -43,7 +44,7 @@ from .errors import EnvelopeError, SyncError
 
 MARKER = 0xB1
 MAC_LEN = 8
-_BODY = struct.Struct(">B4sIIBiiBB5H")
+_BODY = struct.Struct(">B4s4sIIBiiBB5H")
 SIZE = _BODY.size + MAC_LEN
 BACKLOG_STREAMS = ("rec", "pos", "evt", "blob", "audit")
 _P = 2**255 - 19
@@ -63,6 +64,18 @@ class Heartbeat:
 
 def node_tag(node_id: str) -> bytes:
     return hashlib.sha256(b"mo-node:" + node_id.encode()).digest()[:4]
+
+
+def instance_tag(instance: str) -> bytes:
+    return hashlib.sha256(b"mo-instance:" + instance.encode()).digest()[:4]
+
+
+def provisional_instance(tag: bytes) -> str:
+    """The instance HQ files a heartbeat under when it has not yet seen that database over MQTT.
+
+    Hex like a real instance id (8 random bytes, 16 digits), and half as long, so never one of them.
+    """
+    return tag.hex()
 
 
 def _hkdf(shared: bytes, node_id: str) -> bytes:
@@ -91,11 +104,11 @@ def hq_mac_key(node_id: str, node_sign_public: Ed25519PublicKey, hq_seal: X25519
     return _hkdf(hq_seal.exchange(_x25519_public(node_sign_public)), node_id)
 
 
-def pack(node_id: str, seq: int, hb: Heartbeat, key: bytes) -> bytes:
+def pack(node_id: str, seq: int, hb: Heartbeat, key: bytes, instance: str = "") -> bytes:
     if not 0 < seq <= 0xFFFFFFFF:
         raise SyncError(f"heartbeat sequence {seq} does not fit 32 bits")
     depth = [min(0xFFFF, max(0, int(hb.depth.get(s, 0)))) for s in BACKLOG_STREAMS]
-    body = _BODY.pack(MARKER, node_tag(node_id), seq, max(0, min(0xFFFFFFFF, int(hb.time))),
+    body = _BODY.pack(MARKER, node_tag(node_id), instance_tag(instance), seq, max(0, min(0xFFFFFFFF, int(hb.time))),
                       (1 if hb.trusted_time else 0) | (2 if hb.has_fix else 0),
                       round(max(-90.0, min(90.0, hb.lat)) * 1e7), round(max(-180.0, min(180.0, hb.lon)) * 1e7),
                       max(0, min(255, round(hb.speed * 3.6))), round((hb.course % 360) / 2) % 180, *depth)
@@ -106,12 +119,13 @@ def is_compact(payload: bytes) -> bool:
     return len(payload) == SIZE and payload[0] == MARKER
 
 
-def open_heartbeat(payload: bytes, candidates: Callable[[bytes], Iterable[tuple[str, bytes]]]) -> tuple[str, int, Heartbeat]:
-    """(node id, seq, heartbeat) of a compact heartbeat whose MAC verifies under one of the tag's candidate keys."""
+def open_heartbeat(payload: bytes,
+                   candidates: Callable[[bytes], Iterable[tuple[str, bytes]]]) -> tuple[str, int, Heartbeat, bytes]:
+    """(node id, seq, heartbeat, instance tag) of a compact heartbeat whose MAC verifies under one of the tag's candidate keys."""
     if not is_compact(payload):
         raise EnvelopeError("not a compact heartbeat")
     body, mac = payload[:_BODY.size], payload[_BODY.size:]
-    _m, tag, seq, t, flags, lat, lon, kmh, course2, *depth = _BODY.unpack(body)
+    _m, tag, itag, seq, t, flags, lat, lon, kmh, course2, *depth = _BODY.unpack(body)
     expected = (node for node, key in candidates(tag) if hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest()[:MAC_LEN], mac))
     node_id = next(expected, None)
     if node_id is None:
@@ -120,4 +134,4 @@ def open_heartbeat(payload: bytes, candidates: Callable[[bytes], Iterable[tuple[
         raise EnvelopeError("compact heartbeat: field out of range")
     hb = Heartbeat(float(t), lat / 1e7, lon / 1e7, kmh / 3.6, course2 * 2.0, bool(flags & 1), bool(flags & 2),
                    {s: n for s, n in zip(BACKLOG_STREAMS, depth, strict=True) if n})
-    return node_id, seq, hb
+    return node_id, seq, hb, itag

@@ -20,7 +20,7 @@ import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import outbox
-from .clock import HLC, Clock
+from .clock import DEFAULT_MAX_SKEW, HLC, Clock
 from .db import open_db
 from .downlink import Downlink, Handler
 from .envelope import Envelope, decode, encode, parse_ack_message, topic_catalog, topic_status, topic_up
@@ -65,13 +65,15 @@ class Uplink:
         trusted_time: Callable[[], bool] = lambda: False,
         latest_position: Callable[[], dict[str, object] | None] = lambda: None,
         heartbeat: float = 60.0,
+        max_clock_skew: float = DEFAULT_MAX_SKEW,
     ) -> None:
         self.db_path = db_path
         self.node_id = node_id
         self._key = signing_key
         self._hq_key = hq_key
         self.clock = clock
-        self.hlc = HLC(clock)
+        self.hlc = HLC(clock, max_skew=max_clock_skew)
+        self.instance = ""  # this database's instance id, read when run() opens it
         self.ack_timeout = ack_timeout
         self.max_batch_bytes = max_batch_bytes
         self.max_batch_items = max_batch_items
@@ -112,6 +114,7 @@ class Uplink:
         # the connection (an unclosed aiosqlite thread keeps the process from exiting).
         try:
             await outbox.create_schema(self._db)
+            self.instance = await outbox.instance_id(self._db)
             self.downlink = Downlink(self._db, self.clock)
             await self.downlink.create_schema()
             self.downlink.on_enqueued.append(self.kick)
@@ -186,7 +189,7 @@ class Uplink:
             if not rows:
                 continue
             env = Envelope(self.node_id, stream, rows[0].seq, tuple(r.payload for r in rows), self.hlc.tick(),
-                           trusted_time=self.trusted_time())
+                           trusted_time=self.trusted_time(), instance=self.instance)
             await link.publish(topic_up(self.node_id, stream), encode(env, self._key))
             async with self._write:
                 await outbox.mark_sent(self._db, stream, rows[0].seq, rows[-1].seq, self.clock.now())
@@ -213,6 +216,9 @@ class Uplink:
             if env.node_id != self.node_id or (topic != "sbd" and not topic.endswith(f"/down/{env.stream}")):
                 raise EnvelopeError("not addressed to this node on this topic")
             if env.stream == "ack":
+                if env.instance != self.instance:
+                    # numbers of another database of this van (before a re-flash): pruning by them would lose data
+                    raise EnvelopeError(f"ack for node instance {env.instance or 'legacy'!r}, this is {self.instance or 'legacy'!r}")
                 await self._on_ack(env)
             else:
                 self.hlc.observe(env.hlc)

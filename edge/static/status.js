@@ -33,6 +33,10 @@
         if (s.outbox.pending && s.outbox.oldest_pending) pending += " (" + d.oldest + " " + hhmm(s.outbox.oldest_pending) + ")";
         set("pending", pending);
         set("last_ack", s.link.last_ack ? hhmm(s.link.last_ack) : d.never);
+        if (s.time) {
+          var tk = "time" + s.time.source.charAt(0).toUpperCase() + s.time.source.slice(1);
+          set("time", d[tk] || s.time.source, s.time.trusted);
+        }
         set("store", s.store.locked ? d.storeLocked : d.storeOpen, !s.store.locked);
       })
       .catch(function () { /* node restarting: try again next tick */ });

@@ -241,7 +241,7 @@ class Trips:
 
     # -- transitions ------------------------------------------------------------
     async def _emit(self, trip_id: str, event: str, at: float, **extra: Any) -> None:
-        item = {"type": "trip", "id": trip_id, "event": event, "at": at, **extra}
+        item = {"type": "trip", "id": trip_id, "event": event, "at": at, "clock": self.store.time.stamp().wire(), **extra}
         await outbox.enqueue(self.db, "evt", json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode(), self.clock.now())
 
     async def depart(self, at: float, actor: str | None = None, trip_id: str | None = None) -> str:
@@ -490,7 +490,7 @@ class Trips:
         )
         if cur.rowcount:
             item = {"type": "visit_evidence", "id": visit_id, "source": source, "arrival": arrival, "departure": departure,
-                    "lat": round(lat, 6), "lon": round(lon, 6)}
+                    "lat": round(lat, 6), "lon": round(lon, 6), "clock": self.store.time.stamp().wire()}
             await outbox.enqueue(self.db, "evt", json.dumps(item, separators=(",", ":")).encode(), self.clock.now())
 
     async def evidence(self, visit_id: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from devices.errors import ModemError, ModemGone, ModemTimeout, PayloadTooLarge
-from devices.modem import ModemSettings, SbdModem
+from devices.modem import ModemManager, ModemSettings, SbdixResult, SbdModem
 from firmware_sim.gateway import SatelliteGateway
 from firmware_sim.modem import ModemSim, ModemSimConfig
 from hq.directip import DirectIpReceiver, MoMessage, send_mt
@@ -178,3 +178,108 @@ async def test_directip_round_trip(sim: ModemSim, gateway: SatelliteGateway) -> 
     assert len(got) == 1 and got[0].payload == b"\x01\x02signed envelope"
     assert got[0].imei == sim.cfg.imei and got[0].momsn == 1
     await until(lambda: gateway.confirmed == 1)
+
+
+# -- signal strength is advisory; answers with or without spaces (issue 15, item 7) ----------------------------
+
+@pytest.mark.parametrize("line", ["+SBDIX: 0, 1, 0, 0, 0, 0", "+SBDIX:0,1,0,0,0,0", "+SBDIX : 0 ,1 , 0,0,0, 0", " +SBDIX:0, 1,0,0,0,0 "])
+def test_sbdix_parses_with_or_without_spaces(line: str) -> None:
+    assert SbdixResult.parse(line) == SbdixResult(0, 1, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("style", ["standard", "compact", "spaced"])
+async def test_every_answer_style_works_end_to_end(gateway: SatelliteGateway, style: str) -> None:
+    async with ModemSim(ModemSimConfig(answer_style=style), gateway) as sim:
+        async with SbdModem(settings(sim)) as m:
+            await until(lambda: m.status.signal == 4)  # the +CIEV indication after AT+CIER
+            assert await m.signal() == 4
+            r = await m.send(b"styled")
+            assert r.ok and r.momsn == 1
+    assert [p for _, _, p in gateway.delivered] == [b"styled"]
+
+
+async def test_modem_without_csq_opens_and_sends(gateway: SatelliteGateway) -> None:
+    async with ModemSim(ModemSimConfig(csq_supported=False), gateway) as sim:
+        async with SbdModem(settings(sim)) as m:  # AT+CIER answered ERROR: opened all the same
+            assert m.status.present and m.status.signal is None
+            with pytest.raises(ModemError):
+                await m.signal()
+            assert m.status.signal is None  # unknown, not zero
+            await m.check_alive()  # falls back to plain AT
+            assert (await m.send(b"no csq here")).ok
+    assert [p for _, _, p in gateway.delivered] == [b"no csq here"]
+
+
+async def test_manager_keeps_a_modem_without_csq_open(gateway: SatelliteGateway) -> None:
+    async with ModemSim(ModemSimConfig(csq_supported=False), gateway) as sim:
+        mgr = ModemManager(settings(sim), retry=0.05, health_interval=0.05)
+        task = asyncio.create_task(mgr.run())
+        try:
+            await until(lambda: mgr.health_checks >= 3)  # each health check answered: never reopened
+            first = mgr.modem
+            assert first is not None and mgr.status.last_error is None
+            await until(lambda: mgr.health_checks >= 6)
+            assert mgr.modem is first
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_link_manager_sends_by_satellite_with_a_modem_that_refuses_csq(gateway: SatelliteGateway) -> None:
+    """The heartbeat goes out although the signal is unknown (before: 'no_signal' forever, nothing ever sent)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from kit.clock import ManualClock
+    from sync.linkmgr import Heartbeat, LinkManager
+
+    clock = ManualClock()
+    seqs = iter(range(1, 100))
+
+    async def hb() -> Heartbeat:
+        return Heartbeat(clock.now(), 47.9, 33.4, 0.0, 0.0, False, True, {"rec": 1})
+
+    async def seq() -> int:
+        return next(seqs)
+
+    async with ModemSim(ModemSimConfig(csq_supported=False), gateway) as sim:
+        async with SbdModem(settings(sim)) as m:
+            lm = LinkManager("van-01", Ed25519PrivateKey.generate(), clock, m, lambda: False, hb, seq, sbd_after=60, sbd_interval=600)
+            assert await lm.step() == "waiting"
+            clock.advance(61)
+            assert await lm.step() == "sent"
+    assert len(gateway.delivered) == 1
+
+
+async def test_failed_sessions_back_off(gateway: SatelliteGateway) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from kit.clock import ManualClock
+    from sync.linkmgr import Heartbeat, LinkManager
+
+    clock = ManualClock()
+
+    async def hb() -> Heartbeat:
+        return Heartbeat(clock.now(), 47.9, 33.4, 0.0, 0.0, False, False, {})
+
+    n = iter(range(1, 100))
+
+    async def seq() -> int:
+        return next(n)
+
+    async with ModemSim(ModemSimConfig(csq_supported=False), gateway) as sim:
+        sim.forced_mo_status = 18  # RF drop, every time
+        async with SbdModem(settings(sim)) as m:
+            lm = LinkManager("van-01", Ed25519PrivateKey.generate(), clock, m, lambda: False, hb, seq, sbd_after=0, sbd_interval=600,
+                             retry_min=15)
+            assert await lm.step() == "failed"
+            assert await lm.step() == "backoff"  # not hammering the modem every tick
+            clock.advance(15)
+            assert await lm.step() == "failed"
+            clock.advance(15)
+            assert await lm.step() == "backoff"  # doubled: 30 s now
+            clock.advance(15)
+            assert await lm.step() == "failed"
+            sim.forced_mo_status = None
+            clock.advance(60)
+            assert await lm.step() == "sent"
+    assert sim.sessions == [18, 18, 18, 0]

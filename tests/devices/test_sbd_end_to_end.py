@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -31,16 +33,42 @@ async def test_heartbeat_by_satellite_when_mqtt_is_down(tmp_path: Path, bundle: 
                      tmp_path / "node.log")
         procs.append(node)
         fleet: list[dict[str, object]] = []
-        for _ in range(300):
-            if http_ok(f"http://127.0.0.1:{hq_port}/healthz"):
-                fleet = await asyncio.to_thread(ApiClient(f"http://127.0.0.1:{hq_port}").get, "/api/v1/fleet")
-                if fleet and fleet[0].get("link") == "sbd":
-                    break
-            await asyncio.sleep(0.2)
-        assert fleet and fleet[0]["node_id"] == "van-01" and fleet[0]["link"] == "sbd", (fleet, node.output()[-2000:])
+
+        async def hq_has_it() -> bool:
+            nonlocal fleet
+            if not await asyncio.to_thread(http_ok, f"http://127.0.0.1:{hq_port}/healthz"):
+                return False
+            fleet = await asyncio.to_thread(ApiClient(f"http://127.0.0.1:{hq_port}").get, "/api/v1/fleet")
+            return bool(fleet) and fleet[0].get("link") == "sbd"
+
+        await until(hq_has_it, "HQ to hold a heartbeat that came by satellite", node)
+        assert fleet[0]["node_id"] == "van-01" and fleet[0]["link"] == "sbd"
+        # HQ stores the message before it answers the gateway, and the modem reports the session to the node after
+        # that: each is waited for, not assumed to have happened in that order (it failed on a busy machine).
+        await until(lambda: _now(gw.confirmed >= 1), "the gateway to receive HQ's confirmation", node)
         # the compact heartbeat: one 50-byte credit each, keyed from the bundle's enrolment keys
         assert gw.delivered and all(len(p) == sbdbeat.SIZE <= 50 for _, _, p in gw.delivered)
-        assert gw.confirmed >= 1
-        status = await asyncio.to_thread(ApiClient(f"http://127.0.0.1:{node_port}").get, "/api/v1/status")
-        assert status["link"]["mqtt"] == "down" and status["link"]["satellite"]["sessions_ok"] >= 1
+
+        async def node_counted_it() -> bool:
+            status = await asyncio.to_thread(ApiClient(f"http://127.0.0.1:{node_port}").get, "/api/v1/status")
+            return bool(status["link"]["mqtt"] == "down" and status["link"]["satellite"]["sessions_ok"] >= 1)
+
+        await until(node_counted_it, "the node to count a successful SBD session", node)
         node.terminate()
+
+
+async def _now(value: bool) -> bool:
+    return value
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, node: Proc, timeout: float = 120.0) -> None:
+    """Poll an async condition; the timeout only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if await check():
+                return
+        except (OSError, AssertionError):
+            pass  # not serving yet
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; node log: {node.output()[-2000:]}")

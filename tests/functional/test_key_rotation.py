@@ -28,7 +28,9 @@ def test_rotation_on_a_running_van(tmp_path: Path, hq_keys: HQKeys, bundle: Node
     procs.append(spawn(mobile_office_cmd("hq", "--hq-data-dir", str(hq_keys.directory), "--hq-broker", mosquitto.url, "--hq-host", "127.0.0.1",
                                          "--hq-port", str(hq_port)), tmp_path / "hq.log"))
     procs.append(spawn(mobile_office_cmd("node", "--bundle", str(bundle.directory), "--data-dir", str(tmp_path / "node"), "--broker", mosquitto.url,
-                                         "--gpsd", f"127.0.0.1:{free_port()}", "--http-host", "127.0.0.1", "--http-port", str(port)), tmp_path / "node.log"))
+                                         "--gpsd", f"127.0.0.1:{free_port()}", "--http-host", "127.0.0.1", "--http-port", str(port),
+                                         "--trust-kernel-clock", "assume"),  # commands wait for trusted time; this clock is right
+                       tmp_path / "node.log"))
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz") and http_ok(f"http://127.0.0.1:{hq_port}/healthz"), 60, what="node and HQ")
     api, hq = ApiClient(f"http://127.0.0.1:{port}"), ApiClient(f"http://127.0.0.1:{hq_port}")
     api.login("admin", ADMIN_PASSWORD)

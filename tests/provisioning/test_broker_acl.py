@@ -35,6 +35,8 @@ class Client:
             self.c.tls_set_context(ctx)
         self.c.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload)))
         self.c.on_connect = lambda c, u, f, rc, p: self.connected.put(not rc.is_failure)
+        self.disconnects: queue.Queue[str] = queue.Queue()
+        self.c.on_disconnect = lambda c, u, f, rc, p: self.disconnects.put(str(rc))
         self.subacks: queue.Queue[int] = queue.Queue()
         self.c.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.put(mid)
         self.c.connect_async("127.0.0.1", port)
@@ -181,3 +183,122 @@ def test_node_and_hq_over_mutual_tls(broker: tuple[int, Path, subprocess.Popen[b
     finally:
         for p in procs:
             p.terminate()
+
+
+def test_client_id_takeover_refused(broker: tuple[int, Path, subprocess.Popen[bytes]], hq_keys: HQKeys, bundle: NodeBundle,
+                                    tmp_path: Path) -> None:
+    """A van's certificate asking for hq-1's or another van's client id gets its own: nobody is kicked off."""
+    port, _out, _proc = broker
+    hq = Client(port, client_context(hq_keys.directory / "workers" / "hq-1", "worker"), "hq-1")
+    van2 = Client(port, client_context(tmp_path / "bundle2", "mqtt_client"), "van-02")
+    intruders: list[Client] = []
+    try:
+        assert hq.ok() and van2.ok()
+        hq.sub("mo/v1/+/up/#")
+        for stolen in ("hq-1", "van-02"):
+            intruder = Client(port, client_context(bundle.directory, "mqtt_client"), stolen)
+            intruders.append(intruder)
+            assert intruder.ok()  # connected, under its certificate's identity
+        # Round trips on the old sessions after the intruders' CONNACKs: a taken-over session would be closed by now.
+        van2.pub("mo/v1/van-02/up/rec", b"still here")
+        assert hq.messages_until(b"still here") == []
+        hq.sub("mo/v1/+/status")
+        assert hq.disconnects.empty() and van2.disconnects.empty()
+        assert hq.c.is_connected() and van2.c.is_connected()
+    finally:
+        for c in (hq, van2, *intruders):
+            c.close()
+
+
+def test_oversized_packet_cuts_the_sender_off(broker: tuple[int, Path, subprocess.Popen[bytes]], hq_keys: HQKeys,
+                                              bundle: NodeBundle) -> None:
+    port, out, _proc = broker
+    assert "max_packet_size 1048576" in (out / "mosquitto.conf").read_text()
+    hq = Client(port, client_context(hq_keys.directory / "workers" / "hq-1", "worker"), "hq-1")
+    van1 = Client(port, client_context(bundle.directory, "mqtt_client"), "van-01")
+    try:
+        assert hq.ok() and van1.ok()
+        hq.sub("mo/v1/+/up/#")
+        van1.pub("mo/v1/van-01/up/rec", b"x" * 60_000)  # an ordinary batch passes
+        assert hq.messages_until(b"x" * 60_000) == []
+        van1.c.publish("mo/v1/van-01/up/rec", b"y" * (2 * 1024 * 1024), qos=1)
+        assert van1.disconnects.get(timeout=30)  # the broker hung up on it
+        van1.close()
+        van2 = Client(port, client_context(bundle.directory, "mqtt_client"), "van-01")
+        assert van2.ok()
+        van2.pub("mo/v1/van-01/up/rec", b"MARK")
+        assert hq.messages_until(b"MARK") == []  # the oversized publish never reached HQ
+        van2.close()
+    finally:
+        hq.close()
+        van1.close()
+
+
+def _next_update(crl_path: Path) -> float:
+    from cryptography import x509
+
+    return x509.load_pem_x509_crl(crl_path.read_bytes()).next_update_utc.timestamp()
+
+
+def test_crl_refresh_reaches_the_running_broker(broker: tuple[int, Path, subprocess.Popen[bytes]], hq_keys: HQKeys, tmp_path: Path) -> None:
+    """refresh-crl re-signs the CRL with a long validity, copies it to the broker and makes the broker load it."""
+    import time
+
+    from provisioning.ca import CA
+
+    port, out, proc = broker
+    assert _next_update(out / "crl.pem") - time.time() > 300 * 86400  # long validity, not 30 days
+    # A revocation recorded at HQ but never published: the running broker still admits van-02.
+    CA.load(hq_keys.directory / "ca").revoke("van-02")
+    before = Client(port, client_context(tmp_path / "bundle2", "mqtt_client"), "van-02")
+    assert before.ok()
+    before.close()
+    text = cli("provision", "refresh-crl", "--hq-dir", str(hq_keys.directory), "--crl-days", "400")
+    assert f"broker pid {proc.pid} reloaded" in text
+    assert (out / "crl.pem").read_bytes() == (hq_keys.directory / "ca" / "crl.pem").read_bytes()
+    assert _next_update(out / "crl.pem") - time.time() > 399 * 86400
+    after = Client(port, client_context(tmp_path / "bundle2", "mqtt_client"), "van-02")
+    van1 = Client(port, client_context(hq_keys.directory.parent / "bundle", "mqtt_client"), "van-01")
+    try:
+        assert not after.ok()  # the broker reloaded the new list without a restart
+        assert van1.ok()
+        assert proc.poll() is None
+    finally:
+        after.close()
+        van1.close()
+
+
+def test_revoke_is_effective_at_the_broker_without_manual_steps(broker: tuple[int, Path, subprocess.Popen[bytes]], hq_keys: HQKeys,
+                                                               tmp_path: Path) -> None:
+    port, _out, proc = broker
+    first = Client(port, client_context(tmp_path / "bundle2", "mqtt_client"), "van-02")
+    assert first.ok()
+    first.close()
+    text = cli("provision", "revoke", "van-02", "--hq-dir", str(hq_keys.directory))
+    assert "reloaded" in text
+    van2 = Client(port, client_context(tmp_path / "bundle2", "mqtt_client"), "van-02")
+    van1 = Client(port, client_context(hq_keys.directory.parent / "bundle", "mqtt_client"), "van-01")
+    try:
+        assert not van2.ok()
+        assert van1.ok()
+        assert proc.poll() is None  # same broker process: nobody else was disconnected
+    finally:
+        van2.close()
+        van1.close()
+
+
+def test_reload_command_and_a_broker_that_cannot_be_told(hq_keys: HQKeys, bundle: NodeBundle, tmp_path: Path) -> None:
+    """A configured reload command runs; with no broker running, revoke says so and fails (the CRL is written all the same)."""
+    cli("provision", "add-hq-worker", "hq-1", "--hq-dir", str(hq_keys.directory))
+    marker = tmp_path / "reloaded"
+    cli("provision", "broker-config", "--hq-dir", str(hq_keys.directory), "--out", str(tmp_path / "b1"), "--run-as", "root",
+        "--broker-reload-command", f"touch {marker}")
+    assert "run/mosquitto.pid" in (tmp_path / "b1" / "mosquitto.conf").read_text()
+    assert "reloaded (touch" in cli("provision", "refresh-crl", "--hq-dir", str(hq_keys.directory))
+    assert marker.exists()
+    cli("provision", "broker-config", "--hq-dir", str(hq_keys.directory), "--out", str(tmp_path / "b2"), "--run-as", "root")
+    r = subprocess.run([sys.executable, "-m", "mobile_office.cli", "provision", "revoke", "van-01", "--hq-dir", str(hq_keys.directory)],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode != 0 and "no running broker" in r.stderr and "b2" in r.stderr
+    assert "REVOKED" in cli("provision", "list", "--hq-dir", str(hq_keys.directory))
+    assert (tmp_path / "b2" / "crl.pem").read_bytes() == (hq_keys.directory / "ca" / "crl.pem").read_bytes()

@@ -39,7 +39,7 @@ def config(bundle: NodeBundle, data_dir: Path, clock: ManualClock) -> NodeConfig
     return NodeConfig(
         node_id=bundle.node_id, data_dir=data_dir, sign_key=bundle.sign, hq_seal_public=bundle.hq_seal_public,
         hq_sign_public=bundle.hq_sign_public, node_seal_wrapped=bundle.node_seal_wrapped,
-        keyslots=[{"kind": s.kind, "username": s.username, "role": s.role, "salt": s.salt, "n": s.n, "wrapped": s.wrapped} for s in bundle.keyslots],
+        keyslots=[s.config() for s in bundle.keyslots],
         broker=f"mqtt://127.0.0.1:{free_port()}", gpsd=None, clock=clock,
     )
 

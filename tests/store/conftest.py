@@ -12,7 +12,7 @@ from tests.conftest import ADMIN_PASSWORD
 
 
 def slots(bundle: NodeBundle) -> list[dict[str, object]]:
-    return [{"kind": s.kind, "username": s.username, "role": s.role, "salt": s.salt, "n": s.n, "wrapped": s.wrapped} for s in bundle.keyslots]
+    return [s.config() for s in bundle.keyslots]
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import uuid
 
 import pytest
 
@@ -23,12 +24,14 @@ async def test_saved_in_the_intake_transaction_after_the_record(store: Store) ->
     att = Attachments(store)
     await att.create_schema(store.db)
     up = check_upload("pass.jpg", photo())
-    prepared = att.prepare([up])
+    first = uuid.uuid4().hex
+    prepared = await att.prepare([up], first)
 
     def then(conn: sqlite3.Connection, saved: list[SavedApplication]) -> None:
         att.insert_sync(conn, saved[0].id, prepared, "admin")
 
-    saved = await store.create_applications("Шевченко", "Тарас", "1759013776", ["RES-01"], "admin", then=then, notes="звірено")
+    saved = await store.create_applications("Шевченко", "Тарас", "1759013776", ["RES-01"], "admin", then=then, notes="звірено",
+                                            first_id=first)
     rows = await att.list(saved[0].id)
     assert len(rows) == 1 and rows[0].size == len(up.data)
     _, name, data = await att.read(rows[0].id, "admin")
@@ -48,13 +51,14 @@ async def test_saved_in_the_intake_transaction_after_the_record(store: Store) ->
 async def test_a_failing_attachment_saves_nothing(store: Store) -> None:
     att = Attachments(store)
     await att.create_schema(store.db)
-    prepared = att.prepare([check_upload("a.jpg", photo(1000))] * (MAX_PER_APPLICATION + 1))
+    first = uuid.uuid4().hex
+    prepared = await att.prepare([check_upload("a.jpg", photo(1000))] * (MAX_PER_APPLICATION + 1), first)
 
     def then(conn: sqlite3.Connection, saved: list[SavedApplication]) -> None:
         att.insert_sync(conn, saved[0].id, prepared, "admin")
 
     with pytest.raises(AttachmentError):
-        await store.create_applications("Шевченко", "Тарас", "1759013776", ["RES-01"], "admin", then=then)
+        await store.create_applications("Шевченко", "Тарас", "1759013776", ["RES-01"], "admin", then=then, first_id=first)
     for table in ("applications", "attachments", "attachment_chunks", "outbox"):
         async with store.db.execute(f"SELECT COUNT(*) FROM {table}") as cur:
             row = await cur.fetchone()

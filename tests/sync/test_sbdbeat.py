@@ -39,7 +39,8 @@ def test_van_and_hq_derive_the_same_key_from_enrolment_keys_alone() -> None:
 def test_fits_one_credit_and_reads_back() -> None:
     data = sbdbeat.pack(NODE, 7, HB, keys()[0])
     assert len(data) == sbdbeat.SIZE <= 50
-    node, seq, hb = sbdbeat.open_heartbeat(data, candidates)
+    node, seq, hb, itag = sbdbeat.open_heartbeat(data, candidates)
+    assert itag == sbdbeat.instance_tag("")
     assert (node, seq) == (NODE, 7)
     assert hb.time == HB.time and hb.trusted_time and hb.has_fix and hb.depth == HB.depth
     assert abs(hb.lat - HB.lat) < 1e-7 and abs(hb.lon - HB.lon) < 1e-7
@@ -67,7 +68,7 @@ def test_another_vans_key_is_refused() -> None:
 def test_roundtrip_over_the_ranges(seq: int, t: float, lat: float, lon: float, speed: float, course: float, trusted: bool,
                                     fix: bool, depth: dict[str, int]) -> None:
     hb = Heartbeat(t, lat, lon, speed, course, trusted, fix, depth)
-    node, got_seq, got = sbdbeat.open_heartbeat(sbdbeat.pack(NODE, seq, hb, keys()[0]), candidates)
+    node, got_seq, got, _ = sbdbeat.open_heartbeat(sbdbeat.pack(NODE, seq, hb, keys()[0]), candidates)
     assert (node, got_seq) == (NODE, seq)
     assert got.time == float(int(t)) and got.trusted_time == trusted and got.has_fix == fix
     assert abs(got.lat - lat) <= 1e-7 and abs(got.lon - lon) <= 1e-7
@@ -113,3 +114,26 @@ async def test_link_manager_sends_one_credit_and_hq_stores_it_once(keys, clock, 
     forged[5] ^= 1  # another seq under the same MAC
     await ingest.handle(bytes(forged), channel="sbd")
     assert ingest.rejected == 1 and [s for s, _ in await hq_store.items("van-01", "status")] == [1, 2]
+
+
+async def test_a_heartbeat_is_filed_under_the_van_database_hq_knows(keys, clock, hq_store) -> None:  # type: ignore[no-untyped-def]
+    """The compact heartbeat names its database by a tag; HQ files it under the instance it knows, no re-flash alarm."""
+    from sync.envelope import Envelope, encode
+    from sync.ingest import Ingest
+
+    hq_seal = X25519PrivateKey.generate()
+    pub = keys.node.public_key()
+    ingest = Ingest(hq_store, lambda n: pub if n == "van-01" else None, keys.hq, clock,
+                    heartbeat_keys=lambda tag: [("van-01", sbdbeat.hq_mac_key("van-01", pub, hq_seal))])
+    instance = "00112233aabbccdd"
+    await ingest.handle(encode(Envelope("van-01", "evt", 1, (b'{"type":"x"}',), int(clock.now() * 1000) << 16, instance=instance),
+                               keys.node))
+    key = sbdbeat.node_mac_key("van-01", keys.node, hq_seal.public_key())
+    await ingest.handle(sbdbeat.pack("van-01", 1, HB, key, instance), channel="sbd")
+    async with hq_store.db.execute("SELECT instance FROM node_instances WHERE node_id = 'van-01'") as cur:
+        assert [r[0] async for r in cur] == [instance]
+    assert (await hq_store.fleet())[0]["link"] == "sbd"
+    # a database HQ has never seen over MQTT gets a provisional instance of its own, never the known one's numbers
+    await ingest.handle(sbdbeat.pack("van-01", 1, HB, key, "ffeeddccbbaa9988"), channel="sbd")
+    async with hq_store.db.execute("SELECT instance FROM node_instances WHERE node_id = 'van-01' ORDER BY ordinal") as cur:
+        assert [r[0] async for r in cur] == [instance, sbdbeat.provisional_instance(sbdbeat.instance_tag("ffeeddccbbaa9988"))]

@@ -145,6 +145,8 @@ def test_van_day(browser: Any, demo: str) -> None:
 
     # The status bar is live: everything leaves the outbox once HQ acks it.
     wait_until(lambda: page.inner_text('[data-field="pending"] b').startswith("0"), 90, what="status bar to show the outbox drained")
+    # The time source: the demo's GPS agrees with the system clock, so the van's time is confirmed.
+    wait_until(lambda: page.inner_text('[data-field="time"] b') == "синхронізовано", 60, what="status bar to show the time source")
 
     # English is available for every string on the page.
     page.click("text=English")

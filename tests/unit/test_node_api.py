@@ -19,7 +19,7 @@ def node_config(bundle: NodeBundle, data_dir: Path) -> NodeConfig:
     return NodeConfig(
         node_id=bundle.node_id, data_dir=data_dir, sign_key=bundle.sign, hq_seal_public=bundle.hq_seal_public,
         hq_sign_public=bundle.hq_sign_public,
-        keyslots=[{"kind": s.kind, "username": s.username, "role": s.role, "salt": s.salt, "n": s.n, "wrapped": s.wrapped} for s in bundle.keyslots],
+        keyslots=[s.config() for s in bundle.keyslots],
         broker=f"mqtt://127.0.0.1:{free_port()}", gpsd=None,
     )
 
