@@ -249,3 +249,37 @@ async def test_link_manager_over_a_real_uplink_reports_the_outbox_depth(tmp_path
         await db.close()
     hb = unpack_heartbeat((await hq_store.items("van-01", "status"))[0][1])
     assert hb.depth == {"rec": 3} and hb.trusted_time and hb.has_fix
+
+
+async def test_messages_arriving_together_commit_once_and_are_acked_per_van_after_it(
+        ingest: Ingest, keys: Keys, hq_store: HQStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit (HQ ingest at steady state): one COMMIT for the group, acks after it, exactly once, in order."""
+    statements: list[str] = []
+    execute = hq_store.db.execute
+
+    def counting(sql: str, params: object = ()) -> object:
+        statements.append(sql.split()[0].upper())
+        return execute(sql, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hq_store.db, "execute", counting)
+    group = [
+        (encode(Envelope("van-01", "evt", 1, (b"a",), 1), keys.node), "mqtt", "van-01", "evt"),
+        (encode(Envelope("van-01", "evt", 2, (b"b",), 2), keys.node), "mqtt", "van-01", "evt"),  # sees seq 1 of the same group
+        (encode(Envelope("van-99", "evt", 1, (b"x",), 3), keys.node), "mqtt", "van-99", "evt"),  # unknown signer: rejected
+        (encode(Envelope("van-01", "rec", 1, (b"not json",), 4), keys.node), "mqtt", "van-01", "rec"),  # stored, quarantined
+    ]
+    answers = await ingest.handle_many(group)
+    # one transaction for the three stored envelopes (the rejection is recorded in its own)
+    assert statements.count("COMMIT") == 2, statements
+    assert answers[0] is None and answers[2] is None
+    # one cumulative ack for van-01, in the place of its last message: both streams, the quarantined item named
+    ack = answers[3]
+    assert isinstance(ack, bytes)
+    msg = parse_ack_message(decode(ack, lambda n: keys.hq.public_key()).items)
+    assert msg.acks == {"evt": 2, "rec": 1} and [(s, q) for s, q, _ in msg.quarantined] == [("rec", 1)]
+    assert [s for s, _ in await hq_store.items("van-01", "evt")] == [1, 2]
+    # the same group again (a redelivery): nothing new, the same ack numbers
+    again = await ingest.handle_many(group)
+    assert ingest.duplicates == 3
+    assert [s for s, _ in await hq_store.items("van-01", "evt")] == [1, 2]
+    assert parse_ack_message(decode(again[3] or b"", lambda n: keys.hq.public_key()).items).acks == {"evt": 2, "rec": 1}
