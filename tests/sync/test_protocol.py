@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiosqlite
 import pytest
 
+from hq import store as hq_store_module
+from hq.db import DB
 from hq.store import HQStore
 from sync import envelope, outbox, poscodec
 from sync.clock import ManualClock
@@ -254,14 +258,16 @@ async def test_link_manager_over_a_real_uplink_reports_the_outbox_depth(tmp_path
 async def test_messages_arriving_together_commit_once_and_are_acked_per_van_after_it(
         ingest: Ingest, keys: Keys, hq_store: HQStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """Group commit (HQ ingest at steady state): one COMMIT for the group, acks after it, exactly once, in order."""
-    statements: list[str] = []
-    execute = hq_store.db.execute
+    commits: list[str] = []
+    real_transaction = hq_store_module.transaction
 
-    def counting(sql: str, params: object = ()) -> object:
-        statements.append(sql.split()[0].upper())
-        return execute(sql, params)  # type: ignore[arg-type]
+    @contextlib.asynccontextmanager
+    async def counting(db: DB, key: str | None = None) -> AsyncIterator[DB]:
+        async with real_transaction(db, key) as tx:
+            yield tx
+        commits.append(key or "")  # after COMMIT
 
-    monkeypatch.setattr(hq_store.db, "execute", counting)
+    monkeypatch.setattr(hq_store_module, "transaction", counting)
     group = [
         (encode(Envelope("van-01", "evt", 1, (b"a",), 1), keys.node), "mqtt", "van-01", "evt"),
         (encode(Envelope("van-01", "evt", 2, (b"b",), 2), keys.node), "mqtt", "van-01", "evt"),  # sees seq 1 of the same group
@@ -270,7 +276,7 @@ async def test_messages_arriving_together_commit_once_and_are_acked_per_van_afte
     ]
     answers = await ingest.handle_many(group)
     # one transaction for the three stored envelopes (the rejection is recorded in its own)
-    assert statements.count("COMMIT") == 2, statements
+    assert len(commits) == 2, commits
     assert answers[0] is None and answers[2] is None
     # one cumulative ack for van-01, in the place of its last message: both streams, the quarantined item named
     ack = answers[3]
