@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from hq.db import DB
 from hq.store import HQStore
 from sync import envelope, outbox, poscodec
 from sync.clock import ManualClock
-from sync.db import transaction
+from sync.db import run_transaction_unsynced, transaction
 from sync.downlink import Downlink, build, command
 from sync.envelope import Envelope, decode, encode, parse_ack_message
 from sync.errors import EnvelopeError, OutboxFull
@@ -289,3 +290,22 @@ async def test_messages_arriving_together_commit_once_and_are_acked_per_van_afte
     assert ingest.duplicates == 3
     assert [s for s, _ in await hq_store.items("van-01", "evt")] == [1, 2]
     assert parse_ack_message(decode(again[3] or b"", lambda n: keys.hq.public_key()).items).acks == {"evt": 2, "rec": 1}
+
+
+async def test_unsynced_bookkeeping_leaves_every_other_commit_synchronous(node_db: aiosqlite.Connection) -> None:
+    """The uplink's "sent" marks skip the fsync; the connection is back to synchronous=FULL right after (and on error)."""
+    seen: list[int] = []
+
+    def mark(conn: sqlite3.Connection) -> None:
+        seen.append(int(conn.execute("PRAGMA synchronous").fetchone()[0]))
+        conn.execute("UPDATE outbox_stream SET acked = acked")
+
+    def fail(conn: sqlite3.Connection) -> None:
+        raise RuntimeError("boom")
+
+    await run_transaction_unsynced(node_db, mark)
+    with pytest.raises(RuntimeError):
+        await run_transaction_unsynced(node_db, fail)
+    async with node_db.execute("PRAGMA synchronous") as cur:
+        after = await cur.fetchone()
+    assert seen == [1] and after is not None and after[0] == 2  # NORMAL inside, FULL again outside
