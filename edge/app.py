@@ -235,7 +235,8 @@ def create_app(config: NodeConfig) -> web.Application:
     app[hardening.GUARD] = hardening.guard(app, throttle)
     app[CATALOG] = Catalog.load()
     env = aiohttp_jinja2.setup(
-        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, context_processors=[aiohttp_jinja2.request_processor, views.ui_context, hardening.csrf_context]
+        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, auto_reload=False,  # compiled once per process
+        context_processors=[aiohttp_jinja2.request_processor, views.ui_context, hardening.csrf_context]
     )
     views.install_filters(env)
     app.cleanup_ctx.append(_store_ctx)

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from sync import reconcile
-from sync.db import transaction
+from sync.db import fetch_one, transaction
 from sync.migrate import migrate
 
 from . import audit
@@ -69,8 +69,7 @@ class AppStatuses:
         self.store._notify()
 
     async def get(self, application_id: str) -> dict[str, Any] | None:
-        async with self.db.execute("SELECT status, received FROM app_status WHERE application_id = ?", (application_id,)) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(self.store.reader, "SELECT status, received FROM app_status WHERE application_id = ?", (application_id,))
         return None if row is None else {"status": str(row[0]), "received": float(row[1])}
 
 

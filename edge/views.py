@@ -65,7 +65,8 @@ def install_filters(env: Any) -> None:
 
 
 async def _page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
-    ctx.setdefault("status", await node_status(request.app))
+    if "status" not in ctx:  # (setdefault would run the queries even when the handler already has it)
+        ctx["status"] = await node_status(request.app)
     ctx.setdefault("session", request.app[SESSIONS].get(request))
     return aiohttp_jinja2.render_template(template, request, ctx, status=status)
 
@@ -148,10 +149,9 @@ async def intake_form(request: web.Request) -> web.Response:
 
 async def today(request: web.Request) -> web.Response:
     s = _session_or_redirect(request)
-    tickets = await request.app[DESK].today()
+    tickets, preregs, bar = await asyncio.gather(request.app[DESK].today(), request.app[PREREG].today(s.username), node_status(request.app))
     issued = request.query.get("issued", "")
-    preregs = await request.app[PREREG].today(s.username)
-    return await _page(request, "today.html", {"session": s, "tickets": tickets, "issued": issued[:8], "preregs": preregs,
+    return await _page(request, "today.html", {"session": s, "tickets": tickets, "issued": issued[:8], "preregs": preregs, "status": bar,
                                                "catalog": request.app[CATALOG]})
 
 
@@ -237,9 +237,12 @@ async def receipt(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
     service = catalog.services.get(rec["service_code"])
     qr = qr_svg(rec["number"], 4)
-    token = await request.app[DESK].rating_token(app_id)
+    # Independent reads, sent together: one wait for SQLite's thread instead of one per read (the status bar's too).
+    token, sibling_rows, attachments, status, bar = await asyncio.gather(
+        request.app[DESK].rating_token(app_id), store.package_siblings(app_id), request.app[ATTACHMENTS].list(app_id),
+        app_status.lookup(request.app, app_id), node_status(request.app))
     rate_url = f"{request.scheme}://{request.host}/rate/{token}"
-    siblings = [(n, catalog.services.get(c)) for n, c in await store.package_siblings(app_id)]
+    siblings = [(n, catalog.services.get(c)) for n, c in sibling_rows]
     ctx = {
         "rec": rec, "service": service, "qr": qr, "just_saved": "saved" in request.query,
         "rate_path": f"/rate/{token}", "rate_qr": qr_svg(rate_url, 3),
@@ -248,10 +251,11 @@ async def receipt(request: web.Request) -> web.Response:
         # made without trusted time: no date at all rather than a wrong one that looks true
         "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M") if rec.get("created_trusted") != "0"
         else i18n.translator(language(request))("receipt.date_pending"),
-        "attachments": await request.app[ATTACHMENTS].list(app_id), "app_id": app_id,
+        "attachments": attachments, "app_id": app_id,
         "attach_error": str(s.data.pop("attach_error", "")), "attached": request.query.get("attached", "")[:3],
+        "status": bar,
     }
-    ctx["app_status"] = await app_status.lookup(request.app, app_id)  # set at HQ (edge/app_status.py)
+    ctx["app_status"] = status  # set at HQ (edge/app_status.py)
     return await _page(request, "receipt.html", ctx)
 
 

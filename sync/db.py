@@ -44,6 +44,23 @@ async def open_db(path: Path) -> aiosqlite.Connection:
     return db
 
 
+async def open_reader(path: Path) -> aiosqlite.Connection:
+    """A second, read-only connection to a WAL database (open_db made it WAL).
+
+    Pages read through it, so their queries run on their own thread and never
+    queue behind the writer's fsync'd COMMITs; WAL lets it read while the writer
+    writes, and every read sees what was committed before it started.
+    """
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute("PRAGMA query_only=ON")
+    except BaseException:
+        await asyncio.shield(db.close())
+        raise
+    return db
+
+
 # One writer at a time per connection: tasks sharing a connection (two acks
 # handled concurrently, a status message during an ingest) queue here instead
 # of failing with "cannot start a transaction within a transaction".
@@ -153,14 +170,58 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) 
 
 async def run_transaction(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
     """``fn(conn, *args)`` inside BEGIN IMMEDIATE … COMMIT, all in one hop to the connection's thread."""
+    return await _retrying(db, _in_transaction, fn, *args)
+
+
+async def _retrying(db: aiosqlite.Connection, body: Callable[..., T], fn: Callable[..., T], *args: Any) -> T:
+    """One writer at a time; a busy BEGIN is tried again from the event loop (see BUSY_RETRIES)."""
     global busy_retries
     async with _writers.setdefault(db, asyncio.Lock()):
         for attempt in range(BUSY_RETRIES):
             try:
-                return await run_sync(db, _in_transaction, fn, *args)
+                return await run_sync(db, body, fn, *args)
             except _BeginBusy as busy:
                 if attempt == BUSY_RETRIES - 1:
                     raise busy.__cause__ or busy from None
                 busy_retries += 1
                 await asyncio.sleep(_pause(attempt))
         raise AssertionError("unreachable")
+
+
+def _fetch_all(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
+
+
+async def fetch_all(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """All rows of one query in one hop (``async with db.execute`` + iteration + close is three or more)."""
+    return await run_sync(db, _fetch_all, sql, params)
+
+
+def _fetch_one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
+    return conn.execute(sql, params).fetchone()
+
+
+async def fetch_one(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first row of one query (or None) in one hop."""
+    return await run_sync(db, _fetch_one, sql, params)
+
+
+def _in_transaction_unsynced(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    # synchronous cannot change inside a transaction: around it, on this connection only
+    conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        return _in_transaction(conn, fn, *args)
+    finally:
+        conn.execute("PRAGMA synchronous=FULL")
+
+
+async def run_transaction_unsynced(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """``run_transaction`` whose COMMIT does not wait for the disk (WAL, synchronous=NORMAL for this one).
+
+    Atomic and ordered like any other: a power cut can only lose it together
+    with everything committed after it, never half of it, and the next
+    synchronous COMMIT makes it durable too.  Only for bookkeeping whose loss
+    costs nothing (the uplink's "sent" marks: a lost one means a resend HQ
+    deduplicates); never for anything a person saved or a command ran.
+    """
+    return await _retrying(db, _in_transaction_unsynced, fn, *args)
