@@ -63,7 +63,7 @@ async def create_application(request: web.Request) -> web.Response:
     store = request.app[STORE]
     if store.locked:
         raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
-    inp = parse_application(data, request.app[CATALOG])
+    inp = parse_application(data, request.app[CATALOG], today=date.fromtimestamp(request.app[CONFIG].clock.now()))
     applicant_id = data.get("applicant_id")
     if applicant_id is not None and not (
         isinstance(applicant_id, str) and re.fullmatch(r"[0-9a-f]{32}", applicant_id) and await store.applicant_exists(applicant_id)
@@ -74,7 +74,7 @@ async def create_application(request: web.Request) -> web.Response:
         raise ValidationFailed("Перевірте поля, позначені червоним", fields={"notes": "примітки: текст до 2000 символів"})
     saved = await store.create_applications(
         inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), session.username, applicant_id, inp.package_code,
-        notes=notes.strip(),
+        notes=notes.strip(), extra=inp.extra,
     )
     body: dict[str, object] = {"id": saved[0].id, "number": saved[0].number}
     if inp.package_code:
