@@ -8,6 +8,7 @@ cookie, set by the switch in the page header.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 LANGUAGES = ("uk", "en")
@@ -83,6 +84,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "receipt.qr": {"uk": "QR-код із номером заяви: збережіть його", "en": "QR code with the application number: keep it"},
     "receipt.next": {"uk": "Наступний громадянин", "en": "Next citizen"},
     "error.home": {"uk": "На головну", "en": "Home"},
+    "error.title": {"uk": "Помилка", "en": "Error"},
+    "error.code": {"uk": "Код", "en": "Code"},
     "nav.today": {"uk": "Черга", "en": "Queue"},
     "nav.applicants": {"uk": "Заявники", "en": "Applicants"},
     "nav.visits": {"uk": "Візити", "en": "Home visits"},
@@ -405,3 +408,74 @@ def translate(key: str, lang: str) -> str:
 def translator(lang: str) -> Callable[[str], str]:
     lang = lang if lang in LANGUAGES else DEFAULT
     return lambda key: translate(key, lang)
+
+
+# Messages raised in Ukrainian by the van's code (errors for people: HttpError, DeskError, AttachmentError, ...)
+# and their English, matched whole; {name} parts are carried over.  The JSON API keeps the Ukrainian message.
+MESSAGES_EN: list[tuple[str, str]] = [
+    ("Заяву не знайдено", "Application not found"),
+    ("Файл не знайдено", "File not found"),
+    ("Візит не знайдено", "Visit not found"),
+    ("Сторінку не знайдено", "Page not found"),
+    ("Цей метод не підтримується", "This method is not supported"),
+    ("Запит завеликий", "The request is too large"),
+    ("Запит завеликий: разом до {n} МБ", "The request is too large: up to {n} MB in all"),
+    ("Сховище заблоковане: увійдіть знову, щоб приймати заяви", "The store is locked: log in again to take applications"),
+    ("Сховище заблоковане: увійдіть знову, щоб працювати з даними громадян", "The store is locked: log in again to work with citizens' data"),
+    ("Сховище заблоковане: увійдіть знову", "The store is locked: log in again"),
+    ("Заяву вже передано до ЦНАП, а її копію на фургоні знищено за строком зберігання",
+     "The application is with the Centre; the van's copy was destroyed after its retention period"),
+    ("Файл уже передано до ЦНАП, а його копію на фургоні знищено за строком зберігання",
+     "The file is with the Centre; the van's copy was destroyed after its retention period"),
+    ("PDF недоступний: на вузлі не встановлено шрифт DejaVu (fonts-dejavu-core)", "PDF unavailable: the DejaVu font is not installed on the node"),
+    ("Ваша роль не дає доступу до цієї дії", "Your role does not allow this action"),
+    ("Невідома мова", "Unknown language"),
+    ("Невідома дія", "Unknown action"),
+    ("Невідома дія з чергою", "Unknown queue action"),
+    ("Вкладені multipart-частини не підтримуються", "Nested multipart parts are not supported"),
+    ("Не можна видалити власний обліковий запис", "You cannot remove your own account"),
+    ("Останнього адміністратора видалити не можна", "The last administrator cannot be removed"),
+    ("Такого адміністратора немає", "There is no such administrator"),
+    ("Свій пароль змініть на сторінці «Змінити пароль»", "Change your own password on the “Change password” page"),
+    ("Файл «{name}» порожній", "The file “{name}” is empty"),
+    ("Файл «{name}» завеликий: до {n} МБ", "The file “{name}” is too large: up to {n} MB"),
+    ("Файл «{name}» не є фото (JPEG, PNG, WebP, HEIC) чи PDF", "The file “{name}” is not a photo (JPEG, PNG, WebP, HEIC) or a PDF"),
+    ("До однієї заяви можна додати не більше {n} файлів", "At most {n} files can be added to one application"),
+    ("За один раз можна додати не більше {n} файлів", "At most {n} files can be added at once"),
+    ("Попереднього запису на сьогодні з таким номером немає", "There is no pre-registration with this number today"),
+    ("Цей талон не викликано або його вже закрито", "This ticket was not called or is already closed"),
+    ("Талон не знайдено", "Ticket not found"),
+    ("Посилання для оцінювання недійсне", "The rating link is not valid"),
+    ("Оберіть оцінку від 1 до 5", "Choose a rating from 1 to 5"),
+    ("Цю послугу вже оцінено. Дякуємо!", "This service has already been rated. Thank you!"),
+    ("Цей візит не можна розпочати зараз", "This visit cannot be started now"),
+    ("Цей візит не можна завершити зараз", "This visit cannot be finished now"),
+    ("Внутрішня помилка. Номер інциденту: {n}", "Internal error. Incident number: {n}"),
+    ("Браузер не зберігає вибрані файли: оберіть їх ще раз", "The browser does not keep chosen files: please choose them again"),
+]
+
+
+def _pattern(uk: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", uk)
+    return re.compile("".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.+?)" for i, p in enumerate(parts)) + r"\Z")
+
+
+_MESSAGES = [(_pattern(uk), en) for uk, en in MESSAGES_EN]
+
+
+def _one(text: str) -> str | None:
+    for pattern, en in _MESSAGES:
+        m = pattern.match(text)
+        if m:
+            return en.format(**m.groupdict())
+    return None
+
+
+def translate_message(message: str, lang: str) -> str:
+    """A Ukrainian message as raised, in ``lang``: whole, or else sentence by sentence (". "-joined); unknown text stays."""
+    if lang == DEFAULT:
+        return message
+    whole = _one(message)
+    if whole is not None:
+        return whole
+    return ". ".join(_one(part) or part for part in message.split(". "))

@@ -20,6 +20,8 @@ import aiohttp_jinja2
 import segno
 from aiohttp import web
 
+from kit.web import PageText
+
 from . import app_status, i18n, passwords
 from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
 from .attachments import AttachmentError
@@ -43,6 +45,13 @@ NOTES_MAX = 2000
 def language(request: web.Request) -> str:
     lang = request.cookies.get(i18n.COOKIE, i18n.DEFAULT)
     return lang if lang in i18n.LANGUAGES else i18n.DEFAULT
+
+
+def error_page_text(request: web.Request, message: str) -> PageText:
+    """kit.web's error pages in the UI's language (the JSON API keeps the Ukrainian message)."""
+    lang = language(request)
+    t = i18n.translator(lang)
+    return PageText(lang=lang, title=t("error.title"), message=i18n.translate_message(message, lang), code=t("error.code"), home=t("error.home"))
 
 
 async def ui_context(request: web.Request) -> dict[str, Any]:
@@ -217,7 +226,7 @@ async def intake_submit(request: web.Request) -> web.Response:
     except ValidationFailed as exc:
         errors.update(exc.fields)
     if upload_error:
-        errors["attachments"] = upload_error + ". " + i18n.translate("attach.choose_again", language(request))
+        errors["attachments"] = i18n.translate_message(upload_error, language(request)) + ". " + i18n.translate("attach.choose_again", language(request))
     elif errors and uploads:
         errors["attachments"] = i18n.translate("attach.choose_again", language(request))
     if errors:
@@ -286,7 +295,7 @@ async def receipt(request: web.Request) -> web.Response:
         "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M") if rec.get("created_trusted") != "0"
         else i18n.translator(language(request))("receipt.date_pending"),
         "attachments": await request.app[ATTACHMENTS].list(app_id), "app_id": app_id,
-        "attach_error": str(s.data.pop("attach_error", "")), "attached": request.query.get("attached", "")[:3],
+        "attach_error": i18n.translate_message(str(s.data.pop("attach_error", "")), language(request)), "attached": request.query.get("attached", "")[:3],
     }
     ctx["app_status"] = await app_status.lookup(request.app, app_id)  # set at HQ (edge/app_status.py)
     return await _page(request, "receipt.html", ctx)
@@ -495,7 +504,7 @@ async def rate_submit(request: web.Request) -> web.Response:
     try:
         await request.app[DESK].rate(token, score, str(form.get("comment", "")))
     except DeskError as exc:
-        ctx = {"token": token, "done": "оцінено" in str(exc), "thanks": False, "error": str(exc)}
+        ctx = {"token": token, "done": "оцінено" in str(exc), "thanks": False, "error": i18n.translate_message(str(exc), language(request))}
         return aiohttp_jinja2.render_template("rate.html", request, ctx, status=422)
     return aiohttp_jinja2.render_template("rate.html", request, {"token": token, "done": True, "thanks": True, "error": None})
 

@@ -21,7 +21,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from pypdf import PdfReader
 
 from edge.app import create_app
+from edge.appkeys import VISITS
 from edge.validation import FieldError, edrpou_check_digit, validate_document, validate_edrpou
+from hq.planning import sealed_assignment
 from provisioning.keys import HQKeys, NodeBundle
 from sync.crypto import SealedRecord, open_with_hq_key
 from tests.unit.test_node_api import login, node_config
@@ -242,3 +244,26 @@ async def test_english_intake_page_validation_errors(client: TestClient) -> None
                  "An application cannot be accepted without the applicant&#39;s consent"):
         assert text in page, text
     assert not re.search(r'class="field-error"[^>]*>[^<]*[а-яіїєґ]', page)  # no Ukrainian left in any field's message
+
+
+async def test_english_error_page_and_visits_in_words(bundle: NodeBundle, hq_keys: HQKeys, tmp_path: Path) -> None:
+    cfg = node_config(bundle, tmp_path / "node")
+    cfg.node_seal_wrapped = bundle.node_seal_wrapped
+    visit = sealed_assignment(hq_keys.node_seal_keys()["van-01"], "van-01",
+                              {"name": "Гнатюк Ганна", "address": "вул. Тиха, 3", "categories": ["age80", "disability1"]}, None, "admin")
+    async with TestClient(TestServer(create_app(cfg))) as client:
+        await login(client)
+        await client.app[VISITS].receive_assignment(visit)
+        uk = await (await client.get("/visits")).text()
+        assert "старше 80 років" in uk and "призначено" in uk
+        client.session.cookie_jar.update_cookies({"mo_lang": "en"})
+        en = await (await client.get("/visits")).text()
+        assert "over 80, disability, group I" in en and ">assigned<" in en
+        assert "age80" not in en.replace('data-status="assigned"', "")
+        missing = await client.get("/applications/" + "0" * 32 + "/receipt")
+        assert missing.status == 404
+        page = await missing.text()
+        assert "<h1>Application not found</h1>" in page and "lang='en'" in page and "Home" in page
+        # the JSON answer keeps its Ukrainian message (contract)
+        api = await client.post("/api/v1/applications", json={**BASE, "rnokpp": "1"})
+        assert (await api.json())["error"]["message"] == "Перевірте поля, позначені червоним"
