@@ -37,6 +37,8 @@ class NodeConfig:
     session_max_age: float = 43200.0
     lock_grace: float = 300.0
     password_min_length: int = 10
+    photo_max_side: int = 1600  # photos of documents scaled on the tablet (edge/static/photos.js)
+    photo_quality: float = 0.8
     track_retention_days: float = 7.0
     position_interval: float = 5.0
     ack_timeout: float = 10.0

@@ -57,7 +57,9 @@ def error_page_text(request: web.Request, message: str) -> PageText:
 async def ui_context(request: web.Request) -> dict[str, Any]:
     """Jinja context processor: translator and language on every page."""
     lang = language(request)
-    return {"t": i18n.translator(lang), "lang": lang, "allowed": roles.allowed}
+    config = request.app[CONFIG]
+    return {"t": i18n.translator(lang), "lang": lang, "allowed": roles.allowed,
+            "photo_max_side": config.photo_max_side, "photo_quality": config.photo_quality}
 
 
 @functools.lru_cache(maxsize=256)

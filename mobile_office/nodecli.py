@@ -54,6 +54,8 @@ def node_config(bundle_dir: Path, args: argparse.Namespace | None, overrides: di
         session_max_age=values["session_max_age"],
         lock_grace=values["lock_grace"],
         password_min_length=values["password_min_length"],
+        photo_max_side=values["photo_max_side"],
+        photo_quality=values["photo_quality"],
         track_retention_days=values["track_retention_days"],
         position_interval=values["position_interval"],
         ack_timeout=values["ack_timeout"],
