@@ -115,10 +115,10 @@ def big_photo(path: Path) -> int:
     return path.stat().st_size
 
 
-def uploaded(page: Any, demo: str) -> bytes:
+def uploaded(page: Any, base: str) -> bytes:
     href = page.get_attribute("#attachments a", "href")
     assert href
-    r = page.request.get(demo + href)
+    r = page.request.get(base + href)
     assert r.ok
     return bytes(r.body())
 
