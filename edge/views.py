@@ -30,7 +30,7 @@ from . import receipt_pdf as receipt_pdf_mod
 from . import roles
 from .auth import COOKIE, Session, set_cookie
 from .errors import CryptoError, HttpError, Locked, StoreLocked, ValidationFailed
-from .intake import BUSINESS_KINDS, REPRESENTATIVE_KINDS, RNOKPP_ABSENT_REASONS, parse_applicant, parse_application
+from .intake import BUSINESS_KINDS, REPRESENTATIVE_KINDS, RNOKPP_ABSENT_REASONS, check_intake, parse_applicant, save_intake
 from .validation import DOCUMENT_TYPES, FieldError, validate_birth_date, validate_document
 from .service_desk import DeskError
 from .prereg import PreregError
@@ -39,7 +39,6 @@ from .visits import VisitError
 from .status import node_status
 
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
-NOTES_MAX = 2000
 
 
 def language(request: web.Request) -> str:
@@ -217,14 +216,11 @@ async def intake_submit(request: web.Request) -> web.Response:
     form, uploads, upload_error = await read_form(request)
     request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
     values = {k: form.get(k, "") for k in INTAKE_FIELDS}
-    values["notes"] = values["notes"].strip()[:NOTES_MAX]
     store = request.app[STORE]
-    if store.locked:
-        raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
     errors: dict[str, str] = {}
     try:
-        inp = parse_application(values, request.app[CATALOG], require_consent=True, lang=language(request),
-                                today=date.fromtimestamp(request.app[CONFIG].clock.now()))
+        intake = await check_intake(values, request.app[CATALOG], store, require_consent=True, lang=language(request),
+                                    today=date.fromtimestamp(request.app[CONFIG].clock.now()))
     except ValidationFailed as exc:
         errors.update(exc.fields)
     if upload_error:
@@ -234,7 +230,6 @@ async def intake_submit(request: web.Request) -> web.Response:
     if errors:
         msg = i18n.translate("intake.fix_fields", language(request))
         return await _page(request, "intake.html", _intake_ctx(request, s, values, errors, msg), status=422)
-    applicant_id = values["applicant_id"] if ID_RE.match(values["applicant_id"]) and await store.applicant_exists(values["applicant_id"]) else None
     att = request.app[ATTACHMENTS]
     first_id = uuid.uuid4().hex  # known before sealing: the photos' associated data names their application
     prepared = await att.prepare(uploads, first_id) if uploads else []
@@ -243,9 +238,7 @@ async def intake_submit(request: web.Request) -> web.Response:
         # Same transaction as the records: the photos are saved with the application or not at all.
         att.insert_sync(conn, saved[0].id, prepared, s.username)
 
-    saved = await store.create_applications(inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), s.username, applicant_id,
-                                            inp.package_code, notes=values["notes"], then=attach if prepared else None, first_id=first_id,
-                                            extra=inp.extra)
+    saved = await save_intake(store, intake, s.username, then=attach if prepared else None, first_id=first_id)
     raise web.HTTPSeeOther(f"/applications/{saved[0].id}/receipt?saved=1")
 
 
