@@ -248,7 +248,7 @@ def parties(rec: dict[str, str], t: Any) -> list[tuple[str, str]]:
     kind = rec.get("rep_kind", "")
     if kind:
         doc = f"{t('doc.' + rec.get('rep_document_type', ''))} {rec.get('rep_document_number', '')}".strip()
-        rows.append((t("receipt.representative"), f"{rec.get('rep_surname', '')} {rec.get('rep_given_name', '')} ({t('rep.' + kind)}), {doc}"))
+        rows.append((t("receipt.representative"), f"{rec.get('rep_surname', '')} {rec.get('rep_given_name', '')} — {t('rep.' + kind)}, {doc}"))
         basis_date = rec.get("rep_basis_date", "")
         shown_date = date.fromisoformat(basis_date).strftime("%d.%m.%Y") if basis_date else ""
         rows.append((t("receipt.basis"), t("rep.basis." + kind).format(number=rec.get("rep_basis_number", ""), date=shown_date)))
