@@ -267,3 +267,20 @@ async def test_english_error_page_and_visits_in_words(bundle: NodeBundle, hq_key
         # the JSON answer keeps its Ukrainian message (contract)
         api = await client.post("/api/v1/applications", json={**BASE, "rnokpp": "1"})
         assert (await api.json())["error"]["message"] == "Перевірте поля, позначені червоним"
+
+
+async def test_returning_citizen_without_rnokpp_found_by_document_on_the_page_and_prefilled(client: TestClient) -> None:
+    card = {"surname": "Коваль", "given_name": "Марія", "rnokpp_absent_reason": "religious", "document_type": "passport_book",
+            "document_number": "КВ123456"}
+    assert (await client.post("/api/v1/applicants", json=card)).status == 201
+    page = await (await client.get("/applicants")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf
+    r = await client.post("/applicants/search", data={"csrf": csrf.group(1), "document_type": "passport_book", "document_number": "kb 123456"})
+    found = await r.text()
+    assert r.status == 200 and "Коваль Марія" in found and "РНОКПП немає" in found
+    link = re.search(r'href="(/applications/new\?applicant=[0-9a-f]{32})"', found)
+    assert link
+    form = await (await client.get(link.group(1))).text()
+    assert '<option value="religious" selected>' in form and 'value="КВ123456"' in form
+    assert '<option value="passport_book" selected>' in form
