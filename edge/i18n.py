@@ -352,6 +352,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "absent.religious": {"uk": "відмова з релігійних переконань (відмітка в паспорті)", "en": "refused on religious grounds (passport mark)"},
     "absent.not_assigned": {"uk": "не присвоєно", "en": "never assigned"},
     "absent.foreigner": {"uk": "іноземець або особа без громадянства", "en": "foreigner or stateless person"},
+    "applicants.rnokpp": {"uk": "РНОКПП", "en": "Taxpayer number"},
     "receipt.rnokpp_absent": {"uk": "РНОКПП немає", "en": "No taxpayer number"},
     "doc.choose": {"uk": "— без документа —", "en": "— no document —"},
     "doc.id_card": {"uk": "ID-картка", "en": "ID card"},
@@ -425,6 +426,9 @@ def translator(lang: str) -> Callable[[str], str]:
 # and their English, matched whole; {name} parts are carried over.  The JSON API keeps the Ukrainian message.
 MESSAGES_EN: list[tuple[str, str]] = [
     ("Заяву не знайдено", "Application not found"),
+    ("Очікується Content-Type: application/json", "Expected Content-Type: application/json"),
+    ("Тіло запиту має бути JSON-об'єктом", "The request body must be a JSON object"),
+    ("Неправильне ім'я користувача або пароль", "Wrong username or password"),
     ("Файл не знайдено", "File not found"),
     ("Візит не знайдено", "Visit not found"),
     ("Сторінку не знайдено", "Page not found"),

@@ -22,6 +22,7 @@ from pypdf import PdfReader
 
 from edge.app import create_app
 from edge.appkeys import VISITS
+from edge.i18n import translate_message
 from edge.validation import FieldError, edrpou_check_digit, validate_document, validate_edrpou
 from hq.planning import sealed_assignment
 from provisioning.keys import HQKeys, NodeBundle
@@ -284,3 +285,18 @@ async def test_returning_citizen_without_rnokpp_found_by_document_on_the_page_an
     form = await (await client.get(link.group(1))).text()
     assert '<option value="religious" selected>' in form and 'value="КВ123456"' in form
     assert '<option value="passport_book" selected>' in form
+
+
+def test_every_message_raised_for_people_has_its_english() -> None:
+    """Each literal message the van's code raises for a page (HttpError and friends, desk, visit, pre-registration and
+    file errors) is matched by edge/i18n.py's MESSAGES_EN, so the English UI never falls back to Ukrainian."""
+    raised = re.compile(r'(?:HttpError|Locked|Forbidden|Unauthorized|StorageFull|DeskError|VisitError|PreregError|AttachmentError)\(f?"([^"]+)"\s*[,)]')
+    untranslated = []  # (a message built by concatenation is skipped: its whole forms are listed by hand)
+    for path in sorted(Path("edge").rglob("*.py")):
+        for message in raised.findall(path.read_text(encoding="utf-8")):
+            if not re.search("[а-яіїєґ]", message, re.I):
+                continue  # an operator's message in English
+            sample = re.sub(r"\{[^}]*\}", "x", message)  # an f-string's parts stand for any text
+            if re.search("[а-яіїєґ]", translate_message(sample, "en"), re.I):
+                untranslated.append(f"{path}: {message}")
+    assert untranslated == []
