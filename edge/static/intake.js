@@ -70,6 +70,7 @@
     ready.then(function () { form.submit(); }, function () { form.submit(); });
   }
   function retry() {
+    if (!waiting) return;  // only a form the administrator already sent is sent by itself
     reachable().then(function (ok) {
       if (ok && !sending) { say(notice.dataset.sending); send(); }
     });

@@ -87,8 +87,13 @@ def test_form_survives_lost_wifi(browser: Any, demo: str) -> None:  # noqa: F811
     login(page, demo, "admin", PASSWORD)
     page.goto(demo + "/applications/new")
     fill_person(page)
+    # the Wi-Fi dropping and coming back while the form is being typed sends nothing by itself
+    ctx.set_offline(True)
+    ctx.set_offline(False)
+    page.wait_for_function("() => navigator.onLine")
     page.fill("#rnokpp", "1759013776")
     page.fill("#notes", "лежача, другий поверх")
+    assert page.url.endswith("/applications/new")
     page.check("#consent")
     ctx.set_offline(True)
     page.click("#submit-application")
