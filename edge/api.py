@@ -60,7 +60,7 @@ async def logout(request: web.Request) -> web.Response:
 async def create_application(request: web.Request) -> web.Response:
     session = request.app[SESSIONS].require(request)
     data = await _json_body(request)
-    intake = await check_intake(data, request.app[CATALOG], request.app[STORE])
+    intake = await check_intake(data, request.app[CATALOG], request.app[STORE], today=date.fromtimestamp(request.app[CONFIG].clock.now()))
     saved = await save_intake(request.app[STORE], intake, session.username)
     inp = intake.application
     body: dict[str, object] = {"id": saved[0].id, "number": saved[0].number}

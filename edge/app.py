@@ -19,7 +19,7 @@ from devices.modem import ModemManager, ModemSettings
 from kit.ratelimit import LoginThrottle
 from kit.tasks import LOOPS, Loops, background
 from kit.timesource import TimeSource
-from kit.web import error_middleware
+from kit.web import ERROR_PAGE_TEXT, error_middleware
 from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
@@ -239,6 +239,7 @@ def create_app(config: NodeConfig) -> web.Application:
         context_processors=[aiohttp_jinja2.request_processor, views.ui_context, hardening.csrf_context]
     )
     views.install_filters(env)
+    app[ERROR_PAGE_TEXT] = views.error_page_text  # error pages in the UI's language
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_shredder_ctx)
     app.cleanup_ctx.append(_locker_ctx)

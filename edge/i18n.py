@@ -8,6 +8,7 @@ cookie, set by the switch in the page header.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 LANGUAGES = ("uk", "en")
@@ -83,6 +84,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "receipt.qr": {"uk": "QR-код із номером заяви: збережіть його", "en": "QR code with the application number: keep it"},
     "receipt.next": {"uk": "Наступний громадянин", "en": "Next citizen"},
     "error.home": {"uk": "На головну", "en": "Home"},
+    "error.title": {"uk": "Помилка", "en": "Error"},
+    "error.code": {"uk": "Код", "en": "Code"},
     "nav.today": {"uk": "Черга", "en": "Queue"},
     "nav.applicants": {"uk": "Заявники", "en": "Applicants"},
     "nav.visits": {"uk": "Візити", "en": "Home visits"},
@@ -275,6 +278,131 @@ CATALOGUE: dict[str, dict[str, str]] = {
     },
     "admins.rotate_password": {"uk": "Ваш пароль (підтвердження)", "en": "Your password (confirmation)"},
     "admins.rotated": {"uk": "Ключ вузла замінено.", "en": "The node key was replaced."},
+    # -- validation messages (edge/validation.py, edge/intake.py): the API answers in Ukrainian, the pages in the UI's language
+    "what.surname": {"uk": "прізвище", "en": "surname"},
+    "what.given_name": {"uk": "ім'я", "en": "given name"},
+    "what.patronymic": {"uk": "по батькові", "en": "patronymic"},
+    "err.name.required": {"uk": "Вкажіть {what}", "en": "Enter the {what}"},
+    "err.name.letters": {"uk": "Поле «{what}»: лише українські літери, апостроф, дефіс (до 60 символів)",
+                         "en": "The {what}: Ukrainian letters, apostrophe and hyphen only (up to 60 characters)"},
+    "err.name.latin": {"uk": "Поле «{what}»: літери, як у паспорті, апостроф, дефіс (до 60 символів)",
+                       "en": "The {what}: letters as in the passport, apostrophe and hyphen (up to 60 characters)"},
+    "err.rnokpp.required": {"uk": "Вкажіть РНОКПП (10 цифр) або позначте, що його немає",
+                            "en": "Enter the taxpayer number (10 digits) or mark that there is none"},
+    "err.rnokpp.digits": {"uk": "РНОКПП має складатися з 10 цифр", "en": "The taxpayer number has 10 digits"},
+    "err.rnokpp.check": {"uk": "РНОКПП має неправильну контрольну цифру: перевірте, чи не пропущено або не переставлено цифру",
+                         "en": "The taxpayer number's check digit is wrong: check for a missing or swapped digit"},
+    "err.rnokpp.absent_reason": {"uk": "Оберіть причину, чому РНОКПП немає", "en": "Choose why there is no taxpayer number"},
+    "err.rnokpp.absent_needs_document": {"uk": "Без РНОКПП вкажіть документ (номер) або УНЗР заявника",
+                                         "en": "Without a taxpayer number, enter the applicant's document (number) or UNZR"},
+    "err.unzr.format": {"uk": "УНЗР має формат РРРРММДД-NNNNC, наприклад 19550212-01110",
+                        "en": "The UNZR looks like YYYYMMDD-NNNNC, e.g. 19550212-01110"},
+    "err.unzr.date": {"uk": "УНЗР: перші 8 цифр мають бути датою народження (РРРРММДД)",
+                      "en": "UNZR: the first 8 digits are the date of birth (YYYYMMDD)"},
+    "err.unzr.zero": {"uk": "УНЗР: номер запису не може бути 0000", "en": "UNZR: the record number cannot be 0000"},
+    "err.unzr.check": {"uk": "УНЗР має неправильну контрольну цифру", "en": "The UNZR's check digit is wrong"},
+    "err.doc.type": {"uk": "Оберіть тип документа", "en": "Choose the type of document"},
+    "err.doc.id_card": {"uk": "Номер ID-картки: 9 цифр", "en": "ID card number: 9 digits"},
+    "err.doc.passport_book": {"uk": "Паспорт-книжечка: 2 українські літери й 6 цифр, наприклад КВ123456",
+                              "en": "Passport booklet: 2 Ukrainian letters and 6 digits, e.g. КВ123456"},
+    "err.doc.birth_certificate": {"uk": "Свідоцтво про народження: серія (римська цифра, дефіс, 2 українські літери) і 6 цифр, наприклад І-КГ123456",
+                                  "en": "Birth certificate: series (Roman numeral, hyphen, 2 Ukrainian letters) and 6 digits, e.g. І-КГ123456"},
+    "err.doc.idp_certificate": {"uk": "Довідка ВПО: номер формату XXXX-XXXXXXXXXX (4 і 10 цифр)",
+                                "en": "IDP certificate: number as XXXX-XXXXXXXXXX (4 and 10 digits)"},
+    "err.doc.veteran_certificate": {"uk": "Посвідчення ветерана: 2–3 українські літери серії й 6 цифр, наприклад АБ123456",
+                                    "en": "Veteran's certificate: a series of 2–3 Ukrainian letters and 6 digits, e.g. АБ123456"},
+    "err.doc.foreign_passport": {"uk": "Паспорт іноземця: 5–15 латинських літер і цифр, як у документі",
+                                 "en": "Foreign passport: 5–15 Latin letters and digits, as in the document"},
+    "err.doc.residence_permit": {"uk": "Посвідка на проживання: 9 цифр", "en": "Residence permit: 9 digits"},
+    "err.edrpou.digits": {"uk": "Код ЄДРПОУ має складатися з 8 цифр", "en": "The EDRPOU code has 8 digits"},
+    "err.edrpou.check": {"uk": "Код ЄДРПОУ має неправильну контрольну цифру: перевірте код",
+                         "en": "The EDRPOU code's check digit is wrong: check the code"},
+    "err.phone": {"uk": "Телефон: +380 і 9 цифр, наприклад +380671234567 або 0671234567",
+                  "en": "Phone: +380 and 9 digits, e.g. +380671234567 or 0671234567"},
+    "err.birth_date.format": {"uk": "Дата народження: ДД.ММ.РРРР, наприклад 28.02.1948", "en": "Date of birth: DD.MM.YYYY, e.g. 28.02.1948"},
+    "err.birth_date.future": {"uk": "Дата народження не може бути в майбутньому", "en": "The date of birth cannot be in the future"},
+    "err.birth_date.old": {"uk": "Дата народження: рік не раніше 1900", "en": "Date of birth: the year 1900 or later"},
+    "err.date.format": {"uk": "Дата: ДД.ММ.РРРР, наприклад 01.03.2026", "en": "Date: DD.MM.YYYY, e.g. 01.03.2026"},
+    "err.date.range": {"uk": "Дата не може бути в майбутньому чи раніше 1900 року", "en": "The date cannot be in the future or before 1900"},
+    "err.package.unknown": {"uk": "Такого пакета послуг немає в переліку", "en": "There is no such service package"},
+    "err.service.required": {"uk": "Оберіть послугу з переліку або пакет послуг", "en": "Choose a service or a service package"},
+    "err.service.unknown": {"uk": "Послуги з кодом «{code}» немає в переліку", "en": "There is no service with the code “{code}”"},
+    "err.consent": {"uk": "Без згоди заявника на обробку персональних даних заяву прийняти не можна",
+                    "en": "An application cannot be accepted without the applicant's consent to personal data processing"},
+    "err.sms_consent": {"uk": "Для SMS-повідомлень вкажіть номер телефону", "en": "Enter a phone number for SMS notices"},
+    "err.email": {"uk": "Електронна пошта має вигляд name@example.com", "en": "An e-mail address looks like name@example.com"},
+    "err.notes": {"uk": "Примітки: текст до {n} символів", "en": "Notes: text up to {n} characters"},
+    "err.applicant_id": {"uk": "має бути ідентифікатором заявника", "en": "must be an applicant's identifier"},
+    "err.categories": {"uk": "Невідома категорія заявника", "en": "Unknown applicant category"},
+    "err.rep.kind": {"uk": "Оберіть, хто подає заяву: представник за довіреністю, опікун чи батьки",
+                     "en": "Choose who files: a proxy, a guardian or a parent"},
+    "err.rep.basis_number.proxy": {"uk": "Вкажіть номер довіреності", "en": "Enter the power of attorney's number"},
+    "err.rep.basis_number.guardian": {"uk": "Вкажіть номер рішення про опіку (піклування)", "en": "Enter the guardianship decision's number"},
+    "err.business.service": {"uk": "Дані ФОП чи юридичної особи — лише для послуг реєстрації бізнесу",
+                             "en": "Sole trader or company details apply to business registration services only"},
+    "err.business.kind": {"uk": "Оберіть: ФОП чи юридична особа", "en": "Choose: sole trader (FOP) or legal entity"},
+    "err.business.name": {"uk": "Вкажіть найменування (до 200 символів)", "en": "Enter the name (up to 200 characters)"},
+    "err.business.fop_rnokpp": {"uk": "ФОП ідентифікують за РНОКПП заявника: вкажіть його",
+                                "en": "A sole trader is identified by the applicant's taxpayer number: enter it"},
+    "err.business.signatory": {"uk": "Вкажіть посаду підписанта (до 100 символів)", "en": "Enter the signatory's position (up to 100 characters)"},
+    # -- who the applicant is, who files for them, the business (the intake form, the receipt)
+    "intake.identity": {"uk": "Документи заявника", "en": "The applicant's documents"},
+    "intake.rnokpp_absent": {"uk": "Якщо РНОКПП немає: причина", "en": "If there is no taxpayer number: why"},
+    "absent.none": {"uk": "— РНОКПП є —", "en": "— has a taxpayer number —"},
+    "absent.religious": {"uk": "відмова з релігійних переконань (відмітка в паспорті)", "en": "refused on religious grounds (passport mark)"},
+    "absent.not_assigned": {"uk": "не присвоєно", "en": "never assigned"},
+    "absent.foreigner": {"uk": "іноземець або особа без громадянства", "en": "foreigner or stateless person"},
+    "applicants.rnokpp": {"uk": "РНОКПП", "en": "Taxpayer number"},
+    "receipt.rnokpp_absent": {"uk": "РНОКПП немає", "en": "No taxpayer number"},
+    "doc.choose": {"uk": "— без документа —", "en": "— no document —"},
+    "doc.id_card": {"uk": "ID-картка", "en": "ID card"},
+    "doc.passport_book": {"uk": "Паспорт-книжечка", "en": "Passport booklet"},
+    "doc.birth_certificate": {"uk": "Свідоцтво про народження", "en": "Birth certificate"},
+    "doc.idp_certificate": {"uk": "Довідка ВПО", "en": "IDP certificate"},
+    "doc.veteran_certificate": {"uk": "Посвідчення ветерана", "en": "Veteran's certificate"},
+    "doc.foreign_passport": {"uk": "Паспорт іноземця", "en": "Foreign passport"},
+    "doc.residence_permit": {"uk": "Посвідка на проживання", "en": "Residence permit"},
+    "rep.title": {"uk": "Заяву подає представник", "en": "Filed by a representative"},
+    "rep.kind": {"uk": "Хто подає", "en": "Who files"},
+    "rep.none": {"uk": "— сам заявник —", "en": "— the applicant in person —"},
+    "rep.proxy": {"uk": "представник за довіреністю", "en": "proxy (power of attorney)"},
+    "rep.guardian": {"uk": "опікун (піклувальник)", "en": "guardian"},
+    "rep.parent": {"uk": "батько або мати дитини", "en": "parent of the child"},
+    "rep.basis_number": {"uk": "Номер довіреності або рішення про опіку", "en": "Power of attorney or guardianship decision number"},
+    "rep.basis_date": {"uk": "Дата довіреності або рішення (ДД.ММ.РРРР)", "en": "Its date (DD.MM.YYYY)"},
+    "rep.basis.proxy": {"uk": "довіреність № {number} від {date}", "en": "power of attorney No. {number} of {date}"},
+    "rep.basis.guardian": {"uk": "рішення про опіку № {number} від {date}", "en": "guardianship decision No. {number} of {date}"},
+    "rep.basis.parent": {"uk": "свідоцтво про народження дитини", "en": "the child's birth certificate"},
+    "receipt.representative": {"uk": "Представник", "en": "Representative"},
+    "receipt.basis": {"uk": "Підстава", "en": "Basis"},
+    "biz.title": {"uk": "Суб'єкт господарювання (для послуг реєстрації бізнесу)", "en": "Business (for business registration services)"},
+    "biz.kind": {"uk": "Хто", "en": "Kind"},
+    "biz.none": {"uk": "— фізична особа —", "en": "— a private person —"},
+    "biz.fop": {"uk": "ФОП", "en": "Sole trader (FOP)"},
+    "biz.legal_entity": {"uk": "юридична особа", "en": "Legal entity"},
+    "biz.edrpou": {"uk": "Код ЄДРПОУ (8 цифр)", "en": "EDRPOU code (8 digits)"},
+    "biz.name": {"uk": "Найменування", "en": "Name"},
+    "biz.signatory_position": {"uk": "Посада підписанта (заявника)", "en": "Signatory's position (the applicant's)"},
+    "receipt.business": {"uk": "Суб'єкт господарювання", "en": "Business"},
+    # -- visits: words, not codes
+    "visit.status.assigned": {"uk": "призначено", "en": "assigned"},
+    "visit.status.started": {"uk": "триває", "en": "in progress"},
+    "visit.status.finished": {"uk": "завершено", "en": "finished"},
+    "visit.status.cancelled": {"uk": "скасовано", "en": "cancelled"},
+    "category.age80": {"uk": "старше 80 років", "en": "over 80"},
+    "category.disability1": {"uk": "інвалідність I групи", "en": "disability, group I"},
+    "category.disability": {"uk": "інвалідність", "en": "disability"},
+    "category.incapacitated": {"uk": "тимчасово непрацездатний", "en": "temporarily incapacitated"},
+    "category.idp": {"uk": "ВПО", "en": "internally displaced"},
+    "category.veteran": {"uk": "ветеран", "en": "veteran"},
+    "category.attack": {"uk": "постраждалий від обстрілу", "en": "affected by a strike"},
+    "category.none": {"uk": "без категорії", "en": "no category"},
+    # -- the form survives a lost Wi-Fi (edge/static/intake.js); photos made smaller on the tablet
+    "offline.held": {"uk": "Немає зв'язку з фургоном. Заповнене збережено на цій сторінці й буде надіслано, щойно зв'язок відновиться. Не закривайте сторінку.",
+                     "en": "No connection to the van. What you typed is kept on this page and will be sent when the connection is back. Do not close the page."},
+    "offline.sending": {"uk": "Зв'язок відновлено: надсилаємо заяву…", "en": "Connection back: sending the application…"},
+    "attach.original": {"uk": "Надсилати фото в оригінальному розмірі (більше даних через супутник)",
+                        "en": "Send photos at their original size (more data over the satellite)"},
     "login.throttled": {
         "uk": "Забагато невдалих спроб входу. Спробуйте знову о {time} (приблизно через {minutes} хв).",
         "en": "Too many failed login attempts. Try again at {time} (in about {minutes} min).",
@@ -292,3 +420,77 @@ def translate(key: str, lang: str) -> str:
 def translator(lang: str) -> Callable[[str], str]:
     lang = lang if lang in LANGUAGES else DEFAULT
     return lambda key: translate(key, lang)
+
+
+# Messages raised in Ukrainian by the van's code (errors for people: HttpError, DeskError, AttachmentError, ...)
+# and their English, matched whole; {name} parts are carried over.  The JSON API keeps the Ukrainian message.
+MESSAGES_EN: list[tuple[str, str]] = [
+    ("Заяву не знайдено", "Application not found"),
+    ("Очікується Content-Type: application/json", "Expected Content-Type: application/json"),
+    ("Тіло запиту має бути JSON-об'єктом", "The request body must be a JSON object"),
+    ("Неправильне ім'я користувача або пароль", "Wrong username or password"),
+    ("Файл не знайдено", "File not found"),
+    ("Візит не знайдено", "Visit not found"),
+    ("Сторінку не знайдено", "Page not found"),
+    ("Цей метод не підтримується", "This method is not supported"),
+    ("Запит завеликий", "The request is too large"),
+    ("Запит завеликий: разом до {n} МБ", "The request is too large: up to {n} MB in all"),
+    ("Сховище заблоковане: увійдіть знову, щоб приймати заяви", "The store is locked: log in again to take applications"),
+    ("Сховище заблоковане: увійдіть знову, щоб працювати з даними громадян", "The store is locked: log in again to work with citizens' data"),
+    ("Сховище заблоковане: увійдіть знову", "The store is locked: log in again"),
+    ("Заяву вже передано до ЦНАП, а її копію на фургоні знищено за строком зберігання",
+     "The application is with the Centre; the van's copy was destroyed after its retention period"),
+    ("Файл уже передано до ЦНАП, а його копію на фургоні знищено за строком зберігання",
+     "The file is with the Centre; the van's copy was destroyed after its retention period"),
+    ("PDF недоступний: на вузлі не встановлено шрифт DejaVu (fonts-dejavu-core)", "PDF unavailable: the DejaVu font is not installed on the node"),
+    ("Ваша роль не дає доступу до цієї дії", "Your role does not allow this action"),
+    ("Невідома мова", "Unknown language"),
+    ("Невідома дія", "Unknown action"),
+    ("Невідома дія з чергою", "Unknown queue action"),
+    ("Вкладені multipart-частини не підтримуються", "Nested multipart parts are not supported"),
+    ("Не можна видалити власний обліковий запис", "You cannot remove your own account"),
+    ("Останнього адміністратора видалити не можна", "The last administrator cannot be removed"),
+    ("Такого адміністратора немає", "There is no such administrator"),
+    ("Свій пароль змініть на сторінці «Змінити пароль»", "Change your own password on the “Change password” page"),
+    ("Файл «{name}» порожній", "The file “{name}” is empty"),
+    ("Файл «{name}» завеликий: до {n} МБ", "The file “{name}” is too large: up to {n} MB"),
+    ("Файл «{name}» не є фото (JPEG, PNG, WebP, HEIC) чи PDF", "The file “{name}” is not a photo (JPEG, PNG, WebP, HEIC) or a PDF"),
+    ("До однієї заяви можна додати не більше {n} файлів", "At most {n} files can be added to one application"),
+    ("За один раз можна додати не більше {n} файлів", "At most {n} files can be added at once"),
+    ("Попереднього запису на сьогодні з таким номером немає", "There is no pre-registration with this number today"),
+    ("Цей талон не викликано або його вже закрито", "This ticket was not called or is already closed"),
+    ("Талон не знайдено", "Ticket not found"),
+    ("Посилання для оцінювання недійсне", "The rating link is not valid"),
+    ("Оберіть оцінку від 1 до 5", "Choose a rating from 1 to 5"),
+    ("Цю послугу вже оцінено. Дякуємо!", "This service has already been rated. Thank you!"),
+    ("Цей візит не можна розпочати зараз", "This visit cannot be started now"),
+    ("Цей візит не можна завершити зараз", "This visit cannot be finished now"),
+    ("Внутрішня помилка. Номер інциденту: {n}", "Internal error. Incident number: {n}"),
+    ("Браузер не зберігає вибрані файли: оберіть їх ще раз", "The browser does not keep chosen files: please choose them again"),
+]
+
+
+def _pattern(uk: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", uk)
+    return re.compile("".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.+?)" for i, p in enumerate(parts)) + r"\Z")
+
+
+_MESSAGES = [(_pattern(uk), en) for uk, en in MESSAGES_EN]
+
+
+def _one(text: str) -> str | None:
+    for pattern, en in _MESSAGES:
+        m = pattern.match(text)
+        if m:
+            return en.format(**m.groupdict())
+    return None
+
+
+def translate_message(message: str, lang: str) -> str:
+    """A Ukrainian message as raised, in ``lang``: whole, or else sentence by sentence (". "-joined); unknown text stays."""
+    if lang == DEFAULT:
+        return message
+    whole = _one(message)
+    if whole is not None:
+        return whole
+    return ". ".join(_one(part) or part for part in message.split(". "))

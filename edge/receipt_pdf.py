@@ -8,7 +8,7 @@ segno's matrix, so no image library is involved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import segno
@@ -48,6 +48,7 @@ class ReceiptData:
     notes: str
     qr_caption: str
     centre: str
+    parties: list[tuple[str, str]] = field(default_factory=list)  # (label, value): the representative, the basis, the business
 
 
 def _qr(pdf: FPDF, text: str, x: float, y: float, size: float) -> None:
@@ -92,6 +93,8 @@ def render(d: ReceiptData) -> bytes:
 
     pdf.set_y(max(pdf.get_y(), 70) + 4)
     row(d.applicant_label, d.applicant)
+    for label, value in d.parties:
+        row(label, value)
     row(d.services_label, "\n".join(d.services))
     row(d.date_label, d.date)
     row(d.term_label, d.term)

@@ -173,6 +173,18 @@ JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 SENSITIVE_APPLICATION_FIELDS = ("surname", "given_name", "rnokpp")
 
 
+def application_index(rnokpp: str, extra: dict[str, str]) -> tuple[str, str]:
+    """(kind, value) of an application's blind index: the РНОКПП, or without one the УНЗР or the document, keyed
+    like an applicant card's indexes (so the same probe finds both)."""
+    if rnokpp:
+        return "rnokpp", rnokpp
+    if extra.get("unzr"):
+        return "unzr", extra["unzr"]
+    if extra.get("document_number"):
+        return "document", f"{extra.get('document_type')}|{extra['document_number']}"
+    raise ValueError("an application needs a РНОКПП, an УНЗР or a document to be indexed")
+
+
 class TripHooks(Protocol):
     """What the trips component (edge/trips/lifecycle.py) adds to records: the stop each was made at, and when it closed."""
 
@@ -418,10 +430,12 @@ class Store:
         self, surname: str, given_name: str, rnokpp: str, service_codes: list[str], actor: str,
         applicant_id: str | None = None, package_code: str | None = None, *, notes: str = "",
         then: Callable[[sqlite3.Connection, list[SavedApplication]], None] | None = None, first_id: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> list[SavedApplication]:
         """One application per service, all in ONE transaction (a life-situation package is all or nothing).
 
-        ``notes`` is sealed with the identity fields; ``then(conn, saved)`` runs in the same
+        ``notes`` and ``extra`` (documents, the reason a РНОКПП is absent, the representative, the business:
+        edge/intake.py) are sealed with the identity fields; ``then(conn, saved)`` runs in the same
         transaction after the records (edge/attachments.py adds the photos there, sealed beforehand
         for ``first_id``, the first application's id).
         """
@@ -431,8 +445,11 @@ class Store:
         now = stamp.t
         period, period_key = await self.period_key(now)
         version = 1
-        index = crypto.blind_index(self._index_key, "rnokpp", rnokpp)
-        identity = {"surname": surname, "given_name": given_name, "rnokpp": rnokpp}
+        extra = extra or {}
+        index = crypto.blind_index(self._index_key, *application_index(rnokpp, extra))
+        identity = {"surname": surname, "given_name": given_name, **extra}
+        if rnokpp:
+            identity["rnokpp"] = rnokpp
         if notes:
             identity["notes"] = notes
         prepared = []

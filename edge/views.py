@@ -20,6 +20,8 @@ import aiohttp_jinja2
 import segno
 from aiohttp import web
 
+from kit.web import PageText
+
 from . import app_status, i18n, passwords
 from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
 from .attachments import AttachmentError
@@ -28,8 +30,8 @@ from . import receipt_pdf as receipt_pdf_mod
 from . import roles
 from .auth import COOKIE, Session, set_cookie
 from .errors import CryptoError, HttpError, Locked, StoreLocked, ValidationFailed
-from .intake import check_intake, parse_applicant, save_intake
-from .validation import FieldError, validate_birth_date
+from .intake import BUSINESS_KINDS, REPRESENTATIVE_KINDS, RNOKPP_ABSENT_REASONS, check_intake, parse_applicant, save_intake
+from .validation import DOCUMENT_TYPES, FieldError, validate_birth_date, validate_document
 from .service_desk import DeskError
 from .prereg import PreregError
 from .store import SavedApplication
@@ -44,10 +46,19 @@ def language(request: web.Request) -> str:
     return lang if lang in i18n.LANGUAGES else i18n.DEFAULT
 
 
+def error_page_text(request: web.Request, message: str) -> PageText:
+    """kit.web's error pages in the UI's language (the JSON API keeps the Ukrainian message)."""
+    lang = language(request)
+    t = i18n.translator(lang)
+    return PageText(lang=lang, title=t("error.title"), message=i18n.translate_message(message, lang), code=t("error.code"), home=t("error.home"))
+
+
 async def ui_context(request: web.Request) -> dict[str, Any]:
     """Jinja context processor: translator and language on every page."""
     lang = language(request)
-    return {"t": i18n.translator(lang), "lang": lang, "allowed": roles.allowed}
+    config = request.app[CONFIG]
+    return {"t": i18n.translator(lang), "lang": lang, "allowed": roles.allowed,
+            "photo_max_side": config.photo_max_side, "photo_quality": config.photo_quality}
 
 
 @functools.lru_cache(maxsize=256)
@@ -129,7 +140,8 @@ def _intake_ctx(request: web.Request, s: Session, values: dict[str, str], errors
     chosen = catalog.services.get(values.get("service_code", ""))
     return {
         "session": s, "catalog": catalog, "values": values, "errors": errors, "message": message, "packages": catalog.packages,
-        "documents": docs, "chosen": chosen,
+        "documents": docs, "chosen": chosen, "absent_reasons": RNOKPP_ABSENT_REASONS, "document_types": DOCUMENT_TYPES,
+        "rep_kinds": REPRESENTATIVE_KINDS, "business_kinds": BUSINESS_KINDS,
     }
 
 
@@ -140,8 +152,10 @@ async def intake_form(request: web.Request) -> web.Response:
     if applicant_id and ID_RE.match(applicant_id) and not request.app[STORE].locked:
         try:
             a = await request.app[STORE].read_applicant(applicant_id, s.username, "new application")
-            values = {"surname": a.get("surname", ""), "given_name": a.get("given_name", ""), "rnokpp": a.get("rnokpp", ""),
-                      "applicant_id": applicant_id}
+            values = {k: a.get(k, "") for k in ("surname", "given_name", "rnokpp", "unzr", "document_type", "document_number")}
+            values["applicant_id"] = applicant_id
+            if a.get("rnokpp_absent_reason") in RNOKPP_ABSENT_REASONS:
+                values["rnokpp_absent_reason"] = a["rnokpp_absent_reason"]
         except (KeyError, CryptoError):
             pass  # unknown or shredded: an empty form is the right answer
     return await _page(request, "intake.html", _intake_ctx(request, s, values, {}))
@@ -189,20 +203,28 @@ async def queue_action(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther("/")
 
 
+INTAKE_FIELDS = ("surname", "given_name", "rnokpp", "rnokpp_absent_reason", "document_type", "document_number", "unzr",
+                 "service_code", "package_code", "consent", "applicant_id", "notes",
+                 "representative_kind", "representative_surname", "representative_given_name", "representative_rnokpp",
+                 "representative_document_type", "representative_document_number", "representative_basis_number",
+                 "representative_basis_date", "business_kind", "business_edrpou", "business_name", "business_signatory_position")
+
+
 async def intake_submit(request: web.Request) -> web.Response:
     s = _session_or_redirect(request)
     roles.require(s, "intake")
     form, uploads, upload_error = await read_form(request)
     request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
-    values = {k: form.get(k, "") for k in ("surname", "given_name", "rnokpp", "service_code", "package_code", "consent", "applicant_id", "notes")}
+    values = {k: form.get(k, "") for k in INTAKE_FIELDS}
     store = request.app[STORE]
     errors: dict[str, str] = {}
     try:
-        intake = await check_intake(values, request.app[CATALOG], store, require_consent=True)
+        intake = await check_intake(values, request.app[CATALOG], store, require_consent=True, lang=language(request),
+                                    today=date.fromtimestamp(request.app[CONFIG].clock.now()))
     except ValidationFailed as exc:
         errors.update(exc.fields)
     if upload_error:
-        errors["attachments"] = upload_error + ". " + i18n.translate("attach.choose_again", language(request))
+        errors["attachments"] = i18n.translate_message(upload_error, language(request)) + ". " + i18n.translate("attach.choose_again", language(request))
     elif errors and uploads:
         errors["attachments"] = i18n.translate("attach.choose_again", language(request))
     if errors:
@@ -218,6 +240,25 @@ async def intake_submit(request: web.Request) -> web.Response:
 
     saved = await save_intake(store, intake, s.username, then=attach if prepared else None, first_id=first_id)
     raise web.HTTPSeeOther(f"/applications/{saved[0].id}/receipt?saved=1")
+
+
+def parties(rec: dict[str, str], t: Any) -> list[tuple[str, str]]:
+    """The receipt's lines naming who filed for the applicant and the business (page and PDF alike)."""
+    rows: list[tuple[str, str]] = []
+    kind = rec.get("rep_kind", "")
+    if kind:
+        doc = f"{t('doc.' + rec.get('rep_document_type', ''))} {rec.get('rep_document_number', '')}".strip()
+        rows.append((t("receipt.representative"), f"{rec.get('rep_surname', '')} {rec.get('rep_given_name', '')} — {t('rep.' + kind)}, {doc}"))
+        basis_date = rec.get("rep_basis_date", "")
+        shown_date = date.fromisoformat(basis_date).strftime("%d.%m.%Y") if basis_date else ""
+        rows.append((t("receipt.basis"), t("rep.basis." + kind).format(number=rec.get("rep_basis_number", ""), date=shown_date)))
+    biz = rec.get("business_kind", "")
+    if biz:
+        parts = [t("biz." + biz), rec.get("business_name", ""), rec.get("business_edrpou", "")]
+        if rec.get("business_signatory_position"):
+            parts.append(f"{t('biz.signatory_position')}: {rec['business_signatory_position']}")
+        rows.append((t("receipt.business"), " · ".join(p for p in parts if p)))
+    return rows
 
 
 async def receipt(request: web.Request) -> web.Response:
@@ -244,7 +285,7 @@ async def receipt(request: web.Request) -> web.Response:
     rate_url = f"{request.scheme}://{request.host}/rate/{token}"
     siblings = [(n, catalog.services.get(c)) for n, c in sibling_rows]
     ctx = {
-        "rec": rec, "service": service, "qr": qr, "just_saved": "saved" in request.query,
+        "rec": rec, "service": service, "qr": qr, "just_saved": "saved" in request.query, "parties": parties(rec, i18n.translator(language(request))),
         "rate_path": f"/rate/{token}", "rate_qr": qr_svg(rate_url, 3),
         "siblings": siblings, "package": catalog.packages.get(rec.get("package_code", "")),
         "paper": "receipt80" if request.query.get("paper") == "80" else "a4",
@@ -252,7 +293,7 @@ async def receipt(request: web.Request) -> web.Response:
         "received": datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M") if rec.get("created_trusted") != "0"
         else i18n.translator(language(request))("receipt.date_pending"),
         "attachments": attachments, "app_id": app_id,
-        "attach_error": str(s.data.pop("attach_error", "")), "attached": request.query.get("attached", "")[:3],
+        "attach_error": i18n.translate_message(str(s.data.pop("attach_error", "")), language(request)), "attached": request.query.get("attached", "")[:3],
         "status": bar,
     }
     ctx["app_status"] = status  # set at HQ (edge/app_status.py)
@@ -294,6 +335,7 @@ async def receipt_pdf(request: web.Request) -> web.Response:
         term_label=t("receipt.term"), term=t("receipt.term_value"), documents_label=t("receipt.documents"),
         documents=docs if service or siblings else [], notes_label=t("notes.label"), notes=rec.get("notes", ""),
         qr_caption=t("receipt.qr"), centre=f"{t('app.centre')} · {t('app.title')} · {request.app[CONFIG].node_id}",
+        parties=parties(rec, t),
     )
     try:
         body = await asyncio.get_running_loop().run_in_executor(None, receipt_pdf_mod.render, data)
@@ -354,6 +396,9 @@ APPLICANT_FIELDS = ("surname", "given_name", "patronymic", "birth_date", "rnokpp
                     "document_type", "document_number", "phone", "email", "address", "sms_consent")
 
 
+CARD_CHOICES: dict[str, Any] = {"absent_reasons": RNOKPP_ABSENT_REASONS, "document_types": DOCUMENT_TYPES}
+
+
 def _unlocked(request: web.Request) -> Session:
     s = _session_or_redirect(request)
     if request.app[STORE].locked:
@@ -363,7 +408,7 @@ def _unlocked(request: web.Request) -> Session:
 
 async def applicants_page(request: web.Request) -> web.Response:
     s = _unlocked(request)
-    return await _page(request, "applicants.html", {"session": s, "query": {}, "searched": False, "found": []})
+    return await _page(request, "applicants.html", {"session": s, "query": {}, "searched": False, "found": [], **CARD_CHOICES})
 
 
 async def applicants_search(request: web.Request) -> web.Response:
@@ -371,22 +416,29 @@ async def applicants_search(request: web.Request) -> web.Response:
     s = _unlocked(request)
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
-    q = {k: str(form.get(k, "")).strip() for k in ("rnokpp", "unzr", "surname", "birth_date")}
+    q = {k: str(form.get(k, "")).strip() for k in ("rnokpp", "unzr", "surname", "birth_date", "document_type", "document_number")}
     birth = q["birth_date"]
     if birth:
         try:
             birth = validate_birth_date(birth, date.fromtimestamp(request.app[CONFIG].clock.now())).isoformat()
         except FieldError as exc:
-            ctx = {"session": s, "query": q, "searched": False, "found": [], "message": exc.message}
+            ctx = {"session": s, "query": q, "searched": False, "found": [], "message": exc.text(language(request)), **CARD_CHOICES}
             return await _page(request, "applicants.html", ctx, status=422)
-    found = await request.app[STORE].find_applicants(s.username, rnokpp=q["rnokpp"] or None, unzr=q["unzr"] or None,
+    document = None
+    if q["document_type"] and q["document_number"]:
+        try:  # the card stores the normalised number: probe with the same
+            document = (q["document_type"], validate_document(q["document_type"], q["document_number"]))
+        except FieldError as exc:
+            ctx = {"session": s, "query": q, "searched": False, "found": [], "message": exc.text(language(request)), **CARD_CHOICES}
+            return await _page(request, "applicants.html", ctx, status=422)
+    found = await request.app[STORE].find_applicants(s.username, rnokpp=q["rnokpp"] or None, unzr=q["unzr"] or None, document=document,
                                                      surname=q["surname"] or None, birth_date=birth or None)
-    return await _page(request, "applicants.html", {"session": s, "query": q, "searched": True, "found": found})
+    return await _page(request, "applicants.html", {"session": s, "query": q, "searched": True, "found": found, **CARD_CHOICES})
 
 
 async def applicant_new(request: web.Request) -> web.Response:
     s = _unlocked(request)
-    return await _page(request, "applicant_new.html", {"session": s, "values": {}, "errors": {}})
+    return await _page(request, "applicant_new.html", {"session": s, "values": {}, "errors": {}, **CARD_CHOICES})
 
 
 async def applicant_create(request: web.Request) -> web.Response:
@@ -395,10 +447,10 @@ async def applicant_create(request: web.Request) -> web.Response:
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     values = {k: str(form.get(k, "")) for k in APPLICANT_FIELDS}
     try:
-        inp = parse_applicant(values, date.fromtimestamp(request.app[CONFIG].clock.now()))
+        inp = parse_applicant(values, date.fromtimestamp(request.app[CONFIG].clock.now()), language(request))
     except ValidationFailed as exc:
         msg = i18n.translate("intake.fix_fields", language(request))
-        return await _page(request, "applicant_new.html", {"session": s, "values": values, "errors": exc.fields, "message": msg}, 422)
+        return await _page(request, "applicant_new.html", {"session": s, "values": values, "errors": exc.fields, "message": msg, **CARD_CHOICES}, 422)
     applicant_id = await request.app[STORE].create_applicant(inp.fields, s.username)
     raise web.HTTPSeeOther(f"/applications/new?applicant={applicant_id}")
 
@@ -451,7 +503,7 @@ async def rate_submit(request: web.Request) -> web.Response:
     try:
         await request.app[DESK].rate(token, score, str(form.get("comment", "")))
     except DeskError as exc:
-        ctx = {"token": token, "done": "оцінено" in str(exc), "thanks": False, "error": str(exc)}
+        ctx = {"token": token, "done": "оцінено" in str(exc), "thanks": False, "error": i18n.translate_message(str(exc), language(request))}
         return aiohttp_jinja2.render_template("rate.html", request, ctx, status=422)
     return aiohttp_jinja2.render_template("rate.html", request, {"token": token, "done": True, "thanks": True, "error": None})
 
