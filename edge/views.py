@@ -12,6 +12,7 @@ import re
 import sqlite3
 import uuid
 from datetime import date, datetime
+from collections.abc import Callable
 from typing import Any
 
 from urllib.parse import quote
@@ -20,7 +21,7 @@ import aiohttp_jinja2
 import segno
 from aiohttp import web
 
-from . import app_status, i18n, passwords
+from . import app_status, delivery, i18n, passwords, payqr
 from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
 from .attachments import AttachmentError
 from .forms import read_form
@@ -32,6 +33,7 @@ from .intake import parse_applicant, parse_application
 from .validation import FieldError, validate_birth_date
 from .service_desk import DeskError
 from .prereg import PreregError
+from .service_terms import fee_text, term_text
 from .store import SavedApplication
 from .visits import VisitError
 from .status import node_status
@@ -54,7 +56,7 @@ async def ui_context(request: web.Request) -> dict[str, Any]:
 @functools.lru_cache(maxsize=256)
 def qr_svg(text: str, scale: int) -> str:
     """A receipt's QR codes never change, and drawing one costs ~6 ms on a small CPU: keep the recent ones."""
-    return str(segno.make(text, error="m").svg_inline(scale=scale, title=text))
+    return str(segno.make(text, error="m", micro=False).svg_inline(scale=scale, title=text))  # never a Micro QR: phones cannot read those
 
 
 def hhmm(ts: float | None) -> str:
@@ -258,7 +260,24 @@ async def receipt(request: web.Request) -> web.Response:
         "attach_error": str(s.data.pop("attach_error", "")), "attached": request.query.get("attached", "")[:3],
     }
     ctx["app_status"] = await app_status.lookup(request.app, app_id)  # set at HQ (edge/app_status.py)
+    ctx.update(await _terms_ctx(request, service, rec["number"], app_id))
     return await _page(request, "receipt.html", ctx)
+
+
+def _when(ts: object) -> str:
+    return "" if ts is None else datetime.fromtimestamp(float(str(ts))).strftime("%d.%m.%Y %H:%M")
+
+
+async def _terms_ctx(request: web.Request, service: Any, number: str, app_id: str) -> dict[str, Any]:
+    """Term, fee (with the NBU payment QR for a paid service), legal basis, and where the application is on its way to HQ."""
+    lang = language(request)
+    pay_url = payqr.url(service.fee, number) if service is not None and service.fee is not None else ""
+    return {
+        "term": term_text(service, lang), "fee": fee_text(service, lang), "pay_url": pay_url,
+        "pay_purpose": payqr.purpose(service.fee, number) if pay_url else "",
+        "pay_qr": qr_svg(pay_url, 3) if pay_url else "",
+        "delivery": await delivery.one(request.app[STORE].db, app_id), "when": _when,
+    }
 
 
 async def receipt_pdf(request: web.Request) -> web.Response:
@@ -293,9 +312,15 @@ async def receipt_pdf(request: web.Request) -> web.Response:
         services=[line(n, c) for n, c in siblings] if len(siblings) > 1 else [line(rec["number"], rec["service_code"])],
         date_label=t("receipt.date"), date=datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M")
         if rec.get("created_trusted") != "0" else t("receipt.date_pending"),
-        term_label=t("receipt.term"), term=t("receipt.term_value"), documents_label=t("receipt.documents"),
+        term_label=t("receipt.term"), term=term_text(service, language(request)), documents_label=t("receipt.documents"),
         documents=docs if service or siblings else [], notes_label=t("notes.label"), notes=rec.get("notes", ""),
         qr_caption=t("receipt.qr"), centre=f"{t('app.centre')} · {t('app.title')} · {request.app[CONFIG].node_id}",
+        fee_label=t("receipt.fee"), fee=fee_text(service, language(request)),
+        legal_basis_label=t("receipt.legal_basis"), legal_basis=service.legal_basis if service else "",
+        payment=_payment_lines(t, service, rec["number"]),
+        payment_url=payqr.url(service.fee, rec["number"]) if service is not None and service.fee is not None else "",
+        payment_caption=t("fee.qr"),
+        delivery_label=t("ledger.label"), delivery=_delivery_text(t, await delivery.one(request.app[STORE].db, app_id)),
     )
     try:
         body = await asyncio.get_running_loop().run_in_executor(None, receipt_pdf_mod.render, data)
@@ -303,6 +328,26 @@ async def receipt_pdf(request: web.Request) -> web.Response:
         raise HttpError("PDF недоступний: на вузлі не встановлено шрифт DejaVu (fonts-dejavu-core)", code="pdf_unavailable", status=503) from exc
     return web.Response(body=body, content_type="application/pdf", headers={
         "Content-Disposition": f'inline; filename="receipt-{rec["number"]}.pdf"', "Cache-Control": "no-store"})
+
+
+def _payment_lines(t: Callable[[str], str], service: Any, number: str) -> list[str]:
+    if service is None or service.fee is None:
+        return []
+    f = service.fee
+    return [f"{t('fee.recipient')}: {f.recipient}", f"{t('fee.iban')}: {f.iban}", f"{t('fee.code')}: {f.recipient_code}",
+            f"{t('fee.purpose')}: {payqr.purpose(f, number)}"]
+
+
+def _delivery_text(t: Callable[[str], str], d: dict[str, Any] | None) -> str:
+    if d is None:
+        return ""
+    state = d["delivery"]["state"]
+    text = t("ledger." + state)
+    if state == "acknowledged" and d["delivery"]["acknowledged"]:
+        text += f" {t('ledger.at')} {_when(d['delivery']['acknowledged'])}"
+    elif state == "quarantined":
+        text += f": {d['delivery']['quarantine']['reason']}"
+    return text
 
 
 async def attachments_add(request: web.Request) -> web.Response:
