@@ -9,7 +9,7 @@ from aiohttp import web
 
 from kit.web import json_response
 
-from . import passwords
+from . import delivery, passwords
 from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
 from .auth import Session, set_cookie
 from .errors import HttpError, Locked, Unauthorized, ValidationFailed
@@ -82,6 +82,18 @@ async def create_application(request: web.Request) -> web.Response:
     return json_response(body, status=201)
 
 
+async def list_applications(request: web.Request) -> web.Response:
+    """Newest first, with the sync ledger's delivery state and HQ's status; ``?status=ready`` filters.  No personal data."""
+    request.app[SESSIONS].require(request)
+    status = request.query.get("status") or None
+    try:
+        limit = min(max(int(request.query.get("limit", "200")), 1), 1000)
+    except ValueError as exc:
+        raise ValidationFailed("Перевірте параметри запиту", fields={"limit": "ціле число 1–1000"}) from exc
+    db = request.app[STORE].db
+    return json_response({"applications": await delivery.recent(db, limit, status), "waiting": await delivery.waiting(db)})
+
+
 async def _unlocked_session(request: web.Request) -> Session:
     session = request.app[SESSIONS].require(request)
     if request.app[STORE].locked:
@@ -122,6 +134,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/login", login)
     app.router.add_post("/api/v1/logout", logout)
     app.router.add_post("/api/v1/applications", create_application)
+    app.router.add_get("/api/v1/applications", list_applications)
     app.router.add_get("/api/v1/status", status)
     app.router.add_post("/api/v1/applicants", create_applicant)
     app.router.add_post("/api/v1/applicants/search", find_applicants)

@@ -350,6 +350,15 @@ def _delivery_text(t: Callable[[str], str], d: dict[str, Any] | None) -> str:
     return text
 
 
+async def applications_page(request: web.Request) -> web.Response:
+    """The van's applications with where each is on its way to HQ (the sync ledger) and HQ's status; no personal data."""
+    s = _session_or_redirect(request)
+    db = request.app[STORE].db
+    return await _page(request, "applications.html", {
+        "session": s, "apps": await delivery.recent(db), "waiting": await delivery.waiting(db), "catalog": request.app[CATALOG], "when": _when,
+    })
+
+
 async def attachments_add(request: web.Request) -> web.Response:
     """Add photos or scans to a saved application (multipart; the camera of the tablet or a file)."""
     s = _unlocked(request)
@@ -512,6 +521,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/queue/{action}", queue_action)
     app.router.add_post("/prereg/{id}/arrived", prereg_arrived)
     app.router.add_get("/applications/new", intake_form)
+    app.router.add_get("/applications", applications_page)
     app.router.add_get("/applicants", applicants_page)
     app.router.add_get("/visits", visits_page)
     app.router.add_post("/visits/{id}/{action}", visit_action)
