@@ -9,7 +9,7 @@ from aiohttp import web
 
 from kit.web import json_response
 
-from . import delivery, passwords
+from . import application_form, delivery, passwords
 from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
 from .auth import Session, set_cookie
 from .errors import HttpError, Locked, Unauthorized, ValidationFailed
@@ -72,9 +72,11 @@ async def create_application(request: web.Request) -> web.Response:
     notes = data.get("notes", "")
     if not isinstance(notes, str) or len(notes) > 2000:
         raise ValidationFailed("Перевірте поля, позначені червоним", fields={"notes": "примітки: текст до 2000 символів"})
+    # the inventory of documents received (issue 18 item 9): optional; each one of the service's documents
+    received = application_form.parse_documents_received(data.get("documents_received"), request.app[CATALOG], inp.service_codes)
     saved = await store.create_applications(
         inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), session.username, applicant_id, inp.package_code,
-        notes=notes.strip(),
+        notes=notes.strip(), documents_received=received,
     )
     body: dict[str, object] = {"id": saved[0].id, "number": saved[0].number}
     if inp.package_code:

@@ -132,7 +132,7 @@ async def _check_csrf(request: web.Request) -> None:
 
 
 # Routes whose handlers stream multipart uploads (the intake form carries photos too) and check the form's token after reading it.
-STREAMED_UPLOADS = frozenset({"/applications", "/applications/{id}/attachments"})
+STREAMED_UPLOADS = frozenset({"/applications", "/applications/{id}/attachments", "/applications/{id}/signature"})
 
 
 def _streams_uploads(request: web.Request) -> bool:

@@ -401,10 +401,11 @@ class Store:
         self, surname: str, given_name: str, rnokpp: str, service_codes: list[str], actor: str,
         applicant_id: str | None = None, package_code: str | None = None, *, notes: str = "",
         then: Callable[[sqlite3.Connection, list[SavedApplication]], None] | None = None, first_id: str | None = None,
+        documents_received: list[str] | None = None,
     ) -> list[SavedApplication]:
         """One application per service, all in ONE transaction (a life-situation package is all or nothing).
 
-        ``notes`` is sealed with the identity fields; ``then(conn, saved)`` runs in the same
+        ``notes`` and ``documents_received`` are sealed with the identity fields; ``then(conn, saved)`` runs in the same
         transaction after the records (edge/attachments.py adds the photos there, sealed beforehand
         for ``first_id``, the first application's id).
         """
@@ -418,6 +419,8 @@ class Store:
         identity = {"surname": surname, "given_name": given_name, "rnokpp": rnokpp}
         if notes:
             identity["notes"] = notes
+        if documents_received is not None:  # the inventory of documents received at intake, sealed with the record (JSON list)
+            identity["documents_received"] = json.dumps(documents_received, ensure_ascii=False)
         prepared = []
         for i, code in enumerate(service_codes):
             app_id = first_id if i == 0 and first_id else uuid.uuid4().hex

@@ -21,9 +21,9 @@ import aiohttp_jinja2
 import segno
 from aiohttp import web
 
-from . import app_status, delivery, i18n, passwords, payqr
+from . import app_status, application_form, delivery, i18n, passwords, payqr
 from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
-from .attachments import AttachmentError
+from .attachments import AttachmentError, Upload
 from .forms import read_form
 from . import receipt_pdf as receipt_pdf_mod
 from . import roles
@@ -131,7 +131,7 @@ def _intake_ctx(request: web.Request, s: Session, values: dict[str, str], errors
     chosen = catalog.services.get(values.get("service_code", ""))
     return {
         "session": s, "catalog": catalog, "values": values, "errors": errors, "message": message, "packages": catalog.packages,
-        "documents": docs, "chosen": chosen,
+        "documents": docs, "chosen": chosen, "ticked": set(values.get("documents_received", "").split("\n")),
     }
 
 
@@ -199,12 +199,17 @@ async def intake_submit(request: web.Request) -> web.Response:
     request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
     values = {k: form.get(k, "") for k in ("surname", "given_name", "rnokpp", "service_code", "package_code", "consent", "applicant_id", "notes")}
     values["notes"] = values["notes"].strip()[:NOTES_MAX]
+    values["documents_received"] = "\n".join(v for k, v in sorted(form.items()) if k.startswith("doc_received_"))
     store = request.app[STORE]
     if store.locked:
         raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
     errors: dict[str, str] = {}
+    # ticked documents arrive as doc_received_<i> = name (one field each: the multipart reader keeps one value per name)
+    ticked = [v for k, v in sorted(form.items()) if k.startswith("doc_received_")]
+    received: list[str] | None = None
     try:
         inp = parse_application(values, request.app[CATALOG], require_consent=True)
+        received = application_form.parse_documents_received(ticked, request.app[CATALOG], inp.service_codes)
     except ValidationFailed as exc:
         errors.update(exc.fields)
     if upload_error:
@@ -224,7 +229,8 @@ async def intake_submit(request: web.Request) -> web.Response:
         att.insert_sync(conn, saved[0].id, prepared, s.username)
 
     saved = await store.create_applications(inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), s.username, applicant_id,
-                                            inp.package_code, notes=values["notes"], then=attach if prepared else None, first_id=first_id)
+                                            inp.package_code, notes=values["notes"], then=attach if prepared else None, first_id=first_id,
+                                            documents_received=received)
     raise web.HTTPSeeOther(f"/applications/{saved[0].id}/receipt?saved=1")
 
 
@@ -348,6 +354,92 @@ def _delivery_text(t: Callable[[str], str], d: dict[str, Any] | None) -> str:
     elif state == "quarantined":
         text += f": {d['delivery']['quarantine']['reason']}"
     return text
+
+
+SIGNATURE_NAME = "zayava-signature.png"  # the citizen's signature from the tablet: an attachment under this (sealed) name
+
+
+async def _form_data(request: web.Request, s: Session, app_id: str, reason: str) -> tuple[dict[str, Any], bytes | None]:
+    """The заява's context: the record, the card (if any), the filled template, the inventory, the signature."""
+    if not ID_RE.match(app_id):
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    store = request.app[STORE]
+    try:
+        rec = await store.read_application(app_id, s.username, reason)
+    except KeyError as exc:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404) from exc
+    except CryptoError as exc:
+        raise HttpError("Заяву вже передано до ЦНАП, а її копію на фургоні знищено за строком зберігання", code="shredded", status=410) from exc
+    card: dict[str, str] | None = None
+    applicant_id = await application_form.applicant_of(store.db, app_id)
+    if applicant_id:
+        try:
+            card = await store.read_applicant(applicant_id, s.username, reason)
+        except (KeyError, CryptoError):
+            card = None  # shredded card: the form leaves its lines blank
+    t = i18n.translator(language(request))
+    service = request.app[CATALOG].services.get(rec["service_code"])
+    date_text = datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y") if rec.get("created_trusted") != "0" else ""
+    centre = f"{t('app.centre')} · {t('app.title')} · {request.app[CONFIG].node_id}"
+    heading, addressee, body = application_form.text(service, application_form.values(rec, card, service, date_text, centre))
+    signature = None
+    att = request.app[ATTACHMENTS]
+    for a in reversed(await att.list(app_id)):
+        if a.content_type == "image/png" and not a.shredded:
+            _info, name, data = await att.read(a.id, s.username, reason)
+            if name == SIGNATURE_NAME:
+                signature = data
+                break
+    ctx = {"rec": rec, "service": service, "heading": heading, "addressee": addressee, "body": body, "date": date_text,
+           "inventory": application_form.received(rec), "signed": signature is not None, "app_id": app_id, "centre": centre}
+    return ctx, signature
+
+
+async def application_page(request: web.Request) -> web.Response:
+    """The заява on A4 for the citizen's signature (printed from the browser), with the tablet's signature pad."""
+    s = _unlocked(request)
+    ctx, _sig = await _form_data(request, s, request.match_info["id"], "application form")
+    ctx.update(session=s, signature_saved="signed" in request.query)
+    return await _page(request, "application.html", ctx)
+
+
+async def application_pdf(request: web.Request) -> web.Response:
+    s = _unlocked(request)
+    ctx, signature = await _form_data(request, s, request.match_info["id"], "application form pdf")
+    t = i18n.translator(language(request))
+    inventory = ctx["inventory"]
+    data = application_form.FormText(
+        heading=ctx["heading"], addressee=ctx["addressee"], body=ctx["body"], number_label=t("saved.number"), number=ctx["rec"]["number"],
+        inventory_label=t("form.inventory"), inventory=inventory or [], inventory_none=t("form.inventory_none" if inventory == [] else "form.inventory_unknown"),
+        date_label=t("form.date"), date=ctx["date"] or "____________", signature_label=t("form.signature"), centre=ctx["centre"],
+        signature_png=signature,
+    )
+    try:
+        body = await asyncio.get_running_loop().run_in_executor(None, application_form.render, data)
+    except receipt_pdf_mod.FontMissing as exc:
+        raise HttpError("PDF недоступний: на вузлі не встановлено шрифт DejaVu (fonts-dejavu-core)", code="pdf_unavailable", status=503) from exc
+    return web.Response(body=body, content_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="application-{ctx["rec"]["number"]}.pdf"', "Cache-Control": "no-store"})
+
+
+async def signature_add(request: web.Request) -> web.Response:
+    """The citizen signed on the tablet (edge/static/signature.js): a PNG kept sealed with the record, like a photo."""
+    s = _unlocked(request)
+    roles.require(s, "intake")
+    app_id = request.match_info["id"]
+    if not ID_RE.match(app_id):
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    form, uploads, upload_error = await read_form(request)
+    request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
+    if upload_error or len(uploads) != 1 or uploads[0].content_type != "image/png":
+        raise HttpError("Підпис має надійти одним зображенням PNG", code="bad_signature", status=422)
+    try:
+        await request.app[ATTACHMENTS].add(app_id, [Upload(SIGNATURE_NAME, "image/png", uploads[0].data)], s.username)
+    except KeyError as exc:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404) from exc
+    except AttachmentError as exc:
+        raise HttpError(str(exc), code="bad_signature", status=422) from exc
+    raise web.HTTPSeeOther(f"/applications/{app_id}/application?signed=1")
 
 
 async def applications_page(request: web.Request) -> web.Response:
@@ -533,5 +625,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/rate/{token}", rate_submit)
     app.router.add_get("/applications/{id}/receipt", receipt)
     app.router.add_get("/applications/{id}/receipt.pdf", receipt_pdf)
+    app.router.add_get("/applications/{id}/application", application_page)
+    app.router.add_get("/applications/{id}/application.pdf", application_pdf)
+    app.router.add_post("/applications/{id}/signature", signature_add)
     app.router.add_post("/applications/{id}/attachments", attachments_add)
     app.router.add_get("/applications/{id}/attachments/{att}", attachment_view)
