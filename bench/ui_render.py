@@ -38,18 +38,14 @@ def free_port() -> int:
 
 def run_node(tmp: str, port: int) -> None:
     from edge.app import create_app
-    from edge.config import NodeConfig
+    from mobile_office.nodecli import node_config
     from provisioning.keys import AdminAccount, add_node, init_hq
 
     hq = init_hq(Path(tmp) / "hq")
     bundle = add_node(hq, "van-bench", Path(tmp) / "bundle", [AdminAccount(f"admin{i}", PASSWORD, "van_admin") for i in range(CLIENTS)])
-    cfg = NodeConfig(
-        node_id=bundle.node_id, data_dir=Path(tmp) / "node", sign_key=bundle.sign, hq_seal_public=bundle.hq_seal_public,
-        hq_sign_public=bundle.hq_sign_public,
-        keyslots=[s.config() for s in bundle.keyslots],
-        broker=f"mqtt://127.0.0.1:{free_port()}", gpsd=None,  # no broker: records wait in the outbox, as offline in a field
-    )
-    cfg.node_seal_wrapped = bundle.node_seal_wrapped
+    # Built as production builds it (the settings registry); no broker: records wait in the outbox, as offline in a field.
+    cfg = node_config(bundle.directory, None, {"data_dir": str(Path(tmp) / "node"), "broker": f"mqtt://127.0.0.1:{free_port()}", "https": "off"})
+    cfg.gpsd = None
     web.run_app(create_app(cfg), host="127.0.0.1", port=port, print=None, access_log=None)
 
 

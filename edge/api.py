@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date
 
 from aiohttp import web
@@ -13,7 +12,7 @@ from . import application_form, delivery, passwords
 from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
 from .auth import Session, set_cookie
 from .errors import HttpError, Locked, Unauthorized, ValidationFailed
-from .intake import parse_applicant, parse_application
+from .intake import check_intake, parse_applicant, save_intake
 from .status import node_status
 
 
@@ -60,24 +59,11 @@ async def logout(request: web.Request) -> web.Response:
 async def create_application(request: web.Request) -> web.Response:
     session = request.app[SESSIONS].require(request)
     data = await _json_body(request)
-    store = request.app[STORE]
-    if store.locked:
-        raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
-    inp = parse_application(data, request.app[CATALOG])
-    applicant_id = data.get("applicant_id")
-    if applicant_id is not None and not (
-        isinstance(applicant_id, str) and re.fullmatch(r"[0-9a-f]{32}", applicant_id) and await store.applicant_exists(applicant_id)
-    ):
-        raise ValidationFailed("Невідомий заявник", fields={"applicant_id": "має бути ідентифікатором заявника"})
-    notes = data.get("notes", "")
-    if not isinstance(notes, str) or len(notes) > 2000:
-        raise ValidationFailed("Перевірте поля, позначені червоним", fields={"notes": "примітки: текст до 2000 символів"})
+    intake = await check_intake(data, request.app[CATALOG], request.app[STORE])
     # the inventory of documents received (issue 18 item 9): optional; each one of the service's documents
-    received = application_form.parse_documents_received(data.get("documents_received"), request.app[CATALOG], inp.service_codes)
-    saved = await store.create_applications(
-        inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), session.username, applicant_id, inp.package_code,
-        notes=notes.strip(), documents_received=received,
-    )
+    received = application_form.parse_documents_received(data.get("documents_received"), request.app[CATALOG], intake.application.service_codes)
+    saved = await save_intake(request.app[STORE], intake, session.username, documents_received=received)
+    inp = intake.application
     body: dict[str, object] = {"id": saved[0].id, "number": saved[0].number}
     if inp.package_code:
         body["applications"] = [{"id": a.id, "number": a.number} for a in saved]

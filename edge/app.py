@@ -109,7 +109,7 @@ async def _locker_ctx(app: web.Application) -> AsyncIterator[None]:
                 idle_since = None
                 log.info("store locked: no administrator logged in for %.0f s", cfg.lock_grace)
 
-    async with background(lock_when_idle(), "locker"):
+    async with background(lock_when_idle, "locker", app[LOOPS]):
         yield
 
 

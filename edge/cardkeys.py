@@ -5,9 +5,9 @@ one-time password (``keyslots.json``) and the node's sealing key wrapped
 under the node key (``node.json``).  Once the node's database holds them,
 the card's copies would only help an attacker: a removed administrator's
 password, or the paper sheet, would still unwrap the node key from the
-bundle.  So they are overwritten in place and the files rewritten with HQ's
-recovery slot only (``keyslots.json``) and without the sealing key
-(``node.json``).  After a node key rotation the recovery slot on the card is
+bundle.  So the files are rewritten with HQ's recovery slot only
+(``keyslots.json``) and without the sealing key (``node.json``), and the old
+content is zeroed where it lay.  After a node key rotation the recovery slot on the card is
 replaced by the database's, which wraps the new key.
 
 Overwriting in place is what a file system offers; a flash card's wear
@@ -30,24 +30,30 @@ log = logging.getLogger(__name__)
 
 
 def _overwrite(path: Path, data: bytes) -> None:
-    """Zero the old content where it lies, then replace the file atomically (both fsynced)."""
-    size = path.stat().st_size
-    with open(path, "r+b") as f:
-        f.write(b"\0" * size)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace the file atomically, then zero the old content where it lies.
+
+    The old file stays open across the rename, so its blocks are zeroed through it after the new
+    file is in place: at every moment the path holds a whole, valid file (a power cut here must
+    never leave a van that cannot start).
+    """
+    with open(path, "r+b") as old:
+        size = os.fstat(old.fileno()).st_size
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        old.seek(0)
+        old.write(b"\0" * size)
+        old.flush()
+        os.fsync(old.fileno())
 
 
 def _strip(bundle_dir: Path, hq_slot: dict[str, Any] | None, drop_seal: bool) -> list[str]:

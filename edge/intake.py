@@ -1,14 +1,24 @@
-"""Validation of an intake submission, shared by the JSON API and the HTML form."""
+"""The intake service: one set of checks, limits and errors for the HTML form and the JSON API.
+
+``check_intake`` validates a submission (every problem at once, field by
+field, as ``ValidationFailed``), ``save_intake`` stores it; the page
+(edge/views.py) and ``POST /api/v1/applications`` (edge/api.py) both call
+them, so they refuse the same inputs with the same field errors.  The only
+difference is the caller's: the page asks for the consent checkbox (the API
+contract never had it), and only the page carries files.
+"""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
 from .catalog import Catalog
-from .errors import ValidationFailed
+from .errors import Locked, ValidationFailed
+from .store import SavedApplication, Store
 from .validation import (
     FieldError, rnokpp_warnings, unzr_birth_date, validate_birth_date, validate_document, validate_name, validate_phone,
     validate_rnokpp, validate_unzr,
@@ -70,6 +80,56 @@ def parse_application(data: Mapping[str, object], catalog: Catalog, require_cons
     if errors:
         raise ValidationFailed("Перевірте поля, позначені червоним", fields=errors)
     return ApplicationInput(values["surname"], values["given_name"], values["rnokpp"], codes, package or None)
+
+
+NOTES_MAX = 2000  # characters, after line breaks are made single (a browser sends CR LF for each)
+ID_RE = re.compile(r"^[0-9a-f]{32}$")
+FIX_FIELDS = "Перевірте поля, позначені червоним"
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A checked submission, ready to store."""
+
+    application: ApplicationInput
+    applicant_id: str | None
+    notes: str
+
+
+async def check_intake(data: Mapping[str, object], catalog: Catalog, store: Store, *, require_consent: bool = False) -> Intake:
+    """Every check of an intake; ``Locked`` while the store is locked, else ``ValidationFailed`` naming each bad field."""
+    if store.locked:
+        raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
+    errors: dict[str, str] = {}
+    inp: ApplicationInput | None = None
+    try:
+        inp = parse_application(data, catalog, require_consent)
+    except ValidationFailed as exc:
+        errors.update(exc.fields)
+    notes = data.get("notes") or ""
+    if isinstance(notes, str):
+        notes = notes.replace("\r\n", "\n").strip()
+    if not isinstance(notes, str) or len(notes) > NOTES_MAX:
+        # Refused, never cut: what the administrator typed is kept on the form to shorten.
+        errors["notes"] = f"Примітки: текст до {NOTES_MAX} символів"
+    applicant_id = data.get("applicant_id") or None
+    if applicant_id is not None and not (isinstance(applicant_id, str) and ID_RE.match(applicant_id) and await store.applicant_exists(applicant_id)):
+        errors["applicant_id"] = "має бути ідентифікатором заявника"
+    if errors or inp is None:
+        raise ValidationFailed(FIX_FIELDS, fields=errors)
+    assert isinstance(notes, str) and (applicant_id is None or isinstance(applicant_id, str))
+    return Intake(inp, applicant_id, notes)
+
+
+async def save_intake(store: Store, intake: Intake, actor: str,
+                      then: Callable[[sqlite3.Connection, list[SavedApplication]], None] | None = None,
+                      first_id: str | None = None, documents_received: list[str] | None = None) -> list[SavedApplication]:
+    """Store a checked intake: one application per service, in one transaction (``then`` adds to it: the page's files,
+    sealed beforehand for ``first_id``, the first application's id; ``documents_received``: the inventory, sealed)."""
+    a = intake.application
+    return await store.create_applications(a.surname, a.given_name, a.rnokpp, list(a.service_codes), actor, intake.applicant_id,
+                                           a.package_code, notes=intake.notes, then=then, first_id=first_id,
+                                           documents_received=documents_received)
 
 
 CATEGORIES = ("age80", "disability1", "disability", "incapacitated", "idp", "veteran", "attack", "none")

@@ -158,6 +158,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE applications ADD COLUMN key_period TEXT;
     ALTER TABLE applicants ADD COLUMN key_period TEXT;
     """,
+    # 7: the person's number of the day (sync/figures.py: citizens served), sent to HQ in clear: derived from nothing personal
+    """
+    ALTER TABLE applications ADD COLUMN citizen TEXT;
+    """,
 ]
 
 # An application number made without trusted time: this marker instead of a date, then the node's own counter.
@@ -449,6 +453,7 @@ class Store:
         outbox.check_capacities_sync(conn, {"rec": incoming, "audit": 400 * len(prepared)}, self.limits)
         saved = []
         now = stamp.t
+        citizen = self._citizen_sync(conn, index, day, now)
         for app_id, service_code, sealed in prepared:
             row = conn.execute(
                 "INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1 RETURNING n", (day,)
@@ -460,6 +465,7 @@ class Store:
                     "created": now, "version": version, "fields": json.loads(_pack_fields(sealed.fields)),
                     "wrap_hq": base64.b64encode(sealed.wrap_hq).decode(), "package": package_code,
                     "applicant": applicant_id,  # lets HQ find the card's sealed phone and SMS consent
+                    "citizen": citizen,
                     "clock": stamp.wire(),  # was "created" trusted; if not, HQ corrects it from this boot's time fix
                 },
                 separators=(",", ":"),
@@ -467,10 +473,10 @@ class Store:
             seq = outbox.enqueue_sync(conn, "rec", wire, now)
             conn.execute(
                 "INSERT INTO applications(id, number, service_code, created, created_by, version, fields, wrap_hq, wrap_node,"
-                " rnokpp_index, outbox_seq, applicant_id, package_code, time_trusted, mono, boot, key_period)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " rnokpp_index, outbox_seq, applicant_id, package_code, time_trusted, mono, boot, key_period, citizen)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (app_id, number, service_code, now, actor, version, _pack_fields(sealed.fields), sealed.wrap_hq,
-                 sealed.wrap_node, index, seq, applicant_id, package_code, int(stamp.trusted), stamp.mono, stamp.boot, period),
+                 sealed.wrap_node, index, seq, applicant_id, package_code, int(stamp.trusted), stamp.mono, stamp.boot, period, citizen),
             )
             audit.append_sync(conn, stamp, actor, "create", "applications", app_id, f"package {package_code}" if package_code else "intake")
             if self.trips is not None:
@@ -479,6 +485,21 @@ class Store:
         if then is not None:
             then(conn, saved)
         return saved
+
+    @staticmethod
+    def _citizen_sync(conn: sqlite3.Connection, index: bytes, day: str, now: float) -> str:
+        """The person's number of the day: the one their earlier application today has, else the day's next (sync/figures.py)."""
+        midnight = now - now % 86400
+        row = conn.execute(
+            "SELECT citizen FROM applications WHERE rnokpp_index = ? AND created >= ? AND citizen IS NOT NULL LIMIT 1", (index, midnight)
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+        # The day's counter of people beside the day's counter of applications (a key no application day can take).
+        n = conn.execute(
+            "INSERT INTO day_counter(day, n) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET n = n + 1 RETURNING n", (f"{day}/citizens",)
+        ).fetchone()[0]
+        return f"{day}-{int(n)}"
 
     async def _check_capacity(self, incoming: int) -> None:
         def both(conn: sqlite3.Connection) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import cardkeys, i18n, passwords, roles
+from . import cardkeys, figures, i18n, passwords, roles
 from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
 from .errors import HttpError
 from .views import _page, _unlocked, language
@@ -50,6 +50,9 @@ async def day_report(db: Any, now: float) -> dict[str, Any]:
     except sqlite3.OperationalError:
         out["attachments"] = 0
     out["applications"] = sum(n for _, n in out["by_service"])
+    # The department's figures for the day, defined as in the CLI report and at HQ (sync/figures.py).
+    today = datetime.fromtimestamp(now, timezone.utc).date()
+    out["figures"] = await figures.report(figures.aiosqlite_fetch(db), today, today)
     return out
 
 

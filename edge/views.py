@@ -29,7 +29,7 @@ from . import receipt_pdf as receipt_pdf_mod
 from . import roles
 from .auth import COOKIE, Session, set_cookie
 from .errors import CryptoError, HttpError, Locked, StoreLocked, ValidationFailed
-from .intake import parse_applicant, parse_application
+from .intake import check_intake, parse_applicant, save_intake
 from .validation import FieldError, validate_birth_date
 from .service_desk import DeskError
 from .prereg import PreregError
@@ -39,7 +39,6 @@ from .visits import VisitError
 from .status import node_status
 
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
-NOTES_MAX = 2000
 
 
 def language(request: web.Request) -> str:
@@ -198,18 +197,15 @@ async def intake_submit(request: web.Request) -> web.Response:
     form, uploads, upload_error = await read_form(request)
     request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
     values = {k: form.get(k, "") for k in ("surname", "given_name", "rnokpp", "service_code", "package_code", "consent", "applicant_id", "notes")}
-    values["notes"] = values["notes"].strip()[:NOTES_MAX]
     values["documents_received"] = "\n".join(v for k, v in sorted(form.items()) if k.startswith("doc_received_"))
     store = request.app[STORE]
-    if store.locked:
-        raise Locked("Сховище заблоковане: увійдіть знову, щоб приймати заяви")
     errors: dict[str, str] = {}
     # ticked documents arrive as doc_received_<i> = name (one field each: the multipart reader keeps one value per name)
     ticked = [v for k, v in sorted(form.items()) if k.startswith("doc_received_")]
     received: list[str] | None = None
     try:
-        inp = parse_application(values, request.app[CATALOG], require_consent=True)
-        received = application_form.parse_documents_received(ticked, request.app[CATALOG], inp.service_codes)
+        intake = await check_intake(values, request.app[CATALOG], store, require_consent=True)
+        received = application_form.parse_documents_received(ticked, request.app[CATALOG], intake.application.service_codes)
     except ValidationFailed as exc:
         errors.update(exc.fields)
     if upload_error:
@@ -219,7 +215,6 @@ async def intake_submit(request: web.Request) -> web.Response:
     if errors:
         msg = i18n.translate("intake.fix_fields", language(request))
         return await _page(request, "intake.html", _intake_ctx(request, s, values, errors, msg), status=422)
-    applicant_id = values["applicant_id"] if ID_RE.match(values["applicant_id"]) and await store.applicant_exists(values["applicant_id"]) else None
     att = request.app[ATTACHMENTS]
     first_id = uuid.uuid4().hex  # known before sealing: the photos' associated data names their application
     prepared = await att.prepare(uploads, first_id) if uploads else []
@@ -228,9 +223,7 @@ async def intake_submit(request: web.Request) -> web.Response:
         # Same transaction as the records: the photos are saved with the application or not at all.
         att.insert_sync(conn, saved[0].id, prepared, s.username)
 
-    saved = await store.create_applications(inp.surname, inp.given_name, inp.rnokpp, list(inp.service_codes), s.username, applicant_id,
-                                            inp.package_code, notes=values["notes"], then=attach if prepared else None, first_id=first_id,
-                                            documents_received=received)
+    saved = await save_intake(store, intake, s.username, then=attach if prepared else None, first_id=first_id, documents_received=received)
     raise web.HTTPSeeOther(f"/applications/{saved[0].id}/receipt?saved=1")
 
 

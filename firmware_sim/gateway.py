@@ -11,6 +11,7 @@ import logging
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class SatelliteGateway:
     delivered: list[tuple[str, int, bytes]] = field(default_factory=list)
     confirmed: int = 0
     cdr: int = 1000
-    on_mt_queued: list[object] = field(default_factory=list)
+    on_mt_queued: list[Callable[[str], None]] = field(default_factory=list)
     _server: asyncio.AbstractServer | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -70,7 +71,7 @@ class SatelliteGateway:
         q = self.mt_queues.setdefault(imei, deque())
         q.append(payload)
         for cb in self.on_mt_queued:
-            cb(imei)  # type: ignore[operator]
+            cb(imei)
         return len(q)
 
     async def _mt_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -46,7 +46,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     key_for = NodeKeyCache(cfg.keys.directory)
     # Status and heartbeats count only from vans whose key HQ still accepts.
     app[STORE].node_active = lambda node: key_for(node) is not None
-    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock, max_clock_skew=cfg.max_clock_skew,  # type: ignore[arg-type]
+    ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock, max_clock_skew=cfg.max_clock_skew,
                     heartbeat_keys=lambda tag: key_for.heartbeat_keys(tag, cfg.keys.seal))
     app[INGEST] = ingest
     app[SBD_INGEST] = SbdIngest(ingest)

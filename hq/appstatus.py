@@ -37,20 +37,20 @@ log = logging.getLogger(__name__)
 MIGRATIONS = [
     """
 CREATE TABLE app_status (
-    record_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, status TEXT NOT NULL, hlc INTEGER NOT NULL,
-    updated_at REAL NOT NULL, updated_by TEXT NOT NULL
+    record_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, status TEXT NOT NULL, hlc BIGINT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL, updated_by TEXT NOT NULL
 );
 CREATE TABLE status_edits (
     edit_id TEXT PRIMARY KEY, record_id TEXT NOT NULL, node_id TEXT NOT NULL, old_status TEXT NOT NULL, status TEXT NOT NULL,
-    hlc INTEGER NOT NULL, at REAL NOT NULL, username TEXT NOT NULL,
-    sent_at REAL, sends INTEGER NOT NULL DEFAULT 0, acked_at REAL, result TEXT
+    hlc BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL, username TEXT NOT NULL,
+    sent_at DOUBLE PRECISION, sends BIGINT NOT NULL DEFAULT 0, acked_at DOUBLE PRECISION, result TEXT
 );
 CREATE INDEX status_edits_record ON status_edits(record_id);
 CREATE TABLE command_log (
-    cmd_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, kind TEXT NOT NULL, username TEXT NOT NULL, sent_at REAL NOT NULL,
-    acked_at REAL, result TEXT
+    cmd_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, kind TEXT NOT NULL, username TEXT NOT NULL, sent_at DOUBLE PRECISION NOT NULL,
+    acked_at DOUBLE PRECISION, result TEXT
 );
-CREATE TABLE ack_cursor (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE ack_cursor (node_id TEXT PRIMARY KEY, seq BIGINT NOT NULL);
 """,
 ]
 

@@ -35,12 +35,12 @@ from .web import opening_reason
 MIGRATIONS = [
     """
 CREATE TABLE attachment_index (
-    node_id TEXT NOT NULL, seq INTEGER NOT NULL, attachment_id TEXT NOT NULL, application_id TEXT NOT NULL,
-    idx INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (node_id, seq)
+    node_id TEXT NOT NULL, seq BIGINT NOT NULL, attachment_id TEXT NOT NULL, application_id TEXT NOT NULL,
+    idx BIGINT NOT NULL, count BIGINT NOT NULL, PRIMARY KEY (node_id, seq)
 );
 CREATE INDEX attachment_index_app ON attachment_index(application_id);
 CREATE INDEX attachment_index_att ON attachment_index(attachment_id);
-CREATE TABLE attachment_index_state (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL)
+CREATE TABLE attachment_index_state (node_id TEXT PRIMARY KEY, seq BIGINT NOT NULL)
 """,
 ]
 

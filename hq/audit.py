@@ -14,8 +14,8 @@ from .db import DB
 
 MIGRATIONS = [
     """
-    CREATE TABLE audit_state (node_id TEXT PRIMARY KEY, verified_seq INTEGER NOT NULL, last_hash BLOB NOT NULL, broken INTEGER NOT NULL DEFAULT 0);
-    CREATE TABLE audit_alerts (id INTEGER PRIMARY KEY, node_id TEXT NOT NULL, at REAL NOT NULL, seq INTEGER NOT NULL, problem TEXT NOT NULL);
+    CREATE TABLE audit_state (node_id TEXT PRIMARY KEY, verified_seq BIGINT NOT NULL, last_hash {BLOB} NOT NULL, broken BIGINT NOT NULL DEFAULT 0);
+    CREATE TABLE audit_alerts (id {ID}, node_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, seq BIGINT NOT NULL, problem TEXT NOT NULL);
     """,
 ]
 

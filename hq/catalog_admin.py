@@ -41,14 +41,14 @@ log = logging.getLogger(__name__)
 MIGRATIONS = [
     """
     CREATE TABLE catalog_versions (
-        version INTEGER PRIMARY KEY, published_at REAL NOT NULL, published_by TEXT NOT NULL, source TEXT NOT NULL,
-        services INTEGER NOT NULL, packages INTEGER NOT NULL, doc TEXT NOT NULL
+        version {ID}, published_at DOUBLE PRECISION NOT NULL, published_by TEXT NOT NULL, source TEXT NOT NULL,
+        services BIGINT NOT NULL, packages BIGINT NOT NULL, doc TEXT NOT NULL
     );
     """,
     # Which version each van runs: its ``{"type": "catalog", "event": "applied", "version"}`` evt items, read with our own cursor.
     """
-    CREATE TABLE catalog_vans (node_id TEXT PRIMARY KEY, version INTEGER NOT NULL, applied_at REAL NOT NULL);
-    CREATE TABLE catalog_cursor (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    CREATE TABLE catalog_vans (node_id TEXT PRIMARY KEY, version BIGINT NOT NULL, applied_at DOUBLE PRECISION NOT NULL);
+    CREATE TABLE catalog_cursor (node_id TEXT PRIMARY KEY, seq BIGINT NOT NULL);
     """,
 ]
 

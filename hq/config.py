@@ -1,42 +1,64 @@
-"""Everything HQ needs to start, built by the CLI from the settings registry."""
+"""Everything HQ needs to start, built by the CLI from the settings registry.
+
+Defaults live in the registry (kit/settings.py) only; ``from_settings`` is
+the one way to build the config (mobile_office/nodecli.py), for tests too.
+"""
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from kit import settings
 from provisioning.keys import HQKeys
 from sync.clock import Clock, SystemClock
+
+_D = settings.HQ.defaults()
+
+# Field: the setting it is (HQ's flags carry an hq_ prefix where the van has the same one).
+SETTINGS_FIELDS = {"data_dir": "hq_data_dir", "broker": "hq_broker", "mqtt_version": "hq_mqtt_version", "worker": "hq_worker",
+                   "host": "hq_host", "port": "hq_port", "directip_port": "directip_port", "directip_gateways": "directip_gateways",
+                   "directip_reject_log_interval": "directip_reject_log_interval", "session_timeout": "hq_session_timeout",
+                   "status_resend_after": "status_resend_after", "max_clock_skew": "hq_max_clock_skew", "ack_poll_interval": "ack_poll_interval", "sms_url": "sms_url",
+                   "sms_retry_min": "sms_retry_min", "sms_retry_max": "sms_retry_max", "tile_url": "tile_url",
+                   "tile_attribution": "tile_attribution", "db": "db"}
 
 
 @dataclass
 class HQConfig:
     data_dir: Path
     keys: HQKeys
-    broker: str = "mqtt://127.0.0.1:1883"
-    mqtt_version: str = "5"
-    worker: str = "hq-1"
-    host: str = "0.0.0.0"
-    port: int = 8090
-    directip_port: int | None = None
-    directip_gateways: tuple[str, ...] = ("127.0.0.1",)
-    directip_reject_log_interval: float = 3600.0
-    session_timeout: float = 1800.0
+    broker: str = _D["hq_broker"]
+    mqtt_version: str = _D["hq_mqtt_version"]
+    worker: str = _D["hq_worker"]
+    host: str = _D["hq_host"]
+    port: int = _D["hq_port"]
+    directip_port: int | None = _D["directip_port"]
+    directip_gateways: tuple[str, ...] = _D["directip_gateways"]
+    directip_reject_log_interval: float = _D["directip_reject_log_interval"]
+    session_timeout: float = _D["hq_session_timeout"]
     mqtt_tls: ssl.SSLContext | None = None
     clock: Clock = field(default_factory=SystemClock)
     # Application status downlink and SMS notices (hq/appstatus.py, hq/sms.py); map tiles (dashboard).
-    status_resend_after: float = 300.0
-    max_clock_skew: float = 86400.0
-    ack_poll_interval: float = 2.0
-    sms_url: str | None = None
-    sms_token: str | None = None
-    sms_retry_min: float = 5.0
-    sms_retry_max: float = 600.0
-    tile_url: str = ""
-    tile_attribution: str = ""
-    db: str | None = None  # postgresql:// URL; None: SQLite at data_dir/hq.db
+    status_resend_after: float = _D["status_resend_after"]
+    max_clock_skew: float = _D["hq_max_clock_skew"]
+    ack_poll_interval: float = _D["ack_poll_interval"]
+    sms_url: str | None = _D["sms_url"]
+    sms_token: str | None = None  # read from --sms-token-file
+    sms_retry_min: float = _D["sms_retry_min"]
+    sms_retry_max: float = _D["sms_retry_max"]
+    tile_url: str = _D["tile_url"]
+    tile_attribution: str = _D["tile_attribution"]
+    db: str | None = _D["db"]  # postgresql:// URL; None: SQLite at data_dir/hq.db
 
     @property
     def db_target(self) -> Path | str:
         return self.db or self.data_dir / "hq.db"
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any], **given: Any) -> HQConfig:
+        """Resolved settings (``settings.HQ.resolve``) plus what is not a setting (keys, TLS context, SMS token, clock)."""
+        return cls(**{**{f: values[s] for f, s in SETTINGS_FIELDS.items()}, **given})

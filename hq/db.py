@@ -1,191 +1,142 @@
 """HQ's database: SQLite by default, PostgreSQL (asyncpg) when ``--db postgresql://...``.
 
-HQ code is written once, against the aiosqlite call shapes it always used:
-``await db.execute(sql, params)``, ``async with db.execute(...) as cur``,
-``await cur.fetchone()/fetchall()``, ``async for row in cur``,
-``await db.executemany(sql, rows)``, ``sync.db.transaction(db)`` and
-``sync.migrate.migrate(db, component, scripts)``.  :class:`PgConnection`
-answers the same calls on one asyncpg connection, translating as it goes:
+HQ's SQL is written once, in a subset both engines run as written, and
+nothing rewrites its meaning on the way (docs/architecture.md, "HQ's SQL"):
 
-* ``?`` placeholders become ``$1, $2 ...`` (never inside a string literal);
-* column types: ``INTEGER`` → ``BIGINT``, ``REAL`` → ``DOUBLE PRECISION``,
-  ``BLOB`` → ``BYTEA``; ``id INTEGER PRIMARY KEY`` (SQLite's rowid alias,
-  filled in on insert) → an identity column; ``WITHOUT ROWID`` is dropped;
-* ``IFNULL(`` → ``COALESCE(``; a number given for a TEXT column or a str
-  for a BLOB column is converted as SQLite would have stored it;
-* ``DO UPDATE SET n = n + 1``: bare uses of an assigned column get the
-  table's name (PostgreSQL calls them ambiguous; SQLite means the stored row);
-* ``INSERT OR IGNORE`` → ``INSERT ... ON CONFLICT DO NOTHING`` (new code
-  should write the portable form itself; ``INSERT OR REPLACE`` is refused);
-* ``BEGIN IMMEDIATE`` (what ``sync.db.transaction`` sends) → ``BEGIN`` plus a
-  transaction-scoped advisory lock.  SQLite's BEGIN IMMEDIATE holds the one
-  database write lock until COMMIT; the advisory lock gives every HQ worker
-  the same guarantee on PostgreSQL, so a read-then-write inside a transaction
-  (and a migration run by two workers starting at once) stays race-free.
-  The hot ingest path asks for a narrower lock, one per (node, stream), with
-  :func:`transaction`'s ``key``, so workers ingest different vans in parallel.
+* parameters are ``?`` (what aiosqlite takes); for asyncpg they are numbered
+  ``$1, $2 ...`` in order.  A standard SQL literal cannot hide a quote (it
+  doubles it), so the text between the quotes' even and odd occurrences is
+  outside every literal: no tokenizer, no regular expression;
+* values are typed as the column is (str for TEXT, int for BIGINT, float for
+  DOUBLE PRECISION, bytes for blobs); PostgreSQL refuses anything else and
+  nothing here converts it; where a parameter's type is not clear from its
+  place, the statement says it with ``CAST(? AS ...)``;
+* schemas use the types both engines read alike (TEXT, BIGINT, DOUBLE
+  PRECISION) and name the three things they spell differently: ``{ID}`` (an id
+  filled in on insert), ``{BLOB}`` and ``{WITHOUT_ROWID}``; :func:`migrate`
+  fills them in and refuses the SQLite-only or PostgreSQL-only words, on both
+  backends, so a SQLite-only test run already catches them;
+* upserts name the stored row as ``table.column`` and write ``ON CONFLICT``
+  (never ``INSERT OR IGNORE/REPLACE``); ``COALESCE``, never ``IFNULL``;
+* writes go through :func:`transaction`: ``BEGIN IMMEDIATE`` on SQLite, and on
+  PostgreSQL ``BEGIN`` plus a transaction-scoped advisory lock, the same "one
+  writer" guarantee for every HQ worker, so a read-then-write inside a
+  transaction and a migration run by two workers starting at once stay
+  race-free.  The hot ingest path asks for a narrower lock, one per
+  (node, stream), with ``key``, so workers ingest different vans in parallel.
 
-Rows come back as tuples (as aiosqlite returns them); a cursor holds its
-result in memory, which suits HQ's bounded queries.  ``lastrowid`` does not
-exist on PostgreSQL: HQ code uses explicit ids.
+Rows come back as tuples (as aiosqlite returns them); a PostgreSQL cursor
+holds its result in memory, which suits HQ's bounded queries.  ``lastrowid``
+does not exist on PostgreSQL: HQ code uses explicit ids or ``RETURNING``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import re
+import logging
+import weakref
 import zlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import asyncpg
 
 from sync import db as sqlite_db
-from sync import migrate as sqlite_migrate
+
+log = logging.getLogger(__name__)
 
 # Advisory lock classes (first int of pg_advisory_xact_lock(int, int)).
 LOCK_GLOBAL = 1  # what BEGIN IMMEDIATE means on SQLite: one writer at a time
 LOCK_STREAM = 2  # one writer per (node, stream): the ingest hot path
 
-_lock_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("hq_db_lock_key", default=None)
+# What the two engines spell differently in a schema: a migration names it, migrate() fills it in.
+SCHEMA_WORDS: dict[str, dict[str, str]] = {
+    "sqlite": {"{ID}": "INTEGER PRIMARY KEY", "{BLOB}": "BLOB", "{WITHOUT_ROWID}": "WITHOUT ROWID"},
+    "postgresql": {"{ID}": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", "{BLOB}": "BYTEA", "{WITHOUT_ROWID}": ""},
+}
+# Words one engine reads differently or not at all (PostgreSQL's INTEGER and REAL are 4 bytes: hlc and timestamps do not fit).
+_NOT_PORTABLE = {
+    "INTEGER": "BIGINT", "INT": "BIGINT", "REAL": "DOUBLE PRECISION", "FLOAT": "DOUBLE PRECISION", "BLOB": "{BLOB}", "BYTEA": "{BLOB}",
+    "ROWID": "{WITHOUT_ROWID} or an explicit key", "AUTOINCREMENT": "{ID}", "SERIAL": "{ID}", "IDENTITY": "{ID}", "IFNULL": "COALESCE",
+    "IGNORE": "ON CONFLICT DO NOTHING", "PRAGMA": "nothing (SQLite's knobs are set in sync.db)",
+}
 
 
 def is_postgres_url(target: object) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
-# -- SQL translation -----------------------------------------------------------
-
-# Split SQL into string literals / quoted names (kept as they are) and the rest.
-_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[^'\"]+")
-_TYPES = [
-    (re.compile(r"\bINTEGER\s+PRIMARY\s+KEY\b"), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
-    (re.compile(r"\bINTEGER\b"), "BIGINT"),
-    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
-    (re.compile(r"\bBLOB\b"), "BYTEA"),
-    (re.compile(r"\)\s*WITHOUT\s+ROWID\b"), ")"),
-]
-_IFNULL = re.compile(r"\bIFNULL\s*\(", re.IGNORECASE)
-_BAD_ARG = re.compile(r"query argument \$(\d+)(?: in element #\d+)?.*?\((expected str|a bytes-like object is required)")
-_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
-_OR_REPLACE = re.compile(r"^\s*(INSERT\s+OR\s+REPLACE|REPLACE)\s+INTO\b", re.IGNORECASE)
-_RETURNS_ROWS = re.compile(r"^\s*(SELECT|WITH|VALUES|SHOW|EXPLAIN)\b|\bRETURNING\b", re.IGNORECASE)
-_DDL = re.compile(r"^\s*(CREATE|ALTER)\b", re.IGNORECASE)
-
-
-_UPSERT = re.compile(r"\bDO\s+UPDATE\s+SET\b", re.IGNORECASE)
-_INSERT_TABLE = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
-_WHERE = re.compile(r"\bWHERE\b", re.IGNORECASE)
-
-
-def _split_top(text: str) -> list[str]:
-    """Split at commas outside parentheses."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return parts
-
-
-def _qualify_upsert(text: str) -> str:
-    """``DO UPDATE SET n = n + 1``: SQLite reads the bare ``n`` as the stored row's, PostgreSQL calls it
-    ambiguous.  Qualify bare uses of the assigned columns with the table's name (what both engines accept)."""
-    m, t = _UPSERT.search(text), _INSERT_TABLE.match(text)
-    if m is None or t is None:
-        return text
-    table, head, tail = t.group(1), text[:m.end()], text[m.end():]
-    w = _WHERE.search(tail)
-    set_part, where_part = (tail[:w.start()], tail[w.start():]) if w else (tail, "")
-    assigns = [a.split("=", 1) for a in _split_top(set_part)]
-    if not all(len(a) == 2 for a in assigns):
-        return text
-    targets = {a[0].strip() for a in assigns}
-
-    def qualify_code(code: str) -> str:
-        for col in targets:
-            code = re.sub(rf"(?<![.\w$]){re.escape(col)}\b(?!\s*\()", f"{table}.{col}", code)
-        return code
-
-    def qualify(expr: str) -> str:  # never inside a string literal
-        return "".join(tok if tok[0] in "'\"" else qualify_code(tok) for tok in _TOKEN.findall(expr))
-
-    set_sql = ",".join(f"{lhs}={qualify(rhs)}" for lhs, rhs in assigns)
-    return head + set_sql + qualify(where_part)
-
-
 class PortabilityError(ValueError):
-    """SQL that has no PostgreSQL equivalent here; rewrite it in the portable form."""
+    """SQL outside the portable subset (see the module docstring); rewrite it as the message says."""
 
 
-def translate(sql: str) -> str:
-    """SQLite-flavoured HQ SQL → PostgreSQL (placeholders, types, INSERT OR IGNORE)."""
-    if _OR_REPLACE.match(sql):
-        raise PortabilityError("INSERT OR REPLACE is SQLite-only: write INSERT ... ON CONFLICT (...) DO UPDATE")
-    or_ignore = bool(_OR_IGNORE.match(sql))
-    if or_ignore:
-        sql = _OR_IGNORE.sub("INSERT INTO", sql, count=1)
-    ddl = bool(_DDL.match(sql))
-    out: list[str] = []
+def _outside_literals(sql: str) -> list[str]:
+    """The pieces of ``sql`` outside its string literals (even pieces of a split at the quote)."""
+    return sql.split("'")[::2]
+
+
+def numbered(sql: str) -> str:
+    """``?`` → ``$1, $2 ...`` outside literals: asyncpg's spelling of the same statement."""
+    parts = sql.split("'")
     n = 0
-    for m in _TOKEN.finditer(sql):
-        part = m.group(0)
-        if part[0] in "'\"":
-            out.append(part)
-            continue
-        if ddl:
-            for rx, repl in _TYPES:
-                part = rx.sub(repl, part)
-        part = _IFNULL.sub("COALESCE(", part)
-        pieces = part.split("?")
-        buf = [pieces[0]]
+    for i in range(0, len(parts), 2):
+        pieces = parts[i].split("?")
+        out = [pieces[0]]
         for p in pieces[1:]:
             n += 1
-            buf.append(f"${n}{p}")
-        out.append("".join(buf))
-    text = "".join(out).rstrip().rstrip(";")
-    if not ddl:
-        text = _qualify_upsert(text)
-    if or_ignore:
-        if re.search(r"\bON\s+CONFLICT\b", text, re.IGNORECASE):
-            raise PortabilityError("INSERT OR IGNORE combined with ON CONFLICT")
-        text += " ON CONFLICT DO NOTHING"
-    return text
+            out.append(f"${n}{p}")
+        parts[i] = "".join(out)
+    return "'".join(parts)
+
+
+def _words(sql: str) -> set[str]:
+    text = " ".join(_outside_literals(sql)).upper()
+    for ch in "(),;.=<>+-*/":
+        text = text.replace(ch, " ")
+    return set(text.split())
+
+
+def schema_sql(script: str, backend_name: str) -> list[str]:
+    """A migration script's statements for one backend; PortabilityError if it is not written portably."""
+    bad = {w: _NOT_PORTABLE[w] for w in _words(script) if w in _NOT_PORTABLE}
+    if bad:
+        raise PortabilityError("not portable: " + ", ".join(f"{w} (write {fix})" for w, fix in sorted(bad.items())))
+    for marker, words in SCHEMA_WORDS[backend_name].items():
+        script = script.replace(marker, words)
+    return [s for s in script.split(";") if s.strip()]
 
 
 # -- the PostgreSQL adapter ----------------------------------------------------
 
+Row = tuple[Any, ...]
+
+
 class PgCursor:
     """What ``db.execute`` gives back: rows already fetched, aiosqlite's reading calls."""
 
-    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+    def __init__(self, rows: list[Row], rowcount: int) -> None:
         self._rows = rows
         self._pos = 0
         self.rowcount = rowcount
 
     @property
     def lastrowid(self) -> int:
-        raise PortabilityError("lastrowid does not exist on PostgreSQL: give rows explicit ids")
+        raise PortabilityError("lastrowid does not exist on PostgreSQL: give rows explicit ids or use RETURNING")
 
-    async def fetchone(self) -> tuple[Any, ...] | None:
+    async def fetchone(self) -> Row | None:
         if self._pos >= len(self._rows):
             return None
         self._pos += 1
         return self._rows[self._pos - 1]
 
-    async def fetchall(self) -> list[tuple[Any, ...]]:
+    async def fetchall(self) -> list[Row]:
         rows, self._pos = self._rows[self._pos:], len(self._rows)
         return rows
 
-    async def fetchmany(self, size: int = 100) -> list[tuple[Any, ...]]:
+    async def fetchmany(self, size: int = 100) -> list[Row]:
         rows = self._rows[self._pos:self._pos + size]
         self._pos += len(rows)
         return rows
@@ -193,7 +144,7 @@ class PgCursor:
     def __aiter__(self) -> PgCursor:
         return self
 
-    async def __anext__(self) -> tuple[Any, ...]:
+    async def __anext__(self) -> Row:
         row = await self.fetchone()
         if row is None:
             raise StopAsyncIteration
@@ -206,36 +157,17 @@ class PgCursor:
 class _Pending:
     """``db.execute(...)``: awaitable (gives the cursor) and an async context manager, like aiosqlite's."""
 
-    def __init__(self, coro: Any) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, PgCursor]) -> None:
         self._coro = coro
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, PgCursor]:
         return self._coro.__await__()
 
     async def __aenter__(self) -> PgCursor:
-        cur: PgCursor = await self._coro
-        return cur
+        return await self._coro
 
     async def __aexit__(self, *exc: object) -> None:
         pass
-
-
-def _coerced(exc: Exception, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | None:
-    """SQLite stores what it is given; asyncpg wants the column's type.  The rows with the
-    offending argument converted as SQLite would have stored it, or None if that is not the problem."""
-    m = _BAD_ARG.search(str(exc))
-    if m is None:
-        return None
-    i = int(m.group(1)) - 1
-    conv: Any = str if m.group(2) == "expected str" else (lambda v: v.encode() if isinstance(v, str) else v)
-    out, changed = [], False
-    for r in rows:
-        if i < len(r) and r[i] is not None:
-            new = conv(r[i])
-            if new is not r[i]:
-                r, changed = (*r[:i], new, *r[i + 1:]), True
-        out.append(r)
-    return out if changed else None
 
 
 def _status_count(status: str) -> int:
@@ -243,84 +175,56 @@ def _status_count(status: str) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
+_ROW_STATEMENTS = ("SELECT", "WITH", "VALUES", "SHOW", "EXPLAIN")
+_TX_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "END", "START")  # SAVEPOINT, RELEASE and ROLLBACK TO are portable: they pass
+
+
 class PgConnection:
-    """One asyncpg connection behind aiosqlite's interface (see the module docstring)."""
+    """One asyncpg connection behind aiosqlite's calls (see the module docstring)."""
 
     backend = "postgresql"
 
-    def __init__(self, conn: Any, dsn: str | None = None) -> None:
+    def __init__(self, conn: asyncpg.Connection, dsn: str | None = None) -> None:
         self._conn = conn
         self._dsn = dsn
         self._in_tx = False
         # asyncpg allows one operation at a time per connection; tasks sharing it queue here.
         self._op = asyncio.Lock()
-        self._sql: dict[str, tuple[str, bool]] = {}  # HQ's statements are few: translated once each
+        self._sql: dict[str, tuple[str, bool]] = {}  # HQ's statements are few: each numbered once
 
-    def _translate(self, sql: str) -> tuple[str, bool]:
-        """(PostgreSQL text, whether it returns rows)."""
+    def _statement(self, sql: str) -> tuple[str, bool]:
+        """(asyncpg's text, whether it returns rows)."""
         out = self._sql.get(sql)
         if out is None:
+            words = " ".join(_outside_literals(sql)).upper().split()
+            head = words[0] if words else ""
+            if head in _TX_CONTROL and words[1:2] != ["TO"]:
+                raise PortabilityError("transactions are hq.db.transaction(db)")
+            if head == "PRAGMA":
+                raise PortabilityError("PRAGMA is SQLite's: PostgreSQL's settings live in its own configuration")
             if len(self._sql) > 1000:
                 self._sql.clear()  # SQL built with values in it would otherwise grow this forever
-            q = translate(sql)
-            out = self._sql[sql] = (q, bool(_RETURNS_ROWS.search(q)))
+            out = self._sql[sql] = (numbered(sql).rstrip().rstrip(";"), head in _ROW_STATEMENTS or "RETURNING" in words)
         return out
 
-    async def _live(self) -> Any:
+    async def _live(self) -> asyncpg.Connection:
         """The connection; a lost one (server restart, failover) is replaced between transactions.
 
         Inside a transaction it is not: that transaction is gone, the caller's
-        ROLLBACK path runs and nothing was acknowledged, so the van resends.
+        rollback path runs and nothing was acknowledged, so the van resends.
         """
         if self._conn.is_closed() and self._dsn is not None and not self._in_tx:
-            import asyncpg
-
             self._conn = await asyncpg.connect(self._dsn)
         return self._conn
 
     async def _run(self, sql: str, params: Sequence[Any]) -> PgCursor:
-        head = sql.lstrip()[:16].upper()
+        text, returns_rows = self._statement(sql)
         async with self._op:
-            if head.startswith(("COMMIT", "ROLLBACK", "END")) and not head.startswith("ROLLBACK TO"):
-                in_tx, self._in_tx = self._in_tx, False
-                if self._conn.is_closed() and head.startswith("ROLLBACK"):
-                    return PgCursor([], -1)  # the server already dropped the transaction with the connection
-                if not in_tx:
-                    await self._live()
-                await self._conn.execute(head.split()[0])
-                return PgCursor([], -1)
-            await self._live()
-            if head.startswith("BEGIN"):
-                # sync.db.transaction: hold the same lock SQLite's BEGIN IMMEDIATE would
-                key = _lock_key.get()
-                cls, sub = (LOCK_GLOBAL, 0) if key is None else (LOCK_STREAM, _key_int(key))
-                self._in_tx = True
-                try:
-                    # one round trip (simple query protocol); both are ints, nothing to quote
-                    await self._conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(cls)}, {int(sub)})")
-                except BaseException:
-                    # the caller's ROLLBACK is not reached when BEGIN itself fails
-                    self._in_tx = False
-                    if not self._conn.is_closed():
-                        await asyncio.shield(self._conn.execute("ROLLBACK"))
-                    raise
-                return PgCursor([], -1)
-            if head.startswith("PRAGMA"):
-                return PgCursor([], -1)  # SQLite's knobs; PostgreSQL's live in its own config
-            q, returns_rows = self._translate(sql)
-            for _ in range(len(params) + 1):
-                try:
-                    if returns_rows:
-                        rows = await self._conn.fetch(q, *params)
-                        return PgCursor([tuple(r) for r in rows], len(rows))
-                    status = await self._conn.execute(q, *params)
-                    return PgCursor([], _status_count(status))
-                except Exception as exc:  # asyncpg.DataError: raised before anything reaches the server
-                    fixed = _coerced(exc, [tuple(params)])
-                    if fixed is None:
-                        raise
-                    params = fixed[0]
-            raise AssertionError("unreachable")
+            conn = await self._live()
+            if returns_rows:
+                rows = await conn.fetch(text, *params)
+                return PgCursor([tuple(r) for r in rows], len(rows))
+            return PgCursor([], _status_count(await conn.execute(text, *params)))
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Pending:
         return _Pending(self._run(sql, tuple(params)))
@@ -328,24 +232,31 @@ class PgConnection:
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
         batch = [tuple(r) for r in rows]
         if batch:
+            text = self._statement(sql)[0]
             async with self._op:
-                await self._live()
-                q = self._translate(sql)[0]
-                for _ in range(len(batch[0]) + 1):
-                    try:
-                        await self._conn.executemany(q, batch)
-                        break
-                    except Exception as exc:
-                        fixed = _coerced(exc, batch)
-                        if fixed is None:
-                            raise
-                        batch = fixed
+                await (await self._live()).executemany(text, batch)
         return PgCursor([], len(batch))
 
-    async def executescript(self, script: str) -> None:
-        for stmt in script.split(";"):
-            if stmt.strip():
-                await self.execute(stmt)
+    async def begin(self, lock_class: int, lock_key: int) -> None:
+        async with self._op:
+            conn = await self._live()
+            self._in_tx = True
+            try:
+                # one round trip (simple query protocol); both are ints, nothing to quote
+                await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(lock_class)}, {int(lock_key)})")
+            except BaseException:
+                # the caller's rollback is not reached when BEGIN itself fails
+                self._in_tx = False
+                if not conn.is_closed():
+                    await asyncio.shield(conn.execute("ROLLBACK"))
+                raise
+
+    async def end(self, commit: bool) -> None:
+        async with self._op:
+            self._in_tx = False
+            if self._conn.is_closed() and not commit:
+                return  # the server already dropped the transaction with the connection
+            await self._conn.execute("COMMIT" if commit else "ROLLBACK")
 
     async def commit(self) -> None:
         """Autocommit, as HQ's SQLite connections are: writes commit in ``transaction``."""
@@ -364,34 +275,57 @@ DB = aiosqlite.Connection | PgConnection
 async def connect(target: Path | str) -> DB:
     """A path opens SQLite (WAL, synchronous=FULL, as always); a postgresql:// URL opens PostgreSQL."""
     if is_postgres_url(target):
-        import asyncpg  # only HQs on PostgreSQL need it installed
-
-        conn = await asyncpg.connect(str(target))
-        return PgConnection(conn, str(target))
+        return PgConnection(await asyncpg.connect(str(target)), str(target))
     return await sqlite_db.open_db(Path(target))
+
+
+# Tasks sharing one PostgreSQL connection take turns at transactions (sync.db does the same for SQLite).
+_writers: weakref.WeakKeyDictionary[PgConnection, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager
 async def transaction(db: DB, key: str | None = None) -> AsyncIterator[DB]:
-    """``sync.db.transaction``; ``key`` narrows PostgreSQL's write lock to one (node, stream).
+    """BEGIN ... COMMIT, or ROLLBACK on any exception; ``key`` narrows PostgreSQL's write lock to one (node, stream).
 
     On SQLite the key changes nothing: the database has one writer anyway.
     """
-    token: contextvars.Token[str | None] | None = _lock_key.set(key)
-    try:
-        async with sqlite_db.transaction(db):  # type: ignore[arg-type]
-            # read by BEGIN (inside the line above); later statements must not see it
-            _lock_key.reset(token)  # type: ignore[arg-type]
-            token = None
+    if not isinstance(db, PgConnection):
+        async with sqlite_db.transaction(db):
             yield db
-    finally:
-        if token is not None:
-            _lock_key.reset(token)
+        return
+    async with _writers.setdefault(db, asyncio.Lock()):
+        await db.begin(*((LOCK_GLOBAL, 0) if key is None else (LOCK_STREAM, _key_int(key))))
+        try:
+            yield db
+        except BaseException:
+            await db.end(commit=False)
+            raise
+        await db.end(commit=True)
 
 
 async def migrate(db: DB, component: str, scripts: Sequence[str]) -> int:
-    """``sync.migrate.migrate`` typed for both backends (it runs unchanged on the adapter)."""
-    return await sqlite_migrate.migrate(db, component, scripts)  # type: ignore[arg-type]
+    """Apply the component's scripts not yet applied, in one transaction; returns its version.
+
+    The transaction holds the one-writer lock (BEGIN IMMEDIATE, or the global
+    advisory lock), so of several workers starting at once one migrates and
+    the others find it done; a script that fails leaves nothing behind.
+    """
+    name = backend(db)
+    async with transaction(db):
+        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY, version BIGINT NOT NULL)")
+        async with db.execute("SELECT version FROM schema_version WHERE component = ?", (component,)) as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        for version, script in enumerate(scripts[current:], start=current + 1):
+            for stmt in schema_sql(script, name):
+                await db.execute(stmt)
+            await db.execute(
+                "INSERT INTO schema_version(component, version) VALUES (?, ?)"
+                " ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                (component, version),
+            )
+            log.info("%s schema migrated to version %d", component, version)
+    return max(current, len(scripts))
 
 
 def backend(db: DB) -> str:

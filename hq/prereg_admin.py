@@ -48,11 +48,11 @@ MIGRATIONS = [
     """
     CREATE TABLE hq_preregs (
         prereg_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, day TEXT NOT NULL, slot TEXT, service_code TEXT NOT NULL, stop TEXT,
-        item TEXT NOT NULL, created REAL NOT NULL, created_by TEXT NOT NULL,
-        sent_at REAL, sends INTEGER NOT NULL DEFAULT 0, acked_at REAL, result TEXT, arrived_at REAL, ticket TEXT
+        item TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, created_by TEXT NOT NULL,
+        sent_at DOUBLE PRECISION, sends BIGINT NOT NULL DEFAULT 0, acked_at DOUBLE PRECISION, result TEXT, arrived_at DOUBLE PRECISION, ticket TEXT
     );
     CREATE INDEX hq_preregs_day ON hq_preregs(day);
-    CREATE TABLE prereg_cursor (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    CREATE TABLE prereg_cursor (node_id TEXT PRIMARY KEY, seq BIGINT NOT NULL);
     """,
 ]
 

@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS = [
     """
 CREATE TABLE sms_outbox (
-    notice_id TEXT PRIMARY KEY, record_id TEXT NOT NULL, created REAL NOT NULL, state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL, sent_at REAL, delivered_at REAL, last_error TEXT
+    notice_id TEXT PRIMARY KEY, record_id TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0, next_at DOUBLE PRECISION NOT NULL, sent_at DOUBLE PRECISION, delivered_at DOUBLE PRECISION, last_error TEXT
 );
 CREATE INDEX sms_outbox_due ON sms_outbox(state, next_at);
 """,

@@ -48,49 +48,49 @@ log = logging.getLogger(__name__)
 MIGRATIONS = [
     """
 CREATE TABLE items (
-    node_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
-    payload BLOB NOT NULL, hlc INTEGER NOT NULL, via TEXT NOT NULL, received REAL NOT NULL,
+    node_id TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL,
+    payload {BLOB} NOT NULL, hlc BIGINT NOT NULL, via TEXT NOT NULL, received DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (node_id, stream, seq)
-) WITHOUT ROWID;
+) {WITHOUT_ROWID};
 CREATE TABLE stream_state (
-    node_id TEXT NOT NULL, stream TEXT NOT NULL, contiguous INTEGER NOT NULL DEFAULT 0,
+    node_id TEXT NOT NULL, stream TEXT NOT NULL, contiguous BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (node_id, stream)
-) WITHOUT ROWID;
+) {WITHOUT_ROWID};
 CREATE TABLE node_state (
-    node_id TEXT PRIMARY KEY, last_seen REAL, lat REAL, lon REAL, pos_time REAL,
-    link TEXT, status TEXT, status_at REAL
+    node_id TEXT PRIMARY KEY, last_seen DOUBLE PRECISION, lat DOUBLE PRECISION, lon DOUBLE PRECISION, pos_time DOUBLE PRECISION,
+    link TEXT, status TEXT, status_at DOUBLE PRECISION
 );
 CREATE TABLE records (
-    node_id TEXT NOT NULL, seq INTEGER NOT NULL, record_id TEXT NOT NULL UNIQUE, number TEXT NOT NULL,
-    service_code TEXT NOT NULL, created REAL NOT NULL, sealed TEXT NOT NULL,
+    node_id TEXT NOT NULL, seq BIGINT NOT NULL, record_id TEXT NOT NULL UNIQUE, number TEXT NOT NULL,
+    service_code TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, sealed TEXT NOT NULL,
     PRIMARY KEY (node_id, seq)
 );
 CREATE TABLE rejections (
-    id INTEGER PRIMARY KEY, at REAL NOT NULL, claimed_node TEXT, channel TEXT, reason TEXT
+    id {ID}, at DOUBLE PRECISION NOT NULL, claimed_node TEXT, channel TEXT, reason TEXT
 );
 """,
     # 2: quarantine of items HQ permanently refuses; per-class byte accounting; command log
     """
 CREATE TABLE quarantine (
-    node_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL,
+    node_id TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (node_id, stream, seq)
-) WITHOUT ROWID;
+) {WITHOUT_ROWID};
 CREATE TABLE class_bytes (
-    node_id TEXT NOT NULL, stream TEXT NOT NULL, bytes INTEGER NOT NULL DEFAULT 0, items INTEGER NOT NULL DEFAULT 0,
+    node_id TEXT NOT NULL, stream TEXT NOT NULL, bytes BIGINT NOT NULL DEFAULT 0, items BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (node_id, stream)
-) WITHOUT ROWID;
-CREATE TABLE down_seq (node_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (node_id, stream)) WITHOUT ROWID;
+) {WITHOUT_ROWID};
+CREATE TABLE down_seq (node_id TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (node_id, stream)) {WITHOUT_ROWID};
 ALTER TABLE node_state ADD COLUMN depth TEXT;
-ALTER TABLE node_state ADD COLUMN trusted_time INTEGER
+ALTER TABLE node_state ADD COLUMN trusted_time BIGINT
 """,
     # 3: applicants (sealed) and citizens' ratings, as the van sends them
     """
 CREATE TABLE applicants (
-    node_id TEXT NOT NULL, seq INTEGER NOT NULL, record_id TEXT NOT NULL UNIQUE, created REAL NOT NULL, sealed TEXT NOT NULL,
+    node_id TEXT NOT NULL, seq BIGINT NOT NULL, record_id TEXT NOT NULL UNIQUE, created DOUBLE PRECISION NOT NULL, sealed TEXT NOT NULL,
     PRIMARY KEY (node_id, seq)
 );
 CREATE TABLE ratings (
-    node_id TEXT NOT NULL, seq INTEGER NOT NULL, application_id TEXT NOT NULL, score INTEGER NOT NULL, at REAL NOT NULL,
+    node_id TEXT NOT NULL, seq BIGINT NOT NULL, application_id TEXT NOT NULL, score BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL,
     comment_sealed TEXT, PRIMARY KEY (node_id, seq)
 );
 ALTER TABLE records ADD COLUMN package_code TEXT
@@ -98,20 +98,24 @@ ALTER TABLE records ADD COLUMN package_code TEXT
     # 4: node instances (re-flashed vans), item digests, conflicting resends
     """
 CREATE TABLE node_instances (
-    node_id TEXT NOT NULL, instance TEXT NOT NULL, ordinal INTEGER NOT NULL, first_seen REAL NOT NULL,
+    node_id TEXT NOT NULL, instance TEXT NOT NULL, ordinal BIGINT NOT NULL, first_seen DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (node_id, instance), UNIQUE (node_id, ordinal)
 );
 INSERT INTO node_instances(node_id, instance, ordinal, first_seen) SELECT node_id, '', 0, 0 FROM node_state;
 CREATE TABLE instance_streams (
-    node_id TEXT NOT NULL, instance TEXT NOT NULL, stream TEXT NOT NULL, contiguous INTEGER NOT NULL,
+    node_id TEXT NOT NULL, instance TEXT NOT NULL, stream TEXT NOT NULL, contiguous BIGINT NOT NULL,
     PRIMARY KEY (node_id, instance, stream)
 );
 INSERT INTO instance_streams(node_id, instance, stream, contiguous) SELECT node_id, '', stream, contiguous FROM stream_state;
-ALTER TABLE items ADD COLUMN digest BLOB;
+ALTER TABLE items ADD COLUMN digest {BLOB};
 CREATE TABLE item_conflicts (
-    node_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, digest BLOB NOT NULL, at REAL NOT NULL,
+    node_id TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, digest {BLOB} NOT NULL, at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (node_id, stream, seq, digest)
 )
+""",
+    # 5: the van's per-day number of the person an application is for (sync/figures.py: citizens served)
+    """
+ALTER TABLE records ADD COLUMN citizen TEXT
 """,
 ]
 
@@ -122,6 +126,11 @@ SEQ_SPAN = MAX_SEQ + 1
 RECORD_TYPES = frozenset({"application", "applicant", "rating"})
 
 POS_STRUCT = struct.Struct(">dii")
+
+
+def _text(value: object) -> str | None:
+    """An optional TEXT column's value typed as the column is (what SQLite's TEXT affinity would store)."""
+    return None if value is None else str(value)
 
 
 class HQStore:
@@ -378,10 +387,10 @@ class HQStore:
                     return f"unknown record schema {str(kind)[:40]!r}"
                 if kind == "application":
                     await self.db.execute(
-                        "INSERT INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        "INSERT INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code, citizen)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["id"]), str(doc["number"]), str(doc["service_code"]), float(doc["created"]),
-                         item.decode(), doc.get("package")),
+                         item.decode(), _text(doc.get("package")), None if doc.get("citizen") is None else str(doc["citizen"])[:40]),
                     )
                     await timefix.record_clock(self.db, node_id, str(doc["id"]), doc)
                 elif kind == "applicant":
@@ -395,7 +404,7 @@ class HQStore:
                         return f"rating score {score} out of 1..5"
                     await self.db.execute(
                         "INSERT INTO ratings(node_id, seq, application_id, score, at, comment_sealed) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        (node_id, seq, str(doc["application_id"]), score, float(doc["at"]), doc.get("comment_sealed")),
+                        (node_id, seq, str(doc["application_id"]), score, float(doc["at"]), _text(doc.get("comment_sealed"))),
                     )
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("record %s/%d quarantined: %s", node_id, seq, type(exc).__name__)

@@ -23,19 +23,19 @@ from .db import DB, migrate
 MIGRATIONS = [
     """
 CREATE TABLE time_fixes (
-    node_id TEXT NOT NULL, boot TEXT NOT NULL, mono_offset REAL NOT NULL, time REAL NOT NULL, clock_offset REAL, received REAL NOT NULL,
+    node_id TEXT NOT NULL, boot TEXT NOT NULL, mono_offset DOUBLE PRECISION NOT NULL, time DOUBLE PRECISION NOT NULL, clock_offset DOUBLE PRECISION, received DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (node_id, boot)
 );
-ALTER TABLE records ADD COLUMN time_trusted INTEGER;
+ALTER TABLE records ADD COLUMN time_trusted BIGINT;
 ALTER TABLE records ADD COLUMN boot TEXT;
-ALTER TABLE records ADD COLUMN mono REAL;
-ALTER TABLE records ADD COLUMN created_node REAL;
-ALTER TABLE node_state ADD COLUMN pos_trusted INTEGER
+ALTER TABLE records ADD COLUMN mono DOUBLE PRECISION;
+ALTER TABLE records ADD COLUMN created_node DOUBLE PRECISION;
+ALTER TABLE node_state ADD COLUMN pos_trusted BIGINT
 """,
     # 2: where an untrusted position was on its boot's monotonic clock (v3 position items)
     """
-ALTER TABLE node_state ADD COLUMN pos_mono REAL;
-ALTER TABLE node_state ADD COLUMN pos_boot INTEGER
+ALTER TABLE node_state ADD COLUMN pos_mono DOUBLE PRECISION;
+ALTER TABLE node_state ADD COLUMN pos_boot BIGINT
 """,
 ]
 

@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from kit import data_path
-from sync.figures import admin_rates
+from sync import figures
 from kit.web import HttpProblem, json_response
 from .db import migrate, transaction
 
@@ -40,10 +40,10 @@ MIGRATIONS = [
     """
     CREATE TABLE trip_plans (
         trip_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, kind TEXT NOT NULL, title TEXT NOT NULL, planned_date TEXT,
-        assigned_to TEXT, stops TEXT NOT NULL, created REAL NOT NULL, created_by TEXT NOT NULL
+        assigned_to TEXT, stops TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, created_by TEXT NOT NULL
     );
     CREATE TABLE visit_plans (
-        visit_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, planned_date TEXT, assigned_to TEXT, categories TEXT NOT NULL, created REAL NOT NULL
+        visit_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, planned_date TEXT, assigned_to TEXT, categories TEXT NOT NULL, created DOUBLE PRECISION NOT NULL
     );
     """,
 ]
@@ -183,98 +183,59 @@ def fold_trips(plans: Iterable[tuple[Any, ...]], events: Iterable[tuple[str, Any
     return trips
 
 
+def facts(plans: Iterable[tuple[Any, ...]], events: list[tuple[str, Any]], records: Iterable[tuple[Any, ...]],
+          ratings: Iterable[tuple[Any, ...]], visit_plans: Iterable[tuple[Any, ...]], start: float, end: float,
+          nodes: Iterable[str] = ()) -> tuple[dict[str, figures.Facts], list[dict[str, Any]]]:
+    """HQ's copy of what the vans sent, as each van's facts (sync/figures.py), and the folded trips."""
+    cats = {vid: [c for c in str(c_).split(",") if c] for vid, c_ in visit_plans}
+    per: dict[str, figures.Facts] = {n: figures.Facts() for n in nodes}
+    folded = list(fold_trips(plans, events).values())
+    for t in folded:
+        if t["departed_at"] is not None:
+            per.setdefault(t["node_id"], figures.Facts()).trips.append(figures.Trip(float(t["departed_at"]), t["km"], len(t["stops"])))
+    for node_id, code, created, package, *rest in records:
+        per.setdefault(node_id, figures.Facts()).applications.append(
+            figures.Application(str(code), float(created), package, rest[0] if rest else None))
+    for node_id, score, *at in ratings:
+        per.setdefault(node_id, figures.Facts()).ratings.append(figures.Rating(int(score), float(at[0]) if at else start))
+    tickets: dict[tuple[str, Any], dict[str, Any]] = {}
+    for node_id, payload in events:
+        doc = _load(payload)
+        if doc is None or not isinstance(doc.get("at"), (int, float)):
+            continue
+        f = per.setdefault(node_id, figures.Facts())
+        if doc.get("type") == "visit" and doc.get("event") == "finished":
+            f.visits.append(float(doc["at"]))
+            if start <= doc["at"] < end:  # the van counts the categories when a visit finishes: the same, from the plan
+                for c in figures.visit_categories(cats.get(str(doc.get("id")))):
+                    f.visit_category_counts[c] = f.visit_category_counts.get(c, 0) + 1
+        elif doc.get("type") == "queue":
+            tk = tickets.setdefault((node_id, doc.get("id")), {})
+            tk[str(doc.get("event"))] = float(doc["at"])
+            if doc.get("event") == "called":
+                tk["by"] = doc.get("by")
+    for (node_id, _tid), tk in tickets.items():
+        finished = tk.get("served", tk.get("no_show"))
+        issued = tk.get("issued", tk.get("called", finished))
+        if issued is not None:
+            per[node_id].tickets.append(figures.Ticket(issued, tk.get("called"), finished, "served" in tk, tk.get("by")))
+    return per, folded
+
+
 def compute(start: float, end: float, nodes: Iterable[str], plans: Iterable[tuple[Any, ...]], events: list[tuple[str, Any]],
             records: Iterable[tuple[Any, ...]], ratings: Iterable[tuple[Any, ...]], visit_plans: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
-    """The department's numbers for [start, end) across the fleet and per van (same keys as the van's report)."""
-    catalog = json.loads(data_path("catalog.json").read_text(encoding="utf-8"))
-    category_of = {s["code"]: s["category"] for s in catalog["services"]}
-    cats = {vid: [c for c in str(c_).split(",") if c] for vid, c_ in visit_plans}
-    per: dict[str, dict[str, Any]] = {}
+    """The department's numbers for [start, end) across the fleet and per van (the figures of sync/figures.py, as the van's report).
 
-    def node(n: str) -> dict[str, Any]:
-        return per.setdefault(n, {"trips": 0, "km": 0.0, "stops": 0, "citizens_served": 0, "applications_by_category": {},
-                                  "home_visits_by_category": {"finished": 0}, "ratings": {"count": 0, "positive": 0},
-                                  "_intakes": set(), "_served": 0, "_wait": 0.0, "_service": 0.0, "_tickets": {}})
-
-    for n in nodes:
-        node(n)
-    folded = fold_trips(plans, events).values()
+    Rows: records (node_id, service_code, created, package[, citizen]), ratings (node_id, score[, at]).
+    """
+    per, folded = facts(plans, events, records, ratings, visit_plans, start, end, nodes)
     trips = [t for t in folded if t["departed_at"] is not None and start <= t["departed_at"] < end]
     d0 = datetime.fromtimestamp(start, timezone.utc).date().isoformat()
     d1 = datetime.fromtimestamp(end - 1, timezone.utc).date().isoformat()
     # Plans for the period not (yet) run are listed for the dispatcher, not counted.
     waiting = [t for t in folded if t["departed_at"] is None and t["planned_date"] and d0 <= t["planned_date"] <= d1]
-    for t in trips:
-        r = node(t["node_id"])
-        r["trips"] += 1
-        r["km"] += float(t["km"] or 0)
-        r["stops"] += len(t["stops"])
-    for node_id, code, created, package in records:
-        if not start <= float(created) < end:
-            continue
-        r = node(node_id)
-        cat = category_of.get(code, "other")
-        r["applications_by_category"][cat] = r["applications_by_category"].get(cat, 0) + 1
-        r["_intakes"].add((created, package))  # a package's applications share one instant: one citizen
-    for node_id, score in ratings:
-        r = node(node_id)
-        r["ratings"]["count"] += 1
-        r["ratings"]["positive"] += int(score) >= 4
-    for node_id, payload in events:
-        doc = _load(payload)
-        if doc is None or not isinstance(doc.get("at"), (int, float)) or not start <= doc["at"] < end:
-            continue
-        r = node(node_id)
-        if doc.get("type") == "visit" and doc.get("event") == "finished":
-            hv = r["home_visits_by_category"]
-            hv["finished"] += 1
-            for c in cats.get(str(doc.get("id")), []):
-                hv[c] = hv.get(c, 0) + 1
-        elif doc.get("type") == "queue":
-            tk = r["_tickets"].setdefault(doc.get("id"), {})
-            tk[doc.get("event")] = doc["at"]
-            if doc.get("event") == "called":
-                tk["by"] = doc.get("by")
-    fleet = node("*")
-    fleet_rows: list[tuple[Any, ...]] = []
-    for n, r in list(per.items()):
-        if n == "*":
-            continue
-        rows = [(f"{tk['by']}", datetime.fromtimestamp(tk["called"], timezone.utc).date().isoformat(), tk["called"], tk["served"])
-                for tk in r["_tickets"].values() if tk.get("by") and "called" in tk and "served" in tk]
-        r["_rates"] = admin_rates(rows)
-        fleet_rows += [(f"{n}/{who}", *rest) for who, *rest in rows]  # the same username on two vans is two people's shifts
-        for tk in r["_tickets"].values():
-            if "served" in tk:
-                r["_served"] += 1
-                r["_wait"] += tk.get("called", tk["served"]) - tk.get("issued", tk.get("called", tk["served"]))
-                r["_service"] += tk["served"] - tk.get("called", tk["served"])
-        r["citizens_served"] = max(len(r["_intakes"]), r["_served"])
-        for key in ("trips", "stops", "citizens_served", "_served"):
-            fleet[key] += r[key]
-        fleet["km"] += r["km"]
-        fleet["_wait"] += r["_wait"]
-        fleet["_service"] += r["_service"]
-        for key in ("applications_by_category", "home_visits_by_category"):
-            for k, v in r[key].items():
-                fleet[key][k] = fleet[key].get(k, 0) + v
-        for k in ("count", "positive"):
-            fleet["ratings"][k] += r["ratings"][k]
-
-    def public(r: dict[str, Any]) -> dict[str, Any]:
-        n, pos = r["ratings"]["count"], r["ratings"]["positive"]
-        return {"trips": r["trips"], "km": round(r["km"], 2), "stops": r["stops"], "citizens_served": r["citizens_served"],
-                "applications_by_category": dict(sorted(r["applications_by_category"].items())),
-                "home_visits_by_category": dict(sorted(r["home_visits_by_category"].items())),
-                "ratings": {"count": n, "positive_share": round(pos / n, 3) if n else None},
-                "workload": {"served_from_queue": r["_served"],
-                             "avg_wait_min": round(r["_wait"] / r["_served"] / 60, 1) if r["_served"] else None,
-                             "avg_service_min": round(r["_service"] / r["_served"] / 60, 1) if r["_served"] else None,
-                             **r.get("_rates", {})}}
-
-    fleet["_rates"] = admin_rates(fleet_rows)
-    out = public(fleet)
-    out["per_van"] = {n: public(r) for n, r in sorted(per.items()) if n != "*"}
+    out = figures.fleet(per, start, end)
+    out["per_van"] = {n: figures.department(f, start, end) for n, f in sorted(per.items())}
     out["trip_list"] = [trip_row(t) for t in sorted(trips, key=lambda t: (t["departed_at"], t["node_id"]))]
     out["trip_list"] += [trip_row(t) for t in sorted(waiting, key=lambda t: (t["planned_date"], t["node_id"]))]
     return out
@@ -297,8 +258,8 @@ QUERIES = {
     "nodes": ("SELECT node_id FROM node_state ORDER BY node_id", False),
     "plans": ("SELECT trip_id, node_id, kind, title, planned_date, assigned_to, stops FROM trip_plans ORDER BY created", False),
     "events": ("SELECT node_id, payload FROM items WHERE stream = 'evt' ORDER BY node_id, seq", False),
-    "records": ("SELECT node_id, service_code, created, package_code FROM records WHERE created >= ? AND created < ?", True),
-    "ratings": ("SELECT node_id, score FROM ratings WHERE at >= ? AND at < ?", True),
+    "records": ("SELECT node_id, service_code, created, package_code, citizen FROM records WHERE created >= ? AND created < ?", True),
+    "ratings": ("SELECT node_id, score, at FROM ratings WHERE at >= ? AND at < ?", True),
     "visit_plans": ("SELECT visit_id, categories FROM visit_plans", False),
 }
 

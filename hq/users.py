@@ -25,10 +25,10 @@ USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
 MIGRATIONS = [
     """
     CREATE TABLE hq_users (
-        username TEXT PRIMARY KEY, role TEXT NOT NULL, salt BLOB NOT NULL, n INTEGER NOT NULL, hash BLOB NOT NULL, created REAL NOT NULL
+        username TEXT PRIMARY KEY, role TEXT NOT NULL, salt {BLOB} NOT NULL, n BIGINT NOT NULL, hash {BLOB} NOT NULL, created DOUBLE PRECISION NOT NULL
     );
     CREATE TABLE vault_audit (
-        id INTEGER PRIMARY KEY, at REAL NOT NULL, username TEXT NOT NULL, record_id TEXT NOT NULL, reason TEXT NOT NULL
+        id {ID}, at DOUBLE PRECISION NOT NULL, username TEXT NOT NULL, record_id TEXT NOT NULL, reason TEXT NOT NULL
     );
     """,
 ]

@@ -14,8 +14,11 @@ move time instead of sleeping.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from . import settings
 from .clock import Clock
 
 MAX_KEYS = 10_000  # bounds memory if someone sprays random usernames
@@ -29,13 +32,23 @@ class _Entry:
     lockouts: int = 0
 
 
+_D = settings.NODE.defaults()
+
+
 @dataclass(frozen=True)
 class ThrottleSettings:
-    max_per_user: int = 5
-    max_per_address: int = 20
-    lockout: float = 300.0
-    max_lockout: float = 3600.0
-    window: float = 900.0
+    # Defaults live in the settings registry (kit/settings.py) only.
+    max_per_user: int = _D["login_max_failures"]
+    max_per_address: int = _D["login_max_failures_per_address"]
+    lockout: float = _D["login_lockout"]
+    max_lockout: float = _D["login_max_lockout"]
+    window: float = _D["login_window"]
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> ThrottleSettings:
+        """From resolved settings (``settings.NODE.resolve``)."""
+        return cls(values["login_max_failures"], values["login_max_failures_per_address"], values["login_lockout"],
+                   values["login_max_lockout"], values["login_window"])
 
 
 class LoginThrottle:

@@ -141,6 +141,10 @@ class SettingGroup:
             out[s.name] = s.default if raw is None else s.convert(raw)
         return out
 
+    def defaults(self) -> dict[str, Any]:
+        """Every setting at its default: what a config built with no flags and no file holds."""
+        return self.resolve(None)
+
     def setting(self, name: str) -> Setting:
         """One declaration by name (code that takes a default from the registry)."""
         for s in self.settings:
@@ -193,12 +197,17 @@ NODE = SettingGroup(
         Setting("limit_records_mb", positive_float, 512.0, "records waiting for HQ: past this, intake is refused (never dropped)", "MB"),
         Setting("limit_audit_mb", positive_float, 128.0, "audit entries waiting for HQ: past this, intake is refused", "MB"),
         Setting("limit_positions_mb", positive_float, 32.0, "raw GPS waiting for HQ: past this, the oldest unsent points are thinned", "MB"),
+        Setting("limit_events_mb", positive_float, 64.0, "events (trips, queue, visits) waiting for HQ: past this, they are refused", "MB"),
+        Setting("limit_files_mb", positive_float, 2048.0, "document files waiting for HQ: past this, new files are refused", "MB"),
         Setting("min_free_disk_mb", positive_float, 64.0, "disk space always kept free: intake is refused before it is used", "MB"),
         Setting("retention_days", positive_float, 7.0, "days the van keeps personal data HQ has acknowledged, then shreds it", "DAYS"),
         Setting("track_retention_days", positive_float, 7.0, "days the van keeps its own GPS track (it leads to people's doors)", "DAYS"),
         Setting("login_max_failures", positive_int, 5, "failed logins for one username before it is locked out for a while", "N"),
         Setting("login_max_failures_per_address", positive_int, 20, "failed logins from one client address before it is locked out", "N"),
-        Setting("login_lockout", positive_float, 300.0, "first lockout after too many failed logins; doubles each time, up to an hour", "SECONDS"),
+        Setting("login_lockout", positive_float, 300.0, "first lockout after too many failed logins; doubles each time, up to --login-max-lockout", "SECONDS"),
+        Setting("login_max_lockout", positive_float, 3600.0, "longest lockout after repeated failed logins", "SECONDS"),
+        Setting("login_window", positive_float, 900.0, "failed logins older than this are forgotten", "SECONDS"),
+        Setting("shred_interval", positive_float, 3600.0, "seconds between runs of the shredder of expired personal data", "SECONDS"),
         Setting("ignition_gpio", Path, None, "file whose content is the ignition line (e.g. /sys/class/gpio/gpio17/value); "
                 "none: no ignition input (SIGPWR still means ignition off)", "FILE"),
         Setting("ignition_off_value", str, "0", "content of --ignition-gpio that means the ignition is off", "VALUE"),
@@ -228,6 +237,8 @@ HQ = SettingGroup(
         Setting("hq_worker", str, "hq-1", "this ingest worker's name (MQTT client id)", "NAME"),
         Setting("hq_tls_dir", Path, None, "directory with this worker's worker.crt/.key and ca.crt, for an mqtts:// broker", "DIR"),
         Setting("directip_port", port, None, "TCP port of the Iridium DirectIP MO receiver (none: no satellite ingest)", "PORT"),
+        Setting("hq_session_timeout", positive_float, 1800.0, "idle seconds before an HQ user is logged out", "SECONDS"),
+        Setting("ack_poll_interval", positive_float, 2.0, "seconds between HQ's checks for vans' acknowledgements of what it sent down", "SECONDS"),
         Setting("hq_max_clock_skew", positive_float, 86400.0, "seconds a van's envelope may be stamped ahead of HQ's clock; "
                 "further ahead, its items are quarantined and alerted, its clock never taken", "SECONDS"),
         Setting("directip_gateways", address_list, "127.0.0.1", "addresses the DirectIP receiver accepts connections from, "

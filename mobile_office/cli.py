@@ -16,7 +16,7 @@ from .runtime import setup_logging
 log = logging.getLogger("mobile_office")
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run broker, HQ and one simulated van on this machine",
                        description="Runs the whole system on one machine: an MQTT broker (its own Mosquitto, MQTT 5, unless --broker; "
                        "the embedded amqtt broker only where Mosquitto is not installed), "
@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_node(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_node(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="run a van node from its enrolment bundle",
                        description="Runs the van node: local web UI, encrypted store, GPS, sync with HQ.")
     p.add_argument("--bundle", type=Path, required=True, help="enrolment bundle directory made by 'provision add-node'")
@@ -104,7 +104,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_hq(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_hq(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("hq", help="run HQ: ingest from the fleet and the dashboard")
     settings.HQ.add_arguments(p)
     p.set_defaults(func=cmd_hq)
@@ -131,7 +131,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_hq_user(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_hq_user(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("hq-user", help="add or update a user of the HQ dashboard")
     p.add_argument("name", help="username, e.g. olena.k")
     p.add_argument("--role", required=True, choices=("viewer", "dispatcher", "records_officer", "admin"),
@@ -177,7 +177,7 @@ def _passphrase(args: argparse.Namespace) -> bytes | None:
     return read_passphrase(args.passphrase_file)
 
 
-def _add_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_provision(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("provision", help="HQ keys and node enrolment bundles")
     psub = p.add_subparsers(dest="provision_cmd", required=True, metavar="COMMAND")
     q = psub.add_parser("init-hq", help="create HQ's keys in a directory")
@@ -334,7 +334,7 @@ def cmd_list_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sim", help="run a hardware simulator alone")
     psub = p.add_subparsers(dest="sim_cmd", required=True, metavar="DEVICE")
     q = psub.add_parser("gps", help="a GPS receiver driving a trip, served as a gpsd-protocol server")
@@ -437,7 +437,7 @@ def cmd_sim_sms(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="the department's numbers for a period (trips, km, stops, citizens, services, ratings)")
     p.add_argument("--data-dir", type=Path, required=True,
                    help="a van node's data directory (the one holding node.db), HQ's (holding hq.db), or the demo's (holding node/ and hq/)")
@@ -490,7 +490,7 @@ def report_source(data_dir: Path, side: str | None) -> tuple[str, Path]:
     return side, found[side]
 
 
-def _add_config_docs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_config_docs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("config-docs", help="print the settings reference (Markdown)")
     p.set_defaults(func=lambda a: print(settings.docs_markdown()) or 0)
 

@@ -21,11 +21,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiohttp import web
+
 from firmware_sim.gateway import SatelliteGateway
 from firmware_sim.gps_pty import NmeaPty, gpsd_binary, real_gpsd
 from firmware_sim.gpsd_server import GpsdProtocolServer
 from firmware_sim.modem import ModemSim, ModemSimConfig, SkySignal
-from firmware_sim.route import Route
+from firmware_sim.route import Route, SimPosition
 from provisioning.keys import AdminAccount, add_node, init_hq, load_hq
 
 from .nodecli import hq_config, node_config
@@ -150,7 +152,7 @@ def _provision(opts: DemoOptions) -> tuple[Path, str]:
     return bundle_dir, password
 
 
-async def _plan_demo_trip(hq_app: object, node_app: object, opts: DemoOptions) -> None:
+async def _plan_demo_trip(hq_app: web.Application, node_app: web.Application, opts: DemoOptions) -> None:
     """HQ plans today's trip for the van through the dispatcher's own path (signed plan on the assign downlink)."""
     import json
     from datetime import date
@@ -161,7 +163,7 @@ async def _plan_demo_trip(hq_app: object, node_app: object, opts: DemoOptions) -
     from kit import data_path
 
     today = date.today().isoformat()
-    async with hq_app[HQ_STORE].db.execute(  # type: ignore[index]
+    async with hq_app[HQ_STORE].db.execute(
         "SELECT 1 FROM trip_plans WHERE node_id = ? AND planned_date = ?", (NODE_ID, today)
     ) as cur:
         if await cur.fetchone():
@@ -173,12 +175,12 @@ async def _plan_demo_trip(hq_app: object, node_app: object, opts: DemoOptions) -
     from edge.appkeys import UPLINK
 
     for _ in range(100):  # the van's first MQTT session must exist, or the broker has nobody to keep the plan for
-        if not node_app[UPLINK].status.mqtt_up:  # type: ignore[index]
+        if not node_app[UPLINK].status.mqtt_up:
             await asyncio.sleep(0.1)
             continue
         await asyncio.sleep(0.5)  # its SUBACK
         try:
-            await hq_trips.plan_trip(hq_app, NODE_ID, trip["name"], today, "van", None,  # type: ignore[arg-type]
+            await hq_trips.plan_trip(hq_app, NODE_ID, trip["name"], today, "van", None,
                                      hq_trips.parse_stops(rows), "hq-admin")
             return
         except NotConnected:
@@ -197,7 +199,7 @@ async def run_demo(opts: DemoOptions) -> None:
     # The van waits in the yard while the demo plans its trip at HQ, so the plan is there before it leaves.
     started = time.monotonic() + YARD_S
 
-    def position():  # type: ignore[no-untyped-def]
+    def position() -> SimPosition:
         return route.at(max(0.0, time.monotonic() - started) * opts.speedup)
 
     async with contextlib.AsyncExitStack() as stack:

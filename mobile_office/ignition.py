@@ -26,27 +26,36 @@ import contextlib
 import logging
 import shlex
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from kit.tasks import Loops, background
 from edge.appkeys import CONFIG, STORE, UPLINK
 
+from kit import settings
 from kit.settings import ConfigError
 
 log = logging.getLogger(__name__)
+_D = settings.NODE.defaults()
 
 
 @dataclass(frozen=True)
 class PowerSettings:
-    ignition_gpio: Path | None = None
-    ignition_off_value: str = "0"
-    ignition_poll: float = 0.5
-    shutdown_sync_seconds: float = 20.0
-    poweroff_command: str | None = None
+    # Defaults: the settings registry (kit/settings.py).
+    ignition_gpio: Path | None = _D["ignition_gpio"]
+    ignition_off_value: str = _D["ignition_off_value"]
+    ignition_poll: float = _D["ignition_poll"]
+    shutdown_sync_seconds: float = _D["shutdown_sync_seconds"]
+    poweroff_command: str | None = _D["poweroff_command"]
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> PowerSettings:
+        return cls(values["ignition_gpio"], values["ignition_off_value"], values["ignition_poll"], values["shutdown_sync_seconds"],
+                   values["poweroff_command"])
 
     def check(self) -> None:
         """Fail fast, in one line, on an ignition input that cannot be read."""

@@ -11,6 +11,7 @@ only the new key: the old one is refused.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -145,7 +146,7 @@ class NodeKeyCache:
             node_id = str(doc["node_id"])
             nxt = Ed25519PublicKey.from_public_bytes(b64d(doc["next_sign_public"])) if doc.get("next_sign_public") else None
             keys[node_id] = KeyRing(Ed25519PublicKey.from_public_bytes(b64d(doc["sign_public"])), nxt,
-                                    lambda n=node_id: finish_rotation(self.nodes.parent, n))  # type: ignore[misc]
+                                    functools.partial(finish_rotation, self.nodes.parent, node_id))
         self._keys, self._stamp = keys, stamp
 
     def __call__(self, node_id: str) -> KeyRing | None:

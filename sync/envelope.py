@@ -36,9 +36,10 @@ import struct
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import poscodec
 from .clock import HLC_MAX
@@ -184,7 +185,13 @@ def peek_node_id(data: bytes) -> str:
 MAX_BODY = 16 * 1024 * 1024
 
 
-def decode(data: bytes, key_for: Callable[[str], Ed25519PublicKey | None]) -> Envelope:
+class Verifier(Protocol):
+    """What checks a van's signature: its Ed25519 public key, or HQ's key ring during a rotation."""
+
+    def verify(self, signature: bytes, data: bytes) -> None: ...
+
+
+def decode(data: bytes, key_for: Callable[[str], Verifier | None]) -> Envelope:
     """Verify and parse; raises EnvelopeError on anything but a valid message."""
     node_id = peek_node_id(data)
     if data[2] not in (VERSION, VERSION_INSTANCE):

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import sbdbeat
 from .clock import DEFAULT_MAX_SKEW, HLC, Clock
-from .envelope import Envelope, UP_STREAMS, ack_items, decode, encode, quarantine_item, resend_item, topic_down
+from .envelope import Envelope, UP_STREAMS, Verifier, ack_items, decode, encode, quarantine_item, resend_item, topic_down
 from .errors import EnvelopeError
 from .linkmgr import pack_heartbeat
 from .mqtt import MqttLink, MqttSettings, run_forever
@@ -69,7 +69,7 @@ class Ingest:
     def __init__(
         self,
         sink: IngestSink,
-        key_for: Callable[[str], Ed25519PublicKey | None],
+        key_for: Callable[[str], Verifier | None],
         hq_key: Ed25519PrivateKey,
         clock: Clock,
         heartbeat_keys: Callable[[bytes], Iterable[tuple[str, bytes]]] | None = None,

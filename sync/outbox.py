@@ -11,9 +11,13 @@ from __future__ import annotations
 import os
 import weakref
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiosqlite
+
+from kit import settings
 
 from .db import run_sync, transaction
 from .errors import OutboxFull
@@ -61,6 +65,8 @@ INSERT INTO node_instance(one, id) SELECT 1, CASE WHEN EXISTS (SELECT 1 FROM out
 """,
 ]
 
+_MB = 1024 * 1024
+
 # Drain order: what HQ needs to track the fleet first, bulky things last.
 PRIORITY = ("status", "pos", "rec", "audit", "evt", "blob")
 # Streams whose every item gets a ledger row an administrator can read; raw GPS
@@ -72,21 +78,24 @@ NEVER_DROP = frozenset({"rec", "audit", "evt", "blob"})
 
 @dataclass
 class Limits:
-    """Byte limits per data class, and the disk space always kept free."""
+    """Byte limits per data class, and the disk space always kept free (defaults: the settings registry, kit/settings.py)."""
 
-    per_stream: dict[str, int] = field(
-        default_factory=lambda: {
-            "rec": 512 * 1024 * 1024,
-            "audit": 128 * 1024 * 1024,
-            "evt": 64 * 1024 * 1024,
-            "blob": 2 * 1024 * 1024 * 1024,
-            "pos": 32 * 1024 * 1024,
-        }
-    )
-    min_free_disk: int = 64 * 1024 * 1024
+    per_stream: dict[str, int] = field(default_factory=lambda: _per_stream(settings.NODE.defaults()))
+    min_free_disk: int = int(settings.NODE.defaults()["min_free_disk_mb"] * _MB)
 
     def limit(self, stream: str) -> int | None:
         return self.per_stream.get(stream)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> Limits:
+        """From resolved settings (``settings.NODE.resolve``)."""
+        return cls(_per_stream(values), int(values["min_free_disk_mb"] * _MB))
+
+
+def _per_stream(values: Mapping[str, Any]) -> dict[str, int]:
+    return {"rec": int(values["limit_records_mb"] * _MB), "audit": int(values["limit_audit_mb"] * _MB),
+            "evt": int(values["limit_events_mb"] * _MB), "blob": int(values["limit_files_mb"] * _MB),
+            "pos": int(values["limit_positions_mb"] * _MB)}
 
 
 DEFAULT_LIMITS = Limits()

@@ -29,7 +29,7 @@ from typing import Any
 import aiosqlite
 
 from kit import data_path
-from sync import crypto, outbox
+from sync import crypto, figures, outbox
 from sync.db import transaction
 from sync.migrate import migrate
 
@@ -444,7 +444,7 @@ class Trips:
         if row is not None and row[0]:  # empty once shredded (HQ's shred command): nothing left to count
             details = json.loads(crypto.unwrap_with_private(bytes(row[0]), self.store.seal_key, assignment_context(self.store.node_id, visit_id)))
             # A per-day count with no visit id: the report's breakdown without a category on anyone's record.
-            for cat in sorted(set(details.get("categories") or [])) or ["none"]:
+            for cat in figures.visit_categories(details.get("categories")):
                 await self.db.execute(
                     "INSERT INTO visit_category_counts(day, category, n) VALUES (?, ?, 1) ON CONFLICT(day, category) DO UPDATE SET n = n + 1",
                     (_day(at), str(cat)),

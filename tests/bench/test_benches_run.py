@@ -31,9 +31,15 @@ TINY: list[tuple[str, list[str], str]] = [
 ]
 
 
+# Benches with a test of their own, which runs them small and checks more than that they print.
+OWN_TEST = {"acceptance.py": REPO / "tests" / "sync" / "test_acceptance.py"}
+
+
 def test_every_bench_script_is_listed() -> None:
     """A new bench must be added here too, or the test command would not run it."""
-    assert sorted(p.name for p in BENCH.glob("*.py")) == sorted(name for name, _, _ in TINY)
+    assert sorted(p.name for p in BENCH.glob("*.py")) == sorted([name for name, _, _ in TINY] + list(OWN_TEST))
+    for script, test in OWN_TEST.items():
+        assert script in test.read_text(encoding="utf-8"), f"{test} does not run {script}"
 
 
 @pytest.mark.parametrize(("script", "args", "figure"), TINY, ids=[t[0] for t in TINY])

@@ -32,7 +32,8 @@ def test_sealed_home_visit(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle, 
     wait_until(lambda: api.get("/api/v1/status")["link"]["mqtt"] == "up", 30, what="node on the broker")
 
     details = {"name": "Гнатюк Ганна Петрівна", "address": "вул. Тестова, 7, кв. 2", "purpose": "оформлення субсидії", "categories": ["age80"]}
-    item = sealed_assignment(hq_keys.node_seal_keys()["van-01"], "van-01", details, "2026-11-23", "olena")
+    # Assigned to the administrator who logs in below: nobody else (but a supervisor) sees it (issue 16).
+    item = sealed_assignment(hq_keys.node_seal_keys()["van-01"], "van-01", details, "2026-11-23", "admin")
     # Delivered while the van's store is still locked: it is kept sealed as received.
     publish(mosquitto, "mo/v1/van-01/down/assign", build(hq_keys.sign, "van-01", "assign", 1, [item], 1))
     db_file = tmp_path / "node" / "node.db"

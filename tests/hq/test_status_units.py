@@ -18,7 +18,7 @@ from hq.store import HQStore
 from provisioning.keys import HQKeys
 from sync import crypto, reconcile
 from sync.clock import ManualClock
-from sync.db import transaction
+from hq.db import transaction
 
 PHONE = "+380671234567"
 

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from edge.app import create_app
 from edge.config import NodeConfig
+from mobile_office import nodecli
 from provisioning.keys import AdminAccount, HQKeys, NodeBundle, add_node
 from sync.clock import ManualClock
 from tests.conftest import ADMIN_PASSWORD, free_port
@@ -36,12 +37,12 @@ def bundle(hq_keys: HQKeys, tmp_path: Path) -> NodeBundle:
 
 
 def config(bundle: NodeBundle, data_dir: Path, clock: ManualClock) -> NodeConfig:
-    return NodeConfig(
-        node_id=bundle.node_id, data_dir=data_dir, sign_key=bundle.sign, hq_seal_public=bundle.hq_seal_public,
-        hq_sign_public=bundle.hq_sign_public, node_seal_wrapped=bundle.node_seal_wrapped,
-        keyslots=[s.config() for s in bundle.keyslots],
-        broker=f"mqtt://127.0.0.1:{free_port()}", gpsd=None, clock=clock,
-    )
+    """Built the way production builds it (mobile_office/nodecli.py); no broker reachable, no GPS, the test's clock."""
+    cfg = nodecli.node_config(bundle.directory, None, {"data_dir": str(data_dir), "broker": f"mqtt://127.0.0.1:{free_port()}", "https": "off",
+                                                              "trust_kernel_clock": "assume"})
+    cfg.gpsd = None
+    cfg.clock = clock
+    return cfg
 
 
 @dataclass

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import re
 import sqlite3
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +35,7 @@ from hq.planning import sealed_assignment
 from provisioning.keys import AdminAccount, HQKeys, NodeBundle, add_node, load_bundle
 from sync import crypto
 from sync.clock import ManualClock
+from tests.conftest import REPO, Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
 from tests.security.conftest import config, csrf_of, form_login
 
 Client = TestClient[web.Request, web.Application]
@@ -301,3 +308,39 @@ async def test_home_visits_are_listed_by_assignment(van: tuple[Client, ManualClo
     r = await c.post(f"/visits/{mine['id']}/start", data={"csrf": str(token)}, allow_redirects=False)
     assert r.status == 404  # not hers to start either
     assert c.app[SESSIONS].active >= 1
+
+
+@pytest.mark.functional
+def test_printed_one_time_password_and_the_card_after_first_start(tmp_path: Path, procs: list[Proc]) -> None:
+    """The operator's path: `provision add-node` prints a one-time password; the van started from the card asks to change it,
+    and the card's keyslots.json keeps HQ's recovery slot only."""
+    hq, bundle = tmp_path / "hq", tmp_path / "bundle"
+    for args in (("provision", "init-hq", "--hq-dir", str(hq)),
+                 ("provision", "add-node", "van-09", "--hq-dir", str(hq), "--out", str(bundle), "--admin", "olha:supervisor")):
+        r = subprocess.run([sys.executable, "-m", "mobile_office.cli", *args], cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    password = re.search(r"olha \(supervisor\): one-time password (\S+)", r.stdout).group(1)  # type: ignore[union-attr]
+    assert [s["kind"] for s in json.loads((bundle / "keyslots.json").read_text())] == ["admin", "hq"]
+    port = free_port()
+    procs.append(spawn(mobile_office_cmd("node", "--bundle", str(bundle), "--data-dir", str(tmp_path / "data"), "--http-host", "127.0.0.1",
+                                         "--http-port", str(port), "--https", "off", "--broker", f"mqtt://127.0.0.1:{free_port()}"),
+                       tmp_path / "node.log"))
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, what="the node")
+    wait_until(lambda: [s["kind"] for s in json.loads((bundle / "keyslots.json").read_text())] == ["hq"], 30, what="the card's slots gone")
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+
+    def post(path: str, body: dict[str, str]) -> tuple[int, dict[str, object]]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with opener.open(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    status, body = post("/api/v1/login", {"username": "olha", "password": password})
+    assert status == 200 and body["password_change_required"] is True
+    status, body = post("/api/v1/applicants/search", {"rnokpp": "1759013776"})
+    assert status == 403 and body["error"]["code"] == "password_change_required"  # type: ignore[index]
+    assert post("/api/v1/password", {"old_password": password, "new_password": "Ольга-обрала-свій-1"})[0] == 200
+    assert post("/api/v1/applicants/search", {"rnokpp": "1759013776"})[0] == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
 import uuid
@@ -11,8 +12,9 @@ import pytest
 from edge.attachments import MAX_PER_APPLICATION, AttachmentError, Attachments, check_upload
 from edge.errors import CryptoError
 from edge.store import SavedApplication, Store
-from sync import outbox
-from sync.blob import parse_blob_item
+from provisioning.keys import HQKeys
+from sync import crypto, outbox
+from sync.blob import aad_id, open_chunks, parse_blob_item
 from sync.clock import ManualClock
 
 
@@ -102,3 +104,27 @@ async def test_full_blob_class_refuses_the_file_and_keeps_the_rest(store: Store)
     async with store.db.execute("SELECT COUNT(*) FROM outbox WHERE stream = 'blob'") as cur:
         row = await cur.fetchone()
     assert row is not None and row[0] == 2  # the first file's two chunks only
+
+
+async def test_an_attachment_moved_to_another_application_does_not_open(store: Store, hq_keys: HQKeys) -> None:
+    """Issue 16: the application id is in the associated data (version 2), at the van and for HQ's key."""
+    att = Attachments(store)
+    await att.create_schema(store.db)
+    mine = await store.create_application("Шевченко", "Тарас", "1759013776", "RES-01", "admin")
+    other = await store.create_application("Коваленко", "Олена", "3184710691", "RES-01", "admin")
+    [aid] = await att.add(mine.id, [check_upload("a.jpg", photo(2000))], "admin")
+    assert (await att.read(aid, "admin"))[2]  # opens where it belongs
+    await store.db.execute("UPDATE attachments SET application_id = ? WHERE id = ?", (other.id, aid))
+    with pytest.raises(CryptoError):
+        await att.read(aid, "admin")
+    # What HQ receives carries the same binding: its header's application id must be the real one.
+    async with store.db.execute("SELECT payload FROM outbox WHERE stream = 'blob' ORDER BY seq") as cur:
+        items = [parse_blob_item(bytes(r[0])) async for r in cur]
+    head = items[0][0]
+    assert head["version"] == 2 and head["application_id"] == mine.id
+    dk = crypto.unwrap_with_private(base64.b64decode(str(head["wrap_hq"])), hq_keys.seal,
+                                    crypto.record_aad("attachments", aad_id(aid, 2, mine.id), 2))
+    chunks, meta = [c for _, c in items], base64.b64decode(str(head["meta"]))
+    assert open_chunks(aid, 2, dk, chunks, meta, mine.id)[0] == "a.jpg"
+    with pytest.raises(CryptoError):
+        open_chunks(aid, 2, dk, chunks, meta, other.id)

@@ -27,7 +27,7 @@ from hq import attachments as hq_att
 from hq import users
 from hq.app import STORE as HQ_STORE
 from hq.app import create_app as create_hq
-from hq.config import HQConfig
+from mobile_office.nodecli import hq_config
 from provisioning.keys import HQKeys, NodeBundle
 from sync import crypto
 from sync.blob import open_chunks
@@ -72,7 +72,8 @@ def intake_form(csrf: str, files: list[tuple[str, bytes, str]], notes: str = "")
 
 @pytest.fixture
 async def both(hq_keys: HQKeys, bundle: NodeBundle, mosquitto: Broker, tmp_path: Path) -> AsyncIterator[tuple[TestClient, TestClient]]:
-    hq_app = create_hq(HQConfig(data_dir=tmp_path / "hq", keys=hq_keys, broker=mosquitto.url))
+    assert hq_keys.directory == tmp_path / "hq"
+    hq_app = create_hq(hq_config(None, {"hq_data_dir": str(hq_keys.directory), "hq_broker": mosquitto.url}))
     cfg = node_config(bundle, tmp_path / "node")
     cfg.broker = mosquitto.url
     async with TestClient(TestServer(hq_app)) as hq, TestClient(TestServer(create_node(cfg))) as node:

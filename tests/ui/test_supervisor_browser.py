@@ -60,3 +60,48 @@ def test_supervisor_report_and_accounts(browser: Any, hq_keys: HQKeys, tmp_path:
     assert page.locator("#admin-petro").count() == 1
     screenshot(page, "van-admins", docs=True)
     ctx.close()
+
+
+def test_reset_password_and_first_login_change(browser: Any, hq_keys: HQKeys, tmp_path: Path, procs: list[Proc]) -> None:
+    """Issue 16: a supervisor's reset shows a one-time password once; its first login lands on the change form (axe-checked)."""
+    bundle = add_node(hq_keys, "van-01", tmp_path / "bundle", [AdminAccount("maria", PW, "supervisor"), AdminAccount("olena", PW, "van_admin")])
+    port = free_port()
+    procs.append(spawn(mobile_office_cmd("node", "--bundle", str(bundle.directory), "--data-dir", str(tmp_path / "node"),
+                                         "--broker", f"mqtt://127.0.0.1:{free_port()}", "--gpsd", f"127.0.0.1:{free_port()}",
+                                         "--http-host", "127.0.0.1", "--http-port", str(port)), tmp_path / "node.log"))
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_ok(base + "/healthz"), 30, what="node")
+    ctx = browser.new_context(viewport={"width": 1024, "height": 768}, locale="uk-UA")
+    page = ctx.new_page()
+    login(page, base, "maria", PW)
+    page.click("#nav-admins")
+    page.click("#reset-olena")
+    notice = page.inner_text("[role=alert]")
+    one_time = re.search(r"Одноразовий пароль для olena: (\S+?)\.", notice).group(1)  # type: ignore[union-attr]
+    assert axe_violations(page) == []
+    ctx.close()
+
+    ctx = browser.new_context(viewport={"width": 1024, "height": 768}, locale="uk-UA")
+    page = ctx.new_page()
+    page.goto(base + "/login")
+    page.fill("#username", "olena")
+    page.fill("#password", one_time)
+    page.click("#login-submit")
+    page.wait_for_url(base + "/password")
+    assert page.locator("#password-required").count() == 1
+    page.goto(base + "/applications/new")  # anything else: the same form, 403
+    assert page.locator("#password-required").count() == 1
+    page.fill("#old_password", one_time)
+    page.fill("#new_password", "password123")
+    page.fill("#repeat", "password123")
+    page.click("#change-password")
+    assert "надто поширений" in page.inner_text("#new_password-error")
+    assert axe_violations(page) == []
+    screenshot(page, "van-password")
+    page.fill("#old_password", one_time)
+    page.fill("#new_password", "Олена-обрала-свій-2")
+    page.fill("#repeat", "Олена-обрала-свій-2")
+    page.click("#change-password")
+    page.wait_for_url(base + "/")
+    assert page.locator("#nav-password").count() == 1
+    ctx.close()

@@ -11,17 +11,17 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from edge.app import create_app
 from edge.config import NodeConfig
+from mobile_office import nodecli
 from provisioning.keys import NodeBundle
 from tests.conftest import ADMIN_PASSWORD, free_port
 
 
 def node_config(bundle: NodeBundle, data_dir: Path) -> NodeConfig:
-    return NodeConfig(
-        node_id=bundle.node_id, data_dir=data_dir, sign_key=bundle.sign, hq_seal_public=bundle.hq_seal_public,
-        hq_sign_public=bundle.hq_sign_public,
-        keyslots=[s.config() for s in bundle.keyslots],
-        broker=f"mqtt://127.0.0.1:{free_port()}", gpsd=None,
-    )
+    """Built the way production builds it (mobile_office/nodecli.py from the settings registry); no broker reachable, no GPS."""
+    cfg = nodecli.node_config(bundle.directory, None, {"data_dir": str(data_dir), "broker": f"mqtt://127.0.0.1:{free_port()}", "https": "off",
+                                                              "trust_kernel_clock": "assume"})
+    cfg.gpsd = None
+    return cfg
 
 
 @pytest.fixture
