@@ -21,7 +21,7 @@ import aiohttp_jinja2
 import segno
 from aiohttp import web
 
-from . import app_status, application_form, delivery, i18n, passwords, payqr
+from . import app_status, application_form, delivery, handover, i18n, passwords, payqr
 from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
 from .attachments import AttachmentError, Upload
 from .forms import read_form
@@ -260,6 +260,8 @@ async def receipt(request: web.Request) -> web.Response:
     }
     ctx["app_status"] = await app_status.lookup(request.app, app_id)  # set at HQ (edge/app_status.py)
     ctx.update(await _terms_ctx(request, service, rec["number"], app_id))
+    ctx["refusal_reason"] = await handover.refusal_reason(store, app_id)  # HQ's written reason, sealed to this van
+    ctx["handed_over"] = await handover.of(store, app_id, s.username)
     return await _page(request, "receipt.html", ctx)
 
 
@@ -441,7 +443,39 @@ async def applications_page(request: web.Request) -> web.Response:
     db = request.app[STORE].db
     return await _page(request, "applications.html", {
         "session": s, "apps": await delivery.recent(db), "waiting": await delivery.waiting(db), "catalog": request.app[CATALOG], "when": _when,
+        "ready": await delivery.recent(db, 500, "ready"), "refused": await delivery.recent(db, 50, "refused"),
+        "handed": request.query.get("handed", "")[:40],
     })
+
+
+async def handover_form(request: web.Request, error: str | None = None, values: dict[str, str] | None = None) -> web.Response:
+    s = _unlocked(request)
+    roles.require(s, "intake")
+    app_id = request.match_info["id"]
+    found = await delivery.one(request.app[STORE].db, app_id) if ID_RE.match(app_id) else None
+    if found is None:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    ctx = {"session": s, "app": found, "service": request.app[CATALOG].services.get(found["service_code"]), "error": error,
+           "values": values or {}}
+    return await _page(request, "handover.html", ctx, status=422 if error else 200)
+
+
+async def handover_submit(request: web.Request) -> web.Response:
+    """The result was handed over at the van: who received it and their document, sealed; HQ gets "issued"."""
+    s = _unlocked(request)
+    roles.require(s, "intake")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    app_id = request.match_info["id"]
+    values = {k: str(form.get(k, "")) for k in ("receiver", "receiver_document", "relation")}
+    found = await delivery.one(request.app[STORE].db, app_id) if ID_RE.match(app_id) else None
+    if found is None:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    try:
+        await handover.record(request.app[STORE], app_id, values["receiver"], values["receiver_document"], values["relation"], s.username)
+    except handover.HandoverError as exc:
+        return await handover_form(request, str(exc), values)
+    raise web.HTTPSeeOther(f"/applications?handed={found['number']}")
 
 
 async def attachments_add(request: web.Request) -> web.Response:
@@ -621,5 +655,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/applications/{id}/application", application_page)
     app.router.add_get("/applications/{id}/application.pdf", application_pdf)
     app.router.add_post("/applications/{id}/signature", signature_add)
+    app.router.add_get("/applications/{id}/handover", handover_form)
+    app.router.add_post("/applications/{id}/handover", handover_submit)
     app.router.add_post("/applications/{id}/attachments", attachments_add)
     app.router.add_get("/applications/{id}/attachments/{att}", attachment_view)
