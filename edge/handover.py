@@ -47,6 +47,8 @@ def refusal_context(node_id: str, application_id: str) -> bytes:
 
 async def create_schema(store: Store) -> None:
     await migrate(store.db, "handovers", MIGRATIONS)
+    if TABLE not in store.period_keyed:  # a period key stays while a handover still needs it (Store.forget_spent_keys)
+        store.period_keyed.append(TABLE)
 
 
 async def record(store: Store, application_id: str, receiver: str, document: str, relation: str, actor: str) -> str:

@@ -790,6 +790,16 @@ class Store:
                     await self.db.execute(f"UPDATE {table} SET wrap_node = NULL, fields = '{{}}', shredded_at = ?, {extra} WHERE id = ?", (now, rid))
                     await audit.append(self.db, now, "system", "shred", table, rid, f"retention {retention_s / 86400:g} days passed, HQ holds it")
                 shredded += len(ids)
+            # A result handed over at the van (edge/handover.py): who received it goes like the application, once HQ holds it.
+            if await self._has_table("handovers"):
+                async with self.db.execute(
+                    "SELECT id FROM handovers WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND (at <= ? OR ? <= 0)", (acked, cutoff, retention_s)
+                ) as cur:
+                    hids = [r[0] for r in await cur.fetchall()]
+                for hid in hids:
+                    await self.db.execute("UPDATE handovers SET wrap_node = NULL, fields = '{}' WHERE id = ?", (hid,))
+                    await audit.append(self.db, now, "system", "shred", "handovers", hid, f"retention {retention_s / 86400:g} days passed, HQ holds it")
+                shredded += len(hids)
             # HQ wrote the home visit's details, so it holds them; the van needs them no longer than retention after the finish.
             async with self.db.execute(
                 "SELECT id FROM visits WHERE (status = 'finished' AND finished_at <= ? OR ? <= 0) AND length(sealed) > 0", (cutoff, retention_s)

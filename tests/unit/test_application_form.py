@@ -15,7 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from pypdf import PdfReader
 
 from edge.app import create_app
+from edge.app_status import APP_STATUS
 from provisioning.keys import NodeBundle
+from sync import outbox
 from tests.conftest import ADMIN_PASSWORD
 from tests.unit.test_node_api import node_config
 
@@ -139,3 +141,28 @@ async def test_signature_from_the_tablet_is_sealed_and_printed(client: TestClien
     bad.add_field("signature", b"%PDF-1.4 not a picture", filename="x.pdf", content_type="application/pdf")
     r = await client.post(f"/applications/{app_id}/signature", data=bad, allow_redirects=False)
     assert r.status == 422
+
+
+async def test_handover_is_sealed_then_shredded_once_hq_holds_it(client: TestClient, tmp_path: Path) -> None:
+    """The van's part of item 6 in-process: ready (as HQ's downlink leaves it) → handover sealed and queued → shredded after HQ's ack."""
+    await login(client)
+    r = await client.post("/api/v1/applications", json={"surname": "Косач", "given_name": "Лариса", "rnokpp": "3184710691", "service_code": "RES-01"})
+    app_id = (await r.json())["id"]
+    store = client.app[APP_STATUS].store  # type: ignore[index]
+    await store.db.execute("INSERT INTO app_status(application_id, status, hlc, origin, edit_id, received) VALUES (?, 'ready', 1, 'hq', 'e', 0)", (app_id,))
+    await store.db.commit()
+    r = await client.post(f"/api/v1/applications/{app_id}/handover", json={"receiver": "Косач Петро", "receiver_document": "ID 987654321"})
+    assert r.status == 201, await r.text()
+    rows = await (await client.get("/api/v1/applications?status=ready")).json()
+    assert rows["applications"] == []
+    html = await (await client.get(f"/applications/{app_id}/receipt")).text()
+    assert 'id="handed-over-to">Косач Петро (ID 987654321)' in html
+    async with store.db.execute("SELECT payload FROM outbox WHERE stream = 'rec' ORDER BY seq DESC LIMIT 1") as cur:
+        payload = bytes((await cur.fetchone())[0])
+    assert b'"type":"handover"' in payload and "Косач Петро".encode() not in payload
+    await outbox.apply_ack(store.db, "rec", 100, 0.0)
+    async with store.db.execute("SELECT COUNT(*) FROM handovers WHERE wrap_node IS NOT NULL") as cur:
+        assert (await cur.fetchone())[0] == 1
+    assert await store.shred_expired(0) >= 2  # the application and its handover
+    async with store.db.execute("SELECT COUNT(*), SUM(wrap_node IS NULL) FROM handovers") as cur:
+        assert tuple(await cur.fetchone()) == (1, 1)  # the van's copy is gone; HQ holds it
