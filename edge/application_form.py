@@ -28,11 +28,8 @@ DEFAULT_FORM = FormTemplate(
     "Я, {full_name}, дата народження {birth_date}, РНОКПП {rnokpp}, документ, що посвідчує особу: {document},\n"
     "адреса: {address}, контактний телефон: {phone},\nпрошу надати адміністративну послугу «{service}».\n{notes}",
 )
-DOCUMENT_NAMES = {
-    "id_card": "ID-картка", "passport_booklet": "паспорт-книжечка", "passport": "паспорт", "birth_certificate": "свідоцтво про народження",
-    "foreign_passport": "закордонний паспорт", "residence_permit": "посвідка на проживання", "idp_certificate": "довідка ВПО",
-    "veteran_certificate": "посвідчення ветерана",
-}
+# edge/validation.py DOCUMENT_TYPES; a type this table does not know is printed as its code
+DOCUMENT_NAMES = {"id_card": "ID-картка", "passport_book": "паспорт громадянина України (книжечка)"}
 
 
 def parse_documents_received(raw: object, catalog: Catalog, codes: tuple[str, ...]) -> list[str] | None:
@@ -70,6 +67,12 @@ def received(rec: Mapping[str, str]) -> list[str] | None:
     return [str(d) for d in docs] if isinstance(docs, list) else None
 
 
+def _dmy(iso: str) -> str:
+    """The card keeps ISO dates; a Ukrainian form writes ДД.ММ.РРРР."""
+    parts = iso.split("-")
+    return f"{parts[2]}.{parts[1]}.{parts[0]}" if len(parts) == 3 and len(parts[0]) == 4 else iso
+
+
 def values(rec: Mapping[str, str], card: Mapping[str, str] | None, service: Service | None, date: str, centre: str) -> dict[str, str]:
     """What the placeholders stand for; the card (when the application was filed for one) fills the rest."""
     c = dict(card or {})
@@ -82,7 +85,7 @@ def values(rec: Mapping[str, str], card: Mapping[str, str] | None, service: Serv
     out = {
         "surname": surname, "given_name": given, "patronymic": patronymic,
         "full_name": " ".join(x for x in (surname, given, patronymic) if x),
-        "birth_date": c.get("birth_date", ""), "rnokpp": rec.get("rnokpp") or c.get("rnokpp", ""), "unzr": c.get("unzr", ""),
+        "birth_date": _dmy(c.get("birth_date", "")), "rnokpp": rec.get("rnokpp") or c.get("rnokpp", ""), "unzr": c.get("unzr", ""),
         "document": doc, "address": c.get("address", ""), "phone": c.get("phone", ""), "email": c.get("email", ""),
         "service": service.name if service else rec.get("service_code", ""), "service_code": rec.get("service_code", ""),
         "number": rec.get("number", ""), "date": date, "centre": centre, "notes": rec.get("notes", ""),

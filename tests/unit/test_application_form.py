@@ -52,7 +52,7 @@ async def login(client: TestClient) -> str:
 async def card(client: TestClient) -> str:
     r = await client.post("/api/v1/applicants", json={
         "surname": "Косач", "given_name": "Лариса", "patronymic": "Петрівна", "rnokpp": "3184710691", "birth_date": "1987-03-12",
-        "address": "м. Кривий Ріг, вул. Тестова, 1", "phone": "0671234567"})
+        "address": "м. Кривий Ріг, вул. Тестова, 1", "phone": "0671234567", "document_type": "id_card", "document_number": "123456789"})
     assert r.status == 201, await r.text()
     return str((await r.json())["id"])
 
@@ -73,7 +73,7 @@ async def test_printed_application_has_the_applicant_and_the_documents_received(
     assert r.status == 200 and r.content_type == "application/pdf"
     text = pdf_text(await r.read())
     assert "ЗАЯВА" in text and saved["number"] in text
-    assert "Я, Косач Лариса Петрівна, дата народження 1987-03-12, РНОКПП 3184710691" in text
+    assert "Я, Косач Лариса Петрівна, дата народження 12.03.1987, РНОКПП 3184710691, документ, що посвідчує особу: ID-картка 123456789" in text
     assert "прошу зареєструвати моє місце проживання за адресою: м. Кривий Ріг, вул. Тестова, 1" in text
     assert "Центр надання адміністративних послуг «Віза»" in text  # the addressee from the catalogue's template
     # the inventory: what was ticked, in the catalogue's order, and nothing else
