@@ -58,6 +58,8 @@ class ReceiptData:
     payment_caption: str = ""
     delivery_label: str = ""
     delivery: str = ""
+    refusal_label: str = ""
+    refusal: str = ""  # HQ's written reason for a refusal (issue 18 item 6)
 
 
 def _qr(pdf: FPDF, text: str, x: float, y: float, size: float) -> None:
@@ -124,6 +126,8 @@ def render(d: ReceiptData) -> bytes:
         row(d.documents_label, "\n".join(f"• {x}" for x in d.documents))
     if d.notes:
         row(d.notes_label, d.notes)
+    if d.refusal:
+        row(d.refusal_label, d.refusal)
     if d.delivery:
         row(d.delivery_label, d.delivery)
     pdf.ln(4)

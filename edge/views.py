@@ -322,6 +322,7 @@ async def receipt_pdf(request: web.Request) -> web.Response:
         payment_url=payqr.url(service.fee, rec["number"]) if service is not None and service.fee is not None else "",
         payment_caption=t("fee.qr"),
         delivery_label=t("ledger.label"), delivery=_delivery_text(t, await delivery.one(request.app[STORE].db, app_id)),
+        refusal_label=t("handover.reason"), refusal=await handover.refusal_reason(request.app[STORE], app_id) or "",
     )
     try:
         body = await asyncio.get_running_loop().run_in_executor(None, receipt_pdf_mod.render, data)

@@ -5,10 +5,12 @@ Real Mosquitto, a real node and HQ process, nothing mocked.
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from pathlib import Path
 
 import pytest
+from pypdf import PdfReader
 
 from provisioning.keys import HQKeys, NodeBundle
 from tests.conftest import Broker, Proc, wait_until
@@ -73,6 +75,9 @@ def test_handover_reaches_hq_as_issued_and_a_refusal_brings_its_reason(tmp_path:
     with van.opener.open(van.base + f"/applications/{other['id']}/receipt", timeout=15) as r:
         html = r.read().decode()
     assert f'id="refusal-reason" class="notes">{reason}<' in html
+    with van.opener.open(van.base + f"/applications/{other['id']}/receipt.pdf", timeout=15) as r:
+        text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(r.read())).pages).split())
+    assert f"Причина відмови {reason}" in text  # printable
     with sqlite3.connect(st.node_db) as c:
         assert reason.encode() not in b"".join(bytes(r[0]) for r in c.execute("SELECT reason_sealed FROM app_status WHERE reason_sealed IS NOT NULL"))
     hq_raw = b"".join(p.read_bytes() for p in st.hq_dir.glob("hq.db*"))
