@@ -69,9 +69,16 @@ def _qr(pdf: FPDF, text: str, x: float, y: float, size: float) -> None:
     cell = size / n
     pdf.set_fill_color(0, 0, 0)
     for r, row in enumerate(matrix):
-        for c, dark in enumerate(row):
-            if dark:
-                pdf.rect(x + (c + 4) * cell, y + (r + 4) * cell, cell, cell, style="F")
+        c = 0
+        while c < len(row):
+            if not row[c]:
+                c += 1
+                continue
+            start = c
+            while c < len(row) and row[c]:
+                c += 1
+            # one rectangle per run of dark modules: a payment QR has thousands of modules
+            pdf.rect(x + (start + 4) * cell, y + (r + 4) * cell, (c - start) * cell, cell, style="F")
 
 
 def render(d: ReceiptData) -> bytes:
