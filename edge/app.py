@@ -24,7 +24,7 @@ from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
-from . import api, app_status, cardkeys, hardening, passwords, rotation, supervisor, views
+from . import api, app_status, cardkeys, handover, hardening, passwords, rotation, supervisor, views
 from . import catalog as catalog_store
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, TRIPS, UPLINK, VISITS
 from .appkeys import ATTACHMENTS, GPS_TIMES, PREREG
@@ -193,6 +193,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     # Application status set at HQ (edge/app_status.py): HLC last-writer-wins.
     statuses = app_status.AppStatuses(store)
     await statuses.create_schema()
+    await handover.create_schema(store)  # results handed over at the van (edge/handover.py)
     app[app_status.APP_STATUS] = statuses
     uplink.handlers["recon"] = statuses.receive
     uplink.handlers["prereg"] = app[PREREG].receive

@@ -31,6 +31,10 @@ CREATE TABLE app_status (
     edit_id TEXT NOT NULL, received REAL NOT NULL
 );
 """,
+    # 2: a refusal's written reason, sealed by HQ to this van (edge/handover.py opens it)
+    """
+ALTER TABLE app_status ADD COLUMN reason_sealed BLOB;
+""",
 ]
 
 
@@ -59,11 +63,16 @@ class AppStatuses:
                 return
             stamp = self.store.time.stamp()
             now = stamp.t
+            reason = doc.get("reason_sealed")
+            try:
+                sealed = bytes.fromhex(reason) if isinstance(reason, str) and len(reason) <= 20000 else None
+            except ValueError:
+                sealed = None
             await self.db.execute(
-                "INSERT INTO app_status(application_id, status, hlc, origin, edit_id, received) VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO app_status(application_id, status, hlc, origin, edit_id, received, reason_sealed) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(application_id) DO UPDATE SET status = excluded.status, hlc = excluded.hlc,"
-                " origin = excluded.origin, edit_id = excluded.edit_id, received = excluded.received",
-                (edit.record_id, str(edit.value), edit.hlc, edit.origin, str(doc.get("id", "")), now),
+                " origin = excluded.origin, edit_id = excluded.edit_id, received = excluded.received, reason_sealed = excluded.reason_sealed",
+                (edit.record_id, str(edit.value), edit.hlc, edit.origin, str(doc.get("id", "")), now, sealed),
             )
             await audit.append(self.db, stamp, "hq", "status", "applications", edit.record_id, f"status {edit.value}")
         self.store._notify()

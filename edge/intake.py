@@ -252,12 +252,13 @@ async def check_intake(data: Mapping[str, object], catalog: Catalog, store: Stor
 
 async def save_intake(store: Store, intake: Intake, actor: str,
                       then: Callable[[sqlite3.Connection, list[SavedApplication]], None] | None = None,
-                      first_id: str | None = None) -> list[SavedApplication]:
+                      first_id: str | None = None, documents_received: list[str] | None = None) -> list[SavedApplication]:
     """Store a checked intake: one application per service, in one transaction (``then`` adds to it: the page's files,
-    sealed beforehand for ``first_id``, the first application's id)."""
+    sealed beforehand for ``first_id``, the first application's id; ``documents_received``: the inventory, sealed)."""
     a = intake.application
     return await store.create_applications(a.surname, a.given_name, a.rnokpp, list(a.service_codes), actor, intake.applicant_id,
-                                           a.package_code, notes=intake.notes, then=then, first_id=first_id, extra=a.extra)
+                                           a.package_code, notes=intake.notes, then=then, first_id=first_id, extra=a.extra,
+                                           documents_received=documents_received)
 
 
 CATEGORIES = ("age80", "disability1", "disability", "incapacitated", "idp", "veteran", "attack", "none")

@@ -430,12 +430,12 @@ class Store:
         self, surname: str, given_name: str, rnokpp: str, service_codes: list[str], actor: str,
         applicant_id: str | None = None, package_code: str | None = None, *, notes: str = "",
         then: Callable[[sqlite3.Connection, list[SavedApplication]], None] | None = None, first_id: str | None = None,
-        extra: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None, documents_received: list[str] | None = None,
     ) -> list[SavedApplication]:
         """One application per service, all in ONE transaction (a life-situation package is all or nothing).
 
-        ``notes`` and ``extra`` (documents, the reason a РНОКПП is absent, the representative, the business:
-        edge/intake.py) are sealed with the identity fields; ``then(conn, saved)`` runs in the same
+        ``notes``, ``extra`` (documents, the reason a РНОКПП is absent, the representative, the business:
+        edge/intake.py) and ``documents_received`` are sealed with the identity fields; ``then(conn, saved)`` runs in the same
         transaction after the records (edge/attachments.py adds the photos there, sealed beforehand
         for ``first_id``, the first application's id).
         """
@@ -452,6 +452,8 @@ class Store:
             identity["rnokpp"] = rnokpp
         if notes:
             identity["notes"] = notes
+        if documents_received is not None:  # the inventory of documents received at intake, sealed with the record (JSON list)
+            identity["documents_received"] = json.dumps(documents_received, ensure_ascii=False)
         prepared = []
         for i, code in enumerate(service_codes):
             app_id = first_id if i == 0 and first_id else uuid.uuid4().hex
@@ -850,6 +852,16 @@ class Store:
                     await self.db.execute(f"UPDATE {table} SET wrap_node = NULL, fields = '{{}}', shredded_at = ?, {extra} WHERE id = ?", (now, rid))
                     await audit.append(self.db, now, "system", "shred", table, rid, f"retention {retention_s / 86400:g} days passed, HQ holds it")
                 shredded += len(ids)
+            # A result handed over at the van (edge/handover.py): who received it goes like the application, once HQ holds it.
+            if await self._has_table("handovers"):
+                async with self.db.execute(
+                    "SELECT id FROM handovers WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND (at <= ? OR ? <= 0)", (acked, cutoff, retention_s)
+                ) as cur:
+                    hids = [r[0] for r in await cur.fetchall()]
+                for hid in hids:
+                    await self.db.execute("UPDATE handovers SET wrap_node = NULL, fields = '{}' WHERE id = ?", (hid,))
+                    await audit.append(self.db, now, "system", "shred", "handovers", hid, f"retention {retention_s / 86400:g} days passed, HQ holds it")
+                shredded += len(hids)
             # HQ wrote the home visit's details, so it holds them; the van needs them no longer than retention after the finish.
             async with self.db.execute(
                 "SELECT id FROM visits WHERE (status = 'finished' AND finished_at <= ? OR ? <= 0) AND length(sealed) > 0", (cutoff, retention_s)

@@ -12,6 +12,7 @@ import re
 import sqlite3
 import uuid
 from datetime import date, datetime
+from collections.abc import Callable
 from typing import Any
 
 from urllib.parse import quote
@@ -22,9 +23,9 @@ from aiohttp import web
 
 from kit.web import PageText
 
-from . import app_status, i18n, passwords
+from . import app_status, application_form, delivery, handover, i18n, passwords, payqr
 from .appkeys import ATTACHMENTS, CATALOG, CONFIG, DESK, PREREG, SESSIONS, STORE, VISITS
-from .attachments import AttachmentError
+from .attachments import AttachmentError, Upload
 from .forms import read_form
 from . import receipt_pdf as receipt_pdf_mod
 from . import roles
@@ -34,6 +35,7 @@ from .intake import BUSINESS_KINDS, REPRESENTATIVE_KINDS, RNOKPP_ABSENT_REASONS,
 from .validation import DOCUMENT_TYPES, FieldError, validate_birth_date, validate_document
 from .service_desk import DeskError
 from .prereg import PreregError
+from .service_terms import fee_text, term_text
 from .store import SavedApplication
 from .visits import VisitError
 from .status import node_status
@@ -64,7 +66,7 @@ async def ui_context(request: web.Request) -> dict[str, Any]:
 @functools.lru_cache(maxsize=256)
 def qr_svg(text: str, scale: int) -> str:
     """A receipt's QR codes never change, and drawing one costs ~6 ms on a small CPU: keep the recent ones."""
-    return str(segno.make(text, error="m").svg_inline(scale=scale, title=text))
+    return str(segno.make(text, error="m", micro=False).svg_inline(scale=scale, title=text))  # never a Micro QR: phones cannot read those
 
 
 def hhmm(ts: float | None) -> str:
@@ -142,6 +144,7 @@ def _intake_ctx(request: web.Request, s: Session, values: dict[str, str], errors
         "session": s, "catalog": catalog, "values": values, "errors": errors, "message": message, "packages": catalog.packages,
         "documents": docs, "chosen": chosen, "absent_reasons": RNOKPP_ABSENT_REASONS, "document_types": DOCUMENT_TYPES,
         "rep_kinds": REPRESENTATIVE_KINDS, "business_kinds": BUSINESS_KINDS,
+        "ticked": set(values.get("documents_received", "").split("\n")),
     }
 
 
@@ -216,11 +219,16 @@ async def intake_submit(request: web.Request) -> web.Response:
     form, uploads, upload_error = await read_form(request)
     request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
     values = {k: form.get(k, "") for k in INTAKE_FIELDS}
+    values["documents_received"] = "\n".join(v for k, v in sorted(form.items()) if k.startswith("doc_received_"))
     store = request.app[STORE]
     errors: dict[str, str] = {}
+    # ticked documents arrive as doc_received_<i> = name (one field each: the multipart reader keeps one value per name)
+    ticked = [v for k, v in sorted(form.items()) if k.startswith("doc_received_")]
+    received: list[str] | None = None
     try:
         intake = await check_intake(values, request.app[CATALOG], store, require_consent=True, lang=language(request),
                                     today=date.fromtimestamp(request.app[CONFIG].clock.now()))
+        received = application_form.parse_documents_received(ticked, request.app[CATALOG], intake.application.service_codes)
     except ValidationFailed as exc:
         errors.update(exc.fields)
     if upload_error:
@@ -238,7 +246,7 @@ async def intake_submit(request: web.Request) -> web.Response:
         # Same transaction as the records: the photos are saved with the application or not at all.
         att.insert_sync(conn, saved[0].id, prepared, s.username)
 
-    saved = await save_intake(store, intake, s.username, then=attach if prepared else None, first_id=first_id)
+    saved = await save_intake(store, intake, s.username, then=attach if prepared else None, first_id=first_id, documents_received=received)
     raise web.HTTPSeeOther(f"/applications/{saved[0].id}/receipt?saved=1")
 
 
@@ -297,7 +305,26 @@ async def receipt(request: web.Request) -> web.Response:
         "status": bar,
     }
     ctx["app_status"] = status  # set at HQ (edge/app_status.py)
+    ctx.update(await _terms_ctx(request, service, rec["number"], app_id))
+    ctx["refusal_reason"] = await handover.refusal_reason(store, app_id)  # HQ's written reason, sealed to this van
+    ctx["handed_over"] = await handover.of(store, app_id, s.username)
     return await _page(request, "receipt.html", ctx)
+
+
+def _when(ts: object) -> str:
+    return "" if ts is None else datetime.fromtimestamp(float(str(ts))).strftime("%d.%m.%Y %H:%M")
+
+
+async def _terms_ctx(request: web.Request, service: Any, number: str, app_id: str) -> dict[str, Any]:
+    """Term, fee (with the NBU payment QR for a paid service), legal basis, and where the application is on its way to HQ."""
+    lang = language(request)
+    pay_url = payqr.url(service.fee, number) if service is not None and service.fee is not None else ""
+    return {
+        "term": term_text(service, lang), "fee": fee_text(service, lang), "pay_url": pay_url,
+        "pay_purpose": payqr.purpose(service.fee, number) if pay_url else "",
+        "pay_qr": qr_svg(pay_url, 3) if pay_url else "",
+        "delivery": await delivery.one(request.app[STORE].db, app_id), "when": _when,
+    }
 
 
 async def receipt_pdf(request: web.Request) -> web.Response:
@@ -332,10 +359,17 @@ async def receipt_pdf(request: web.Request) -> web.Response:
         services=[line(n, c) for n, c in siblings] if len(siblings) > 1 else [line(rec["number"], rec["service_code"])],
         date_label=t("receipt.date"), date=datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y %H:%M")
         if rec.get("created_trusted") != "0" else t("receipt.date_pending"),
-        term_label=t("receipt.term"), term=t("receipt.term_value"), documents_label=t("receipt.documents"),
+        term_label=t("receipt.term"), term=term_text(service, language(request)), documents_label=t("receipt.documents"),
         documents=docs if service or siblings else [], notes_label=t("notes.label"), notes=rec.get("notes", ""),
         qr_caption=t("receipt.qr"), centre=f"{t('app.centre')} · {t('app.title')} · {request.app[CONFIG].node_id}",
         parties=parties(rec, t),
+        fee_label=t("receipt.fee"), fee=fee_text(service, language(request)),
+        legal_basis_label=t("receipt.legal_basis"), legal_basis=service.legal_basis if service else "",
+        payment=_payment_lines(t, service, rec["number"]),
+        payment_url=payqr.url(service.fee, rec["number"]) if service is not None and service.fee is not None else "",
+        payment_caption=t("fee.qr"),
+        delivery_label=t("ledger.label"), delivery=_delivery_text(t, await delivery.one(request.app[STORE].db, app_id)),
+        refusal_label=t("handover.reason"), refusal=await handover.refusal_reason(request.app[STORE], app_id) or "",
     )
     try:
         body = await asyncio.get_running_loop().run_in_executor(None, receipt_pdf_mod.render, data)
@@ -343,6 +377,153 @@ async def receipt_pdf(request: web.Request) -> web.Response:
         raise HttpError("PDF недоступний: на вузлі не встановлено шрифт DejaVu (fonts-dejavu-core)", code="pdf_unavailable", status=503) from exc
     return web.Response(body=body, content_type="application/pdf", headers={
         "Content-Disposition": f'inline; filename="receipt-{rec["number"]}.pdf"', "Cache-Control": "no-store"})
+
+
+def _payment_lines(t: Callable[[str], str], service: Any, number: str) -> list[str]:
+    if service is None or service.fee is None:
+        return []
+    f = service.fee
+    return [f"{t('fee.recipient')}: {f.recipient}", f"{t('fee.iban')}: {f.iban}", f"{t('fee.code')}: {f.recipient_code}",
+            f"{t('fee.purpose')}: {payqr.purpose(f, number)}"]
+
+
+def _delivery_text(t: Callable[[str], str], d: dict[str, Any] | None) -> str:
+    if d is None:
+        return ""
+    state = d["delivery"]["state"]
+    text = t("ledger." + state)
+    if state == "acknowledged" and d["delivery"]["acknowledged"]:
+        text += f" {t('ledger.at')} {_when(d['delivery']['acknowledged'])}"
+    elif state == "quarantined":
+        text += f": {d['delivery']['quarantine']['reason']}"
+    return text
+
+
+SIGNATURE_NAME = "zayava-signature.png"  # the citizen's signature from the tablet: an attachment under this (sealed) name
+
+
+async def _form_data(request: web.Request, s: Session, app_id: str, reason: str) -> tuple[dict[str, Any], bytes | None]:
+    """The заява's context: the record, the card (if any), the filled template, the inventory, the signature."""
+    if not ID_RE.match(app_id):
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    store = request.app[STORE]
+    try:
+        rec = await store.read_application(app_id, s.username, reason)
+    except KeyError as exc:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404) from exc
+    except CryptoError as exc:
+        raise HttpError("Заяву вже передано до ЦНАП, а її копію на фургоні знищено за строком зберігання", code="shredded", status=410) from exc
+    card: dict[str, str] | None = None
+    applicant_id = await application_form.applicant_of(store.db, app_id)
+    if applicant_id:
+        try:
+            card = await store.read_applicant(applicant_id, s.username, reason)
+        except (KeyError, CryptoError):
+            card = None  # shredded card: the form leaves its lines blank
+    t = i18n.translator(language(request))
+    service = request.app[CATALOG].services.get(rec["service_code"])
+    date_text = datetime.fromtimestamp(float(rec["created"])).strftime("%d.%m.%Y") if rec.get("created_trusted") != "0" else ""
+    centre = f"{t('app.centre')} · {t('app.title')} · {request.app[CONFIG].node_id}"
+    heading, addressee, body = application_form.text(service, application_form.values(rec, card, service, date_text, centre))
+    signature = None
+    att = request.app[ATTACHMENTS]
+    for a in reversed(await att.list(app_id)):
+        if a.content_type == "image/png" and not a.shredded:
+            _info, name, data = await att.read(a.id, s.username, reason)
+            if name == SIGNATURE_NAME:
+                signature = data
+                break
+    ctx = {"rec": rec, "service": service, "heading": heading, "addressee": addressee, "body": body, "date": date_text,
+           "inventory": application_form.received(rec), "signed": signature is not None, "app_id": app_id, "centre": centre}
+    return ctx, signature
+
+
+async def application_page(request: web.Request) -> web.Response:
+    """The заява on A4 for the citizen's signature (printed from the browser), with the tablet's signature pad."""
+    s = _unlocked(request)
+    ctx, _sig = await _form_data(request, s, request.match_info["id"], "application form")
+    ctx.update(session=s, signature_saved="signed" in request.query)
+    return await _page(request, "application.html", ctx)
+
+
+async def application_pdf(request: web.Request) -> web.Response:
+    s = _unlocked(request)
+    ctx, signature = await _form_data(request, s, request.match_info["id"], "application form pdf")
+    t = i18n.translator(language(request))
+    inventory = ctx["inventory"]
+    data = application_form.FormText(
+        heading=ctx["heading"], addressee=ctx["addressee"], body=ctx["body"], number_label=t("saved.number"), number=ctx["rec"]["number"],
+        inventory_label=t("form.inventory"), inventory=inventory or [], inventory_none=t("form.inventory_none" if inventory == [] else "form.inventory_unknown"),
+        date_label=t("form.date"), date=ctx["date"] or "____________", signature_label=t("form.signature"), centre=ctx["centre"],
+        signature_png=signature,
+    )
+    try:
+        body = await asyncio.get_running_loop().run_in_executor(None, application_form.render, data)
+    except receipt_pdf_mod.FontMissing as exc:
+        raise HttpError("PDF недоступний: на вузлі не встановлено шрифт DejaVu (fonts-dejavu-core)", code="pdf_unavailable", status=503) from exc
+    return web.Response(body=body, content_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="application-{ctx["rec"]["number"]}.pdf"', "Cache-Control": "no-store"})
+
+
+async def signature_add(request: web.Request) -> web.Response:
+    """The citizen signed on the tablet (edge/static/signature.js): a PNG kept sealed with the record, like a photo."""
+    s = _unlocked(request)
+    roles.require(s, "intake")
+    app_id = request.match_info["id"]
+    if not ID_RE.match(app_id):
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    form, uploads, upload_error = await read_form(request)
+    request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
+    if upload_error or len(uploads) != 1 or uploads[0].content_type != "image/png":
+        raise HttpError("Підпис має надійти одним зображенням PNG", code="bad_signature", status=422)
+    try:
+        await request.app[ATTACHMENTS].add(app_id, [Upload(SIGNATURE_NAME, "image/png", uploads[0].data)], s.username)
+    except KeyError as exc:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404) from exc
+    except AttachmentError as exc:
+        raise HttpError(str(exc), code="bad_signature", status=422) from exc
+    raise web.HTTPSeeOther(f"/applications/{app_id}/application?signed=1")
+
+
+async def applications_page(request: web.Request) -> web.Response:
+    """The van's applications with where each is on its way to HQ (the sync ledger) and HQ's status; no personal data."""
+    s = _session_or_redirect(request)
+    db = request.app[STORE].db
+    return await _page(request, "applications.html", {
+        "session": s, "apps": await delivery.recent(db), "waiting": await delivery.waiting(db), "catalog": request.app[CATALOG], "when": _when,
+        "ready": await delivery.recent(db, 500, "ready"), "refused": await delivery.recent(db, 50, "refused"),
+        "handed": request.query.get("handed", "")[:40],
+    })
+
+
+async def handover_form(request: web.Request, error: str | None = None, values: dict[str, str] | None = None) -> web.Response:
+    s = _unlocked(request)
+    roles.require(s, "intake")
+    app_id = request.match_info["id"]
+    found = await delivery.one(request.app[STORE].db, app_id) if ID_RE.match(app_id) else None
+    if found is None:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    ctx = {"session": s, "app": found, "service": request.app[CATALOG].services.get(found["service_code"]), "error": error,
+           "values": values or {}}
+    return await _page(request, "handover.html", ctx, status=422 if error else 200)
+
+
+async def handover_submit(request: web.Request) -> web.Response:
+    """The result was handed over at the van: who received it and their document, sealed; HQ gets "issued"."""
+    s = _unlocked(request)
+    roles.require(s, "intake")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    app_id = request.match_info["id"]
+    values = {k: str(form.get(k, "")) for k in ("receiver", "receiver_document", "relation")}
+    found = await delivery.one(request.app[STORE].db, app_id) if ID_RE.match(app_id) else None
+    if found is None:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    try:
+        await handover.record(request.app[STORE], app_id, values["receiver"], values["receiver_document"], values["relation"], s.username)
+    except handover.HandoverError as exc:
+        return await handover_form(request, str(exc), values)
+    raise web.HTTPSeeOther(f"/applications?handed={found['number']}")
 
 
 async def attachments_add(request: web.Request) -> web.Response:
@@ -517,6 +698,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/queue/{action}", queue_action)
     app.router.add_post("/prereg/{id}/arrived", prereg_arrived)
     app.router.add_get("/applications/new", intake_form)
+    app.router.add_get("/applications", applications_page)
     app.router.add_get("/applicants", applicants_page)
     app.router.add_get("/visits", visits_page)
     app.router.add_post("/visits/{id}/{action}", visit_action)
@@ -528,5 +710,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/rate/{token}", rate_submit)
     app.router.add_get("/applications/{id}/receipt", receipt)
     app.router.add_get("/applications/{id}/receipt.pdf", receipt_pdf)
+    app.router.add_get("/applications/{id}/application", application_page)
+    app.router.add_get("/applications/{id}/application.pdf", application_pdf)
+    app.router.add_post("/applications/{id}/signature", signature_add)
+    app.router.add_get("/applications/{id}/handover", handover_form)
+    app.router.add_post("/applications/{id}/handover", handover_submit)
     app.router.add_post("/applications/{id}/attachments", attachments_add)
     app.router.add_get("/applications/{id}/attachments/{att}", attachment_view)

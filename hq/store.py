@@ -123,7 +123,7 @@ ALTER TABLE records ADD COLUMN citizen TEXT
 SEQ_SPAN = MAX_SEQ + 1
 
 # Record schemas HQ knows how to project; anything else is quarantined.
-RECORD_TYPES = frozenset({"application", "applicant", "rating"})
+RECORD_TYPES = frozenset({"application", "applicant", "rating", "handover"})  # handover: folded by hq/appstatus.py
 
 POS_STRUCT = struct.Struct(">dii")
 
@@ -425,6 +425,11 @@ class HQStore:
                         "INSERT INTO applicants(node_id, seq, record_id, created, sealed) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["id"]), float(doc["created"]), item.decode()),
                     )
+                elif kind == "handover":
+                    # kept sealed in items; hq/appstatus.py sets the status "issued" from it (once, with its own cursor)
+                    if not (isinstance(doc["id"], str) and isinstance(doc["application_id"], str) and isinstance(doc["fields"], dict)
+                            and isinstance(doc["wrap_hq"], str)):
+                        return "malformed handover"
                 else:
                     score = int(doc["score"])
                     if not 1 <= score <= 5:

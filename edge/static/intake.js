@@ -35,9 +35,24 @@
     if (!list.length) return;
     var h = document.createElement("h2");
     h.textContent = data.dataset.heading;
-    var ul = document.createElement("ul");
-    list.forEach(function (d) { var li = document.createElement("li"); li.textContent = d; ul.appendChild(li); });
+    // a tick per document: the inventory of what the citizen handed in goes with the application (doc_received_<i>)
+    var hint = document.createElement("p");
+    hint.className = "hint";
+    hint.textContent = data.dataset.received || "";
+    var ul = document.createElement("div");
+    ul.className = "received-docs";
+    list.forEach(function (d, i) {
+      var label = document.createElement("label");
+      var box_ = document.createElement("input");
+      box_.type = "checkbox";
+      box_.name = "doc_received_" + i;
+      box_.value = d;
+      label.appendChild(box_);
+      label.appendChild(document.createTextNode(" " + d));
+      ul.appendChild(label);
+    });
     box.appendChild(h);
+    box.appendChild(hint);
     box.appendChild(ul);
   }
   select.addEventListener("change", showDocs);
