@@ -14,13 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiosqlite
-from fpdf import FPDF
 
 from sync.catalog_doc import fill
 
 from .catalog import Catalog, FormTemplate, Service
 from .errors import ValidationFailed
-from .receipt_pdf import BOLD, REGULAR, font_dir
+from .receipt_pdf import a4_document
 
 BLANK = "____________________"
 DEFAULT_FORM = FormTemplate(
@@ -117,15 +116,7 @@ def text(service: Service | None, vals: dict[str, str]) -> tuple[str, str, str]:
 
 
 def render(d: FormText) -> bytes:
-    fonts = font_dir()
-    pdf = FPDF(orientation="P", unit="mm", format="A4")
-    pdf.set_title(f"{d.heading} {d.number}")
-    pdf.set_creator(d.centre)
-    pdf.add_font("DejaVu", "", str(fonts / REGULAR))
-    pdf.add_font("DejaVu", "B", str(fonts / BOLD))
-    pdf.set_margins(20, 20, 20)
-    pdf.add_page()
-    width = pdf.w - pdf.l_margin - pdf.r_margin
+    pdf, width = a4_document(f"{d.heading} {d.number}", d.centre)
     pdf.set_font("DejaVu", "", 11)
     pdf.set_x(pdf.l_margin + width / 2)
     pdf.multi_cell(width / 2, 6, d.addressee, align="L", new_x="LMARGIN", new_y="NEXT")

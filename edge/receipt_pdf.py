@@ -82,16 +82,21 @@ def _qr(pdf: FPDF, text: str, x: float, y: float, size: float) -> None:
             pdf.rect(x + (start + 4) * cell, y + (r + 4) * cell, (c - start) * cell, cell, style="F")
 
 
-def render(d: ReceiptData) -> bytes:
+def a4_document(title: str, creator: str) -> tuple[FPDF, float]:
+    """An A4 page with DejaVu (Cyrillic) and 20 mm margins, and the width between them: receipts and application forms."""
     fonts = font_dir()
     pdf = FPDF(orientation="P", unit="mm", format="A4")
-    pdf.set_title(f"{d.title} {d.number}")
-    pdf.set_creator(d.centre)
+    pdf.set_title(title)
+    pdf.set_creator(creator)
     pdf.add_font("DejaVu", "", str(fonts / REGULAR))
     pdf.add_font("DejaVu", "B", str(fonts / BOLD))
     pdf.set_margins(20, 20, 20)
     pdf.add_page()
-    width = pdf.w - pdf.l_margin - pdf.r_margin
+    return pdf, pdf.w - pdf.l_margin - pdf.r_margin
+
+
+def render(d: ReceiptData) -> bytes:
+    pdf, width = a4_document(f"{d.title} {d.number}", d.centre)
     pdf.set_font("DejaVu", "", 10)
     pdf.cell(width, 6, d.centre, new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("DejaVu", "B", 16)

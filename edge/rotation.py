@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from kit.files import write_atomic
 from sync import crypto
 
 from .appkeys import CONFIG, STORE, UPLINK
@@ -35,16 +36,6 @@ log = logging.getLogger(__name__)
 
 PENDING = "rotation.pending"
 ALLOWED = ("node_sign.key", "mqtt_client.crt", "mqtt_client.key", "ui.crt", "ui.key")
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _context(node_id: str, rotation_id: str) -> bytes:
@@ -60,7 +51,7 @@ async def receive(app: web.Application, doc: dict[str, Any]) -> None:
     if bundle is None:
         raise ValueError("no bundle directory to rotate")
     data = json.dumps({"rotation": str(args["rotation"]), "sealed": str(args["sealed"])}).encode()
-    await asyncio.get_running_loop().run_in_executor(None, _write_atomic, bundle / PENDING, data, 0o600)
+    await asyncio.get_running_loop().run_in_executor(None, write_atomic, bundle / PENDING, data, 0o600)
     await apply_pending(app)
 
 
@@ -84,7 +75,7 @@ async def receive_hq_seal(app: web.Application, doc: dict[str, Any]) -> None:
     bundle = app[CONFIG].bundle_dir
     if bundle is not None:
         data = json.dumps({"kid": kid, "public": base64.b64encode(raw).decode()}).encode()
-        await asyncio.get_running_loop().run_in_executor(None, _write_atomic, bundle / HQ_SEAL_FILE, data, 0o644)
+        await asyncio.get_running_loop().run_in_executor(None, write_atomic, bundle / HQ_SEAL_FILE, data, 0o644)
     app[STORE].hq_seal_public = public
     log.warning("HQ's sealing key is now %s: new records are sealed to it", kid)
 
@@ -98,7 +89,7 @@ def _install(bundle: Path, files: dict[str, str], tls: ssl.SSLContext | None) ->
     """The new credentials into the bundle (each file fsynced, then renamed), then the pending note removed."""
     for name, text in files.items():
         if name in ALLOWED:
-            _write_atomic(bundle / name, text.encode(), 0o600 if name.endswith(".key") else 0o644)
+            write_atomic(bundle / name, text.encode(), 0o600 if name.endswith(".key") else 0o644)
     if tls is not None and "mqtt_client.crt" in files:
         try:
             tls.load_cert_chain(str(bundle / "mqtt_client.crt"), str(bundle / "mqtt_client.key"))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .clock import Clock, kernel_synchronised
+from .files import write_atomic
 
 __all__ = ["BUILD_FLOOR", "Stamp", "TimeFix", "TimeSource", "boot_id", "corrected", "kernel_synchronised"]
 
@@ -216,19 +216,9 @@ class TimeSource:
         return t
 
     def save_floor(self, t: float) -> None:
-        """Write the floor durably (temp file, fsync, rename, fsync of the directory): blocking, run it in an executor."""
+        """Write the floor durably (kit.files.write_atomic): blocking, run it in an executor."""
         assert self.floor_file is not None
-        tmp = self.floor_file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps({"t": t}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.floor_file)
-        dfd = os.open(self.floor_file.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(self.floor_file, json.dumps({"t": t}).encode())
         self._saved_floor = t
         self.floor = max(self.floor, t)
 

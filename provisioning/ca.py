@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kit.files import write_atomic
 from kit.settings import BROKER
 
 from .errors import ProvisioningError
@@ -44,23 +45,6 @@ MAX_PACKET: int = BROKER.setting("broker_max_packet").default
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write beside and rename: a broker reloading at that moment reads the old file or the new one, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> bytes:
@@ -93,7 +77,7 @@ class CA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(directory / "ca.key", _key_pem(key, passphrase))
+        write_atomic(directory / "ca.key", _key_pem(key, passphrase), 0o600)
         (directory / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         (directory / "revoked.json").write_text("[]\n")
         ca = cls(directory, key, cert)
@@ -134,7 +118,7 @@ class CA:
             builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         key_path, cert_path = out_dir / f"{stem}.key", out_dir / f"{stem}.crt"
-        _write_private(key_path, _key_pem(key))
+        write_atomic(key_path, _key_pem(key), 0o600)
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         self._record(common_name, cert.serial_number)
         return key_path, cert_path
@@ -168,7 +152,7 @@ class CA:
             )
         crl = builder.sign(self.key, hashes.SHA256())
         path = self.directory / "crl.pem"
-        _write_atomic(path, crl.public_bytes(serialization.Encoding.PEM))
+        write_atomic(path, crl.public_bytes(serialization.Encoding.PEM))
         return path
 
     # -- the brokers this CA configured --------------------------------------
@@ -184,7 +168,7 @@ class CA:
     def _remember_broker(self, out: Path, reload_command: str | None) -> None:
         brokers = self.brokers()
         brokers[str(out)] = {"reload_command": reload_command}
-        _write_atomic(self._brokers_path, (json.dumps(brokers, indent=2) + "\n").encode(), 0o600)
+        write_atomic(self._brokers_path, (json.dumps(brokers, indent=2) + "\n").encode(), 0o600)
 
     def publish_crl(self, days: int = CRL_DAYS) -> list[str]:
         """Re-sign the CRL, copy it into every recorded broker directory and make each broker reload it.
@@ -199,7 +183,7 @@ class CA:
             if not out.is_dir():
                 failures.append(f"{out}: the broker directory is gone (run broker-config again)")
                 continue
-            _write_atomic(out / "crl.pem", data)
+            write_atomic(out / "crl.pem", data)
             try:
                 lines.append(f"{out}: {reload_broker(out, conf.get('reload_command'))}")
             except ProvisioningError as exc:
@@ -267,7 +251,7 @@ def broker_config(ca: CA, out: Path, port: int, host: str, server_names: list[st
     out.mkdir(parents=True, exist_ok=True)
     key, cert = ca.issue(server_names[0], out, "server", server_names=server_names)
     (out / "ca.crt").write_bytes(ca.cert_path.read_bytes())
-    _write_atomic(out / "crl.pem", ca.write_crl(crl_days).read_bytes())
+    write_atomic(out / "crl.pem", ca.write_crl(crl_days).read_bytes())
     (out / "acl").write_text(ACL + "".join(hq_acl(w) for w in workers))
     (out / "data").mkdir(exist_ok=True)
     (out / "run").mkdir(exist_ok=True)
