@@ -19,12 +19,12 @@ from devices.modem import ModemManager, ModemSettings
 from kit.ratelimit import LoginThrottle
 from kit.tasks import LOOPS, Loops, background
 from kit.timesource import TimeSource
-from kit.web import error_middleware
+from kit.web import ERROR_PAGE_TEXT, error_middleware
 from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
-from . import api, app_status, cardkeys, hardening, passwords, rotation, supervisor, views
+from . import api, app_status, cardkeys, handover, hardening, passwords, rotation, supervisor, views
 from . import catalog as catalog_store
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, TRIPS, UPLINK, VISITS
 from .appkeys import ATTACHMENTS, GPS_TIMES, PREREG
@@ -193,6 +193,7 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     # Application status set at HQ (edge/app_status.py): HLC last-writer-wins.
     statuses = app_status.AppStatuses(store)
     await statuses.create_schema()
+    await handover.create_schema(store)  # results handed over at the van (edge/handover.py)
     app[app_status.APP_STATUS] = statuses
     uplink.handlers["recon"] = statuses.receive
     uplink.handlers["prereg"] = app[PREREG].receive
@@ -235,9 +236,11 @@ def create_app(config: NodeConfig) -> web.Application:
     app[hardening.GUARD] = hardening.guard(app, throttle)
     app[CATALOG] = Catalog.load()
     env = aiohttp_jinja2.setup(
-        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, context_processors=[aiohttp_jinja2.request_processor, views.ui_context, hardening.csrf_context]
+        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, auto_reload=False,  # compiled once per process
+        context_processors=[aiohttp_jinja2.request_processor, views.ui_context, hardening.csrf_context]
     )
     views.install_filters(env)
+    app[ERROR_PAGE_TEXT] = views.error_page_text  # error pages in the UI's language
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_shredder_ctx)
     app.cleanup_ctx.append(_locker_ctx)

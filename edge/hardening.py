@@ -34,7 +34,7 @@ __all__ = ["CSRF_FIELD", "CSRF_HEADER", "GUARD", "LOGIN_PATHS", "MIDDLEWARES", "
 LOGIN_PATHS = frozenset({"/login", "/api/v1/login"})
 THROTTLE = web.AppKey("login_throttle", LoginThrottle)  # the guard's throttle, also counting wrong old passwords (edge/passwords.py)
 # Routes whose handlers stream multipart uploads (the intake form carries photos too) and check the form's token after reading it.
-STREAMED_UPLOADS = frozenset({"/applications", "/applications/{id}/attachments"})
+STREAMED_UPLOADS = frozenset({"/applications", "/applications/{id}/attachments", "/applications/{id}/signature"})
 
 
 def _lang(request: web.Request) -> str:

@@ -41,6 +41,13 @@ def positive_int(value: str) -> int:
     return n
 
 
+def fraction(value: str) -> float:
+    f = float(value)
+    if not 0 < f <= 1:
+        raise ValueError("must be > 0 and <= 1")
+    return f
+
+
 def host_port(value: str) -> tuple[str, int]:
     host, sep, p = value.rpartition(":")
     if not sep or not host:
@@ -199,6 +206,9 @@ NODE = SettingGroup(
         Setting("limit_positions_mb", positive_float, 32.0, "raw GPS waiting for HQ: past this, the oldest unsent points are thinned", "MB"),
         Setting("limit_events_mb", positive_float, 64.0, "events (trips, queue, visits) waiting for HQ: past this, they are refused", "MB"),
         Setting("limit_files_mb", positive_float, 2048.0, "document files waiting for HQ: past this, new files are refused", "MB"),
+        Setting("photo_max_side", positive_int, 1600, "photos of documents are scaled on the tablet to at most this many pixels on the "
+                "long side before upload (the administrator may keep the original)", "PIXELS"),
+        Setting("photo_quality", fraction, 0.8, "JPEG quality of a photo scaled on the tablet (0..1)", "Q"),
         Setting("min_free_disk_mb", positive_float, 64.0, "disk space always kept free: intake is refused before it is used", "MB"),
         Setting("retention_days", positive_float, 7.0, "days the van keeps personal data HQ has acknowledged, then shreds it", "DAYS"),
         Setting("track_retention_days", positive_float, 7.0, "days the van keeps its own GPS track (it leads to people's doors)", "DAYS"),

@@ -77,6 +77,11 @@ def key_id(public: X25519PublicKey) -> bytes:
     return hashlib.sha256(_raw_public(public)).digest()[:KEY_ID_LEN]
 
 
+def evidence_context(node_id: str, visit_id: str) -> bytes:
+    """AAD of a home visit's evidence point, sealed by the van to HQ (edge/trips, hq/trips)."""
+    return f"evidence|{node_id}|{visit_id}".encode()
+
+
 def wrap_to_public(secret: bytes, recipient: X25519PublicKey, context: bytes) -> bytes:
     """"MOk1" || key id(8) || eph_pub(32) || nonce(12) || AES-GCM(secret); only the private key holder opens it."""
     eph = X25519PrivateKey.generate()
