@@ -14,7 +14,7 @@ from hq.db import connect
 from provisioning.keys import NodeBundle
 from tests.conftest import ADMIN_PASSWORD, Broker, Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
 from tests.functional.test_e2e_skeleton import start_node
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, hq_token
 
 pytestmark = pytest.mark.functional
 
@@ -75,6 +75,7 @@ def test_reflashed_van_delivers_every_new_application(tmp_path: Path, bundle: No
     instances = query(target, "SELECT instance, ordinal FROM node_instances WHERE node_id = 'van-01' ORDER BY ordinal")
     assert held == {d["id"] for d in first + second}  # both databases' seq 1 and 2, each once
     assert len(instances) == 2 and all(len(i) == 16 for i, _ in instances)
-    fleet = ApiClient(f"http://127.0.0.1:{hq_port}").get("/api/v1/fleet")
+    token = hq_token(hq_dir, db=db_flag[1] if db_flag else None)  # HQ's API needs a token
+    fleet = ApiClient(f"http://127.0.0.1:{hq_port}", token).get("/api/v1/fleet")
     assert fleet[0]["records"] == 4
     # (the dashboard's new_instance alert is computed from node_instances: tests/sync/test_hostile.py)

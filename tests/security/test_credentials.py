@@ -315,7 +315,7 @@ def test_printed_one_time_password_and_the_card_after_first_start(tmp_path: Path
     """The operator's path: `provision add-node` prints a one-time password; the van started from the card asks to change it,
     and the card's keyslots.json keeps HQ's recovery slot only."""
     hq, bundle = tmp_path / "hq", tmp_path / "bundle"
-    for args in (("provision", "init-hq", "--hq-dir", str(hq)),
+    for args in (("provision", "init-hq", "--hq-dir", str(hq), "--no-passphrase"),
                  ("provision", "add-node", "van-09", "--hq-dir", str(hq), "--out", str(bundle), "--admin", "olha:supervisor")):
         r = subprocess.run([sys.executable, "-m", "mobile_office.cli", *args], cwd=REPO, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
