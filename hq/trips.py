@@ -46,6 +46,8 @@ MIGRATIONS = [
         visit_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, planned_date TEXT, assigned_to TEXT, categories TEXT NOT NULL, created DOUBLE PRECISION NOT NULL
     );
     """,
+    # The public schedule's "the van is here now" mark, opt-out per trip (hq/schedule.py).
+    "ALTER TABLE trip_plans ADD COLUMN presence_public BIGINT NOT NULL DEFAULT 1;",
 ]
 
 PURPOSES = {"idp": "Поселення ВПО", "remote": "Віддалений населений пункт", "attack": "Після обстрілу", "home": "Домашні візити",
@@ -110,8 +112,11 @@ def parse_stops(rows: Iterable[dict[str, str]]) -> list[dict[str, Any]]:
 
 
 async def plan_trip(app: web.Application, node_id: str, title: str, planned_date: str | None, kind: str, assigned_to: str | None,
-                    stops: list[dict[str, Any]], actor: str) -> str:
-    """Sign and send the plan to the van, then keep it; TripPlanError if it is wrong, NotConnected if it cannot go now."""
+                    stops: list[dict[str, Any]], actor: str, presence_public: bool = True) -> str:
+    """Sign and send the plan to the van, then keep it; TripPlanError if it is wrong, NotConnected if it cannot go now.
+
+    ``presence_public``: whether the public schedule may say "the van is here now" for this trip's stops.
+    """
     if kind not in ("van", "home_round"):
         raise TripPlanError("Невідомий вид виїзду")
     store, cfg = app[STORE], app[CONFIG]
@@ -120,9 +125,10 @@ async def plan_trip(app: web.Application, node_id: str, title: str, planned_date
     await app[DOWNLINK].send(node_id, "assign", [item], "план не надіслано")
     async with transaction(store.db):
         await store.db.execute(
-            "INSERT INTO trip_plans(trip_id, node_id, kind, title, planned_date, assigned_to, stops, created, created_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trip_id) DO NOTHING",
-            (trip_id, node_id, kind, title, planned_date, assigned_to, json.dumps(stops, ensure_ascii=False), cfg.clock.now(), actor),
+            "INSERT INTO trip_plans(trip_id, node_id, kind, title, planned_date, assigned_to, stops, created, created_by, presence_public)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trip_id) DO NOTHING",
+            (trip_id, node_id, kind, title, planned_date, assigned_to, json.dumps(stops, ensure_ascii=False), cfg.clock.now(), actor,
+             0 if not presence_public else 1),
         )
     return trip_id
 
@@ -356,7 +362,8 @@ async def trip_plan_submit(request: web.Request) -> web.Response:
     try:
         stops = parse_stops(rows)
         await plan_trip(request.app, node_id, str(form.get("title", "")).strip()[:200], planned_date, str(form.get("kind", "van")),
-                        str(form.get("assigned_to", "")).strip() or None, stops, s.username)
+                        str(form.get("assigned_to", "")).strip() or None, stops, s.username,
+                        presence_public=not form.get("hide_presence"))
     except TripPlanError as exc:
         raise HttpProblem(str(exc), code="plan_failed", status=422) from exc
     raise web.HTTPSeeOther("/trips?planned=1")
