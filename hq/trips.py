@@ -34,7 +34,7 @@ from kit.web import HttpProblem, json_response
 from .db import migrate, transaction
 
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
-from .pages import page, session
+from .pages import allow_tiles, page, session
 
 MIGRATIONS = [
     """
@@ -327,8 +327,12 @@ async def trips_page(request: web.Request) -> web.Response:
     nodes = sorted(rep["per_van"])
     ctx = {"rep": rep, "from": d0.isoformat(), "to": d1.isoformat(), "nodes": nodes, "node_id": request.query.get("node_id", ""),
            "places": places(), "purposes": PURPOSES, "session": s, "labels": category_labels(),
-           "sent": request.query.get("planned")}
-    return await page(request, "trips.html", ctx)
+           "sent": request.query.get("planned"), "tile_url": request.app[CONFIG].tile_url,
+           "tile_attribution": request.app[CONFIG].tile_attribution}
+    resp = await page(request, "trips.html", ctx)
+    if request.app[CONFIG].tile_url:
+        allow_tiles(resp, request.app[CONFIG].tile_url)  # the stop picker's map
+    return resp
 
 
 async def trips_csv(request: web.Request) -> web.Response:
