@@ -18,7 +18,7 @@ from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
 from . import appstatus, attachments, sms, trips, users
-from . import catalog_admin, prereg_admin, schedule
+from . import catalog_admin, indicators, prereg_admin, schedule
 from . import web as web_routes
 from .appkeys import CONFIG, DIRECTIP, DOWNLINK, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
 from .config import HQConfig
@@ -127,5 +127,6 @@ def create_app(config: HQConfig) -> web.Application:
     catalog_admin.add_routes(app)
     prereg_admin.add_routes(app)
     schedule.add_routes(app)
+    indicators.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app
