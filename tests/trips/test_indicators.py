@@ -77,7 +77,7 @@ async def test_hq_indicators_from_its_tables(tmp_path: Path) -> None:
         assert [m["month"] for m in ind["months"]] == ["2026-11"] and ind["months"][0]["applications"] == 3
         text = indicators.csv_text(ind)
         table = list(csv.DictReader(io.StringIO(text)))
-        fleet = [r for r in table if r["node_id"] == "all" and r["service_code"] == "all"][0]
+        [fleet] = [r for r in table if r["node_id"] == "all" and r["service_code"] == "all"]
         assert (fleet["applications"], fleet["refusals"], fleet["complaints"]) == ("3", "1", "1")
         assert "<svg" in indicators.charts(ind, {})["months"] and "van-02" in indicators.charts(ind, {})["vans"]
         one = await indicators.build(store.db, d0, date(2026, 11, 30), T0 - DAY, T0 + 29 * DAY, T0 + 20 * DAY, node_id="van-02")
