@@ -20,7 +20,7 @@ from markupsafe import Markup
 from kit.web import json_response
 from sync import figures
 
-from . import catalog_admin, trips
+from . import catalog_admin, projections, trips
 from .appkeys import CONFIG, STORE
 from .pages import page, session
 
@@ -67,7 +67,8 @@ async def build(db: Any, d0: date, d1: date, t0: float, t1: float, now: float, n
     """Fleet, per-van and month-by-month indicators for [t0, t1), optionally for one van and/or one service."""
     catalogue = {s["code"]: s for s in (await catalog_admin.current(db))["doc"]["services"]}
     decisions, opinions = await facts(db, t0, t1)
-    dept = await trips.report(lambda sql, params: _rows(db, sql, params), t0, t1)
+    await projections.project(db)
+    dept = await trips.report(lambda sql, params: _rows(db, sql, params), t0, t1, projections.EVENTS_SQL)
     if service:
         decisions = [d for d in decisions if d.service_code == service]
     vans = sorted({*dept["per_van"], *(d.node_id for d in decisions), *opinions})

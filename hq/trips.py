@@ -31,6 +31,7 @@ from aiohttp import web
 from kit import data_path
 from sync import figures
 from kit.web import HttpProblem, json_response
+from . import projections
 from .db import migrate, transaction
 
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
@@ -270,9 +271,17 @@ QUERIES = {
 }
 
 
-async def report(fetch: Fetch, start: float, end: float) -> dict[str, Any]:
-    """``fetch(sql, params)`` returns rows: aiosqlite at HQ, sqlite3 in the CLI."""
-    rows = {k: await fetch(sql, (start, end) if period else ()) for k, (sql, period) in QUERIES.items()}
+async def report(fetch: Fetch, start: float, end: float, events_sql: str | None = None) -> dict[str, Any]:
+    """``fetch(sql, params)`` returns rows: aiosqlite at HQ, sqlite3 in the CLI.
+
+    ``events_sql``: the period's events through HQ's projection (hq/projections.py ``EVENTS_SQL``, params: start, end and
+    the period's first and last day) instead of every event stored; the CLI, which has no live projection, reads them all.
+    """
+    rows = {k: await fetch(sql, (start, end) if period else ()) for k, (sql, period) in QUERIES.items() if not (events_sql and k == "events")}
+    if events_sql:
+        d0 = datetime.fromtimestamp(start, timezone.utc).date().isoformat()
+        d1 = datetime.fromtimestamp(end - 1, timezone.utc).date().isoformat()
+        rows["events"] = await fetch(events_sql, (start, end, d0, d1))
     return compute(start, end, [r[0] for r in rows["nodes"]], rows["plans"], [(r[0], r[1]) for r in rows["events"]],
                    rows["records"], rows["ratings"], rows["visit_plans"])
 
@@ -313,7 +322,8 @@ async def _fetcher(request: web.Request) -> Fetch:
 async def _report(request: web.Request) -> tuple[date, date, dict[str, Any]]:
     today = datetime.fromtimestamp(request.app[CONFIG].clock.now(), timezone.utc).date()
     d0, d1, t0, t1 = period(request, today)
-    rep = await report(await _fetcher(request), t0, t1)
+    await projections.project(request.app[STORE].db)  # what arrived since the loop's last round
+    rep = await report(await _fetcher(request), t0, t1, projections.EVENTS_SQL)
     rep["period"] = {"from": d0.isoformat(), "to": d1.isoformat()}
     van = request.query.get("node_id")
     if van:
@@ -381,6 +391,7 @@ async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
 def add_routes(app: web.Application) -> None:
     """One line in hq/app.py: after the store's cleanup context, so the schema is created on its connection."""
     app.cleanup_ctx.append(_schema_ctx)
+    app.cleanup_ctx.append(projections.projections_ctx)
     app.router.add_get("/trips", trips_page)
     app.router.add_post("/trips", trip_plan_submit)
     app.router.add_get("/trips.csv", trips_csv)

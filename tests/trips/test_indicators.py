@@ -8,7 +8,7 @@ import json
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from hq import appstatus, catalog_admin, indicators
+from hq import appstatus, catalog_admin, indicators, projections
 from hq import trips as hq_trips
 from hq.store import HQStore
 from sync import catalog_doc, figures
@@ -49,6 +49,7 @@ async def test_hq_indicators_from_its_tables(tmp_path: Path) -> None:
         await hq_trips.create_schema(store.db)
         await appstatus.create_schema(store)
         await catalog_admin.create_schema(store.db)
+        await projections.create_schema(store.db)
         rows = [("van-01", 1, "r1", "RES-01", T0 + 3600), ("van-01", 2, "r2", "RES-01", T0 + 7200), ("van-02", 1, "r3", "SOC-01", T0 + 9000),
                 ("van-02", 2, "r4", "RES-01", T0 - 40 * DAY)]
         for node, seq, rid, code, created in rows:
