@@ -1,0 +1,77 @@
+"""HQ's back-office pages in the browser (issue 19): trip planning on a 1280-px screen, the public schedule, indicators, home visits."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.helpers import ApiClient
+from tests.hq.test_hq_browser import PASSWORD, demo  # noqa: F401  (fixture)
+from tests.ui.conftest import axe_violations, browser, login, screenshot  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.browser, pytest.mark.functional]
+
+
+def test_plan_publish_and_report(browser: Any, demo: tuple[str, str, Path]) -> None:  # noqa: F811
+    van, hq, _data = demo
+    wait_until(lambda: ApiClient(hq).get("/api/v1/fleet"), 60, what="the van known at HQ")
+    tomorrow = (datetime.now(ZoneInfo("Europe/Kyiv")) + timedelta(days=1)).date().isoformat()
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    login(page, hq, "hq-admin", PASSWORD)
+
+    page.goto(hq + "/trips")
+    # The planning form fits the screen: no sideways scrolling at 1280 px.
+    wide = page.evaluate("() => [...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right > 1280)"
+                         ".map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280, wide
+    box = page.locator("#trip-plan").bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1280
+    page.fill("#p-title", "Тернівський район")
+    page.fill("#p-date", tomorrow)
+    page.select_option("#p-place-1", "TER-IDP")
+    page.fill("#p-from-1", "10:00")
+    page.fill("#p-to-1", "12:00")
+    page.fill("#p-name-2", "Школа №5")
+    page.fill("#p-lat-2", "48.03")
+    page.fill("#p-lon-2", "33.48")
+    page.select_option("#p-purpose-2", "remote")
+    page.click("#send-plan")
+    assert "План виїзду надіслано" in page.inner_text("main")
+    assert axe_violations(page) == []
+
+    # Anyone, without logging in, sees where the van will stand.
+    public = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    public.goto(hq + "/public/schedule")
+    assert not public.url.endswith("/login")
+    text = public.inner_text("main")
+    assert tomorrow in text and "Тернівський район" in text and "Школа №5" in text and "10:00–12:00" in text
+    assert public.locator("nav").count() == 0  # nothing of the back office on the public page
+    assert axe_violations(public) == []
+    screenshot(public, "hq-public-schedule", docs=True)
+    ics = public.request.get(hq + "/public/schedule.ics")
+    assert ics.status == 200 and ics.text().count("BEGIN:VEVENT") >= 2 and "LOCATION:Школа №5" in ics.text()
+
+    page.goto(hq + "/indicators")
+    assert page.locator("svg.chart").count() == 3 and "Як рахуємо" in page.inner_text("main")
+    assert axe_violations(page) == []
+    screenshot(page, "hq-indicators", docs=True)
+
+    page.goto(hq + "/")
+    page.fill("#v-name", "Гнатюк Ганна Петрівна")
+    page.fill("#v-address", "вул. Тестова, 7")
+    page.fill("#v-lat", "47.91")
+    page.fill("#v-lon", "33.39")
+    page.fill("#v-date", tomorrow)
+    page.click("#assign-visit")
+    assert page.url.split("?")[0].endswith("/visits")
+    wait_until(lambda: (page.reload() or True) and "Фургон отримав" in page.inner_text("#visit-list"), 60, what="the van's acknowledgement")
+    assert "Гнатюк" not in page.content()  # HQ shows the visit, not the person
+    assert axe_violations(page) == []
+    screenshot(page, "hq-visits", docs=True)
+    ctx.close()
