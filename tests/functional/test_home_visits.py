@@ -93,7 +93,7 @@ def test_assignment_reaches_a_van_offline_then_cancel_and_reschedule(tmp_path: P
 
         def delivered() -> dict[str, object] | None:
             [v] = hq.api.get("/api/v1/visits?from=2099-01-01")["visits"]
-            return v if v["delivery"] == "delivered" else None  # type: ignore[no-any-return]
+            return v if v["delivery"] == "delivered" else None
         v = wait_until(delivered, 60, what="HQ to see the van's acknowledgement")
         assert v["sends"] >= 2  # type: ignore[index]
         assert "Фургон отримав" in hq.get("/visits")

@@ -23,12 +23,12 @@ from tests.conftest import Broker
 T0 = datetime(2026, 11, 18, 8, 0, tzinfo=timezone.utc).timestamp()
 DAY = "2026-11-18"
 
-VAN_STOPS = [{"place": "TER-IDP", "name": "Модульне містечко для ВПО, Тернівський район", "lat": 48.014, "lon": 33.465,
+VAN_STOPS: list[dict[str, Any]] = [{"place": "TER-IDP", "name": "Модульне містечко для ВПО, Тернівський район", "lat": 48.014, "lon": 33.465,
               "from": "10:00", "to": "12:30", "purpose": "idp"},
              {"place": None, "name": "Школа №5; вхід з двору, біля «Сільпо»", "lat": 48.03, "lon": 33.48, "from": None, "to": None,
               "purpose": "remote"},
              {"place": None, "name": "вул. Приватна, 7, кв. 3", "lat": 48.05, "lon": 33.5, "from": "15:00", "to": "16:00", "purpose": "home"}]
-HOME_STOPS = [{"place": None, "name": "вул. Садова, 1, кв. 12", "lat": 47.9, "lon": 33.4, "from": "09:00", "to": "10:00", "purpose": "home"}]
+HOME_STOPS: list[dict[str, Any]] = [{"place": None, "name": "вул. Садова, 1, кв. 12", "lat": 47.9, "lon": 33.4, "from": "09:00", "to": "10:00", "purpose": "home"}]
 
 
 async def _plan(db: Any, trip_id: str, node: str, kind: str, day: str, stops: list[dict[str, Any]], presence: int = 1) -> None:
@@ -56,7 +56,7 @@ async def hq(hq_keys: HQKeys, mosquitto: Broker, tmp_path: Path) -> Any:
         yield client
 
 
-async def test_ics_feed_parses_with_every_planned_stop_and_no_home_visit(hq: TestClient) -> None:
+async def test_ics_feed_parses_with_every_planned_stop_and_no_home_visit(hq: TestClient[Any, Any]) -> None:
     resp = await hq.get("/public/schedule.ics")  # no session cookie: public
     assert resp.status == 200 and resp.content_type == "text/calendar"
     raw = await resp.read()
@@ -67,7 +67,8 @@ async def test_ics_feed_parses_with_every_planned_stop_and_no_home_visit(hq: Tes
     by_uid = {str(e["UID"]): e for e in events}
     first = by_uid["t1-1@mobile-office"]
     assert str(first["LOCATION"]) == VAN_STOPS[0]["name"]
-    assert (first["GEO"].latitude, first["GEO"].longitude) == (48.014, 33.465)
+    geo: Any = first["GEO"]
+    assert (geo.latitude, geo.longitude) == (48.014, 33.465)
     assert first.decoded("DTSTART") == datetime(2026, 11, 18, 8, 0, tzinfo=timezone.utc)  # 10:00 Kyiv
     assert first.decoded("DTEND") == datetime(2026, 11, 18, 10, 30, tzinfo=timezone.utc)
     assert first.get("DTSTAMP") is not None and "ВПО" in str(first["SUMMARY"])
@@ -80,7 +81,7 @@ async def test_ics_feed_parses_with_every_planned_stop_and_no_home_visit(hq: Tes
     assert "Приватна" not in text and "Садова" not in text and "Гнатюк" not in text
 
 
-async def test_json_schedule_and_here_now_from_the_vans_arrival(hq: TestClient) -> None:
+async def test_json_schedule_and_here_now_from_the_vans_arrival(hq: TestClient[Any, Any]) -> None:
     store = hq.app[STORE]
     doc = await (await hq.get("/public/schedule.json")).json()
     assert doc["version"] == 1 and [s["uid"] for s in doc["stops"]] == ["t1-2@mobile-office", "t1-1@mobile-office", "t2-1@mobile-office"]  # the whole-day stop first

@@ -7,6 +7,7 @@ import io
 import json
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from hq import appstatus, catalog_admin, indicators, projections
 from hq import trips as hq_trips
@@ -16,7 +17,7 @@ from sync.clock import ManualClock
 
 T0 = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc).timestamp()  # the known day: Monday 2 November 2026
 DAY = 86400.0
-CATALOGUE = {"RES-01": {"term": 10, "fee": 30.0}, "SOC-01": {"term": {"days": 30}}, "PEN-01": {"name": "без строку"}}
+CATALOGUE: dict[str, dict[str, Any]] = {"RES-01": {"term": 10, "fee": 30.0}, "SOC-01": {"term": {"days": 30}}, "PEN-01": {"name": "без строку"}}
 
 
 def test_definitions_on_a_known_day() -> None:
