@@ -22,8 +22,12 @@ Fold = Callable[[str, dict[str, Any]], Awaitable[bool]]
 FoldSeq = Callable[[str, dict[str, Any], int], Awaitable[bool]]
 
 
-async def fold_events(db: DB, cursor_table: str, fold: Fold | FoldSeq, with_seq: bool = False) -> int:
-    """Apply ``fold`` to every event not yet seen by this projection; returns how many it used."""
+async def fold_events(db: DB, cursor_table: str, fold: Fold | FoldSeq, with_seq: bool = False,
+                      flush: Callable[[], Awaitable[None]] | None = None) -> int:
+    """Apply ``fold`` to every event not yet seen by this projection; returns how many it used.
+
+    ``flush``: called inside each van's transaction before the cursor advances (a fold that batches its writes).
+    """
     # cursor_table is a constant of the calling module, never user input.
     async with db.execute(
         f"SELECT s.node_id, s.contiguous, COALESCE(c.seq, 0) FROM stream_state s LEFT JOIN {cursor_table} c ON c.node_id = s.node_id"
@@ -46,6 +50,8 @@ async def fold_events(db: DB, cursor_table: str, fold: Fold | FoldSeq, with_seq:
                     continue
                 if await (fold(node_id, doc, seq) if with_seq else fold(node_id, doc)):  # type: ignore[call-arg]
                     used += 1
+            if flush is not None:
+                await flush()
             await db.execute(
                 f"INSERT INTO {cursor_table}(node_id, seq) VALUES (?, ?) ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq",
                 (node_id, upto),

@@ -85,25 +85,33 @@ async def project(db: DB) -> int:
     lock = _LOCKS.setdefault(id(db), asyncio.Lock())
     async with lock:  # one fold per connection at a time
 
+        facts: list[tuple[Any, ...]] = []
+        members: list[tuple[Any, ...]] = []
+
         async def fold(node_id: str, doc: dict[str, Any], seq: int) -> bool:
             f = _fact(doc)
             if f is None:
                 return False
             kind, key, at, exact = f
-            # The defining instant (departure, issue) wins; otherwise the earliest seen stands in (a ticket called
-            # before its issue arrived counts from its call, as compute does).
-            await db.execute(
+            facts.append((node_id, kind, key, at, 1 if exact and at is not None else 0))
+            members.append((node_id, kind, key, seq))
+            return True
+
+        async def flush() -> None:
+            # In stream order, so the upsert sees a ticket's issue before its call, as the van sent them.
+            # The defining instant (departure, issue) wins; otherwise the earliest seen stands in (a ticket whose issue
+            # never arrived counts from its call, as compute does).
+            await db.executemany(
                 "INSERT INTO proj_facts(node_id, kind, fact_key, at, exact) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (node_id, kind, fact_key) DO UPDATE SET"
                 " at = CASE WHEN proj_facts.exact = 1 THEN proj_facts.at WHEN excluded.exact = 1 THEN excluded.at"
                 " WHEN proj_facts.at IS NULL OR (excluded.at IS NOT NULL AND excluded.at < proj_facts.at) THEN excluded.at ELSE proj_facts.at END,"
-                " exact = CASE WHEN proj_facts.exact = 1 OR excluded.exact = 1 THEN 1 ELSE 0 END",
-                (node_id, kind, key, at, 1 if exact and at is not None else 0))
-            await db.execute("INSERT INTO proj_members(node_id, kind, fact_key, seq) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                             (node_id, kind, key, seq))
-            return True
+                " exact = CASE WHEN proj_facts.exact = 1 OR excluded.exact = 1 THEN 1 ELSE 0 END", facts)
+            await db.executemany("INSERT INTO proj_members(node_id, kind, fact_key, seq) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", members)
+            facts.clear()
+            members.clear()
 
-        return await fold_events(db, "proj_cursor", fold, with_seq=True)
+        return await fold_events(db, "proj_cursor", fold, with_seq=True, flush=flush)
 
 
 async def projections_ctx(app: web.Application) -> AsyncIterator[None]:
