@@ -128,7 +128,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
             d1 = datetime.fromtimestamp(t1 - 1, timezone.utc).date().isoformat()
 
             async def read_rows() -> int:
-                rows = await fetch(projections.EVENTS_SQL, (t0, t1, d0, d1))
+                rows = await fetch(projections.EVENTS_SQL, projections.events_params(t0, t1, d0, d1))
                 rows += await fetch(trips.QUERIES["records"][0], (t0, t1))
                 rows += await fetch(trips.QUERIES["ratings"][0], (t0, t1))
                 return len(rows)

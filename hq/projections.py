@@ -49,14 +49,27 @@ MIGRATIONS = [
 ]
 
 # The events of the facts in [t0, t1), and of the trips planned for days d0..d1 (a plan's trip may have left
-# outside the period: the report must know it left, not list it as waiting).  Rows: (node_id, payload), in stream order.
+# outside the period: the report must know it left, not list it as waiting).  Driven by the index on the facts'
+# instant, so a period reads its own rows, not the whole history.  Params: t0, t1, d0, d1, t0, t1.
+# Rows: (node_id, payload, seq), in stream order.
 EVENTS_SQL = (
-    "SELECT m.node_id, i.payload FROM proj_members m"
+    "SELECT m.node_id, i.payload, m.seq FROM proj_facts f"
+    " JOIN proj_members m ON m.node_id = f.node_id AND m.kind = f.kind AND m.fact_key = f.fact_key"
     " JOIN items i ON i.node_id = m.node_id AND i.stream = 'evt' AND i.seq = m.seq"
-    " WHERE EXISTS (SELECT 1 FROM proj_facts f WHERE f.node_id = m.node_id AND f.kind = m.kind AND f.fact_key = m.fact_key"
-    " AND ((f.at >= ? AND f.at < ?) OR (f.kind = 'trip' AND f.fact_key IN (SELECT trip_id FROM trip_plans WHERE planned_date >= ? AND planned_date <= ?))))"
-    " ORDER BY m.node_id, m.seq"
+    " WHERE f.at >= ? AND f.at < ?"
+    " UNION ALL "
+    "SELECT m.node_id, i.payload, m.seq FROM trip_plans p"
+    " JOIN proj_facts f ON f.node_id = p.node_id AND f.kind = 'trip' AND f.fact_key = p.trip_id"
+    " JOIN proj_members m ON m.node_id = f.node_id AND m.kind = f.kind AND m.fact_key = f.fact_key"
+    " JOIN items i ON i.node_id = m.node_id AND i.stream = 'evt' AND i.seq = m.seq"
+    " WHERE p.planned_date >= ? AND p.planned_date <= ? AND (f.at IS NULL OR f.at < ? OR f.at >= ?)"
+    " ORDER BY 1, 3"
 )
+
+
+def events_params(t0: float, t1: float, d0: str, d1: str) -> tuple[Any, ...]:
+    return (t0, t1, d0, d1, t0, t1)
+
 
 _LOCKS: dict[int, asyncio.Lock] = {}
 

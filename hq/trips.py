@@ -274,14 +274,14 @@ QUERIES = {
 async def report(fetch: Fetch, start: float, end: float, events_sql: str | None = None) -> dict[str, Any]:
     """``fetch(sql, params)`` returns rows: aiosqlite at HQ, sqlite3 in the CLI.
 
-    ``events_sql``: the period's events through HQ's projection (hq/projections.py ``EVENTS_SQL``, params: start, end and
-    the period's first and last day) instead of every event stored; the CLI, which has no live projection, reads them all.
+    ``events_sql``: the period's events through HQ's projection (hq/projections.py ``EVENTS_SQL``) instead of every event
+    stored; the CLI, which has no live projection, reads them all.
     """
     rows = {k: await fetch(sql, (start, end) if period else ()) for k, (sql, period) in QUERIES.items() if not (events_sql and k == "events")}
     if events_sql:
         d0 = datetime.fromtimestamp(start, timezone.utc).date().isoformat()
         d1 = datetime.fromtimestamp(end - 1, timezone.utc).date().isoformat()
-        rows["events"] = await fetch(events_sql, (start, end, d0, d1))
+        rows["events"] = await fetch(events_sql, projections.events_params(start, end, d0, d1))
     return compute(start, end, [r[0] for r in rows["nodes"]], rows["plans"], [(r[0], r[1]) for r in rows["events"]],
                    rows["records"], rows["ratings"], rows["visit_plans"])
 
