@@ -6,9 +6,8 @@ import base64
 import json
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync.crypto import SealedRecord, open_with_hq_key
+from sync.crypto import OpeningKeys, SealedRecord, open_with_hq_key
 from .db import transaction
 from sync.errors import CryptoError
 
@@ -31,7 +30,7 @@ async def list_records(store: HQStore, limit: int = 200) -> list[dict[str, Any]]
                  "time_trusted": r[6] is None or bool(r[6])} async for r in cur]
 
 
-async def open_record(store: HQStore, key: X25519PrivateKey, record_id: str, username: str, reason: str) -> dict[str, Any]:
+async def open_record(store: HQStore, key: OpeningKeys, record_id: str, username: str, reason: str) -> dict[str, Any]:
     """Decrypt one application; the opening is written to HQ's audit table first."""
     async with store.db.execute("SELECT sealed, number, node_id, service_code, created FROM records WHERE record_id = ?", (record_id,)) as cur:
         row = await cur.fetchone()

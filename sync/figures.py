@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -216,12 +216,13 @@ def fleet(per_van: Mapping[str, Facts], t0: float, t1: float) -> dict[str, Any]:
 # * **applications**: applications created in the period (by van, by service);
 # * **refusals**: those of them HQ has refused (status ``refused``, whenever set); **refusal share** = refusals / applications;
 # * **results within / beyond the legal term**: an application's result is the first time it became ``ready``
-#   or ``refused``; it is within the term if that came no later than ``term`` calendar days after its creation.
+#   or ``refused``; it is within the term if that came by the end of the day ``term`` working (or calendar, as the
+#   catalogue says) days after its creation's day (``due``).
 #   A service without a term in the catalogue counts as **term unknown**; an application with no result yet is
 #   **pending**, and **overdue** if its term has passed by now (results count whenever they came, so does a delay);
 # * **complaints**: negative ratings (1 or 2 of 5) that carry a comment, per 1 000 citizens served;
-# * **fees due**: for each service whose catalogue entry has a fee, applications × fee (UAH); services without a
-#   fee are listed as unknown, never as 0;
+# * **fees due**: for each service whose catalogue entry has a fee, applications × fee (UAH; a free service 0);
+#   services without a fee in the catalogue are listed as unknown, never as 0;
 # * **home visits by category**: as in the department report (``department``).
 NEGATIVE = 2  # a rating of 1 or 2 of 5 is negative
 
@@ -244,29 +245,52 @@ class Opinion:
     commented: bool
 
 
-def term_days(entry: Mapping[str, Any] | None) -> float | None:
-    """A catalogue entry's legal term in days: ``term`` as a number of days or ``{"days": n}``; None when not given."""
+def term_days(entry: Mapping[str, Any] | None) -> tuple[int, str] | None:
+    """A catalogue entry's legal term: ``term: {"days": n, "days_kind": "working"|"calendar"}`` (working when not said)
+    or a plain number of calendar days; None when the catalogue does not give one."""
     term = (entry or {}).get("term")
     if isinstance(term, Mapping):
-        term = term.get("days")
-    return float(term) if isinstance(term, (int, float)) and not isinstance(term, bool) and term > 0 else None
+        days, kind = term.get("days"), str(term.get("days_kind") or "working")
+    else:
+        days, kind = term, "calendar"
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or days < 0:
+        return None
+    return int(days), kind if kind in ("working", "calendar") else "working"
+
+
+def due(created: float, term: tuple[int, str]) -> float:
+    """The end of the term: the end (UTC) of the day n working (Monday–Friday; public holidays are not known here) or
+    calendar days after the creation's day; 0 days is the same day."""
+    n, kind = term
+    day = datetime.fromtimestamp(created, timezone.utc).date()
+    if kind == "calendar":
+        day += timedelta(days=n)
+    else:
+        while n > 0:
+            day += timedelta(days=1)
+            n -= day.weekday() < 5
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc).timestamp()
 
 
 def fee(entry: Mapping[str, Any] | None) -> float | None:
-    """A catalogue entry's fee in UAH (``fee``: a number, or ``{"amount": n}``); None when not given."""
+    """A catalogue entry's fee in UAH: ``fee: {"amount": "45.40"}``, ``{"free": true}`` (0) or a number; None when not given."""
     value = (entry or {}).get("fee")
     if isinstance(value, Mapping):
-        value = value.get("amount")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+        value = 0 if value.get("free") is True else value.get("amount")
+    try:
+        amount = float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+    return amount if amount is not None and amount >= 0 else None
 
 
-def _term_state(d: Decision, term: float | None, until: float) -> str:
+def _term_state(d: Decision, term: tuple[int, str] | None, until: float) -> str:
     if term is None:
         return "term_unknown"
-    due = d.created + term * 86400
+    end = due(d.created, term)
     if d.result_at is None:
-        return "overdue" if until > due else "pending"
-    return "within_term" if d.result_at <= due else "beyond_term"
+        return "overdue" if until > end else "pending"
+    return "within_term" if d.result_at <= end else "beyond_term"
 
 
 def indicators(decisions: Iterable[Decision], opinions: Iterable[Opinion], served: int, visits_by_category: Mapping[str, int],
@@ -283,8 +307,10 @@ def indicators(decisions: Iterable[Decision], opinions: Iterable[Opinion], serve
         if not t0 <= d.created < t1:
             continue
         entry = catalogue.get(d.service_code)
-        s = per_service.setdefault(d.service_code, {**{k: 0 for k in totals}, "term_days": term_days(entry), "fee": fee(entry)})
-        state = _term_state(d, term_days(entry), until)
+        term = term_days(entry)
+        s = per_service.setdefault(d.service_code, {**{k: 0 for k in totals}, "term_days": term[0] if term else None,
+                                                    "term_kind": term[1] if term else None, "fee": fee(entry)})
+        state = _term_state(d, term, until)
         for bucket in (s, totals):
             bucket["applications"] += 1
             bucket["refusals"] += int(d.refused)

@@ -17,7 +17,9 @@ from sync.clock import ManualClock
 
 T0 = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc).timestamp()  # the known day: Monday 2 November 2026
 DAY = 86400.0
-CATALOGUE: dict[str, dict[str, Any]] = {"RES-01": {"term": 10, "fee": 30.0}, "SOC-01": {"term": {"days": 30}}, "PEN-01": {"name": "без строку"}}
+# As the catalogue writes them: a plain number is calendar days; {"days", "days_kind"} working days by default.
+CATALOGUE: dict[str, dict[str, Any]] = {"RES-01": {"term": 10, "fee": {"amount": "30.00"}}, "SOC-01": {"term": {"days": 30}},
+                                        "PEN-01": {"name": "без строку"}}
 
 
 def test_definitions_on_a_known_day() -> None:
@@ -37,7 +39,8 @@ def test_definitions_on_a_known_day() -> None:
     assert (ind["within_term"], ind["beyond_term"], ind["pending"], ind["overdue"], ind["term_unknown"]) == (2, 1, 1, 1, 1)
     assert (ind["complaints"], ind["complaints_per_1000"]) == (2, 50.0)
     assert ind["per_service"]["RES-01"]["fees_due"] == 120.0 and ind["fees_due_total"] == 120.0
-    assert ind["fees_unknown_services"] == ["PEN-01", "SOC-01"] and ind["per_service"]["SOC-01"]["term_days"] == 30.0
+    assert ind["fees_unknown_services"] == ["PEN-01", "SOC-01"] and ind["per_service"]["SOC-01"]["term_days"] == 30
+    assert ind["per_service"]["SOC-01"]["term_kind"] == "working"
     assert ind["home_visits_by_category"] == {"age80": 2, "finished": 2}
     # Asked on the day itself, the unfinished RES-01 is still within its term.
     early = figures.indicators(d, opinions, 0, {}, CATALOGUE, T0, T0 + DAY, now=T0 + DAY)
@@ -65,7 +68,10 @@ async def test_hq_indicators_from_its_tables(tmp_path: Path) -> None:
         doc = catalog_doc.packaged()
         for svc in doc["services"]:
             if svc["code"] == "RES-01":
-                svc.update(term=10, fee=30)
+                svc.update(term={"days": 10, "days_kind": "calendar"}, fee={"amount": "30.00"})
+            if svc["code"] == "SOC-01":  # a service the catalogue gives no term and no fee
+                svc.pop("term", None)
+                svc.pop("fee", None)
         await store.db.execute("INSERT INTO catalog_versions(published_at, published_by, source, services, packages, doc)"
                                " VALUES (?, 'admin', 'test', ?, 0, ?)", (T0, len(doc["services"]), json.dumps(doc, ensure_ascii=False)))
         await store.db.commit()
@@ -86,3 +92,13 @@ async def test_hq_indicators_from_its_tables(tmp_path: Path) -> None:
         assert list(one["per_van"]) == ["van-02"] and one["fleet"]["applications"] == 1
     finally:
         await store.close()
+
+
+def test_terms_and_fees_as_the_catalogue_writes_them() -> None:
+    # Monday 2 November 2026: 5 working days end on Monday 9 November, 24:00 UTC; 0 days is the same day.
+    assert figures.due(T0 + 3600, (5, "working")) == T0 + 8 * DAY
+    assert figures.due(T0 + 3600, (0, "working")) == T0 + DAY
+    assert figures.due(T0 + 3600, (5, "calendar")) == T0 + 6 * DAY
+    assert figures.term_days({"term": {"days": 1, "days_kind": "working"}}) == (1, "working") and figures.term_days({}) is None
+    assert figures.fee({"fee": {"free": True}}) == 0.0 and figures.fee({"fee": {"amount": "302.80", "iban": "UA.."}}) == 302.8
+    assert figures.fee({"fee": {"amount": "n/a"}}) is None and figures.fee({}) is None
