@@ -18,8 +18,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.functional]
 
 
 def test_plan_publish_and_report(browser: Any, demo: tuple[str, str, Path]) -> None:  # noqa: F811
-    _van, hq, _data = demo
-    wait_until(lambda: ApiClient(hq).get("/api/v1/fleet"), 60, what="the van known at HQ")
+    _van, hq, data = demo
+    hq_api = ApiClient(hq, (data / "demo-hq-token.txt").read_text().strip())
+    wait_until(lambda: hq_api.get("/api/v1/fleet"), 60, what="the van known at HQ")
     tomorrow = (datetime.now(ZoneInfo("Europe/Kyiv")) + timedelta(days=1)).date().isoformat()
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
