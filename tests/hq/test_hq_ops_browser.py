@@ -9,9 +9,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.conftest import wait_until
+from provisioning.keys import NodeBundle
+from tests.conftest import Broker, Proc, wait_until
 from tests.helpers import ApiClient
+from tests.hq.stack import OFFICER_PASSWORD, Stack
 from tests.hq.test_hq_browser import PASSWORD, demo  # noqa: F401  (fixture)
+from tests.hq.test_status_browser import tiles  # noqa: F401  (fixture)
 from tests.ui.conftest import axe_violations, browser, login, screenshot  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.functional]
@@ -76,3 +79,32 @@ def test_plan_publish_and_report(browser: Any, demo: tuple[str, str, Path]) -> N
     assert axe_violations(page) == []
     screenshot(page, "hq-visits", docs=True)
     ctx.close()
+
+
+def test_points_picked_on_the_map(browser: Any, tmp_path: Path, bundle: NodeBundle, mosquitto: Broker, procs: list[Proc],  # noqa: F811
+                                  tiles: tuple[str, list[str]]) -> None:  # noqa: F811
+    """With a tile server, the dispatcher clicks a trip stop or a visit's address instead of typing coordinates."""
+    tile_url, _seen = tiles
+    st = Stack(tmp_path, mosquitto, bundle, procs)
+    st.start_node()
+    hq = st.start_hq("--tile-url", tile_url, "--tile-attribution", "тестові тайли")
+    st.hq_user("dispatch", "dispatcher")
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    login(page, hq, "dispatch", OFFICER_PASSWORD)
+
+    page.goto(hq + "/trips")
+    page.wait_for_selector("#stop-pick-map .leaflet-tile-loaded", timeout=30000)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280
+    page.click("#stop-pick-map", position={"x": 200, "y": 150})  # no row chosen: the first without coordinates
+    lat1, lon1 = float(page.input_value("#p-lat-1")), float(page.input_value("#p-lon-1"))
+    assert 47.0 < lat1 < 49.0 and 32.5 < lon1 < 34.5
+    page.focus("#p-lat-3")  # the row the dispatcher is on
+    page.click("#stop-pick-map", position={"x": 400, "y": 100})
+    assert page.input_value("#p-lat-3") and page.input_value("#p-lat-2") == ""
+    assert float(page.input_value("#p-lon-3")) > lon1  # further right on the map: further east
+    assert axe_violations(page) == []
+
+    wait_until(lambda: page.goto(hq + "/") and page.locator("#pick-map").count() == 1, 60, what="the van on the dashboard")
+    page.wait_for_selector("#pick-map .leaflet-tile-loaded", timeout=30000)
+    page.click("#pick-map", position={"x": 100, "y": 100})
+    assert 47.0 < float(page.input_value("#v-lat")) < 49.0 and page.input_value("#v-lon")
