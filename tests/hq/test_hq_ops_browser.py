@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ def test_plan_publish_and_report(browser: Any, demo: tuple[str, str, Path]) -> N
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280, wide
     box = page.locator("#trip-plan").bounding_box()
     assert box is not None and box["x"] + box["width"] <= 1280
-    page.fill("#p-title", "Тернівський район")
+    page.fill("#p-title", "Виїзд для тесту графіка")
     page.fill("#p-date", tomorrow)
     page.select_option("#p-place-1", "TER-IDP")
     page.fill("#p-from-1", "10:00")
@@ -45,8 +46,11 @@ def test_plan_publish_and_report(browser: Any, demo: tuple[str, str, Path]) -> N
     page.fill("#p-lat-2", "48.03")
     page.fill("#p-lon-2", "33.48")
     page.select_option("#p-purpose-2", "remote")
+    page.check("#p-hide-presence")  # this trip opts out of "the van is here now"
     page.click("#send-plan")
     assert "План виїзду надіслано" in page.inner_text("main")
+    with sqlite3.connect(data / "hq" / "hq.db") as c:
+        assert c.execute("SELECT presence_public FROM trip_plans WHERE title = 'Виїзд для тесту графіка'").fetchall() == [(0,)]
     assert axe_violations(page) == []
 
     # Anyone, without logging in, sees where the van will stand.
@@ -56,6 +60,7 @@ def test_plan_publish_and_report(browser: Any, demo: tuple[str, str, Path]) -> N
     text = public.inner_text("main")
     assert tomorrow in text and "Тернівський район" in text and "Школа №5" in text and "10:00–12:00" in text
     assert public.locator("nav").count() == 0  # nothing of the back office on the public page
+    assert "Виїзд для тесту графіка" not in text  # the dispatcher's title is not published
     assert axe_violations(public) == []
     screenshot(public, "hq-public-schedule", docs=True)
     ics = public.request.get(hq + "/public/schedule.ics")
