@@ -57,6 +57,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     app[DESK] = ServiceDesk(store)
     app[VISITS] = HomeVisits(store)
+    await HomeVisits.create_schema(store.db)
     await Attachments.create_schema(store.db)
     app[ATTACHMENTS] = Attachments(store)
     await Preregistrations.create_schema(store.db)

@@ -5,6 +5,13 @@ node's X25519 key; the node stores the sealed form as received, even while
 locked, and opens it only for a logged-in administrator (an audited read).
 Start and finish are events to HQ on the ``evt`` stream; no personal data
 travels with them.
+
+HQ may cancel or reschedule a visit: it sends the assignment again as a new
+downlink item (``id`` ``{visit}-v{n}``, ``visit_id``, ``version`` n, ``status``
+assigned or cancelled), each carrying the whole assignment, so whichever
+arrives first (a van offline for days gets them all at once) the highest
+version wins.  A visit already started or finished is not changed: the item
+fails, and HQ sees that in the van's acknowledgement.
 """
 
 from __future__ import annotations
@@ -38,20 +45,48 @@ class Visit:
     details: dict[str, Any]  # opened: name, address, categories, purpose
 
 
+# The version of each visit's assignment HQ last changed (cancel / reschedule); kept beside ``visits``.
+SCHEMA = "CREATE TABLE IF NOT EXISTS visit_versions (visit_id TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID"
+
+
 class HomeVisits:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.db = store.db
 
+    @staticmethod
+    async def create_schema(db: Any) -> None:
+        await db.execute(SCHEMA)
+        await db.commit()
+
     async def receive_assignment(self, doc: dict[str, Any]) -> None:
-        """Downlink handler for ``assign``: idempotent (the same id twice changes nothing)."""
-        visit_id = str(doc["id"])
+        """Downlink handler for ``assign``: idempotent (the same id twice changes nothing); a newer version updates."""
+        visit_id = str(doc.get("visit_id") or doc["id"])
+        version = int(doc.get("version") or 0)
+        status = "cancelled" if doc.get("status") == "cancelled" else "assigned"
         sealed = bytes.fromhex(str(doc["sealed"]))
         async with transaction(self.db):
-            await self.db.execute(
-                "INSERT OR IGNORE INTO visits(id, kind, assigned_to, planned_date, sealed, received) VALUES (?, 'home', ?, ?, ?, ?)",
-                (visit_id, doc.get("assigned_to"), doc.get("planned_date"), sealed, self.store.clock.now()),
+            await self.db.execute(SCHEMA)  # a store opened without the app (tests, tools) has it too
+            cur = await self.db.execute(
+                "INSERT OR IGNORE INTO visits(id, kind, assigned_to, planned_date, sealed, received, status) VALUES (?, 'home', ?, ?, ?, ?, ?)",
+                (visit_id, doc.get("assigned_to"), doc.get("planned_date"), sealed, self.store.clock.now(), status),
             )
+            if not cur.rowcount:
+                async with self.db.execute(
+                    "SELECT v.status, COALESCE(w.version, 0) FROM visits v LEFT JOIN visit_versions w ON w.visit_id = v.id WHERE v.id = ?",
+                    (visit_id,),
+                ) as c:
+                    row = await c.fetchone()
+                if row is not None and version > int(row[1]):
+                    if row[0] not in ("assigned", "cancelled"):
+                        raise VisitError("Візит уже розпочато або завершено: змінити чи скасувати його не можна")
+                    await self.db.execute("UPDATE visits SET assigned_to = ?, planned_date = ?, status = ? WHERE id = ?",
+                                          (doc.get("assigned_to"), doc.get("planned_date"), status, visit_id))
+                elif row is not None:
+                    return  # an older version arriving late changes nothing
+            await self.db.execute(
+                "INSERT INTO visit_versions(visit_id, version) VALUES (?, ?) ON CONFLICT(visit_id) DO UPDATE SET version = excluded.version",
+                (visit_id, version))
         self.store._notify()
 
     @staticmethod

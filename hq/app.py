@@ -20,7 +20,7 @@ from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
 from . import appstatus, attachments, auth, sms, tokens, trips, users
-from . import catalog_admin, prereg_admin
+from . import catalog_admin, indicators, prereg_admin, schedule
 from . import web as web_routes
 from .appkeys import CONFIG, DIRECTIP, DOWNLINK, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
 from .config import HQConfig
@@ -133,5 +133,7 @@ def create_app(config: HQConfig) -> web.Application:
     trips.add_routes(app)
     catalog_admin.add_routes(app)
     prereg_admin.add_routes(app)
+    schedule.add_routes(app)
+    indicators.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app

@@ -22,7 +22,8 @@ from . import tokens
 from .appkeys import CONFIG, SESSIONS, STORE, TOKEN_SESSION
 from .pages import page
 
-OPEN = frozenset({"/healthz", "/api/v1/openapi.yaml"})
+# The public schedule (hq/schedule.py) is for citizens and the city's website: no login, nothing personal.
+OPEN = frozenset({"/healthz", "/api/v1/openapi.yaml", "/public/schedule.json"})
 LOGIN_PATHS = frozenset({"/login"})
 
 

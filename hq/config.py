@@ -26,7 +26,8 @@ SETTINGS_FIELDS = {"data_dir": "hq_data_dir", "broker": "hq_broker", "mqtt_versi
                    "session_lifetime": "hq_session_lifetime",
                    "status_resend_after": "status_resend_after", "max_clock_skew": "hq_max_clock_skew", "ack_poll_interval": "ack_poll_interval", "sms_url": "sms_url",
                    "sms_retry_min": "sms_retry_min", "sms_retry_max": "sms_retry_max", "tile_url": "tile_url",
-                   "tile_attribution": "tile_attribution", "db": "db"}
+                   "tile_attribution": "tile_attribution", "db": "db",
+                   "schedule_days": "schedule_days", "schedule_timezone": "schedule_timezone"}
 
 
 @dataclass
@@ -60,6 +61,9 @@ class HQConfig:
     tile_url: str = _D["tile_url"]
     tile_attribution: str = _D["tile_attribution"]
     db: str | None = _D["db"]  # postgresql:// URL; None: SQLite at data_dir/hq.db
+    # The public schedule (hq/schedule.py).
+    schedule_days: int = _D["schedule_days"]
+    schedule_timezone: str = _D["schedule_timezone"]
 
     @property
     def db_target(self) -> Path | str:

@@ -37,10 +37,11 @@ from kit import data_path
 from kit.geo import haversine
 from sync import crypto, figures
 from kit.web import HttpProblem, json_response
+from . import projections
 from .db import migrate, transaction
 
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
-from .pages import page, session
+from .pages import allow_tiles, page, session
 
 MIGRATIONS = [
     """
@@ -52,6 +53,8 @@ MIGRATIONS = [
         visit_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, planned_date TEXT, assigned_to TEXT, categories TEXT NOT NULL, created DOUBLE PRECISION NOT NULL
     );
     """,
+    # The public schedule's "the van is here now" mark, opt-out per trip (hq/schedule.py).
+    "ALTER TABLE trip_plans ADD COLUMN presence_public BIGINT NOT NULL DEFAULT 1;",
 ]
 
 PURPOSES = {"idp": "Поселення ВПО", "remote": "Віддалений населений пункт", "attack": "Після обстрілу", "home": "Домашні візити",
@@ -116,8 +119,11 @@ def parse_stops(rows: Iterable[dict[str, str]]) -> list[dict[str, Any]]:
 
 
 async def plan_trip(app: web.Application, node_id: str, title: str, planned_date: str | None, kind: str, assigned_to: str | None,
-                    stops: list[dict[str, Any]], actor: str) -> str:
-    """Sign and send the plan to the van, then keep it; TripPlanError if it is wrong, NotConnected if it cannot go now."""
+                    stops: list[dict[str, Any]], actor: str, presence_public: bool = True) -> str:
+    """Sign and send the plan to the van, then keep it; TripPlanError if it is wrong, NotConnected if it cannot go now.
+
+    ``presence_public``: whether the public schedule may say "the van is here now" for this trip's stops.
+    """
     if kind not in ("van", "home_round"):
         raise TripPlanError("Невідомий вид виїзду")
     store, cfg = app[STORE], app[CONFIG]
@@ -126,9 +132,10 @@ async def plan_trip(app: web.Application, node_id: str, title: str, planned_date
     await app[DOWNLINK].send(node_id, "assign", [item], "план не надіслано")
     async with transaction(store.db):
         await store.db.execute(
-            "INSERT INTO trip_plans(trip_id, node_id, kind, title, planned_date, assigned_to, stops, created, created_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trip_id) DO NOTHING",
-            (trip_id, node_id, kind, title, planned_date, assigned_to, json.dumps(stops, ensure_ascii=False), cfg.clock.now(), actor),
+            "INSERT INTO trip_plans(trip_id, node_id, kind, title, planned_date, assigned_to, stops, created, created_by, presence_public)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trip_id) DO NOTHING",
+            (trip_id, node_id, kind, title, planned_date, assigned_to, json.dumps(stops, ensure_ascii=False), cfg.clock.now(), actor,
+             0 if not presence_public else 1),
         )
     return trip_id
 
@@ -281,9 +288,17 @@ QUERIES = {
 }
 
 
-async def report(fetch: Fetch, start: float, end: float) -> dict[str, Any]:
-    """``fetch(sql, params)`` returns rows: aiosqlite at HQ, sqlite3 in the CLI."""
-    rows = {k: await fetch(sql, (start, end) if period else ()) for k, (sql, period) in QUERIES.items()}
+async def report(fetch: Fetch, start: float, end: float, events_sql: str | None = None) -> dict[str, Any]:
+    """``fetch(sql, params)`` returns rows: aiosqlite at HQ, sqlite3 in the CLI.
+
+    ``events_sql``: the period's events through HQ's projection (hq/projections.py ``EVENTS_SQL``) instead of every event
+    stored; the CLI, which has no live projection, reads them all.
+    """
+    rows = {k: await fetch(sql, (start, end) if period else ()) for k, (sql, period) in QUERIES.items() if not (events_sql and k == "events")}
+    if events_sql:
+        d0 = datetime.fromtimestamp(start, timezone.utc).date().isoformat()
+        d1 = datetime.fromtimestamp(end - 1, timezone.utc).date().isoformat()
+        rows["events"] = await fetch(events_sql, projections.events_params(start, end, d0, d1))
     return compute(start, end, [r[0] for r in rows["nodes"]], rows["plans"], [(r[0], r[1]) for r in rows["events"]],
                    rows["records"], rows["ratings"], rows["visit_plans"])
 
@@ -324,7 +339,8 @@ async def _fetcher(request: web.Request) -> Fetch:
 async def _report(request: web.Request) -> tuple[date, date, dict[str, Any]]:
     today = datetime.fromtimestamp(request.app[CONFIG].clock.now(), timezone.utc).date()
     d0, d1, t0, t1 = period(request, today)
-    rep = await report(await _fetcher(request), t0, t1)
+    await projections.project(request.app[STORE].db)  # what arrived since the loop's last round
+    rep = await report(await _fetcher(request), t0, t1, projections.EVENTS_SQL)
     rep["period"] = {"from": d0.isoformat(), "to": d1.isoformat()}
     van = request.query.get("node_id")
     if van:
@@ -338,8 +354,12 @@ async def trips_page(request: web.Request) -> web.Response:
     nodes = sorted(rep["per_van"])
     ctx = {"rep": rep, "from": d0.isoformat(), "to": d1.isoformat(), "nodes": nodes, "node_id": request.query.get("node_id", ""),
            "places": places(), "purposes": PURPOSES, "session": s, "labels": category_labels(),
-           "sent": request.query.get("planned")}
-    return await page(request, "trips.html", ctx)
+           "sent": request.query.get("planned"), "tile_url": request.app[CONFIG].tile_url,
+           "tile_attribution": request.app[CONFIG].tile_attribution}
+    resp = await page(request, "trips.html", ctx)
+    if request.app[CONFIG].tile_url:
+        allow_tiles(resp, request.app[CONFIG].tile_url)  # the stop picker's map
+    return resp
 
 
 async def trips_csv(request: web.Request) -> web.Response:
@@ -373,7 +393,8 @@ async def trip_plan_submit(request: web.Request) -> web.Response:
     try:
         stops = parse_stops(rows)
         await plan_trip(request.app, node_id, str(form.get("title", "")).strip()[:200], planned_date, str(form.get("kind", "van")),
-                        str(form.get("assigned_to", "")).strip() or None, stops, s.username)
+                        str(form.get("assigned_to", "")).strip() or None, stops, s.username,
+                        presence_public=not form.get("hide_presence"))
     except TripPlanError as exc:
         raise HttpProblem(str(exc), code="plan_failed", status=422) from exc
     raise web.HTTPSeeOther("/trips?planned=1")
@@ -387,6 +408,7 @@ async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
 def add_routes(app: web.Application) -> None:
     """One line in hq/app.py: after the store's cleanup context, so the schema is created on its connection."""
     app.cleanup_ctx.append(_schema_ctx)
+    app.cleanup_ctx.append(projections.projections_ctx)
     app.router.add_get("/trips", trips_page)
     app.router.add_post("/trips", trip_plan_submit)
     app.router.add_get("/trips.csv", trips_csv)

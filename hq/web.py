@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from urllib.parse import urlsplit
+from datetime import datetime, timezone
+from typing import Any
 
 from aiohttp import web
 
 from kit.sessions import Session, Sessions
-from kit.web import SECURITY_HEADERS, HttpProblem, json_response
+from kit.web import HttpProblem, json_response
 from provisioning.rotation import command_args
 from sync.crypto import unwrap_with_private, wrap_to_public
 from sync.downlink import COMMANDS
@@ -16,7 +17,7 @@ from sync.errors import CryptoError
 
 from . import appstatus, fleet, planning, sms, users, vault
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE, WORKER
-from .pages import page, session
+from .pages import allow_tiles, page, session, tile_origin  # noqa: F401  (tile_origin: imported from here by tests)
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -62,17 +63,8 @@ async def dashboard(request: web.Request) -> web.Response:
     tiles = request.app[CONFIG].tile_url
     if tiles:
         # The one page that loads images from elsewhere: the configured tile server, nothing more.
-        resp.headers["Content-Security-Policy"] = SECURITY_HEADERS["Content-Security-Policy"].replace(
-            "img-src 'self' data:", f"img-src 'self' data: {tile_origin(tiles)}")
+        allow_tiles(resp, tiles)
     return resp
-
-
-def tile_origin(url: str) -> str:
-    """CSP source of a tile URL template: its scheme and host ({s} subdomains as a wildcard)."""
-    if url.startswith("/"):
-        return "'self'"
-    parts = urlsplit(url.replace("{s}", "SUBDOMAIN"))
-    return f"{parts.scheme}://{parts.netloc.replace('SUBDOMAIN', '*')}"
 
 
 async def fleet_live(request: web.Request) -> web.Response:
@@ -210,18 +202,57 @@ async def assign_visit(request: web.Request) -> web.Response:
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     node_id = str(form.get("node_id", ""))
-    details = {"name": str(form.get("name", "")).strip()[:120], "address": str(form.get("address", "")).strip()[:200],
-               "purpose": str(form.get("purpose", "")).strip()[:200],
-               "categories": [c for c in form.getall("category", []) if c in CATEGORIES]}
+    details: dict[str, Any] = {"name": str(form.get("name", "")).strip()[:120], "address": str(form.get("address", "")).strip()[:200],
+                               "purpose": str(form.get("purpose", "")).strip()[:200],
+                               "categories": [c for c in form.getall("category", []) if c in CATEGORIES]}
     if not details["name"] or not details["address"]:
         raise HttpProblem("Вкажіть особу й адресу візиту", code="validation_failed", status=422,
                           fields={"name": "обов'язкове", "address": "обов'язкове"})
     try:
-        await planning.assign_home_visit(request.app, node_id, details, str(form.get("planned_date", "")) or None,
-                                         str(form.get("assigned_to", "")) or None)
+        # The address's point (typed, or picked on the map) travels sealed with the details: HQ keeps no point.
+        p = planning.point(str(form.get("lat", "")), str(form.get("lon", "")))
+    except planning.PlanningError as exc:
+        raise HttpProblem(str(exc), code="validation_failed", status=422, fields={"lat": str(exc), "lon": str(exc)}) from exc
+    if p is not None:
+        details["lat"], details["lon"] = p
+    try:
+        vid = await planning.assign_home_visit(request.app, node_id, details, str(form.get("planned_date", "")) or None,
+                                               str(form.get("assigned_to", "")) or None, s.username)
     except planning.PlanningError as exc:
         raise HttpProblem(str(exc), code="assign_failed", status=409) from exc
-    raise web.HTTPSeeOther("/?assigned=1")
+    raise web.HTTPSeeOther(f"/visits?assigned={vid}")
+
+
+async def visits_page(request: web.Request) -> web.Response:
+    s = session(request)
+    db = request.app[STORE].db
+    await planning.project(db)
+    today = datetime.fromtimestamp(request.app[CONFIG].clock.now(), timezone.utc).date().isoformat()
+    ctx = {"session": s, "rows": await planning.listing(db, request.query.get("from") or today), "delivery": planning.DELIVERY,
+           "states": planning.STATES, "assigned": request.query.get("assigned"), "changed": request.query.get("changed")}
+    return await page(request, "visits.html", ctx)
+
+
+async def visits_json(request: web.Request) -> web.Response:
+    session(request)
+    db = request.app[STORE].db
+    await planning.project(db)
+    today = datetime.fromtimestamp(request.app[CONFIG].clock.now(), timezone.utc).date().isoformat()
+    return json_response({"visits": await planning.listing(db, request.query.get("from") or today)})
+
+
+async def visit_change(request: web.Request) -> web.Response:
+    """Cancel or reschedule a visit from HQ: a new version to the van, resent until it acknowledges."""
+    s = session(request, "command")
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    action = request.match_info["action"]
+    try:
+        await planning.change(request.app, request.match_info["id"], cancel=action == "cancel",
+                              planned_date=str(form.get("planned_date", "")).strip() or None)
+    except planning.PlanningError as exc:
+        raise HttpProblem(str(exc), code="change_failed", status=422, fields={"planned_date": str(exc)}) from exc
+    raise web.HTTPSeeOther(f"/visits?changed={request.match_info['id']}")
 
 
 def add_routes(app: web.Application) -> None:
@@ -234,5 +265,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/records/{id}", record_open)
     app.router.add_post("/commands", send_command)
     app.router.add_post("/visits", assign_visit)
+    app.router.add_get("/visits", visits_page)
+    app.router.add_get("/api/v1/visits", visits_json)
+    app.router.add_post("/visits/{id}/{action:cancel|reschedule}", visit_change)
+    app.cleanup_ctx.append(planning.visits_ctx)  # after the store's and ingest's contexts (hq/app.py)
     app.router.add_post("/records/{id}/status", record_status)
     app.router.add_get("/api/v1/records/{id}/status", record_status_json)

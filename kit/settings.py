@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 class ConfigError(Exception):
@@ -39,6 +40,15 @@ def positive_int(value: str) -> int:
     if n <= 0:
         raise ValueError("must be > 0")
     return n
+
+
+def time_zone(value: str) -> str:
+    """An IANA time zone name this machine knows (tzdata)."""
+    try:
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError) as exc:
+        raise ValueError("expected an IANA time zone such as Europe/Kyiv") from exc
+    return value
 
 
 def fraction(value: str) -> float:
@@ -261,6 +271,8 @@ HQ = SettingGroup(
         Setting("sms_retry_min", positive_float, 5.0, "first wait before an undelivered SMS is tried again (doubles each time)", "SECONDS"),
         Setting("sms_retry_max", positive_float, 600.0, "longest wait between SMS attempts", "SECONDS"),
         Setting("tile_url", tile_url, "", "map tile server, e.g. https://tile.example.ua/{z}/{x}/{y}.png; empty: the tile-free map", "URL"),
+        Setting("schedule_days", positive_int, 14, "days ahead the public schedule (/public/schedule, .ics, .json) publishes the vans' planned stops", "DAYS"),
+        Setting("schedule_timezone", time_zone, "Europe/Kyiv", "time zone of the planned stops' time windows (IANA name), for the public schedule", "ZONE"),
         Setting("tile_attribution", str, "", "attribution the tile server requires, shown on the map (e.g. © OpenStreetMap contributors)", "TEXT"),
         Setting("db", db_url, None, "HQ's database on PostgreSQL (password via ~/.pgpass or PGPASSWORD); none: SQLite hq.db in --hq-data-dir, which keeps the keys either way", "URL"),
         Setting("hq_passphrase_file", Path, None, "file whose first line is the passphrase of HQ's private keys "

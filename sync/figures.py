@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -208,3 +208,128 @@ def fleet(per_van: Mapping[str, Facts], t0: float, t1: float) -> dict[str, Any]:
         for k, v in p.visit_category_counts.items():
             merged.visit_category_counts[k] = merged.visit_category_counts.get(k, 0) + v
     return _figures(merged, sum(department(f, t0, t1)["citizens_served"] for f in per_van.values()))
+
+
+# -- the department's programme indicators (issue 19) ------------------------------
+# Counted at HQ, where decisions are made (application status) and ratings' comments arrive sealed.
+#
+# * **applications**: applications created in the period (by van, by service);
+# * **refusals**: those of them HQ has refused (status ``refused``, whenever set); **refusal share** = refusals / applications;
+# * **results within / beyond the legal term**: an application's result is the first time it became ``ready``
+#   or ``refused``; it is within the term if that came by the end of the day ``term`` working (or calendar, as the
+#   catalogue says) days after its creation's day (``due``).
+#   A service without a term in the catalogue counts as **term unknown**; an application with no result yet is
+#   **pending**, and **overdue** if its term has passed by now (results count whenever they came, so does a delay);
+# * **complaints**: negative ratings (1 or 2 of 5) that carry a comment, per 1 000 citizens served;
+# * **fees due**: for each service whose catalogue entry has a fee, applications × fee (UAH; a free service 0);
+#   services without a fee in the catalogue are listed as unknown, never as 0;
+# * **home visits by category**: as in the department report (``department``).
+NEGATIVE = 2  # a rating of 1 or 2 of 5 is negative
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One application as HQ sees it: service, creation, when its result came (ready or refused) and whether refused."""
+
+    node_id: str
+    service_code: str
+    created: float
+    result_at: float | None
+    refused: bool
+
+
+@dataclass(frozen=True)
+class Opinion:
+    score: int
+    at: float
+    commented: bool
+
+
+def term_days(entry: Mapping[str, Any] | None) -> tuple[int, str] | None:
+    """A catalogue entry's legal term: ``term: {"days": n, "days_kind": "working"|"calendar"}`` (working when not said)
+    or a plain number of calendar days; None when the catalogue does not give one."""
+    term = (entry or {}).get("term")
+    if isinstance(term, Mapping):
+        days, kind = term.get("days"), str(term.get("days_kind") or "working")
+    else:
+        days, kind = term, "calendar"
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or days < 0:
+        return None
+    return int(days), kind if kind in ("working", "calendar") else "working"
+
+
+def due(created: float, term: tuple[int, str]) -> float:
+    """The end of the term: the end (UTC) of the day n working (Monday–Friday; public holidays are not known here) or
+    calendar days after the creation's day; 0 days is the same day."""
+    n, kind = term
+    day = datetime.fromtimestamp(created, timezone.utc).date()
+    if kind == "calendar":
+        day += timedelta(days=n)
+    else:
+        while n > 0:
+            day += timedelta(days=1)
+            n -= day.weekday() < 5
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc).timestamp()
+
+
+def fee(entry: Mapping[str, Any] | None) -> float | None:
+    """A catalogue entry's fee in UAH: ``fee: {"amount": "45.40"}``, ``{"free": true}`` (0) or a number; None when not given."""
+    value = (entry or {}).get("fee")
+    if isinstance(value, Mapping):
+        value = 0 if value.get("free") is True else value.get("amount")
+    try:
+        amount = float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+    return amount if amount is not None and amount >= 0 else None
+
+
+def _term_state(d: Decision, term: tuple[int, str] | None, until: float) -> str:
+    if term is None:
+        return "term_unknown"
+    end = due(d.created, term)
+    if d.result_at is None:
+        return "overdue" if until > end else "pending"
+    return "within_term" if d.result_at <= end else "beyond_term"
+
+
+def indicators(decisions: Iterable[Decision], opinions: Iterable[Opinion], served: int, visits_by_category: Mapping[str, int],
+               catalogue: Mapping[str, Mapping[str, Any]], t0: float, t1: float, now: float) -> dict[str, Any]:
+    """The programme indicators for [t0, t1) over the given decisions and ratings (see the definitions above).
+
+    ``served`` is ``citizens_served`` of the same scope (``department`` / ``fleet``); ``catalogue`` maps service codes
+    to their catalogue entries (``term``, ``fee``).
+    """
+    until = now
+    per_service: dict[str, dict[str, Any]] = {}
+    totals = {"applications": 0, "refusals": 0, "within_term": 0, "beyond_term": 0, "term_unknown": 0, "pending": 0, "overdue": 0}
+    for d in decisions:
+        if not t0 <= d.created < t1:
+            continue
+        entry = catalogue.get(d.service_code)
+        term = term_days(entry)
+        s = per_service.setdefault(d.service_code, {**{k: 0 for k in totals}, "term_days": term[0] if term else None,
+                                                    "term_kind": term[1] if term else None, "fee": fee(entry)})
+        state = _term_state(d, term, until)
+        for bucket in (s, totals):
+            bucket["applications"] += 1
+            bucket["refusals"] += int(d.refused)
+            bucket[state] += 1
+    fees: dict[str, float | None] = {}
+    for code, s in sorted(per_service.items()):
+        s["refusal_share"] = round(s["refusals"] / s["applications"], 3) if s["applications"] else None
+        s["fees_due"] = None if s["fee"] is None else round(s["fee"] * s["applications"], 2)
+        fees[code] = s["fees_due"]
+    complaints = sum(1 for o in opinions if t0 <= o.at < t1 and o.score <= NEGATIVE and o.commented)
+    known = [v for v in fees.values() if v is not None]
+    return {
+        **totals,
+        "refusal_share": round(totals["refusals"] / totals["applications"], 3) if totals["applications"] else None,
+        "complaints": complaints,
+        "citizens_served": served,
+        "complaints_per_1000": round(complaints * 1000 / served, 1) if served else None,
+        "fees_due_total": round(sum(known), 2) if known else None,
+        "fees_unknown_services": sorted(code for code, v in fees.items() if v is None),
+        "home_visits_by_category": dict(sorted(visits_by_category.items())),
+        "per_service": dict(sorted(per_service.items())),
+    }

@@ -132,6 +132,14 @@ def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).date().isoformat()
 
 
+def _point(details: dict[str, Any]) -> tuple[float, float] | None:
+    """The address's point in an assignment's sealed details, if HQ set one."""
+    try:
+        return (float(details["lat"]), float(details["lon"])) if details.get("lat") is not None else None
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
 class TripError(ValueError):
     """A trip action that cannot be done now; the message is for people."""
 
@@ -439,10 +447,12 @@ class Trips:
 
     async def visit_finished(self, visit_id: str, at: float) -> None:
         """Inside visits.finish's transaction: count the categories (anonymously), and the evidence if the stop is closed."""
+        home: tuple[float, float] | None = None  # the address's point HQ set at planning (sealed with the details)
         async with self.db.execute("SELECT sealed FROM visits WHERE id = ?", (visit_id,)) as cur:
             row = await cur.fetchone()
         if row is not None and row[0]:  # empty once shredded (HQ's shred command): nothing left to count
             details = json.loads(crypto.unwrap_with_private(bytes(row[0]), self.store.seal_key, assignment_context(self.store.node_id, visit_id)))
+            home = _point(details)
             # A per-day count with no visit id: the report's breakdown without a category on anyone's record.
             for cat in figures.visit_categories(details.get("categories")):
                 await self.db.execute(
@@ -454,20 +464,20 @@ class Trips:
             async with self.db.execute("SELECT departed_at FROM trip_stops WHERE id = ?", (stop_id,)) as cur:
                 s = await cur.fetchone()
             if s is not None and s[0] is not None:
-                await self._evidence_from_stop(visit_id, stop_id)
+                await self._evidence_from_stop(visit_id, stop_id, home)
             return
-        await self._evidence_from_track(visit_id, at)
+        await self._evidence_from_track(visit_id, at, home)
 
-    async def _evidence_from_stop(self, visit_id: str, stop_id: str) -> None:
+    async def _evidence_from_stop(self, visit_id: str, stop_id: str, home: tuple[float, float] | None = None) -> None:
         async with self.db.execute(
             "SELECT arrived_at, departed_at, COALESCE(stop_lat, lat), COALESCE(stop_lon, lon) FROM trip_stops WHERE id = ?", (stop_id,)
         ) as cur:
             s = await cur.fetchone()
         if s is None or s[0] is None:
             return
-        await self._write_evidence(visit_id, "stop", stop_id, s[0], s[1], s[2], s[3])
+        await self._write_evidence(visit_id, "stop", stop_id, s[0], s[1], s[2], s[3], home)
 
-    async def _evidence_from_track(self, visit_id: str, finished: float) -> None:
+    async def _evidence_from_track(self, visit_id: str, finished: float, home: tuple[float, float] | None = None) -> None:
         """No trip was running: the stored track's stop that covers the visit's start–finish window."""
         async with self.db.execute("SELECT started_at FROM visits WHERE id = ?", (visit_id,)) as cur:
             r = await cur.fetchone()
@@ -480,10 +490,10 @@ class Trips:
                 best = (overlap, s)
         if best is not None:
             s = best[1]
-            await self._write_evidence(visit_id, "track", None, s.arrival, s.departure, s.lat, s.lon)
+            await self._write_evidence(visit_id, "track", None, s.arrival, s.departure, s.lat, s.lon, home)
 
     async def _write_evidence(self, visit_id: str, source: str, stop_id: str | None, arrival: float, departure: float | None,
-                              lat: float, lon: float) -> None:
+                              lat: float, lon: float, home: tuple[float, float] | None = None) -> None:
         cur = await self.db.execute(
             "INSERT OR IGNORE INTO visit_evidence(visit_id, source, stop_id, arrival, departure, lat, lon, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (visit_id, source, stop_id, arrival, departure, lat, lon, self.clock.now()),
@@ -494,6 +504,8 @@ class Trips:
             sealed = crypto.wrap_to_public(point, self.store.hq_seal_public, crypto.evidence_context(self.store.node_id, visit_id))
             item = {"type": "visit_evidence", "id": visit_id, "source": source, "arrival": arrival, "departure": departure,
                     "point_sealed": sealed.hex(), "clock": self.store.time.stamp().wire()}
+            if home is not None:  # what HQ shows: how far the van stood from the address, to 10 m (not the point)
+                item["distance_m"] = int(round(haversine(lat, lon, home[0], home[1]) / 10.0) * 10)
             await outbox.enqueue(self.db, "evt", json.dumps(item, separators=(",", ":")).encode(), self.clock.now())
 
     async def evidence(self, visit_id: str) -> dict[str, Any] | None:

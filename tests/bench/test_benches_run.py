@@ -30,6 +30,7 @@ TINY: list[tuple[str, list[str], str]] = [
     ("sync_drain.py", ["--tiny"], "ratio end-to-end / raw"),
     ("hq_load.py", ["--vans", "3", "--records", "2", "--positions", "20", "--backends", "sqlite", "--workers", "1",
                     "--timeout", "120"], "x base"),
+    ("hq_report.py", ["--vans", "2", "--days", "3", "--tickets", "3", "--records", "2", "--runs", "1"], "ratio report/read"),
 ]
 
 

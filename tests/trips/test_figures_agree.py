@@ -21,6 +21,7 @@ from edge.trips.lifecycle import create_schema
 from edge.trips.recorder import create_schema as recorder_schema
 from edge.visits import HomeVisits
 from firmware_sim.route import Route
+from hq import projections
 from hq import trips as hq_trips
 from hq.planning import sealed_assignment
 from hq.store import HQStore
@@ -120,6 +121,11 @@ async def test_van_and_hq_compute_every_figure_the_same(bundle: NodeBundle, hq_k
 
     try:
         at_hq = await hq_trips.report(fetch, t0, t1)
+        # HQ's pages read the period's events through the projection (issue 19 item 6): the very same report.
+        await projections.create_schema(hq.db)
+        assert await projections.project(hq.db) > 0
+        assert await hq_trips.report(fetch, t0, t1, projections.EVENTS_SQL) == at_hq
+        assert await projections.project(hq.db) == 0  # incremental: nothing new, nothing re-read
     finally:
         await hq.close()
 

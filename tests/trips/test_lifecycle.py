@@ -18,7 +18,7 @@ from edge.store import Store
 from edge.trips.lifecycle import Trips, TripError, create_schema
 from edge.trips.recorder import TrackRecorder
 from edge.trips.recorder import create_schema as recorder_schema
-from edge.visits import HomeVisits
+from edge.visits import HomeVisits, VisitError
 from firmware_sim.gps_pty import jittered
 from firmware_sim.route import Route
 from hq.planning import sealed_assignment
@@ -276,6 +276,26 @@ async def test_evidence_from_the_track_without_a_trip(day: Day, hq_keys: HQKeys)
     assert abs(ev["lat"] - (base.lat + 0.05)) < 1e-4
 
 
+async def test_evidence_is_stated_as_the_distance_to_the_address_point(day: Day, hq_keys: HQKeys) -> None:
+    """HQ set the address's point at planning (sealed); the van says how far from it it stood, to 10 m (issue 19 item 5)."""
+    base = Route.from_trip("TRIP-NORTH").at(0)
+    home = (base.lat + 0.06, base.lon)  # 0.01° north of where the van stands: about 1 112 m
+    item = sealed_assignment(hq_keys.node_seal_keys()["van-01"], "van-01", {"name": "Х", "address": "Y", "categories": [],
+                                                                            "lat": home[0], "lon": home[1]}, None, "admin")
+    visits = HomeVisits(day.store)
+    await visits.receive_assignment(item)
+    for s in range(1200):
+        day.rec.on_fix(Fix(T0 + s, base.lat + 0.05, base.lon, 3, 0.0, None, received=T0 + s))
+    set_clock(day.clock, T0 + 100)
+    await visits.start(item["id"], "admin")
+    await day.rec.flush()
+    set_clock(day.clock, T0 + 1100)
+    await visits.finish(item["id"], "admin")
+    async with day.store.db.execute("SELECT payload FROM outbox WHERE stream = 'evt'") as cur:
+        [ev] = [d async for r in cur if (d := json.loads(r[0]))["type"] == "visit_evidence"]
+    assert ev["distance_m"] == 1110 and ev["id"] == item["id"]
+
+
 async def test_records_made_during_a_home_visit_close_with_its_finish(day: Day, hq_keys: HQKeys) -> None:
     week = 7 * DAY
     item = sealed_assignment(hq_keys.node_seal_keys()["van-01"], "van-01", {"name": "Х", "address": "Y", "categories": ["idp"]}, None, "admin")
@@ -304,3 +324,29 @@ async def test_hq_shred_command_forgets_open_visits_too(day: Day, hq_keys: HQKey
     assert await shredded(day.store, 7 * DAY) == set()
     assert await shredded(day.store, 0.0) == {app.id}  # a lost van: HQ's shred command (retention 0)
     assert [v.details for v in await visits.list("admin")] == [{"shredded": True}]
+
+
+async def test_cancel_and_reschedule_apply_by_version_whatever_the_order(day: Day, hq_keys: HQKeys) -> None:
+    item = sealed_assignment(hq_keys.node_seal_keys()["van-01"], "van-01", {"name": "Х", "address": "Y", "categories": []}, "2026-11-20", "admin")
+    vid = item["id"]
+    moved = {**item, "id": f"{vid}-v1", "visit_id": vid, "version": 1, "status": "assigned", "planned_date": "2026-11-21"}
+    cancelled = {**item, "id": f"{vid}-v2", "visit_id": vid, "version": 2, "status": "cancelled", "planned_date": "2026-11-21"}
+    visits = HomeVisits(day.store)
+
+    async def row() -> tuple[object, ...]:
+        async with day.store.db.execute("SELECT status, planned_date FROM visits WHERE id = ?", (vid,)) as cur:
+            return tuple(await cur.fetchone() or ())
+    await visits.receive_assignment(moved)  # the reschedule arrives before the assignment: it carries all of it
+    assert await row() == ("assigned", "2026-11-21")
+    await visits.receive_assignment(item)  # the late original changes nothing
+    assert await row() == ("assigned", "2026-11-21")
+    await visits.receive_assignment(cancelled)
+    assert await row() == ("cancelled", "2026-11-21")
+    with pytest.raises(VisitError):
+        await visits.start(vid, "admin")  # a cancelled visit does not start
+    # A started visit is not taken away: the van refuses the change (HQ sees "failed" in its ack).
+    other = sealed_assignment(hq_keys.node_seal_keys()["van-01"], "van-01", {"name": "З", "address": "W", "categories": []}, None, "admin")
+    await visits.receive_assignment(other)
+    await visits.start(other["id"], "admin")
+    with pytest.raises(VisitError):
+        await visits.receive_assignment({**other, "id": f"{other['id']}-v1", "visit_id": other["id"], "version": 1, "status": "cancelled"})
