@@ -18,7 +18,7 @@ from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
 from . import appstatus, attachments, sms, trips, users
-from . import catalog_admin, prereg_admin
+from . import catalog_admin, pages, prereg_admin, retention
 from . import web as web_routes
 from .appkeys import CONFIG, DIRECTIP, DOWNLINK, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
 from .config import HQConfig
@@ -109,7 +109,8 @@ def create_app(config: HQConfig) -> web.Application:
     app[CONFIG] = config
     app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /healthz
     app[SESSIONS] = Sessions(config.clock, config.session_timeout, cookie="mo_hq_session")
-    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                         context_processors=[pages.i18n_context])
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_directip_ctx)
@@ -126,5 +127,6 @@ def create_app(config: HQConfig) -> web.Application:
     trips.add_routes(app)
     catalog_admin.add_routes(app)
     prereg_admin.add_routes(app)
+    retention.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app

@@ -30,7 +30,7 @@ from . import users
 from .appkeys import CONFIG, SESSIONS, STORE
 from .errors import HQError
 from .store import HQStore
-from .web import opening_reason
+from .pages import opening_reason
 
 MIGRATIONS = [
     """
@@ -192,4 +192,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/records/{id}/attachments/{att}", open_handler)
 
 
-__all__ = ["add_routes", "list_for_record", "open_attachment"]
+refresh = _refresh  # the retention round indexes new chunks before it shreds (hq/retention.py)
+
+__all__ = ["add_routes", "list_for_record", "open_attachment", "refresh"]

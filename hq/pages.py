@@ -11,7 +11,9 @@ from aiohttp import web
 from kit.sessions import Session
 from kit.web import HttpProblem
 
-from . import users
+from kit import i18n as lang_mech
+
+from . import i18n, users
 from .appkeys import SESSIONS
 
 
@@ -28,6 +30,33 @@ def session(request: web.Request, permission: str | None = None) -> Session:
     if permission is not None and not users.allowed(s.role, permission):
         raise HttpProblem("Ваша роль не дає доступу до цієї дії", code="forbidden", status=403)
     return s
+
+
+def language(request: web.Request) -> str:
+    return lang_mech.language(request.cookies)
+
+
+def tr(request: web.Request, key: str, **values: object) -> str:
+    """A catalogue string in the request's language, with {placeholders} filled."""
+    text = i18n.translate(key, language(request))
+    return text.format(**values) if values else text
+
+
+async def opening_reason(request: web.Request, s: Session) -> str:
+    """The form that opens personal data (a record, an attachment, an export): its csrf checked, the stated reason (required, audited)."""
+    form = await request.post()
+    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
+    reason = str(form.get("reason", "")).strip()
+    if len(reason) < 3:
+        raise HttpProblem(tr(request, "error.reason_required"), code="reason_required", status=422,
+                          fields={"reason": tr(request, "error.required")})
+    return reason[:200]
+
+
+async def i18n_context(request: web.Request) -> dict[str, Any]:
+    """Jinja context processor: every HQ page (whoever renders it) gets the translator, its language and its path."""
+    lang = language(request)
+    return {"t": i18n.translator(lang), "lang": lang, "path": request.path_qs}  # path: the language switch comes back here
 
 
 async def page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
