@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +21,7 @@ from .store import HQStore
 from .vault import RecordFilter, VaultKeys, read_record, search
 
 SCHEMA = "mo.records.v1"
+NUMBER = re.compile(r"[0-9 ]+")
 FORMATS = ("json", "csv")
 # CSV columns before the record's own fields (application.*, applicant.*, sorted); same names as the JSON keys.
 META_COLUMNS = ("schema", "id", "number", "node_id", "service_code", "package", "created", "received", "acked", "status", "closed_at",
@@ -79,8 +81,9 @@ async def export(store: HQStore, keys: VaultKeys, f: RecordFilter, ids: list[str
 
 def _cell(value: Any) -> str:
     text = "" if value is None else ("true" if value is True else "false" if value is False else str(value))
-    # A spreadsheet must not run a formula a free-text field happens to start with (CSV injection).
-    return "'" + text if text[:1] in ("=", "+", "@", "\t", "\r") else text
+    # A spreadsheet must not run a formula a free-text field happens to start with (CSV injection); a phone number stays as is.
+    formula = text[:1] in ("=", "@", "\t", "\r") or (text[:1] in ("+", "-") and not NUMBER.fullmatch(text[1:]))
+    return "'" + text if formula else text
 
 
 def to_csv(doc: dict[str, Any]) -> str:
