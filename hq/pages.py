@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -56,7 +57,9 @@ async def opening_reason(request: web.Request, s: Session) -> str:
 async def i18n_context(request: web.Request) -> dict[str, Any]:
     """Jinja context processor: every HQ page (whoever renders it) gets the translator, its language and its path."""
     lang = language(request)
-    return {"t": i18n.translator(lang), "lang": lang, "path": request.path_qs}  # path: the language switch comes back here
+    # The language switch comes back here; a page answering a form (POST) goes back to the page the form was on.
+    path = request.path_qs if request.method == "GET" else lang_mech.local_path(urlsplit(request.headers.get("Referer", "/")).path or "/")
+    return {"t": i18n.translator(lang), "lang": lang, "path": path}
 
 
 async def page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
