@@ -177,6 +177,17 @@ E: dict[str, dict[str, str]] = {
     "error.bad_format": {"uk": "Формат експорту: json або csv", "en": "Export format: json or csv"},
 }
 
+# The order a record's fields are shown in; fields not named here follow, by name.
+FIELD_ORDER = ("surname", "given_name", "patronymic", "birth_date", "rnokpp", "rnokpp_absent_reason", "unzr", "document_type",
+               "document_number", "phone", "sms_consent", "email", "address", "categories", "representative", "representative_surname",
+               "representative_given_name", "representative_document", "authority", "edrpou", "business_name", "notes")
+
+
+def ordered(fields: dict[str, str]) -> list[tuple[str, str]]:
+    rank = {k: i for i, k in enumerate(FIELD_ORDER)}
+    return sorted(fields.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+
+
 CATALOGUE = Catalogue(E)
 translate = CATALOGUE.translate
 translator = CATALOGUE.translator

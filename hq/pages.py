@@ -59,7 +59,7 @@ async def i18n_context(request: web.Request) -> dict[str, Any]:
     lang = language(request)
     # The language switch comes back here; a page answering a form (POST) goes back to the page the form was on.
     path = request.path_qs if request.method == "GET" else lang_mech.local_path(urlsplit(request.headers.get("Referer", "/")).path or "/")
-    return {"t": i18n.translator(lang), "lang": lang, "path": path}
+    return {"t": i18n.translator(lang), "lang": lang, "path": path, "ordered": i18n.ordered}
 
 
 async def page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
