@@ -59,9 +59,11 @@ async def put(store: HQStore, keys: HQKeys, rid: str, *, node: str = "van-01", s
     return str(app_doc["number"])
 
 
-@pytest.fixture
-async def hq(tmp_path: Path) -> AsyncIterator[HQStore]:
-    store = await HQStore.open(tmp_path / "hq.db", ManualClock())
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def hq(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HQStore]:
+    # HQ's SQL is written once for both engines (docs/scaling.md): the vault's too.
+    target = str(request.getfixturevalue("pg_url")) if request.param == "postgresql" else tmp_path / "hq.db"
+    store = await HQStore.open(target, ManualClock())
     await users.create_schema(store.db)
     await retention.create_schema(store)  # appstatus, vault, attachments and its own
     yield store
@@ -121,6 +123,8 @@ async def test_identifier_search_through_keyed_index_holds_no_plaintext(hq: HQSt
     assert (await vault.search(hq, vault.RecordFilter(identifier=RNOKPP), other))[1] == 0
     async with hq.db.execute("SELECT COUNT(*) FROM vault_index") as cur:
         assert (await cur.fetchone())[0] == 5  # rnokpp, unzr, document of card a; rnokpp of application b and of card e
+    if not (tmp_path / "hq.db").exists():
+        return  # PostgreSQL: its files are not ours to read; SQLite shows what any engine is given
     await hq.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("hq.db*"))
     for plain in (RNOKPP, UNZR, "1990010101234", DOC, "2245134675", "+380671234567"):
