@@ -6,7 +6,7 @@ the round removes HQ's wraps of the data keys and the sealed fields of the
 application, of its applicant card (once no open case still uses the card) and
 of its attachments (every chunk's ciphertext, and the wrap and sealed name in
 chunk 0's header), in ``records``/``applicants`` and in the stored ``items``
-alike, and drops the record's entries in the keyed index.  What is not
+alike, blanks the sealed comments of its ratings (the score stays), and drops the record's entries in the keyed index.  What is not
 personal stays for the statistics: number, van, service, dates, status.
 Every shredded record is written to ``retention_log``, the report
 (``GET /retention``, ``GET /api/v1/retention``, ``mobile-office hq-retention``).
@@ -106,6 +106,22 @@ async def _shred_attachments(store: HQStore, record_id: str) -> int:
     return len({str(c[2]) for c in chunks})
 
 
+async def _shred_comments(store: HQStore, record_id: str) -> None:
+    """A citizen's comment on the service may name them: its sealed text goes; '' keeps "there was a comment" for the figures."""
+    async with store.db.execute("SELECT node_id, seq FROM ratings WHERE application_id = ? AND comment_sealed IS NOT NULL AND comment_sealed <> ''",
+                                (record_id,)) as cur:
+        rows = list(await cur.fetchall())
+    for node_id, seq in rows:
+        await store.db.execute("UPDATE ratings SET comment_sealed = '' WHERE node_id = ? AND seq = ?", (node_id, seq))
+        async with store.db.execute("SELECT payload FROM items WHERE node_id = ? AND stream = 'rec' AND seq = ?", (node_id, seq)) as cur:
+            row = await cur.fetchone()
+        if row is not None:
+            doc = json.loads(bytes(row[0]))
+            doc["comment_sealed"] = ""
+            await store.db.execute("UPDATE items SET payload = ? WHERE node_id = ? AND stream = 'rec' AND seq = ?",
+                                   (json.dumps(doc, separators=(",", ":")).encode(), node_id, seq))
+
+
 async def run_round(store: HQStore, retention_days: float) -> list[dict[str, Any]]:
     """Shred every closed case past its period; returns what was removed (also in ``retention_log``)."""
     await _links(store)
@@ -139,6 +155,7 @@ async def run_round(store: HQStore, retention_days: float) -> list[dict[str, Any
                         await store.db.execute("DELETE FROM vault_index WHERE doc_table = 'applicants' AND doc_id = ?", (applicant_id,))
                         applicant = "shredded"
             files = await _shred_attachments(store, rid)
+            await _shred_comments(store, rid)
             entry = {"record_id": rid, "number": number, "node_id": node_id, "service_code": service, "status": status,
                      "closed_at": float(closed_at), "shredded_at": now, "applicant": applicant, "attachments": files}
             await store.db.execute(

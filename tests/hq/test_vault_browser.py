@@ -78,7 +78,7 @@ def test_vault_search_open_export_in_two_languages(browser: Any, demo: tuple[str
     assert page.inner_text("#delivery").count(".") >= 6  # taken at the van, received, acknowledged: all with dates
     assert "hq-admin: звернення громадянки щодо статусу" in page.inner_text("#openings")
     assert axe_violations(page) == []
-    screenshot(page, "hq-record", docs=True)
+    screenshot(page, "hq-vault-record", docs=True)
 
     # The same record in English.
     page.click("#lang-switch")

@@ -198,6 +198,13 @@ async def test_retention_shreds_only_closed_cases_past_their_period(hq: HQStore,
                 "content_type": "image/jpeg", "size": 3}
         await hq.db.execute("INSERT INTO items(node_id, stream, seq, payload, hlc, via, received) VALUES ('van-01', 'blob', 1, ?, 0, 'mqtt', ?)",
                             (blob_item(head, b"secret-chunk"), clock.now()))
+    for rid in ("a" * 32, "d" * 32):  # a citizen's rated both, with a comment
+        item = json.dumps({"type": "rating", "application_id": rid, "score": 2, "at": clock.now(), "comment_sealed": "abcd" * 8}).encode()
+        seq = next(SEQ)
+        async with transaction(hq.db):
+            await hq.db.execute("INSERT INTO items(node_id, stream, seq, payload, hlc, via, received) VALUES ('van-01', 'rec', ?, ?, 0, 'mqtt', ?)",
+                                (seq, item, clock.now()))
+            assert await hq._apply("van-01", "rec", seq, item) is None
     for rid, steps in (("a" * 32, ("ready", "issued")), ("b" * 32, ("refused",)), ("c" * 32, ("in_progress",))):
         for st in steps:
             await appstatus.set_status(hq, rid, st, "olena", 1, notify_sms=False)
@@ -220,15 +227,18 @@ async def test_retention_shreds_only_closed_cases_past_their_period(hq: HQStore,
     assert (await vault.read_record(hq, hq_keys.seal, "c" * 32))["applicant"]["surname"] == "Франко"
     assert (await vault.read_record(hq, hq_keys.seal, "d" * 32))["application"]["surname"] == "Косач"
     # No wrap left anywhere for the shredded ones: not in the projection, not in the stored items.
-    async with hq.db.execute("SELECT payload FROM items WHERE stream = 'rec'") as cur:
+    async with hq.db.execute("SELECT payload FROM items WHERE stream = 'rec' ORDER BY seq") as cur:
         payloads = [json.loads(bytes(r[0])) async for r in cur]
-    shredded = [p for p in payloads if p["id"] in ("a" * 32, "a" + "a" * 31, "b" * 32)]
+    shredded = [p for p in payloads if p.get("id") in ("a" * 32, "a" + "a" * 31, "b" * 32)]
     assert len(shredded) == 3 and all("wrap_hq" not in p and p["fields"] == {} for p in shredded)
     assert sum(1 for p in payloads if "wrap_hq" in p) == 3  # c, d and b's shared card
     async with hq.db.execute("SELECT payload FROM items WHERE stream = 'blob'") as cur:
         h, chunk = parse_blob_item(bytes((await cur.fetchone())[0]))
     assert "wrap_hq" not in h and "meta" not in h and chunk == b"" and h["content_type"] == "image/jpeg"
     assert (await vault.search(hq, vault.RecordFilter(identifier=RNOKPP), keys))[1] == 0  # gone from the index
+    async with hq.db.execute("SELECT application_id, score, comment_sealed FROM ratings ORDER BY application_id") as cur:
+        assert [tuple(r) for r in await cur.fetchall()] == [("a" * 32, 2, ""), ("d" * 32, 2, "abcd" * 8)]
+    assert [p.get("comment_sealed") for p in payloads if p.get("type") == "rating"] == ["", "abcd" * 8]
     assert (await vault.search(hq, vault.RecordFilter(service_code="RES-01")))[1] == 4  # the statistics' metadata stays
 
 
