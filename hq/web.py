@@ -30,7 +30,7 @@ async def login_submit(request: web.Request) -> web.Response:
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     role = await users.check_password(request.app[STORE].db, username, password) if username and password else None
     if role is None:
-        return await page(request, "hq_login.html", {"error": "Неправильне ім'я користувача або пароль", "username": username}, 401)
+        return await page(request, "hq_login.html", {"error": tr(request, "login.failed"), "username": username}, 401)
     sessions: Sessions = request.app[SESSIONS]
     session = sessions.create(username, role)
     resp = web.HTTPSeeOther("/")
