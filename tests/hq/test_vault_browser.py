@@ -129,9 +129,13 @@ def test_vault_search_open_export_in_two_languages(browser: Any, demo: tuple[str
                         "--password", "Переглядач-1"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     viewer = browser.new_context().new_page()
+    viewer.goto(hq + "/lang/en?next=/login")  # this one works in English, from the login page on
+    assert viewer.inner_text("h1") == "HQ login" and viewer.evaluate("document.documentElement.lang") == "en"
+    assert axe_violations(viewer) == []
     login(viewer, hq, "petro", "Переглядач-1")
     viewer.goto(hq + "/records")
     assert viewer.locator("#f-identifier").count() == 0 and viewer.locator("#export").count() == 0
+    assert "no access" in viewer.inner_text("#records") and "Fleet" in viewer.inner_text("nav")
     csrf = viewer.evaluate("() => document.querySelector('input[name=csrf]').value")
     assert viewer.request.post(hq + "/records", form={"csrf": csrf, "identifier": RNOKPP}).status == 403
     assert viewer.request.post(hq + "/records/export", form={"csrf": csrf, "reason": "цікавість", "format": "json"}).status == 403
