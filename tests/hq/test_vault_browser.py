@@ -115,6 +115,13 @@ def test_vault_search_open_export_in_two_languages(browser: Any, demo: tuple[str
     assert doc["schema"] == "mo.records.v1" and [r["number"] for r in doc["records"]] == [other["number"]]
     assert doc["records"][0]["application"]["rnokpp"] == "2245134672"
 
+    # The machine endpoint, filtered by van and service (a session here; the importer's token below).
+    r = page.request.get(hq + "/api/v1/records/export?reason=нічний%20імпорт&format=csv&node_id=van-01&service_code=RES-01")
+    assert r.status == 200 and r.headers["content-type"].startswith("text/csv")
+    assert {row["number"] for row in csv.DictReader(io.StringIO(r.body().decode("utf-8-sig")))} == {saved["number"], other["number"]}
+    assert page.request.get(hq + "/api/v1/records/export?format=json").status == 422  # no reason
+    assert page.request.get(hq + f"/api/v1/records/export?reason=x1x&identifier={RNOKPP}").status == 422  # never in a URL
+
     # The retention report: nothing closed long enough yet.
     page.goto(hq + "/retention")
     assert "1826" in page.inner_text("#retention-rule") and page.locator("#retention tbody tr").count() == 1
