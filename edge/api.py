@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
+from pathlib import Path
 
 from aiohttp import web
 
 from kit.web import json_response
 
-from . import passwords
+from . import application_form, delivery, handover, passwords
 from .appkeys import CATALOG, CONFIG, SESSIONS, STORE
 from .auth import Session, set_cookie
 from .errors import HttpError, Locked, Unauthorized, ValidationFailed
@@ -59,13 +61,45 @@ async def logout(request: web.Request) -> web.Response:
 async def create_application(request: web.Request) -> web.Response:
     session = request.app[SESSIONS].require(request)
     data = await _json_body(request)
-    intake = await check_intake(data, request.app[CATALOG], request.app[STORE])
-    saved = await save_intake(request.app[STORE], intake, session.username)
+    intake = await check_intake(data, request.app[CATALOG], request.app[STORE], today=date.fromtimestamp(request.app[CONFIG].clock.now()))
+    # the inventory of documents received (issue 18 item 9): optional; each one of the service's documents
+    received = application_form.parse_documents_received(data.get("documents_received"), request.app[CATALOG], intake.application.service_codes)
+    saved = await save_intake(request.app[STORE], intake, session.username, documents_received=received)
     inp = intake.application
     body: dict[str, object] = {"id": saved[0].id, "number": saved[0].number}
     if inp.package_code:
         body["applications"] = [{"id": a.id, "number": a.number} for a in saved]
     return json_response(body, status=201)
+
+
+async def record_handover(request: web.Request) -> web.Response:
+    """POST /api/v1/applications/{id}/handover: {"receiver", "receiver_document", "relation"?} → 201 {"id"}; HQ gets "issued"."""
+    session = await _unlocked_session(request)
+    data = await _json_body(request)
+    app_id = request.match_info["id"]
+    if not re.fullmatch(r"[0-9a-f]{32}", app_id) or await delivery.one(request.app[STORE].db, app_id) is None:
+        raise HttpError("Заяву не знайдено", code="not_found", status=404)
+    values = {k: data.get(k, "") for k in ("receiver", "receiver_document", "relation")}
+    if not all(isinstance(v, str) for v in values.values()):
+        raise ValidationFailed("Перевірте поля, позначені червоним", fields={k: "рядок" for k, v in values.items() if not isinstance(v, str)})
+    try:
+        hid = await handover.record(request.app[STORE], app_id, str(values["receiver"]), str(values["receiver_document"]),
+                                    str(values["relation"]), session.username)
+    except handover.HandoverError as exc:
+        raise HttpError(str(exc), code="not_ready" if "Готово" in str(exc) else "validation_failed", status=409 if "Готово" in str(exc) else 422) from exc
+    return json_response({"id": hid, "status": "issued"}, status=201)
+
+
+async def list_applications(request: web.Request) -> web.Response:
+    """Newest first, with the sync ledger's delivery state and HQ's status; ``?status=ready`` filters.  No personal data."""
+    request.app[SESSIONS].require(request)
+    status = request.query.get("status") or None
+    try:
+        limit = min(max(int(request.query.get("limit", "200")), 1), 1000)
+    except ValueError as exc:
+        raise ValidationFailed("Перевірте параметри запиту", fields={"limit": "ціле число 1–1000"}) from exc
+    db = request.app[STORE].db
+    return json_response({"applications": await delivery.recent(db, limit, status), "waiting": await delivery.waiting(db)})
 
 
 async def _unlocked_session(request: web.Request) -> Session:
@@ -103,11 +137,19 @@ async def status(request: web.Request) -> web.Response:
     return json_response(await node_status(request.app))
 
 
+async def openapi(request: web.Request) -> web.FileResponse:
+    """This API's description (edge/openapi.yaml), validated and fuzzed by the tests."""
+    return web.FileResponse(Path(__file__).parent / "openapi.yaml", headers={"Content-Type": "application/yaml; charset=utf-8"})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/api/v1/login", login)
     app.router.add_post("/api/v1/logout", logout)
     app.router.add_post("/api/v1/applications", create_application)
+    app.router.add_get("/api/v1/applications", list_applications)
+    app.router.add_post("/api/v1/applications/{id}/handover", record_handover)
     app.router.add_get("/api/v1/status", status)
     app.router.add_post("/api/v1/applicants", create_applicant)
     app.router.add_post("/api/v1/applicants/search", find_applicants)
+    app.router.add_get("/api/v1/openapi.yaml", openapi)

@@ -7,7 +7,6 @@ mirrors setup and every background task is awaited on shutdown.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,12 +19,12 @@ from devices.modem import ModemManager, ModemSettings
 from kit.ratelimit import LoginThrottle
 from kit.tasks import LOOPS, Loops, background
 from kit.timesource import TimeSource
-from kit.web import error_middleware
+from kit.web import ERROR_PAGE_TEXT, error_middleware
 from sync.linkmgr import for_uplink
 from sync.mqtt import MqttSettings
 from sync.uplink import Uplink
 
-from . import api, app_status, cardkeys, hardening, passwords, rotation, supervisor, views
+from . import api, app_status, cardkeys, handover, hardening, passwords, rotation, supervisor, views
 from . import catalog as catalog_store
 from .appkeys import CATALOG, CONFIG, DESK, GPS, MODEM, SESSIONS, STORE, TRIPS, UPLINK, VISITS
 from .appkeys import ATTACHMENTS, GPS_TIMES, PREREG
@@ -194,10 +193,12 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     # Application status set at HQ (edge/app_status.py): HLC last-writer-wins.
     statuses = app_status.AppStatuses(store)
     await statuses.create_schema()
+    await handover.create_schema(store)  # results handed over at the van (edge/handover.py)
     app[app_status.APP_STATUS] = statuses
     uplink.handlers["recon"] = statuses.receive
     uplink.handlers["prereg"] = app[PREREG].receive
     uplink.handlers["rotate_key"] = rotate_key
+    uplink.handlers["hq_seal_key"] = lambda doc: rotation.receive_hq_seal(app, doc)
     uplink.handlers["catalog"] = catalog_store.handler(store.db, app[CATALOG], cfg.clock.now, store._notify)
 
     async def deferred() -> int:
@@ -231,13 +232,15 @@ def create_app(config: NodeConfig) -> web.Application:
     app[CONFIG] = config
     app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /api/v1/status
     app[SESSIONS] = Sessions(config.clock, config.session_timeout, max_age=config.session_max_age)
-    app[hardening.THROTTLE] = LoginThrottle(config.clock, config.login_throttle)
-    app[hardening.PRE_SECRET] = secrets.token_bytes(32)
+    app[hardening.THROTTLE] = throttle = LoginThrottle(config.clock, config.login_throttle)  # also the password change's
+    app[hardening.GUARD] = hardening.guard(app, throttle)
     app[CATALOG] = Catalog.load()
     env = aiohttp_jinja2.setup(
-        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, context_processors=[aiohttp_jinja2.request_processor, views.ui_context, hardening.csrf_context]
+        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, auto_reload=False,  # compiled once per process
+        context_processors=[aiohttp_jinja2.request_processor, views.ui_context, hardening.csrf_context]
     )
     views.install_filters(env)
+    app[ERROR_PAGE_TEXT] = views.error_page_text  # error pages in the UI's language
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_shredder_ctx)
     app.cleanup_ctx.append(_locker_ctx)

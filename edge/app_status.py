@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from sync import reconcile
-from sync.db import transaction
+from sync.db import fetch_one, transaction
 from sync.migrate import migrate
 
 from . import audit
@@ -30,6 +30,10 @@ CREATE TABLE app_status (
     application_id TEXT PRIMARY KEY, status TEXT NOT NULL, hlc INTEGER NOT NULL, origin TEXT NOT NULL,
     edit_id TEXT NOT NULL, received REAL NOT NULL
 );
+""",
+    # 2: a refusal's written reason, sealed by HQ to this van (edge/handover.py opens it)
+    """
+ALTER TABLE app_status ADD COLUMN reason_sealed BLOB;
 """,
 ]
 
@@ -59,18 +63,22 @@ class AppStatuses:
                 return
             stamp = self.store.time.stamp()
             now = stamp.t
+            reason = doc.get("reason_sealed")
+            try:
+                sealed = bytes.fromhex(reason) if isinstance(reason, str) and len(reason) <= 20000 else None
+            except ValueError:
+                sealed = None
             await self.db.execute(
-                "INSERT INTO app_status(application_id, status, hlc, origin, edit_id, received) VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO app_status(application_id, status, hlc, origin, edit_id, received, reason_sealed) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(application_id) DO UPDATE SET status = excluded.status, hlc = excluded.hlc,"
-                " origin = excluded.origin, edit_id = excluded.edit_id, received = excluded.received",
-                (edit.record_id, str(edit.value), edit.hlc, edit.origin, str(doc.get("id", "")), now),
+                " origin = excluded.origin, edit_id = excluded.edit_id, received = excluded.received, reason_sealed = excluded.reason_sealed",
+                (edit.record_id, str(edit.value), edit.hlc, edit.origin, str(doc.get("id", "")), now, sealed),
             )
             await audit.append(self.db, stamp, "hq", "status", "applications", edit.record_id, f"status {edit.value}")
         self.store._notify()
 
     async def get(self, application_id: str) -> dict[str, Any] | None:
-        async with self.db.execute("SELECT status, received FROM app_status WHERE application_id = ?", (application_id,)) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(self.store.reader, "SELECT status, received FROM app_status WHERE application_id = ?", (application_id,))
         return None if row is None else {"status": str(row[0]), "received": float(row[1])}
 
 

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sync import crypto, outbox
 from sync.blob import CHUNK, TABLE, aad_id, blob_item, chunk_field, open_chunks
-from sync.db import run_transaction, transaction
+from sync.db import fetch_all, run_transaction, transaction
 from sync.errors import OutboxFull
 from sync.migrate import migrate
 
@@ -255,11 +255,12 @@ class Attachments:
 
     async def list(self, application_id: str) -> list[AttachmentInfo]:
         """What may be shown without opening anything: type, size, time (the name stays sealed)."""
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.store.reader,
             "SELECT id, application_id, content_type, size, created, wrap_node IS NULL FROM attachments WHERE application_id = ? ORDER BY created, id",
             (application_id,),
-        ) as cur:
-            return [AttachmentInfo(r[0], r[1], r[2], LABELS.get(r[2], r[2]), int(r[3]), float(r[4]), bool(r[5])) async for r in cur]
+        )
+        return [AttachmentInfo(r[0], r[1], r[2], LABELS.get(r[2], r[2]), int(r[3]), float(r[4]), bool(r[5])) for r in rows]
 
     async def read(self, attachment_id: str, actor: str, reason: str = "view attachment") -> tuple[AttachmentInfo, str, bytes]:
         """Open one attachment on the van (an audited read); KeyError if unknown, CryptoError if shredded."""

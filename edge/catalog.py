@@ -36,11 +36,52 @@ MIGRATIONS = [
 
 
 @dataclass(frozen=True)
+class Fee:
+    """A paid service's administrative fee and where to pay it (the van prints it; it never handles money)."""
+
+    amount: str  # UAH, as published ("302.80")
+    recipient: str
+    iban: str
+    recipient_code: str  # ЄДРПОУ
+    purpose: str  # may hold {number}
+
+
+@dataclass(frozen=True)
+class FormTemplate:
+    """The заява's template (sync/catalog_doc.py FORM_FIELDS are its placeholders)."""
+
+    heading: str
+    addressee: str
+    body: str
+
+
+@dataclass(frozen=True)
 class Service:
     code: str
     category: str
     name: str
     documents: tuple[str, ...]
+    term_days: int | None = None  # None: the catalogue does not state it
+    term_kind: str = "working"  # or "calendar"
+    free: bool | None = None  # None: not stated; False: see fee
+    fee: Fee | None = None
+    legal_basis: str = ""
+    form: FormTemplate | None = None
+
+    @classmethod
+    def from_doc(cls, s: dict[str, Any]) -> Service:
+        term = s.get("term") or {}
+        fee_doc = s.get("fee")
+        fee = None
+        if isinstance(fee_doc, dict) and fee_doc.get("free") is not True:
+            fee = Fee(str(fee_doc["amount"]), fee_doc["recipient"], fee_doc["iban"], fee_doc["recipient_code"], fee_doc["purpose"])
+        form = s.get("form")
+        return cls(
+            s["code"], s["category"], s["name"], tuple(s.get("documents", ())),
+            term_days=term.get("days"), term_kind=term.get("days_kind", "working"),
+            free=None if fee_doc is None else fee is None, fee=fee, legal_basis=s.get("legal_basis", ""),
+            form=FormTemplate(form["heading"], form["addressee"], form["body"]) if isinstance(form, dict) else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -60,10 +101,7 @@ class Catalog:
     @classmethod
     def load(cls, path: Path | None = None, packages_path: Path | None = None) -> Catalog:
         doc = json.loads((path or data_path("catalog.json")).read_text(encoding="utf-8"))
-        services = {
-            s["code"]: Service(s["code"], s["category"], s["name"], tuple(s.get("documents", ())))
-            for s in doc["services"]
-        }
+        services = {s["code"]: Service.from_doc(s) for s in doc["services"]}
         pdoc = json.loads((packages_path or data_path("packages.json")).read_text(encoding="utf-8"))
         # A package may only name services this catalogue has (HQ publishes both; stay consistent).
         packages = {
@@ -77,7 +115,7 @@ class Catalog:
         errors = validate(doc)
         if errors:
             raise ValueError("; ".join(errors[:5]))
-        services = {s["code"]: Service(s["code"], s["category"], s["name"], tuple(s.get("documents", ()))) for s in doc["services"]}
+        services = {s["code"]: Service.from_doc(s) for s in doc["services"]}
         packages = {p["code"]: Package(p["code"], p["name"], tuple(p["services"])) for p in doc.get("packages", [])}
         return cls(version, {c["code"]: c["name"] for c in doc["categories"]}, services, packages)
 

@@ -27,7 +27,8 @@ _D = settings.NODE.defaults()
 # Fields that are settings of the same name.
 SETTINGS_FIELDS = ("data_dir", "broker", "mqtt_version", "gpsd", "modem", "sbd_after", "sbd_interval", "http_host", "http_port",
                    "session_timeout", "session_max_age", "lock_grace", "password_min_length", "track_retention_days", "position_interval",
-                   "ack_timeout", "max_clock_skew", "mqtt_keepalive", "retention_days", "shred_interval")
+                   "ack_timeout", "max_clock_skew", "mqtt_keepalive", "retention_days", "shred_interval", "photo_max_side",
+                   "photo_quality")
 
 
 @dataclass
@@ -52,6 +53,8 @@ class NodeConfig:
     session_max_age: float = _D["session_max_age"]
     lock_grace: float = _D["lock_grace"]
     password_min_length: int = _D["password_min_length"]
+    photo_max_side: int = _D["photo_max_side"]  # photos of documents scaled on the tablet (edge/static/photos.js)
+    photo_quality: float = _D["photo_quality"]
     track_retention_days: float = _D["track_retention_days"]
     position_interval: float = _D["position_interval"]
     ack_timeout: float = _D["ack_timeout"]

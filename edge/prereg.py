@@ -23,7 +23,7 @@ from typing import Any
 import aiosqlite
 
 from sync import crypto, outbox
-from sync.db import transaction
+from sync.db import fetch_all, transaction
 from sync.migrate import migrate
 
 from . import audit
@@ -100,12 +100,12 @@ class Preregistrations:
 
     async def today(self, actor: str) -> list[Prereg]:
         """Today's pre-registrations by slot; names only when the store is unlocked (each an audited read)."""
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.store.reader,
             "SELECT p.id, p.slot, p.service_code, p.ticket_id, t.label, p.sealed FROM preregistrations p"
             " LEFT JOIN queue_tickets t ON t.id = p.ticket_id WHERE p.day = ? ORDER BY p.slot IS NULL, p.slot, p.received",
             (self._day(),),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         try:
             key = self.store.seal_key
         except StoreLocked:

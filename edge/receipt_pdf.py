@@ -8,7 +8,7 @@ segno's matrix, so no image library is involved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import segno
@@ -48,18 +48,38 @@ class ReceiptData:
     notes: str
     qr_caption: str
     centre: str
+    parties: list[tuple[str, str]] = field(default_factory=list)  # (label, value): the representative, the basis, the business
+    # issue 18: fee and where to pay it (an NBU payment QR for a paid service), legal basis, delivery to HQ
+    fee_label: str = ""
+    fee: str = ""
+    legal_basis_label: str = ""
+    legal_basis: str = ""
+    payment: list[str] = field(default_factory=list)
+    payment_url: str = ""
+    payment_caption: str = ""
+    delivery_label: str = ""
+    delivery: str = ""
+    refusal_label: str = ""
+    refusal: str = ""  # HQ's written reason for a refusal (issue 18 item 6)
 
 
 def _qr(pdf: FPDF, text: str, x: float, y: float, size: float) -> None:
-    qr = segno.make(text, error="m")
+    qr = segno.make(text, error="m", micro=False)  # segno picks a Micro QR for short text: phones and banking apps cannot read those
     matrix = [list(row) for row in qr.matrix]
     n = len(matrix) + 8  # 4-module quiet zone on each side
     cell = size / n
     pdf.set_fill_color(0, 0, 0)
     for r, row in enumerate(matrix):
-        for c, dark in enumerate(row):
-            if dark:
-                pdf.rect(x + (c + 4) * cell, y + (r + 4) * cell, cell, cell, style="F")
+        c = 0
+        while c < len(row):
+            if not row[c]:
+                c += 1
+                continue
+            start = c
+            while c < len(row) and row[c]:
+                c += 1
+            # one rectangle per run of dark modules: a payment QR has thousands of modules
+            pdf.rect(x + (start + 4) * cell, y + (r + 4) * cell, (c - start) * cell, cell, style="F")
 
 
 def render(d: ReceiptData) -> bytes:
@@ -92,13 +112,34 @@ def render(d: ReceiptData) -> bytes:
 
     pdf.set_y(max(pdf.get_y(), 70) + 4)
     row(d.applicant_label, d.applicant)
+    for label, value in d.parties:
+        row(label, value)
     row(d.services_label, "\n".join(d.services))
     row(d.date_label, d.date)
     row(d.term_label, d.term)
+    if d.fee:
+        row(d.fee_label, d.fee)
+    if d.payment_url:
+        # The payment QR beside its details; a banking app reads the NBU format (edge/payqr.py).
+        top = pdf.get_y()
+        if top + 50 > pdf.h - pdf.b_margin:
+            pdf.add_page()
+            top = pdf.get_y()
+        _qr(pdf, d.payment_url, pdf.l_margin, top, 48)
+        pdf.set_xy(pdf.l_margin + 52, top + 4)
+        pdf.set_font("DejaVu", "", 9)
+        pdf.multi_cell(width - 52, 5, "\n".join([*d.payment, d.payment_caption]), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_y(max(pdf.get_y(), top + 50))
+    if d.legal_basis:
+        row(d.legal_basis_label, d.legal_basis)
     if d.documents:
         row(d.documents_label, "\n".join(f"• {x}" for x in d.documents))
     if d.notes:
         row(d.notes_label, d.notes)
+    if d.refusal:
+        row(d.refusal_label, d.refusal)
+    if d.delivery:
+        row(d.delivery_label, d.delivery)
     pdf.ln(4)
     pdf.set_font("DejaVu", "", 9)
     pdf.multi_cell(width, 5, d.qr_caption, new_x="LMARGIN", new_y="NEXT")

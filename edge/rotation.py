@@ -1,4 +1,5 @@
-"""Key rotation, van side: HQ's signed ``rotate_key`` command carries new credentials sealed to this van.
+"""Key rotation, van side: HQ's signed ``rotate_key`` command carries new credentials sealed to this van;
+``hq_seal_key`` carries HQ's new sealing public key (``receive_hq_seal``).
 
 The sealed blob is kept in the bundle directory (``rotation.pending``) as
 received, even while the store is locked; it is opened with the van's X25519
@@ -12,6 +13,7 @@ idempotent, as downlink callbacks must be.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -22,6 +24,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from sync import crypto
 
@@ -59,6 +62,31 @@ async def receive(app: web.Application, doc: dict[str, Any]) -> None:
     data = json.dumps({"rotation": str(args["rotation"]), "sealed": str(args["sealed"])}).encode()
     await asyncio.get_running_loop().run_in_executor(None, _write_atomic, bundle / PENDING, data, 0o600)
     await apply_pending(app)
+
+
+HQ_SEAL_FILE = "hq_seal.json"  # read back by provisioning/keys.load_bundle at the next start
+
+
+async def receive_hq_seal(app: web.Application, doc: dict[str, Any]) -> None:
+    """HQ's signed ``hq_seal_key`` command: HQ's sealing key rotated; what is sealed from now on goes to the new key.
+
+    Kept in the bundle (fsynced, renamed) before it is used, so a restart seals to the same key; idempotent.
+    """
+    args = doc.get("args") or {}
+    try:
+        raw = base64.b64decode(str(args["public"]), validate=True)
+        public = X25519PublicKey.from_public_bytes(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError("hq_seal_key without a valid public key") from exc
+    kid = crypto.key_id(public).hex()
+    if str(args.get("kid", "")) != kid:
+        raise ValueError("hq_seal_key: the key id does not match the key")
+    bundle = app[CONFIG].bundle_dir
+    if bundle is not None:
+        data = json.dumps({"kid": kid, "public": base64.b64encode(raw).decode()}).encode()
+        await asyncio.get_running_loop().run_in_executor(None, _write_atomic, bundle / HQ_SEAL_FILE, data, 0o644)
+    app[STORE].hq_seal_public = public
+    log.warning("HQ's sealing key is now %s: new records are sealed to it", kid)
 
 
 def _read_pending(bundle: Path) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sync import crypto, outbox
-from sync.db import transaction
+from sync.db import fetch_all, fetch_one, transaction
 
 from .store import Store
 
@@ -121,16 +121,20 @@ class ServiceDesk:
         return Ticket(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6])
 
     async def today(self) -> list[Ticket]:
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.store.reader,
             "SELECT id, label, status, preregistered, created, called_at, finished_at FROM queue_tickets WHERE day IN (?, ?)"
             " ORDER BY status = 'waiting', preregistered DESC, number",
             self._days(),
-        ) as cur:
-            return [Ticket(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) async for r in cur]
+        )
+        return [Ticket(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
 
     # -- ratings -------------------------------------------------------------------
     async def rating_token(self, application_id: str) -> str:
         """One token per service event (application); the same one on every reprint."""
+        row = await fetch_one(self.store.reader, "SELECT token FROM ratings WHERE application_id = ?", (application_id,))
+        if row is not None:  # every reprint: a plain read, no write transaction
+            return str(row[0])
         async with transaction(self.db):
             async with self.db.execute("SELECT token FROM ratings WHERE application_id = ?", (application_id,)) as cur:
                 row = await cur.fetchone()

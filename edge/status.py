@@ -25,7 +25,8 @@ async def node_status(app: web.Application) -> dict[str, Any]:
     cfg, store, gps = app[CONFIG], app[STORE], app[GPS]
     uplink = app.get(UPLINK)
     fix = gps.fix
-    summary = await store.outbox_summary()
+    snap = await outbox.snapshot(store.reader)  # one hop to SQLite's thread: this runs on every page
+    summary = await store.outbox_summary(snap)
     return {
         "node_id": cfg.node_id,
         "gps": {
@@ -42,8 +43,8 @@ async def node_status(app: web.Application) -> dict[str, Any]:
             "oldest_pending": summary["oldest_pending"],
             "by_stream": summary["by_stream"],
             # per data class: bytes waiting and the limit (records/audit refuse intake past it; GPS thins)
-            "usage": await outbox.usage(store.db, store.limits),
-            "quarantined": await outbox.quarantined(store.db),
+            "usage": snap.usage(store.limits),
+            "quarantined": snap.quarantined,
         },
         "link": {
             "mqtt": "up" if uplink is not None and uplink.status.mqtt_up else "down",

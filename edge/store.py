@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from kit.timesource import Stamp, TimeFix, TimeSource
 from sync import crypto, outbox, poscodec
 from sync.clock import Clock
-from sync.db import open_db, run_sync, run_transaction, transaction
+from sync.db import fetch_all, fetch_one, open_db, open_reader, run_sync, run_transaction, transaction
 from sync.errors import OutboxFull
 from sync.migrate import migrate
 
@@ -173,6 +173,18 @@ JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 SENSITIVE_APPLICATION_FIELDS = ("surname", "given_name", "rnokpp")
 
 
+def application_index(rnokpp: str, extra: dict[str, str]) -> tuple[str, str]:
+    """(kind, value) of an application's blind index: the РНОКПП, or without one the УНЗР or the document, keyed
+    like an applicant card's indexes (so the same probe finds both)."""
+    if rnokpp:
+        return "rnokpp", rnokpp
+    if extra.get("unzr"):
+        return "unzr", extra["unzr"]
+    if extra.get("document_number"):
+        return "document", f"{extra.get('document_type')}|{extra['document_number']}"
+    raise ValueError("an application needs a РНОКПП, an УНЗР or a document to be indexed")
+
+
 class TripHooks(Protocol):
     """What the trips component (edge/trips/lifecycle.py) adds to records: the stop each was made at, and when it closed."""
 
@@ -206,10 +218,16 @@ def _unpack_fields(blob: bytes) -> dict[str, bytes]:
     return {k: base64.b64decode(v) for k, v in json.loads(blob).items()}
 
 
+def _append_reads(conn: sqlite3.Connection, group: list[tuple[Stamp, str, str, str, str, asyncio.Future[None]]]) -> None:
+    for at, actor, entity, entity_id, reason, _ in group:
+        audit.append_sync(conn, at, actor, "read", entity, entity_id, reason)
+
+
 class Store:
     def __init__(self, db: aiosqlite.Connection, node_id: str, hq_seal_public: X25519PublicKey, clock: Clock,
                  limits: outbox.Limits | None = None) -> None:
         self.db = db
+        self.reader = db  # pages' plain reads; a second connection once opened from a file (open)
         self.limits = limits or outbox.DEFAULT_LIMITS
         self.node_id = node_id
         self.hq_seal_public = hq_seal_public
@@ -225,6 +243,8 @@ class Store:
         self.period_keyed: list[str] = ["applications", "applicants"]
         self.on_enqueued: list[Callable[[], None]] = []
         self.trips: TripHooks | None = None  # set by the app once the trips schema exists
+        self._read_audits: list[tuple[Stamp, str, str, str, str, asyncio.Future[None]]] = []  # audit_read's group commit
+        self._audit_flusher: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, path: Path, node_id: str, hq_seal_public: X25519PublicKey, clock: Clock,
@@ -232,10 +252,15 @@ class Store:
         db = await open_db(path)
         store = cls(db, node_id, hq_seal_public, clock, limits)
         await store._migrate()
+        store.reader = await open_reader(path)
         return store
 
     async def close(self) -> None:
         self.lock()
+        if self._audit_flusher is not None:
+            await asyncio.wait([self._audit_flusher])  # queued read audits are written before the database closes
+        if self.reader is not self.db:
+            await self.reader.close()
         await self.db.close()
 
     async def _migrate(self) -> None:
@@ -405,10 +430,12 @@ class Store:
         self, surname: str, given_name: str, rnokpp: str, service_codes: list[str], actor: str,
         applicant_id: str | None = None, package_code: str | None = None, *, notes: str = "",
         then: Callable[[sqlite3.Connection, list[SavedApplication]], None] | None = None, first_id: str | None = None,
+        extra: dict[str, str] | None = None, documents_received: list[str] | None = None,
     ) -> list[SavedApplication]:
         """One application per service, all in ONE transaction (a life-situation package is all or nothing).
 
-        ``notes`` is sealed with the identity fields; ``then(conn, saved)`` runs in the same
+        ``notes``, ``extra`` (documents, the reason a РНОКПП is absent, the representative, the business:
+        edge/intake.py) and ``documents_received`` are sealed with the identity fields; ``then(conn, saved)`` runs in the same
         transaction after the records (edge/attachments.py adds the photos there, sealed beforehand
         for ``first_id``, the first application's id).
         """
@@ -418,10 +445,15 @@ class Store:
         now = stamp.t
         period, period_key = await self.period_key(now)
         version = 1
-        index = crypto.blind_index(self._index_key, "rnokpp", rnokpp)
-        identity = {"surname": surname, "given_name": given_name, "rnokpp": rnokpp}
+        extra = extra or {}
+        index = crypto.blind_index(self._index_key, *application_index(rnokpp, extra))
+        identity = {"surname": surname, "given_name": given_name, **extra}
+        if rnokpp:
+            identity["rnokpp"] = rnokpp
         if notes:
             identity["notes"] = notes
+        if documents_received is not None:  # the inventory of documents received at intake, sealed with the record (JSON list)
+            identity["documents_received"] = json.dumps(documents_received, ensure_ascii=False)
         prepared = []
         for i, code in enumerate(service_codes):
             app_id = first_id if i == 0 and first_id else uuid.uuid4().hex
@@ -510,12 +542,12 @@ class Store:
 
     async def read_application(self, app_id: str, actor: str, reason: str = "view") -> dict[str, str]:
         self._require_key()
-        async with self.db.execute(
+        row = await fetch_one(
+            self.reader,
             "SELECT number, service_code, version, fields, wrap_hq, wrap_node, created, package_code, time_trusted, key_period"
             " FROM applications WHERE id = ?",
             (app_id,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         if row is None:
             raise KeyError(app_id)
         number, code, version, fields, wrap_hq, wrap_node, created, package_code, time_trusted, key_period = row
@@ -524,10 +556,42 @@ class Store:
         # created_trusted "0": the receipt shows no date (a past date must never look true)
         out.update(number=number, service_code=code, created=str(created), package_code=package_code or "",
                    created_trusted="1" if time_trusted == 1 else "0")
-        async with transaction(self.db):
-            await audit.append(self.db, self.time.stamp(), actor, "read", "applications", app_id, reason)
-        self._notify()
+        # Shown only once its audit entry is durable; receipts viewed together share one COMMIT.
+        await self.audit_read(actor, "applications", app_id, reason)
         return out
+
+    async def audit_read(self, actor: str, entity: str, entity_id: str, reason: str) -> None:
+        """Record an audited read durably (COMMIT with fsync) before the caller shows anything.
+
+        Reads arriving while a COMMIT is on the disk queue up and are written by
+        the next transaction together (group commit): with ten tablets showing
+        receipts, one fsync serves several pages instead of each waiting for all
+        the fsyncs ahead of it.  Entries keep their order in the chain.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._read_audits.append((self.time.stamp(), actor, entity, entity_id, reason, fut))
+        if self._audit_flusher is None or self._audit_flusher.done():
+            self._audit_flusher = asyncio.ensure_future(self._flush_read_audits())
+        await fut
+
+    async def _flush_read_audits(self) -> None:
+        while self._read_audits:
+            group, self._read_audits = self._read_audits, []
+            try:
+                await run_transaction(self.db, _append_reads, group)
+            except Exception as exc:  # noqa: BLE001 - passed on to every waiter (OutboxFull, a closed database): none is shown the data
+                for *_, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            except BaseException:
+                for *_, fut in group:
+                    fut.cancel()
+                raise
+            for *_, fut in group:
+                if not fut.done():
+                    fut.set_result(None)
+            self._notify()
 
     # -- applicants -----------------------------------------------------------
     def _indexes(self, fields: dict[str, str]) -> dict[str, bytes | None]:
@@ -613,13 +677,14 @@ class Store:
 
     async def package_siblings(self, app_id: str) -> list[tuple[str, str]]:
         """(number, service code) of every application submitted together with this one as a package."""
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.reader,
             "SELECT b.number, b.service_code FROM applications a JOIN applications b"
             " ON b.package_code = a.package_code AND b.created = a.created AND b.created_by = a.created_by"
             " WHERE a.id = ? AND a.package_code IS NOT NULL ORDER BY b.number",
             (app_id,),
-        ) as cur:
-            return [(r[0], r[1]) async for r in cur]
+        )
+        return [(r[0], r[1]) for r in rows]
 
     async def read_applicant(self, applicant_id: str, actor: str, reason: str) -> dict[str, str]:
         """Open one applicant's card (an audited read); KeyError if unknown, CryptoError if shredded."""
@@ -787,6 +852,16 @@ class Store:
                     await self.db.execute(f"UPDATE {table} SET wrap_node = NULL, fields = '{{}}', shredded_at = ?, {extra} WHERE id = ?", (now, rid))
                     await audit.append(self.db, now, "system", "shred", table, rid, f"retention {retention_s / 86400:g} days passed, HQ holds it")
                 shredded += len(ids)
+            # A result handed over at the van (edge/handover.py): who received it goes like the application, once HQ holds it.
+            if await self._has_table("handovers"):
+                async with self.db.execute(
+                    "SELECT id FROM handovers WHERE wrap_node IS NOT NULL AND outbox_seq <= ? AND (at <= ? OR ? <= 0)", (acked, cutoff, retention_s)
+                ) as cur:
+                    hids = [r[0] for r in await cur.fetchall()]
+                for hid in hids:
+                    await self.db.execute("UPDATE handovers SET wrap_node = NULL, fields = '{}' WHERE id = ?", (hid,))
+                    await audit.append(self.db, now, "system", "shred", "handovers", hid, f"retention {retention_s / 86400:g} days passed, HQ holds it")
+                shredded += len(hids)
             # HQ wrote the home visit's details, so it holds them; the van needs them no longer than retention after the finish.
             async with self.db.execute(
                 "SELECT id FROM visits WHERE (status = 'finished' AND finished_at <= ? OR ? <= 0) AND length(sealed) > 0", (cutoff, retention_s)
@@ -912,15 +987,16 @@ class Store:
         for cb in self.on_enqueued:
             cb()
 
-    async def outbox_summary(self) -> dict[str, object]:
-        states = await outbox.streams(self.db)
+    async def outbox_summary(self, snap: outbox.Snapshot | None = None) -> dict[str, object]:
+        snap = snap or await outbox.snapshot(self.db)
+        states = snap.states
         pending = sum(s.pending for s in states.values())
         delivered = sum(s.acked for s in states.values())
         acked_at = [s.acked_at for s in states.values() if s.acked_at]
         return {
             "pending": pending,
             "delivered": delivered,
-            "oldest_pending": await outbox.oldest_pending(self.db),
+            "oldest_pending": snap.oldest_pending,
             "last_ack": max(acked_at) if acked_at else None,
             "by_stream": {k: {"pending": v.pending, "delivered": v.acked} for k, v in states.items()},
         }

@@ -12,12 +12,14 @@ from aiohttp import web
 from kit.tasks import LOOPS, Loops, background
 from provisioning.rotation import NodeKeyCache
 
+from kit import hardening
+from kit.ratelimit import LoginThrottle
 from kit.sessions import Sessions
 from kit.web import error_middleware, json_response
 from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
-from . import appstatus, attachments, sms, trips, users
+from . import appstatus, attachments, auth, sms, tokens, trips, users
 from . import catalog_admin, pages, prereg_admin, retention
 from . import web as web_routes
 from .appkeys import CONFIG, DIRECTIP, DOWNLINK, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
@@ -35,6 +37,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     store = await HQStore.open(cfg.db_target, cfg.clock)
     await users.create_schema(store.db)
+    await tokens.create_schema(store.db)
     app[STORE] = store
     yield
     await store.close()
@@ -105,10 +108,14 @@ async def data_classes(request: web.Request) -> web.Response:
 
 
 def create_app(config: HQConfig) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    # Outermost first: errors in the one shape, the proxy's scheme (if trusted), API credentials (401 before anything else
+    # for a JSON route), then CSRF and login throttling.
+    app = web.Application(middlewares=[error_middleware, hardening.forwarded_scheme(config.trusted_proxies), auth.api_auth_middleware,
+                                       *hardening.MIDDLEWARES])
     app[CONFIG] = config
     app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /healthz
-    app[SESSIONS] = Sessions(config.clock, config.session_timeout, cookie="mo_hq_session")
+    app[SESSIONS] = Sessions(config.clock, config.session_timeout, cookie="mo_hq_session", max_age=config.session_lifetime)
+    app[hardening.GUARD] = auth.guard(app, LoginThrottle(config.clock, config.login_throttle))
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                          context_processors=[pages.i18n_context])
     app.cleanup_ctx.append(_store_ctx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from kit.sessions import Sessions
+from kit.sessions import Session, Sessions
 from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 
 from .config import HQConfig
@@ -22,3 +22,5 @@ DOWNLINK = web.AppKey("hq_downlink", DownlinkSender)
 SBD_INGEST = web.AppKey("hq_sbd_ingest", SbdIngest)
 DIRECTIP = web.AppKey("hq_directip", DirectIpReceiver)
 SESSIONS = web.AppKey("hq_sessions", Sessions)
+# A request authenticated by a machine token (hq/tokens.py) carries its session-like identity here.
+TOKEN_SESSION = web.RequestKey("hq_token_session", Session)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
 from kit.tasks import LOOPS, background
-from sync import reconcile
+from sync import reconcile, safejson
 from .db import migrate, transaction
 
 from . import sms
@@ -51,6 +51,17 @@ CREATE TABLE command_log (
     acked_at DOUBLE PRECISION, result TEXT
 );
 CREATE TABLE ack_cursor (node_id TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+""",
+    # 2: results handed over at the van (their sealed record stays in items), and a refusal's written reason,
+    # sealed to the van (sent with the edit) and to HQ (shown on the record page): never in clear on disk
+    """
+CREATE TABLE handovers (
+    handover_id TEXT PRIMARY KEY, record_id TEXT NOT NULL, node_id TEXT NOT NULL, seq BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL,
+    applied_at DOUBLE PRECISION, result TEXT
+);
+CREATE TABLE handover_cursor (node_id TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+ALTER TABLE status_edits ADD COLUMN reason_van TEXT;
+ALTER TABLE status_edits ADD COLUMN reason_hq TEXT;
 """,
 ]
 
@@ -99,8 +110,15 @@ async def statuses(store: HQStore, record_ids: list[str]) -> dict[str, str]:
     return out
 
 
-async def set_status(store: HQStore, record_id: str, status: str, username: str, hlc: int, notify_sms: bool) -> dict[str, Any]:
-    """Change the status; the edit (and an SMS notice for "ready") commit together.  Returns the edit."""
+# (node_id, record_id) -> (reason sealed to that van or None, reason sealed to HQ), both hex
+ReasonSealer = Callable[[str, str], tuple[str | None, str]]
+
+
+async def set_status(store: HQStore, record_id: str, status: str, username: str, hlc: int, notify_sms: bool,
+                     seal_reason: ReasonSealer | None = None) -> dict[str, Any]:
+    """Change the status; the edit (and an SMS notice for "ready") commit together.  Returns the edit.
+
+    ``seal_reason``: a refusal's written reason, sealed once the van is known, stored with the edit."""
     if status not in STATUSES:
         raise StatusError("Невідомий стан заяви", "unknown_status")
     now = store.clock.now()
@@ -122,9 +140,11 @@ async def set_status(store: HQStore, record_id: str, status: str, username: str,
             " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
             (record_id, node_id, status, hlc, now, username),
         )
+        reason_van, reason_hq = seal_reason(node_id, record_id) if seal_reason is not None else (None, None)
         await store.db.execute(
-            "INSERT INTO status_edits(edit_id, record_id, node_id, old_status, status, hlc, at, username) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (edit_id, record_id, node_id, old, status, hlc, now, username),
+            "INSERT INTO status_edits(edit_id, record_id, node_id, old_status, status, hlc, at, username, reason_van, reason_hq)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (edit_id, record_id, node_id, old, status, hlc, now, username, reason_van, reason_hq),
         )
         if status == "ready" and notify_sms:
             await sms.enqueue(store, record_id, now)
@@ -133,22 +153,25 @@ async def set_status(store: HQStore, record_id: str, status: str, username: str,
 
 async def history(store: HQStore, record_id: str) -> list[dict[str, Any]]:
     async with store.db.execute(
-        "SELECT edit_id, old_status, status, at, username, sent_at, acked_at, result FROM status_edits WHERE record_id = ? ORDER BY at, hlc",
+        "SELECT edit_id, old_status, status, at, username, sent_at, acked_at, result, reason_hq FROM status_edits WHERE record_id = ?"
+        " ORDER BY at, hlc",
         (record_id,),
     ) as cur:
         return [{"edit_id": r[0], "old": r[1], "status": r[2], "at": r[3], "username": r[4], "sent_at": r[5], "acked_at": r[6],
-                 "result": r[7]} async for r in cur]
+                 "result": r[7], "reason_sealed": r[8]} async for r in cur]
 
 
 async def send_edit(app: web.Application, edit_id: str) -> bool:
     """Publish one edit to its van (signed); False if HQ has no broker connection now."""
     store = app[STORE]
-    async with store.db.execute("SELECT record_id, node_id, status, hlc FROM status_edits WHERE edit_id = ?", (edit_id,)) as cur:
+    async with store.db.execute("SELECT record_id, node_id, status, hlc, reason_van FROM status_edits WHERE edit_id = ?", (edit_id,)) as cur:
         row = await cur.fetchone()
     if row is None:
         return False
     record_id, node_id, status, hlc = str(row[0]), str(row[1]), str(row[2]), int(row[3])
     doc = reconcile.to_wire(reconcile.Edit(record_id, "status", status, hlc, reconcile.HQ), edit_id)
+    if row[4]:
+        doc["reason_sealed"] = str(row[4])  # a refusal's reason, sealed to this van (edge/handover.py opens it)
     try:
         await app[DOWNLINK].send(node_id, "recon", [doc], "статус не надіслано")
     except NotConnected:
@@ -156,6 +179,63 @@ async def send_edit(app: web.Application, edit_id: str) -> bool:
     async with transaction(store.db):
         await store.db.execute("UPDATE status_edits SET sent_at = ?, sends = sends + 1 WHERE edit_id = ?", (store.clock.now(), edit_id))
     return True
+
+
+async def project_handovers(app: web.Application) -> int:
+    """Read the vans' handovers (``rec`` items of type "handover") and set the status "issued" once each.  Returns how many applied.
+
+    The handover row is written with the cursor's advance; the status is set after, in its own
+    transaction, and the row marked applied; a crash between them is retried from the unapplied rows.
+    """
+    store = app[STORE]
+    async with store.db.execute(
+        "SELECT s.node_id, s.contiguous, COALESCE(c.seq, 0) FROM stream_state s LEFT JOIN handover_cursor c ON c.node_id = s.node_id"
+        " WHERE s.stream = 'rec' AND s.contiguous > COALESCE(c.seq, 0)"
+    ) as cur:
+        todo = [(str(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
+    for node_id, upto, after in todo:
+        async with store.db.execute(
+            "SELECT seq, payload FROM items WHERE node_id = ? AND stream = 'rec' AND seq > ? AND seq <= ? ORDER BY seq", (node_id, after, upto)
+        ) as cur:
+            rows = [(int(r[0]), bytes(r[1])) for r in await cur.fetchall()]
+        async with transaction(store.db):
+            for seq, payload in rows:
+                if b'"handover"' not in payload:
+                    continue
+                try:
+                    doc = safejson.loads(payload)
+                except ValueError:
+                    continue
+                if isinstance(doc, dict) and doc.get("type") == "handover":
+                    await store.db.execute(
+                        "INSERT INTO handovers(handover_id, record_id, node_id, seq, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (str(doc.get("id")), str(doc.get("application_id")), node_id, seq, float(doc.get("at") or 0)),
+                    )
+            await store.db.execute(
+                "INSERT INTO handover_cursor(node_id, seq) VALUES (?, ?) ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq", (node_id, upto)
+            )
+    async with store.db.execute("SELECT handover_id, record_id, node_id FROM handovers WHERE applied_at IS NULL ORDER BY at") as cur:
+        pending = [(str(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
+    applied = 0
+    for hid, record_id, node_id in pending:
+        try:
+            await set_status(store, record_id, "issued", f"van:{node_id}", app[DOWNLINK].stamp(), notify_sms=False)
+            result = "issued"
+            applied += 1
+        except StatusError as exc:  # e.g. HQ moved it back to "in_progress" meanwhile: kept, shown, not forced
+            log.warning("handover %s of %s not applied: %s", hid, record_id, exc.code)
+            result = exc.code
+        async with transaction(store.db):
+            await store.db.execute("UPDATE handovers SET applied_at = ?, result = ? WHERE handover_id = ?", (store.clock.now(), result, hid))
+    return applied
+
+
+async def handover_of(store: HQStore, record_id: str) -> dict[str, Any] | None:
+    async with store.db.execute(
+        "SELECT handover_id, node_id, at, applied_at, result FROM handovers WHERE record_id = ? ORDER BY at DESC LIMIT 1", (record_id,)
+    ) as cur:
+        r = await cur.fetchone()
+    return None if r is None else {"id": r[0], "node_id": r[1], "at": r[2], "applied_at": r[3], "result": r[4]}
 
 
 async def log_command(store: HQStore, cmd_id: str, node_id: str, kind: str, username: str) -> None:
@@ -217,6 +297,7 @@ async def status_ctx(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await project_acks(app[STORE])
+                await project_handovers(app)
                 await resend_due(app, cfg.status_resend_after)
             except Exception:  # the loop must survive one bad round; logged with its traceback
                 log.exception("status downlink round failed")

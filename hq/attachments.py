@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from kit.sessions import Session
 from kit.web import HttpProblem, json_response
@@ -27,7 +26,7 @@ from sync.errors import CryptoError
 from .db import migrate
 
 from . import users
-from .appkeys import CONFIG, SESSIONS, STORE
+from .appkeys import CONFIG, SESSIONS, STORE, TOKEN_SESSION
 from .errors import HQError
 from .store import HQStore
 from .pages import opening_reason
@@ -108,7 +107,7 @@ async def _chunk0(store: HQStore, node_id: str, att_id: str) -> dict[str, Any] |
     return None if row is None else parse_blob_item(bytes(row[0]))[0]
 
 
-async def open_attachment(store: HQStore, key: X25519PrivateKey, att_id: str, username: str, reason: str) -> tuple[dict[str, Any], str, bytes]:
+async def open_attachment(store: HQStore, key: crypto.OpeningKeys, att_id: str, username: str, reason: str) -> tuple[dict[str, Any], str, bytes]:
     """(chunk-0 header, original name, content); the opening is audited before decryption."""
     await _refresh(store)
     async with store.db.execute(
@@ -136,7 +135,7 @@ async def open_attachment(store: HQStore, key: X25519PrivateKey, att_id: str, us
 
 
 def _session(request: web.Request, permission: str | None = None) -> Session:
-    s = request.app[SESSIONS].get(request)
+    s = request.get(TOKEN_SESSION) or request.app[SESSIONS].get(request)  # a machine token (hq/auth.py) or a login
     if s is None:
         raise HttpProblem("Увійдіть, щоб продовжити", code="login_required", status=401)
     if permission is not None and not users.allowed(s.role, permission):
@@ -168,7 +167,7 @@ async def open_handler(request: web.Request) -> web.Response:
     s = _session(request, "open_records")
     reason = await opening_reason(request, s)
     try:
-        head, name, data = await open_attachment(request.app[STORE], request.app[CONFIG].keys.seal, request.match_info["att"], s.username,
+        head, name, data = await open_attachment(request.app[STORE], request.app[CONFIG].keys.seal_ring, request.match_info["att"], s.username,
                                                  reason)
     except AttachmentMissing as exc:
         raise HttpProblem("Файл не знайдено, він ще не надійшов повністю або не відкривається ключем ЦНАП", code="not_found",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kit import settings
+from kit.ratelimit import ThrottleSettings
 from provisioning.keys import HQKeys
 from sync.clock import Clock, SystemClock
 
@@ -22,6 +23,7 @@ _D = settings.HQ.defaults()
 SETTINGS_FIELDS = {"data_dir": "hq_data_dir", "broker": "hq_broker", "mqtt_version": "hq_mqtt_version", "worker": "hq_worker",
                    "host": "hq_host", "port": "hq_port", "directip_port": "directip_port", "directip_gateways": "directip_gateways",
                    "directip_reject_log_interval": "directip_reject_log_interval", "session_timeout": "hq_session_timeout",
+                   "session_lifetime": "hq_session_lifetime",
                    "status_resend_after": "status_resend_after", "max_clock_skew": "hq_max_clock_skew", "ack_poll_interval": "ack_poll_interval", "sms_url": "sms_url",
                    "sms_retry_min": "sms_retry_min", "sms_retry_max": "sms_retry_max", "tile_url": "tile_url",
                    "tile_attribution": "tile_attribution", "db": "db",
@@ -42,6 +44,11 @@ class HQConfig:
     directip_gateways: tuple[str, ...] = _D["directip_gateways"]
     directip_reject_log_interval: float = _D["directip_reject_log_interval"]
     session_timeout: float = _D["hq_session_timeout"]
+    session_lifetime: float = _D["hq_session_lifetime"]  # absolute: a session ends this long after its login
+    # Built from the hq_login_* settings by the CLI; HTTPS from --hq-tls-cert or 'provision hq-cert'; the TLS proxy's addresses.
+    login_throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    https: ssl.SSLContext | None = None  # None: plain HTTP (loopback, or behind a TLS-terminating proxy)
+    trusted_proxies: frozenset[str] = frozenset()  # addresses whose X-Forwarded-Proto/-For HQ believes
     mqtt_tls: ssl.SSLContext | None = None
     clock: Clock = field(default_factory=SystemClock)
     # Application status downlink and SMS notices (hq/appstatus.py, hq/sms.py); map tiles (dashboard).

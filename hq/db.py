@@ -303,6 +303,26 @@ async def transaction(db: DB, key: str | None = None) -> AsyncIterator[DB]:
         await db.end(commit=True)
 
 
+async def fetch_all(db: DB, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Every row of one query: on SQLite one trip to the connection's thread (``async with db.execute`` and
+    iterating is three or more), on PostgreSQL one round trip as always."""
+    if isinstance(db, PgConnection):
+        cur: PgCursor = await db.execute(sql, params)
+        return await cur.fetchall()
+    return [tuple(r) for r in await db.execute_fetchall(sql, params)]
+
+
+async def lock_streams(db: DB, keys: Sequence[str]) -> None:
+    """Inside a ``transaction(db, key)``: hold the write locks of more (node, stream) keys too (PostgreSQL; SQLite has one writer).
+
+    Callers pass keys in sorted order (after the transaction's own, the smallest): every worker
+    locks in the same order, so two group commits never deadlock.
+    """
+    if isinstance(db, PgConnection):
+        for key in keys:
+            await db.execute(f"SELECT pg_advisory_xact_lock({LOCK_STREAM}, {_key_int(key)})")
+
+
 async def migrate(db: DB, component: str, scripts: Sequence[str]) -> int:
     """Apply the component's scripts not yet applied, in one transaction; returns its version.
 

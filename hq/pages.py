@@ -9,13 +9,14 @@ from urllib.parse import urlsplit
 import aiohttp_jinja2
 from aiohttp import web
 
+from kit.hardening import csrf_token
 from kit.sessions import Session
 from kit.web import HttpProblem
 
 from kit import i18n as lang_mech
 
 from . import i18n, users
-from .appkeys import SESSIONS
+from .appkeys import SESSIONS, TOKEN_SESSION
 
 
 def when(ts: float | None) -> str:
@@ -25,7 +26,7 @@ def when(ts: float | None) -> str:
 
 
 def session(request: web.Request, permission: str | None = None) -> Session:
-    s = request.app[SESSIONS].get(request)
+    s = request.get(TOKEN_SESSION) or request.app[SESSIONS].get(request)  # a machine token (hq/auth.py) or a login
     if s is None:
         raise web.HTTPSeeOther("/login")
     if permission is not None and not users.allowed(s.role, permission):
@@ -64,6 +65,7 @@ async def i18n_context(request: web.Request) -> dict[str, Any]:
 
 async def page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
     ctx.setdefault("session", request.app[SESSIONS].get(request))
+    ctx.setdefault("csrf_token", csrf_token(request))  # the session's, or before login the pre-session token (kit/hardening.py)
     ctx["when"] = when
     ctx["can"] = lambda perm: ctx["session"] is not None and users.allowed(ctx["session"].role, perm)
     return aiohttp_jinja2.render_template(template, request, ctx, status=status)

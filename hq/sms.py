@@ -32,10 +32,9 @@ from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from kit.tasks import LOOPS, background
-from sync.crypto import SealedRecord, open_with_hq_key
+from sync.crypto import OpeningKeys, SealedRecord, open_with_hq_key
 from .db import transaction
 from sync.errors import CryptoError
 from .db import migrate
@@ -128,13 +127,13 @@ class Recipient:
     consent: bool
 
 
-def _open(doc: dict[str, Any], table: str, key: X25519PrivateKey) -> dict[str, str]:
+def _open(doc: dict[str, Any], table: str, key: OpeningKeys) -> dict[str, str]:
     sealed = SealedRecord(table, str(doc["id"]), int(doc["version"]), {k: base64.b64decode(v) for k, v in doc["fields"].items()},
                           base64.b64decode(doc["wrap_hq"]), None)
     return open_with_hq_key(sealed, key)
 
 
-async def recipient(store: HQStore, key: X25519PrivateKey, record_id: str) -> Recipient:
+async def recipient(store: HQStore, key: OpeningKeys, record_id: str) -> Recipient:
     """Who to text: the phone and consent from the applicant card the van linked to the application."""
     async with store.db.execute("SELECT number, sealed FROM records WHERE record_id = ?", (record_id,)) as cur:
         row = await cur.fetchone()
@@ -164,7 +163,7 @@ async def _applicant_known(store: HQStore, record_id: str) -> bool:
 class SmsSender:
     """Sends due notices one by one; injected clock; safe to crash at any point."""
 
-    def __init__(self, store: HQStore, key: X25519PrivateKey, adapter: SmsAdapter, retry_min: float = 5.0, retry_max: float = 600.0) -> None:
+    def __init__(self, store: HQStore, key: OpeningKeys, adapter: SmsAdapter, retry_min: float = 5.0, retry_max: float = 600.0) -> None:
         self.store = store
         self.key = key
         self.adapter = adapter
@@ -259,7 +258,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     await create_schema(app[STORE])
     async with aiohttp.ClientSession() as session:
-        sender = SmsSender(app[STORE], cfg.keys.seal, HttpSmsAdapter(cfg.sms_url, cfg.sms_token, session), cfg.sms_retry_min,
+        sender = SmsSender(app[STORE], cfg.keys.seal_ring, HttpSmsAdapter(cfg.sms_url, cfg.sms_token, session), cfg.sms_retry_min,
                            cfg.sms_retry_max)
         app[SENDER] = sender
         async with background(sender.run, "hq-sms", app[LOOPS]):

@@ -41,7 +41,7 @@ from sync.linkmgr import unpack_heartbeat
 from sync.ingest import StoreResult
 
 from . import audit, timefix
-from .db import DB, backend, connect, migrate, transaction
+from .db import DB, backend, connect, fetch_all, lock_streams, migrate, transaction
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ ALTER TABLE records ADD COLUMN citizen TEXT
 SEQ_SPAN = MAX_SEQ + 1
 
 # Record schemas HQ knows how to project; anything else is quarantined.
-RECORD_TYPES = frozenset({"application", "applicant", "rating"})
+RECORD_TYPES = frozenset({"application", "applicant", "rating", "handover"})  # handover: folded by hq/appstatus.py
 
 POS_STRUCT = struct.Struct(">dii")
 
@@ -167,75 +167,102 @@ class HQStore:
         Returns what HQ now holds in the van's own numbering (``contiguous``), capped below any
         item whose resend conflicts with what HQ holds: that one is never acknowledged.
         """
-        now = self.clock.now()
-        res = StoreResult(0)
         # One writer per (node, stream): on PostgreSQL, workers ingest other vans in parallel.
         async with transaction(self.db, f"{env.node_id}/{env.stream}"):
+            return await self._store_in_transaction(env, via, hold, self.clock.now())
+
+    async def store_envelopes(self, group: list[tuple[Envelope, str, str | None]]) -> list[StoreResult | Exception]:
+        """``store_envelope`` for envelopes that arrived together: ONE transaction, one COMMIT (group commit).
+
+        Each envelope runs under its own SAVEPOINT, in arrival order (so two of one
+        (node, stream) see each other, as in separate transactions): one that
+        fails is rolled back alone and its exception returned in its place (not
+        acknowledged: the van resends), the others commit.  On PostgreSQL the
+        transaction holds the write lock of every (node, stream) in the group,
+        taken in sorted order so that two workers never wait on each other.
+        """
+        keys = sorted({f"{env.node_id}/{env.stream}" for env, _, _ in group})
+        results: list[StoreResult | Exception] = []
+        async with transaction(self.db, keys[0]):
+            await lock_streams(self.db, keys[1:])
+            now = self.clock.now()
+            for env, via, hold in group:
+                await self.db.execute("SAVEPOINT envelope")
+                try:
+                    results.append(await self._store_in_transaction(env, via, hold, now))
+                except Exception as exc:  # noqa: BLE001 - returned for this envelope (logged by ingest); the group commits
+                    await self.db.execute("ROLLBACK TO SAVEPOINT envelope")
+                    results.append(exc)
+                await self.db.execute("RELEASE SAVEPOINT envelope")
+        return results
+
+    async def _store_in_transaction(self, env: Envelope, via: str, hold: str | None, now: float) -> StoreResult:
+        res = StoreResult(0)
+        await self.db.execute(
+            "INSERT INTO node_state(node_id, last_seen, link, trusted_time) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(node_id) DO UPDATE SET last_seen = excluded.last_seen, link = excluded.link,"
+            " trusted_time = excluded.trusted_time",
+            (env.node_id, now, via, int(env.trusted_time)),
+        )
+        ordinal, newest = await self._instance(env.node_id, env.instance, now)
+        base = ordinal * SEQ_SPAN
+        first, last = base + env.first_seq, base + env.last_seq
+        # (fetch_all: one trip to SQLite's thread per query; this runs for every message)
+        held = {int(r[0]): bytes(r[1]) if r[1] is not None else hashlib.sha256(bytes(r[2])).digest() for r in await fetch_all(
+            self.db,
+            "SELECT seq, digest, CASE WHEN digest IS NULL THEN payload END FROM items WHERE node_id = ? AND stream = ? AND seq BETWEEN ? AND ?",
+            (env.node_id, env.stream, first, last),
+        )}
+        fresh: list[tuple[int, bytes, bytes]] = []
+        for i, item in enumerate(env.items):
+            seq, digest = first + i, hashlib.sha256(item).digest()
+            if seq not in held:
+                fresh.append((seq, item, digest))
+            elif held[seq] != digest:
+                await self._conflict(env, seq, digest, now, res, base)
+            else:
+                res.duplicates += 1
+        res.new = len(fresh)
+        await self._store_fresh(env, via, fresh, hold, now, res, base)
+        if res.new:
             await self.db.execute(
-                "INSERT INTO node_state(node_id, last_seen, link, trusted_time) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(node_id) DO UPDATE SET last_seen = excluded.last_seen, link = excluded.link,"
-                " trusted_time = excluded.trusted_time",
-                (env.node_id, now, via, int(env.trusted_time)),
+                "INSERT INTO class_bytes(node_id, stream, bytes, items) VALUES (?, ?, ?, ?) ON CONFLICT(node_id, stream)"
+                " DO UPDATE SET bytes = class_bytes.bytes + excluded.bytes, items = class_bytes.items + excluded.items",
+                (env.node_id, env.stream, sum(len(x[1]) for x in fresh), res.new),
             )
-            ordinal, newest = await self._instance(env.node_id, env.instance, now)
-            base = ordinal * SEQ_SPAN
-            first, last = base + env.first_seq, base + env.last_seq
-            async with self.db.execute(
-                "SELECT seq, digest, CASE WHEN digest IS NULL THEN payload END FROM items WHERE node_id = ? AND stream = ? AND seq BETWEEN ? AND ?",
-                (env.node_id, env.stream, first, last),
-            ) as cur:
-                held = {int(r[0]): bytes(r[1]) if r[1] is not None else hashlib.sha256(bytes(r[2])).digest() async for r in cur}
-            fresh: list[tuple[int, bytes, bytes]] = []
-            for i, item in enumerate(env.items):
-                seq, digest = first + i, hashlib.sha256(item).digest()
-                if seq not in held:
-                    fresh.append((seq, item, digest))
-                elif held[seq] != digest:
-                    await self._conflict(env, seq, digest, now, res, base)
-                else:
-                    res.duplicates += 1
-            res.new = len(fresh)
-            await self._store_fresh(env, via, fresh, hold, now, res, base)
-            if res.new:
-                await self.db.execute(
-                    "INSERT INTO class_bytes(node_id, stream, bytes, items) VALUES (?, ?, ?, ?) ON CONFLICT(node_id, stream)"
-                    " DO UPDATE SET bytes = class_bytes.bytes + excluded.bytes, items = class_bytes.items + excluded.items",
-                    (env.node_id, env.stream, sum(len(x[1]) for x in fresh), res.new),
-                )
-            # (each statement is a round trip on PostgreSQL: no separate "make sure the row exists")
-            async with self.db.execute(
-                "SELECT contiguous FROM instance_streams WHERE node_id = ? AND instance = ? AND stream = ?", (env.node_id, env.instance, env.stream)
-            ) as cur2:
-                row = await cur2.fetchone()
-            contiguous = int(row[0]) if row else 0
-            async with self.db.execute(
-                "SELECT seq FROM items WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ? ORDER BY seq",
-                (env.node_id, env.stream, base + contiguous, base + SEQ_SPAN),
-            ) as cur3:
-                async for (seq,) in cur3:
-                    if seq != base + contiguous + 1:
-                        break
-                    contiguous = seq - base
+        # (each statement is a round trip on PostgreSQL: no separate "make sure the row exists")
+        rows = await fetch_all(
+            self.db, "SELECT contiguous FROM instance_streams WHERE node_id = ? AND instance = ? AND stream = ?",
+            (env.node_id, env.instance, env.stream),
+        )
+        contiguous = int(rows[0][0]) if rows else 0
+        for (seq,) in await fetch_all(
+            self.db, "SELECT seq FROM items WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ? ORDER BY seq",
+            (env.node_id, env.stream, base + contiguous, base + SEQ_SPAN),
+        ):
+            if seq != base + contiguous + 1:
+                break
+            contiguous = seq - base
+        await self.db.execute(
+            "INSERT INTO instance_streams(node_id, instance, stream, contiguous) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(node_id, instance, stream) DO UPDATE SET contiguous = excluded.contiguous",
+            (env.node_id, env.instance, env.stream, contiguous),
+        )
+        if newest:
+            # readers of stream_state (event folds) follow the van's newest instance, in HQ's seq numbers
             await self.db.execute(
-                "INSERT INTO instance_streams(node_id, instance, stream, contiguous) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(node_id, instance, stream) DO UPDATE SET contiguous = excluded.contiguous",
-                (env.node_id, env.instance, env.stream, contiguous),
+                "INSERT INTO stream_state(node_id, stream, contiguous) VALUES (?, ?, ?)"
+                " ON CONFLICT(node_id, stream) DO UPDATE SET contiguous = excluded.contiguous",
+                (env.node_id, env.stream, base + contiguous),
             )
-            if newest:
-                # readers of stream_state (event folds) follow the van's newest instance, in HQ's seq numbers
-                await self.db.execute(
-                    "INSERT INTO stream_state(node_id, stream, contiguous) VALUES (?, ?, ?)"
-                    " ON CONFLICT(node_id, stream) DO UPDATE SET contiguous = excluded.contiguous",
-                    (env.node_id, env.stream, base + contiguous),
-                )
-            if env.stream == "audit":
-                for problem in await audit.verify_new(self.db, env.node_id, now):
-                    log.warning("audit chain of %s: %s", env.node_id, problem)
-            async with self.db.execute(
-                "SELECT MIN(seq) FROM item_conflicts WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ?",
-                (env.node_id, env.stream, base, base + SEQ_SPAN),
-            ) as cur4:
-                crow = await cur4.fetchone()
+        if env.stream == "audit":
+            for problem in await audit.verify_new(self.db, env.node_id, now):
+                log.warning("audit chain of %s: %s", env.node_id, problem)
+        crows = await fetch_all(
+            self.db, "SELECT MIN(seq) FROM item_conflicts WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ?",
+            (env.node_id, env.stream, base, base + SEQ_SPAN),
+        )
+        crow = crows[0] if crows else None
         if crow is not None and crow[0] is not None and int(crow[0]) - base - 1 < contiguous:
             contiguous, res.held_back = int(crow[0]) - base - 1, True
         res.contiguous = contiguous
@@ -243,11 +270,11 @@ class HQStore:
 
     async def _instance(self, node_id: str, instance: str, now: float) -> tuple[int, bool]:
         """(ordinal of this node instance, whether it is the node's newest); a new one is registered."""
-        async with self.db.execute(
-            "SELECT i.ordinal, (SELECT MAX(ordinal) FROM node_instances m WHERE m.node_id = i.node_id)"
+        rows = await fetch_all(
+            self.db, "SELECT i.ordinal, (SELECT MAX(ordinal) FROM node_instances m WHERE m.node_id = i.node_id)"
             " FROM node_instances i WHERE i.node_id = ? AND i.instance = ?", (node_id, instance)
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = rows[0] if rows else None
         if row is not None:
             return int(row[0]), int(row[0]) == int(row[1])
         async with self.db.execute("SELECT COUNT(*) FROM node_instances WHERE node_id = ?", (node_id,)) as cur:
@@ -398,6 +425,11 @@ class HQStore:
                         "INSERT INTO applicants(node_id, seq, record_id, created, sealed) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["id"]), float(doc["created"]), item.decode()),
                     )
+                elif kind == "handover":
+                    # kept sealed in items; hq/appstatus.py sets the status "issued" from it (once, with its own cursor)
+                    if not (isinstance(doc["id"], str) and isinstance(doc["application_id"], str) and isinstance(doc["fields"], dict)
+                            and isinstance(doc["wrap_hq"], str)):
+                        return "malformed handover"
                 else:
                     score = int(doc["score"])
                     if not 1 <= score <= 5:

@@ -8,7 +8,10 @@ history when asked (``history``), so no projection has to be kept in step.
 
 Home visits' citizen categories are kept at HQ by visit id, without the name
 or address (those travel sealed to the van only), so that HQ can report
-home visits by category.
+home visits by category.  A visit's evidence (where the van stood) arrives
+sealed to HQ's key (``point_sealed``): HQ never shows the point, only its
+distance to the visit's address point, and only when HQ has one
+(``evidence_distance``); the point is not even opened otherwise.
 
 ``compute`` is pure and synchronous: the HQ pages feed it rows read through
 aiosqlite (or the PostgreSQL backend), ``mobile-office report --data-dir HQ_DIR``
@@ -28,8 +31,11 @@ from typing import Any
 
 from aiohttp import web
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from kit import data_path
-from sync import figures
+from kit.geo import haversine
+from sync import crypto, figures
 from kit.web import HttpProblem, json_response
 from .db import migrate, transaction
 
@@ -136,6 +142,17 @@ async def record_visit_plan(db: Any, visit_id: str, node_id: str, planned_date: 
             " ON CONFLICT (visit_id) DO NOTHING",
             (visit_id, node_id, planned_date, assigned_to, ",".join(sorted(set(categories))), now),
         )
+
+
+def evidence_distance(node_id: str, doc: dict[str, Any], hq_seal: X25519PrivateKey,
+                      address: tuple[float, float] | None) -> float | None:
+    """Metres from a visit's address point to where the van stood; None (show nothing) while HQ has no
+    address point for the visit, or the evidence carries no sealed point."""
+    sealed = doc.get("point_sealed")
+    if address is None or not isinstance(sealed, str):
+        return None
+    point = json.loads(crypto.unwrap_with_private(bytes.fromhex(sealed), hq_seal, crypto.evidence_context(node_id, str(doc.get("id")))))
+    return haversine(address[0], address[1], float(point["lat"]), float(point["lon"]))
 
 
 # -- the numbers ----------------------------------------------------------------

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from sync.crypto import SealedRecord, open_with_hq_key
+from sync.crypto import OpeningKeys, SealedRecord, open_with_hq_key
 from sync.errors import CryptoError
 
 from .db import migrate, transaction
@@ -74,7 +74,7 @@ def index_key(first_seal: X25519PrivateKey) -> bytes:
 @dataclass(frozen=True)
 class VaultKeys:
     """HQ's sealing key(s), to open, and the index key, to MAC identifiers."""
-    seal: Any  # X25519PrivateKey, or HQ's ring of them after a rotation (sync.crypto.open_with_hq_key takes either)
+    seal: OpeningKeys  # HQ's ring of sealing keys, newest first (sync.crypto.open_with_hq_key picks the one a wrap names)
     index: bytes
 
     @classmethod
@@ -205,7 +205,7 @@ def _sealed(doc: dict[str, Any], table: str) -> SealedRecord | None:
                         base64.b64decode(doc["wrap_hq"]), None)
 
 
-def open_doc(doc: dict[str, Any], table: str, key: Any) -> dict[str, str] | None:
+def open_doc(doc: dict[str, Any], table: str, key: OpeningKeys) -> dict[str, str] | None:
     """The fields of a sealed record; None once shredded."""
     sealed = _sealed(doc, table)
     return None if sealed is None else open_with_hq_key(sealed, key)
@@ -230,7 +230,7 @@ async def _delivery(store: HQStore, node_id: str, seq: int) -> dict[str, Any]:
     return {"received": received, "acked": acked}
 
 
-async def read_record(store: HQStore, key: Any, record_id: str) -> dict[str, Any]:
+async def read_record(store: HQStore, key: OpeningKeys, record_id: str) -> dict[str, Any]:
     """The whole record, decrypted (the caller audits first: ``open_record``, or the export's one audit row)."""
     async with store.db.execute(
         "SELECT sealed, number, node_id, service_code, created, seq, package_code FROM records WHERE record_id = ?", (record_id,)
@@ -267,7 +267,7 @@ async def read_record(store: HQStore, key: Any, record_id: str) -> dict[str, Any
     return rec
 
 
-async def open_record(store: HQStore, key: Any, record_id: str, username: str, reason: str) -> dict[str, Any]:
+async def open_record(store: HQStore, key: OpeningKeys, record_id: str, username: str, reason: str) -> dict[str, Any]:
     """Decrypt one application with its applicant card; the opening is written to HQ's audit table first."""
     async with store.db.execute("SELECT 1 FROM records WHERE record_id = ?", (record_id,)) as cur:
         if await cur.fetchone() is None:

@@ -13,8 +13,10 @@ from kit import i18n as lang_mech
 from kit.sessions import Session, Sessions
 from kit.tasks import LOOPS, background
 from kit.web import SECURITY_HEADERS, HttpProblem, json_response
-from provisioning.rotation import pending_command_args
+from provisioning.rotation import command_args
+from sync.crypto import unwrap_with_private, wrap_to_public
 from sync.downlink import COMMANDS
+from sync.errors import CryptoError
 
 from . import appstatus, attachments, export, fleet, planning, sms, users, vault
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE, WORKER
@@ -86,7 +88,7 @@ async def fleet_live(request: web.Request) -> web.Response:
 
 
 def _vault_keys(request: web.Request) -> vault.VaultKeys:
-    return vault.VaultKeys.of(request.app[CONFIG].keys.seal)
+    return vault.VaultKeys.of(request.app[CONFIG].keys.seal_ring)
 
 
 def _filter_and_page(request: web.Request, q: Any) -> tuple[vault.RecordFilter, int, int]:
@@ -132,16 +134,32 @@ async def record_open(request: web.Request) -> web.Response:
     s = session(request, "open_records")
     reason = await opening_reason(request, s)
     try:
-        rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal, request.match_info["id"], s.username, reason)
+        rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal_ring, request.match_info["id"], s.username, reason)
     except vault.VaultError as exc:
         raise HttpProblem(tr(request, "error.not_found"), code="not_found", status=404) from exc
     openings = await vault.openings(request.app[STORE], request.match_info["id"])
     store = request.app[STORE]
     cur = await appstatus.current(store, rec["id"])
+    edits = await appstatus.history(store, rec["id"])
+    for e in edits:  # a refusal's reason, opened with HQ's key on this audited opening only
+        blob = e.pop("reason_sealed", None)
+        e["reason"] = _open_reason(request, rec["id"], blob) if blob else ""
     ctx = {"rec": rec, "openings": openings, "status": cur, "labels": appstatus.LABELS, "next_statuses": appstatus.TRANSITIONS[cur],
-           "edits": await appstatus.history(store, rec["id"]), "notices": await sms.notices(store, rec["id"]),
+           "edits": edits, "notices": await sms.notices(store, rec["id"]), "handover": await appstatus.handover_of(store, rec["id"]),
            "files": await attachments.list_for_record(store, rec["id"])}
     return await page(request, "record.html", ctx)
+
+
+def _refusal_contexts(node_id: str, record_id: str) -> tuple[bytes, bytes]:
+    # the van's context must match edge/handover.py refusal_context
+    return f"refusal|{node_id}|{record_id}".encode(), f"refusal-hq|{record_id}".encode()
+
+
+def _open_reason(request: web.Request, record_id: str, blob_hex: str) -> str:
+    try:
+        return unwrap_with_private(bytes.fromhex(blob_hex), request.app[CONFIG].keys.seal, _refusal_contexts("", record_id)[1]).decode()
+    except (ValueError, CryptoError):
+        return "(причину не вдалося відкрити)"
 
 
 def _export_response(request: web.Request, doc: dict[str, Any], fmt: str) -> web.Response:
@@ -212,7 +230,7 @@ async def vault_index_ctx(app: web.Application) -> AsyncIterator[None]:
     """The keyed identifier index, kept up to date by a supervised loop (a search also catches up first)."""
     cfg = app[CONFIG]
     await vault.create_schema(app[STORE])
-    keys = vault.VaultKeys.of(cfg.keys.seal)
+    keys = vault.VaultKeys.of(cfg.keys.seal_ring)
 
     async def loop() -> None:
         while True:
@@ -229,9 +247,24 @@ async def record_status(request: web.Request) -> web.Response:
     form = await request.post()
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     store, cfg = request.app[STORE], request.app[CONFIG]
+    new_status, reason = str(form.get("status", "")), str(form.get("reason", "")).strip()
+    if new_status == "refused" and not reason:
+        raise HttpProblem("Вкажіть причину відмови: її отримає громадянин", code="reason_required", status=422,
+                          fields={"reason": "причина відмови обов'язкова"})
+    if len(reason) > 2000:
+        raise HttpProblem("Причина відмови: до 2000 символів", code="validation_failed", status=422, fields={"reason": "до 2000 символів"})
+
+    def seal_reason(node_id: str, record_id: str) -> tuple[str | None, str]:
+        """The reason sealed to the van (it prints it for the citizen) and to HQ; never in clear on disk or wire."""
+        van_ctx, hq_ctx = _refusal_contexts(node_id, record_id)
+        van_key = cfg.keys.node_seal_keys().get(node_id)
+        van = wrap_to_public(reason.encode(), van_key, van_ctx).hex() if van_key is not None else None
+        return van, wrap_to_public(reason.encode(), cfg.keys.seal_public, hq_ctx).hex()
+
     try:
-        edit = await appstatus.set_status(store, request.match_info["id"], str(form.get("status", "")), s.username,
-                                          request.app[DOWNLINK].stamp(), notify_sms=bool(cfg.sms_url))
+        edit = await appstatus.set_status(store, request.match_info["id"], new_status, s.username,
+                                          request.app[DOWNLINK].stamp(), notify_sms=bool(cfg.sms_url),
+                                          seal_reason=seal_reason if new_status == "refused" else None)
     except appstatus.StatusError as exc:
         raise HttpProblem(str(exc), code=exc.code, status=404 if exc.code == "not_found" else 422,
                           fields=None if exc.code == "not_found" else {"status": str(exc)}) from exc
@@ -254,7 +287,9 @@ async def record_status_json(request: web.Request) -> web.Response:
     if row is None:
         raise HttpProblem("Заяву не знайдено", code="not_found", status=404)
     return json_response({"id": rid, "number": row[0], "node_id": row[1], "status": await appstatus.current(store, rid),
-                          "edits": await appstatus.history(store, rid),
+                          "edits": [{k: v for k, v in e.items() if k != "reason_sealed"} | {"reason": bool(e.get("reason_sealed"))}
+                                    for e in await appstatus.history(store, rid)],
+                          "handover": await appstatus.handover_of(store, rid),
                           "sms": [{k: v for k, v in n.items() if k != "record_id"} for n in await sms.notices(store, rid)]})
 
 
@@ -269,7 +304,7 @@ async def send_command(request: web.Request) -> web.Response:
     if node_id not in {n["node_id"] for n in await store.fleet()}:
         raise HttpProblem("Невідомий фургон", code="unknown_node", status=422, fields={"node_id": "невідомий фургон"})
     cmd_id = uuid.uuid4().hex[:12]
-    args = pending_command_args(request.app[CONFIG].keys.directory, node_id) if kind == "rotate_key" else {}  # sealed new keys
+    args = command_args(request.app[CONFIG].keys, node_id, kind)  # sealed new keys, HQ's sealing key
     await request.app[DOWNLINK].command(node_id, cmd_id, kind, **args)  # NotConnected: 503 broker_down
     await appstatus.log_command(store, cmd_id, node_id, kind, s.username)  # the console shows the van's ack
     raise web.HTTPSeeOther(f"/?sent={kind}:{node_id}")

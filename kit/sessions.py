@@ -19,6 +19,11 @@ from .clock import Clock
 from .web import HttpProblem
 
 
+def _equal(a: str, b: str) -> bool:
+    # bytes: compare_digest refuses non-ASCII str, and a forged token may be anything
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
 @dataclass
 class Session:
     token: str
@@ -93,7 +98,7 @@ class Sessions:
 
     @staticmethod
     def check_csrf(session: Session, token: str | None) -> None:
-        if not token or not hmac.compare_digest(token, session.csrf):
+        if not token or not _equal(token, session.csrf):
             raise HttpProblem("Форма застаріла або надіслана не з цієї сторінки. Оновіть сторінку й спробуйте ще раз.",
                               code="csrf_failed", status=403)
 

@@ -41,6 +41,13 @@ def positive_int(value: str) -> int:
     return n
 
 
+def fraction(value: str) -> float:
+    f = float(value)
+    if not 0 < f <= 1:
+        raise ValueError("must be > 0 and <= 1")
+    return f
+
+
 def host_port(value: str) -> tuple[str, int]:
     host, sep, p = value.rpartition(":")
     if not sep or not host:
@@ -199,6 +206,9 @@ NODE = SettingGroup(
         Setting("limit_positions_mb", positive_float, 32.0, "raw GPS waiting for HQ: past this, the oldest unsent points are thinned", "MB"),
         Setting("limit_events_mb", positive_float, 64.0, "events (trips, queue, visits) waiting for HQ: past this, they are refused", "MB"),
         Setting("limit_files_mb", positive_float, 2048.0, "document files waiting for HQ: past this, new files are refused", "MB"),
+        Setting("photo_max_side", positive_int, 1600, "photos of documents are scaled on the tablet to at most this many pixels on the "
+                "long side before upload (the administrator may keep the original)", "PIXELS"),
+        Setting("photo_quality", fraction, 0.8, "JPEG quality of a photo scaled on the tablet (0..1)", "Q"),
         Setting("min_free_disk_mb", positive_float, 64.0, "disk space always kept free: intake is refused before it is used", "MB"),
         Setting("retention_days", positive_float, 7.0, "days the van keeps personal data HQ has acknowledged, then shreds it", "DAYS"),
         Setting("track_retention_days", positive_float, 7.0, "days the van keeps its own GPS track (it leads to people's doors)", "DAYS"),
@@ -260,6 +270,16 @@ HQ = SettingGroup(
         Setting("export_max_records", positive_int, 10000, "most records one export to the back office may hold (narrow the filter)", "N"),
         Setting("hq_passphrase_file", Path, None, "file whose first line is the passphrase of HQ's private keys "
                 "(default: $MO_HQ_PASSPHRASE; none: keys unencrypted)", "FILE"),
+        Setting("hq_tls_cert", Path, None, "HTTPS certificate (PEM, chain) of the dashboard and API; default: DIR/https/hq.crt when "
+                "'provision hq-cert' made one, else plain HTTP (refused on a non-loopback address without --hq-behind-proxy)", "FILE"),
+        Setting("hq_tls_key", Path, None, "private key of --hq-tls-cert (default: the key in the certificate's own file)", "FILE"),
+        Setting("hq_behind_proxy", address_list, None, "HQ sits behind a TLS-terminating proxy at these addresses (comma-separated): "
+                "plain HTTP is allowed on any address and X-Forwarded-Proto is believed from them only", "ADDR[,ADDR]"),
+        Setting("hq_session_lifetime", positive_float, 43200.0, "seconds after a login when its HQ session ends however active it is", "SECONDS"),
+        Setting("hq_login_max_failures", positive_int, 5, "failed HQ logins for one username before it is locked out for a while", "N"),
+        Setting("hq_login_max_failures_per_address", positive_int, 20, "failed HQ logins from one client address before it is locked out", "N"),
+        Setting("hq_login_lockout", positive_float, 300.0, "first HQ lockout after too many failed logins; doubles each time, up to an hour",
+                "SECONDS"),
     ],
 )
 

@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -76,14 +77,31 @@ def wants_json(request: web.Request) -> bool:
     return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
 
 
+@dataclass(frozen=True)
+class PageText:
+    """An error page's words in the reader's language."""
+
+    lang: str = "uk"
+    title: str = "Помилка"
+    message: str = ""
+    code: str = "Код"
+    home: str = "На головну"
+
+
+# An app whose pages speak more than Ukrainian sets this: (request, message as raised) -> PageText.  JSON answers keep the message.
+ERROR_PAGE_TEXT: web.AppKey[Callable[[web.Request, str], PageText]] = web.AppKey("error_page_text")
+
+
 def render_problem(request: web.Request, status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> web.Response:
     if wants_json(request):
         return json_response(problem_body(code, message, fields), status=status)
+    localise = request.config_dict.get(ERROR_PAGE_TEXT)
+    text = localise(request, message) if localise is not None else PageText(message=message)
     page = (
-        "<!doctype html><html lang='uk'><head><meta charset='utf-8'><title>Помилка</title>"
+        f"<!doctype html><html lang='{html.escape(text.lang)}'><head><meta charset='utf-8'><title>{html.escape(text.title)}</title>"
         "<link rel='stylesheet' href='/static/app.css'></head><body><main class='error-page'>"
-        f"<h1>{html.escape(message)}</h1><p>Код: {html.escape(code)} ({status})</p>"
-        "<p><a href='/'>На головну</a></p></main></body></html>"
+        f"<h1>{html.escape(text.message)}</h1><p>{html.escape(text.code)}: {html.escape(code)} ({status})</p>"
+        f"<p><a href='/'>{html.escape(text.home)}</a></p></main></body></html>"
     )
     return web.Response(text=page, status=status, content_type="text/html")
 

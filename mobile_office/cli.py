@@ -115,15 +115,20 @@ def _add_hq(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_hq(args: argparse.Namespace) -> int:
     from hq.app import create_app
 
-    from .nodecli import hq_config
+    from .nodecli import hq_config, hq_listen_check
     from .runtime import start_site, stop_event
 
     cfg = hq_config(args)
+    hq_listen_check(cfg)
+    if cfg.keys.passphrase is None:
+        log.warning("HQ's private keys are NOT encrypted on disk (%s): anyone who copies that directory can open every record; "
+                    "encrypt them with a passphrase (docs/security.md, 'Key custody')", cfg.keys.directory)
 
     async def main() -> None:
         stop = stop_event()
-        runner = await start_site(create_app(cfg), cfg.host, cfg.port)
-        log.info("HQ worker %s serving on http://%s:%d/", cfg.worker, cfg.host, cfg.port)
+        runner = await start_site(create_app(cfg), cfg.host, cfg.port, ssl_context=cfg.https)
+        log.info("HQ worker %s serving on %s://%s:%d/%s", cfg.worker, "https" if cfg.https else "http", cfg.host, cfg.port,
+                 f" (behind the TLS proxy at {', '.join(sorted(cfg.trusted_proxies))})" if cfg.trusted_proxies else "")
         try:
             await stop.wait()
         finally:
@@ -198,6 +203,52 @@ def cmd_hq_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_hq_token(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("hq-token", help="a machine token for HQ's JSON API (printed once; HQ keeps only its hash), or revoke one",
+                       description="Prints a token for 'Authorization: Bearer TOKEN' on HQ's /api/v1/ routes, acting with ROLE. "
+                       "Issuing a name again replaces its token; --revoke ends it at once.")
+    p.add_argument("name", help="what the token is for, e.g. reporting or monitoring")
+    p.add_argument("--role", choices=("viewer", "dispatcher", "records_officer", "admin", "back_office"), default=None,
+                   help="what the token may do, as for users (back_office: the back office's importer, exports records only;"
+                        " required unless --revoke)")
+    p.add_argument("--hq-data-dir", type=Path, required=True, help="HQ's data directory")
+    p.add_argument("--db", type=settings.db_url, help="HQ's PostgreSQL database, as given to `mobile-office hq --db` (default: SQLite in --hq-data-dir)")
+    p.add_argument("--revoke", action="store_true", help="revoke the token of this name instead")
+    p.set_defaults(func=cmd_hq_token)
+
+
+def cmd_hq_token(args: argparse.Namespace) -> int:
+    from hq import tokens
+    from hq.store import HQStore
+    from sync.clock import SystemClock
+
+    if not args.revoke and args.role is None:
+        raise settings.ConfigError("--role is required to issue a token")
+
+    async def main() -> str | None:
+        store = await HQStore.open(args.db or args.hq_data_dir / "hq.db", SystemClock())
+        try:
+            await tokens.create_schema(store.db)
+            if args.revoke:
+                await tokens.revoke(store.db, args.name, store.clock.now())
+                return None
+            return await tokens.issue(store.db, args.name, args.role, store.clock.now())
+        finally:
+            await store.close()
+
+    try:
+        token = asyncio.run(main())
+    except tokens.TokenError as exc:
+        raise settings.ConfigError(str(exc)) from exc
+    if token is None:
+        print(f"HQ token {args.name} revoked")
+    else:
+        print(token)  # alone on stdout, for scripts; the note goes to stderr
+        print(f"HQ token {args.name} ({args.role}): shown once, HQ keeps only its hash. Send it as 'Authorization: Bearer TOKEN'.",
+              file=sys.stderr)
+    return 0
+
+
 def _passphrase_arg(q: argparse.ArgumentParser) -> None:
     q.add_argument("--passphrase-file", type=Path, metavar="FILE",
                    help="file whose first line is the passphrase of HQ's private keys (default: $MO_HQ_PASSPHRASE; none: keys unencrypted)")
@@ -215,7 +266,13 @@ def _add_provision(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     q = psub.add_parser("init-hq", help="create HQ's keys in a directory")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory (created)")
     _passphrase_arg(q)
+    q.add_argument("--no-passphrase", action="store_true",
+                   help="leave HQ's private keys unencrypted on disk (not recommended: whoever copies the directory opens every record)")
     q.set_defaults(func=cmd_init_hq)
+    q = psub.add_parser("rotate-hq-seal", help="a new sealing key for HQ: new records use it, older ones stay readable")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
+    _passphrase_arg(q)
+    q.set_defaults(func=cmd_rotate_hq_seal)
     q = psub.add_parser("add-node", help="enrol a van: write its bundle and register it at HQ")
     q.add_argument("name", help="node id, e.g. van-01")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
@@ -232,6 +289,12 @@ def _add_provision(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
     _passphrase_arg(q)
     q.set_defaults(func=cmd_add_hq_worker)
+    q = psub.add_parser("hq-cert", help="HQ's HTTPS certificate from HQ's CA, for its host names and addresses")
+    q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory (the certificate goes to HQ_DIR/https, where 'hq' finds it)")
+    q.add_argument("--name", action="append", default=[], metavar="HOST",
+                   help="DNS name or IP address clients use for HQ (repeatable; default: localhost and 127.0.0.1)")
+    _passphrase_arg(q)
+    q.set_defaults(func=cmd_hq_cert)
     q = psub.add_parser("broker-config", help="write a Mosquitto configuration: mTLS, per-van ACL, CRL")
     q.add_argument("--hq-dir", type=Path, required=True, help="HQ key directory")
     q.add_argument("--out", type=Path, required=True, help="directory to write (run: mosquitto -c OUT/mosquitto.conf)")
@@ -273,8 +336,23 @@ def cmd_init_hq(args: argparse.Namespace) -> int:
     from provisioning.keys import init_hq
 
     passphrase = _passphrase(args)
+    if passphrase is None and not args.no_passphrase:
+        raise settings.ConfigError("HQ's private keys are encrypted with a passphrase: give --passphrase-file FILE or set MO_HQ_PASSPHRASE "
+                                   "(or, knowingly, --no-passphrase)")
+    if passphrase is None:
+        log.warning("HQ's private keys will be stored UNENCRYPTED in %s (--no-passphrase): anyone who copies that directory "
+                    "can open every record ever collected", args.hq_dir)
     init_hq(args.hq_dir, passphrase)
     print(f"HQ keys created in {args.hq_dir}" + (" (private keys encrypted with the passphrase)" if passphrase else ""))
+    return 0
+
+
+def cmd_rotate_hq_seal(args: argparse.Namespace) -> int:
+    from provisioning.keys import load_hq, rotate_hq_seal
+
+    kid, _ = rotate_hq_seal(load_hq(args.hq_dir, _passphrase(args)))
+    print(f"HQ's new sealing key {kid} is current; the older keys stay in {args.hq_dir} to open older records. Restart HQ, then send "
+          "each van the 'hq_seal_key' command from the dashboard: from then on it seals new records to the new key.")
     return 0
 
 
@@ -303,6 +381,18 @@ def cmd_add_hq_worker(args: argparse.Namespace) -> int:
     ca.issue(args.name, out, "worker")
     (out / "ca.crt").write_bytes(ca.cert_path.read_bytes())
     print(f"HQ worker {args.name}: certificate in {out} (mobile-office hq --hq-worker {args.name} --hq-broker mqtts://...)")
+    return 0
+
+
+def cmd_hq_cert(args: argparse.Namespace) -> int:
+    from provisioning.ca import CA
+    from provisioning.tls import HQ_CERT_DIR
+
+    names = args.name or ["localhost", "127.0.0.1"]
+    ca = CA.load(args.hq_dir / "ca", _passphrase(args))
+    key, cert = ca.issue(names[0], args.hq_dir / HQ_CERT_DIR, "hq", server_names=names)
+    print(f"HQ's HTTPS certificate for {', '.join(names)}: {cert} (key {key}); 'mobile-office hq --hq-data-dir {args.hq_dir}' serves "
+          f"HTTPS with it. Clients trust {ca.cert_path}.")
     return 0
 
 
@@ -532,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_node, _add_hq, _add_hq_user, _add_hq_retention, _add_provision, _add_sim, _add_report, _add_config_docs):
+    for add in (_add_demo, _add_node, _add_hq, _add_hq_user, _add_hq_token, _add_hq_retention, _add_provision, _add_sim, _add_report,
+                _add_config_docs):
         add(sub)
     return parser
 

@@ -244,6 +244,14 @@ async def run_demo(opts: DemoOptions) -> None:
 
         hq_password = password if len(password) >= 10 else password + "-hq-demo"
         await users.add_user(hq_app[HQ_STORE].db, "hq-admin", "admin", hq_password, time.time())
+        # A viewer token for scripts against HQ's JSON API (every /api/v1/ route needs one, or a login).
+        from hq import tokens
+
+        token_file = opts.data_dir / "demo-hq-token.txt"
+        token = await tokens.issue(hq_app[HQ_STORE].db, "demo-viewer", "viewer", time.time())
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
         stack.push_async_callback(hq_runner.cleanup)
         cfg = node_config(
             bundle_dir,
@@ -261,6 +269,8 @@ async def run_demo(opts: DemoOptions) -> None:
         print(f"HQ dashboard:            http://{opts.host}:{opts.hq_port}/", flush=True)
         print(f"Login: admin / {password}", flush=True)
         print(f"HQ login: hq-admin / {hq_password}", flush=True)
+        print(f"HQ API token (viewer): in {token_file} (curl -H \"Authorization: Bearer $(cat {token_file})\" "
+              f"http://{opts.host}:{opts.hq_port}/api/v1/fleet)", flush=True)
         print(f"Broker: {broker} ({broker_kind}) · GPS: gpsd {gpsd[0]}:{gpsd[1]} · trip {opts.trip} at x{opts.speedup:g}", flush=True)
         print(f"Satellite modem: {modem_device} · HQ DirectIP receiver: port {directip_port}", flush=True)
         print(f"SMS gateway (demo): http://127.0.0.1:{sms_port}/send · messages recorded in {sms_file}", flush=True)

@@ -2,10 +2,12 @@
 
 HQ directory::
 
-    hq.json                 created, key ids
+    hq.json                 created, public keys; after a rotation the sealing keys' ids and files
     hq_seal.key             X25519 private key (opens records sealed by nodes), 0600
+    hq_seal-<kid>.key       a later sealing key ('provision rotate-hq-seal'); the older ones stay to open older records
     hq_sign.key             Ed25519 private key (signs acks and downlink), 0600
     nodes/<node_id>.json    each enrolled node's public signing key, revoked flag
+    https/hq.crt/.key       HQ's HTTPS certificate ('provision hq-cert')
 
 Node bundle (copied to the van's SD card; ``mobile-office node --bundle``)::
 
@@ -16,6 +18,7 @@ Node bundle (copied to the van's SD card; ``mobile-office node --bundle``)::
                             rewrites this file with HQ's recovery slot only (edge/cardkeys.py)
     mqtt_client.crt/.key    the van's MQTT identity (CN = node id), ca.crt HQ's CA
     ui.crt/.key             the van UI's HTTPS certificate for its Wi-Fi names (if asked for)
+    hq_seal.json            HQ's current sealing key when it rotated after enrolment (written by the van, see edge/rotation.py)
 
 The node key itself is generated here, wrapped, and forgotten: it is never
 written anywhere in plaintext.
@@ -43,6 +46,7 @@ from .ca import CA
 from .errors import ProvisioningError
 from .pem import PASSPHRASE_ENV, load_private
 
+HQ_SEAL_FILE = "hq_seal.json"  # in a bundle; same name in edge/rotation.py
 NODE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 ROLES = ("van_admin", "case_admin", "supervisor")
 
@@ -99,6 +103,12 @@ class HQKeys:
     seal: X25519PrivateKey
     sign: Ed25519PrivateKey
     passphrase: bytes | None = None  # HQ's private keys (and the CA's) are encrypted with it when set
+    older_seals: list[X25519PrivateKey] = field(default_factory=list)  # before rotations: they open older records
+
+    @property
+    def seal_ring(self) -> list[X25519PrivateKey]:
+        """Every sealing key HQ holds, the current one first (sync/crypto.py picks the one a wrap names)."""
+        return [self.seal, *self.older_seals]
 
     @property
     def seal_public(self) -> X25519PublicKey:
@@ -144,7 +154,35 @@ def init_hq(directory: Path, passphrase: bytes | None = None) -> HQKeys:
 def load_hq(directory: Path, passphrase: bytes | None = None) -> HQKeys:
     if not (directory / "hq.json").exists():
         raise ProvisioningError(f"no HQ keys in {directory}: run 'mobile-office provision init-hq --hq-dir {directory}' first")
-    return HQKeys(directory, load_private(directory / "hq_seal.key", passphrase), load_private(directory / "hq_sign.key", passphrase), passphrase)
+    doc = json.loads((directory / "hq.json").read_text(encoding="utf-8"))
+    files = [str(k["file"]) for k in doc.get("seal_keys", [])] or ["hq_seal.key"]  # the last one is current
+    seals = [load_private(directory / f, passphrase) for f in reversed(files)]
+    return HQKeys(directory, seals[0], load_private(directory / "hq_sign.key", passphrase), passphrase, seals[1:])
+
+
+def rotate_hq_seal(hq: HQKeys) -> tuple[str, X25519PublicKey]:
+    """A new sealing key for HQ: new records are sealed to it once the vans have it; the old keys stay to open older ones.
+
+    Returns the new key's id (hex) and public key; the vans get them in the signed ``hq_seal_key`` command.
+    """
+    doc = json.loads((hq.directory / "hq.json").read_text(encoding="utf-8"))
+    keys = doc.get("seal_keys") or [{"kid": crypto.key_id(hq.seal_ring[-1].public_key()).hex(), "file": "hq_seal.key",
+                                     "public": doc["seal_public"], "created": doc.get("created")}]
+    new = X25519PrivateKey.generate()
+    kid = crypto.key_id(new.public_key()).hex()
+    name = f"hq_seal-{kid}.key"
+    _write_private(hq.directory / name, _pem(new, hq.passphrase))  # fsynced before hq.json names it
+    keys.append({"kid": kid, "file": name, "public": b64e(_raw_pub(new.public_key())), "created": time.time()})
+    doc.update({"seal_keys": keys, "seal_public": keys[-1]["public"]})
+    _write_json(hq.directory / "hq.json", doc)
+    hq.older_seals.insert(0, hq.seal)
+    hq.seal = new
+    return kid, new.public_key()
+
+
+def hq_seal_command_args(hq: HQKeys) -> dict[str, Any]:
+    """Arguments of the ``hq_seal_key`` command: HQ's current sealing public key and its id."""
+    return {"kid": crypto.key_id(hq.seal_public).hex(), "public": b64e(_raw_pub(hq.seal_public))}
 
 
 @dataclass
@@ -271,11 +309,14 @@ def load_bundle(directory: Path) -> NodeBundle:
         raise ProvisioningError(f"not an enrolment bundle: {directory} ({exc.filename} missing)") from exc
     except (ValueError, KeyError) as exc:
         raise ProvisioningError(f"enrolment bundle {directory} is damaged: {exc}") from exc
+    hq_seal = doc["hq_seal_public"]
+    if (directory / HQ_SEAL_FILE).exists():  # HQ's sealing key rotated after enrolment: the van keeps the newest it was sent
+        hq_seal = json.loads((directory / HQ_SEAL_FILE).read_text(encoding="utf-8"))["public"]
     return NodeBundle(
         directory,
         doc["node_id"],
         load_private(directory / "node_sign.key"),
-        X25519PublicKey.from_public_bytes(b64d(doc["hq_seal_public"])),
+        X25519PublicKey.from_public_bytes(b64d(hq_seal)),
         Ed25519PublicKey.from_public_bytes(b64d(doc["hq_sign_public"])),
         slots,
         doc.get("settings", {}),

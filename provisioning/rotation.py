@@ -30,7 +30,7 @@ from sync import crypto, sbdbeat
 
 from .ca import CA
 from .errors import ProvisioningError
-from .keys import HQKeys, _pem, _raw_pub, _write_json, _write_private, b64d, b64e
+from .keys import HQKeys, _pem, _raw_pub, _write_json, _write_private, b64d, b64e, hq_seal_command_args
 
 CREDENTIAL_FILES = ("node_sign.key", "mqtt_client.crt", "mqtt_client.key", "ui.crt", "ui.key")
 
@@ -86,6 +86,15 @@ def pending_command_args(hq_dir: Path, node_id: str) -> dict[str, Any]:
     if not path.exists():
         return {}
     return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def command_args(hq: HQKeys, node_id: str, kind: str) -> dict[str, Any]:
+    """What HQ adds to a command for this van: the sealed new credentials (rotate_key), HQ's sealing key (hq_seal_key)."""
+    if kind == "rotate_key":
+        return pending_command_args(hq.directory, node_id)
+    if kind == "hq_seal_key":
+        return hq_seal_command_args(hq)
+    return {}
 
 
 def finish_rotation(hq_dir: Path, node_id: str) -> None:

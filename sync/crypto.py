@@ -7,6 +7,10 @@
   + HKDF-SHA256 + AES-GCM, an HPKE-style base mode) and under the node key.
 * The node key is itself only ever stored wrapped (keyslots): under a key
   derived with scrypt from each administrator's password, and to HQ.
+* A wrap to a public key names that key (``KEY_ID_MAGIC`` + key id, the first
+  8 bytes of SHA-256 of the raw public key), so HQ's sealing key can rotate:
+  HQ keeps a ring of its keys and opens each wrap with the one it names.
+  Wraps made before key ids (no prefix) are opened by trying the ring.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -62,20 +67,58 @@ def _hkdf(shared: bytes, salt: bytes, context: bytes) -> bytes:
     return HKDF(hashes.SHA256(), KEY_LEN, salt, b"mo/v1/wrap|" + context).derive(shared)
 
 
+KEY_ID_MAGIC = b"MOk1"
+KEY_ID_LEN = 8
+# One private key, or a ring of them (HQ's sealing keys, current first).
+OpeningKeys = X25519PrivateKey | Sequence[X25519PrivateKey]
+
+
+def key_id(public: X25519PublicKey) -> bytes:
+    return hashlib.sha256(_raw_public(public)).digest()[:KEY_ID_LEN]
+
+
+def evidence_context(node_id: str, visit_id: str) -> bytes:
+    """AAD of a home visit's evidence point, sealed by the van to HQ (edge/trips, hq/trips)."""
+    return f"evidence|{node_id}|{visit_id}".encode()
+
+
 def wrap_to_public(secret: bytes, recipient: X25519PublicKey, context: bytes) -> bytes:
-    """eph_pub(32) || nonce(12) || AES-GCM(secret); only the private key holder opens it."""
+    """"MOk1" || key id(8) || eph_pub(32) || nonce(12) || AES-GCM(secret); only the private key holder opens it."""
     eph = X25519PrivateKey.generate()
     eph_pub = _raw_public(eph.public_key())
     key = _hkdf(eph.exchange(recipient), eph_pub + _raw_public(recipient), context)
-    return eph_pub + wrap_with_key(secret, key, context)
+    return KEY_ID_MAGIC + key_id(recipient) + eph_pub + wrap_with_key(secret, key, context)
 
 
-def unwrap_with_private(blob: bytes, private: X25519PrivateKey, context: bytes) -> bytes:
-    if len(blob) < 32 + NONCE_LEN + 16:
+def wrapped_key_id(blob: bytes) -> bytes | None:
+    """The key id a wrap names (None: a wrap from before key ids)."""
+    return blob[len(KEY_ID_MAGIC):len(KEY_ID_MAGIC) + KEY_ID_LEN] if blob.startswith(KEY_ID_MAGIC) else None
+
+
+def _unwrap_one(body: bytes, private: X25519PrivateKey, context: bytes) -> bytes:
+    if len(body) < 32 + NONCE_LEN + 16:
         raise CryptoError("sealed key too short")
-    eph_pub = X25519PublicKey.from_public_bytes(blob[:32])
-    key = _hkdf(private.exchange(eph_pub), blob[:32] + _raw_public(private.public_key()), context)
-    return unwrap_with_key(blob[32:], key, context)
+    eph_pub = X25519PublicKey.from_public_bytes(body[:32])
+    key = _hkdf(private.exchange(eph_pub), body[:32] + _raw_public(private.public_key()), context)
+    return unwrap_with_key(body[32:], key, context)
+
+
+def unwrap_with_private(blob: bytes, private: OpeningKeys, context: bytes) -> bytes:
+    keys = [private] if isinstance(private, X25519PrivateKey) else list(private)
+    kid = wrapped_key_id(blob)
+    if kid is not None:
+        for k in keys:
+            if hmac.compare_digest(key_id(k.public_key()), kid):
+                return _unwrap_one(blob[len(KEY_ID_MAGIC) + KEY_ID_LEN:], k, context)
+    # A wrap without a key id, or (one in 2**32) an old wrap whose random first bytes look like the prefix.
+    for k in keys:
+        try:
+            return _unwrap_one(blob, k, context)
+        except CryptoError:
+            continue
+    if kid is not None:
+        raise CryptoError(f"sealed to key {kid.hex()}, which is not among the keys held here")
+    raise CryptoError("wrong key or tampered data")
 
 
 def admin_slot_context(node_id: str, username: str, role: str | None, version: int = SLOT_VERSION) -> bytes:
@@ -146,7 +189,7 @@ def open_with_node_key(rec: SealedRecord, node_key: bytes) -> dict[str, str]:
     return _open_fields(rec, dk)
 
 
-def open_with_hq_key(rec: SealedRecord, hq_private: X25519PrivateKey) -> dict[str, str]:
+def open_with_hq_key(rec: SealedRecord, hq_private: OpeningKeys) -> dict[str, str]:
     dk = unwrap_with_private(rec.wrap_hq, hq_private, record_aad(rec.table, rec.record_id, rec.version))
     return _open_fields(rec, dk)
 

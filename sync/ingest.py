@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -93,6 +93,57 @@ class Ingest:
         The satellite gateway (DirectIP MO) calls this with ``channel="sbd"``
         and the message body: same verification, same idempotent storage.
         """
+        env = await self._verified(payload, channel, topic_node, topic_stream)
+        if env is None:
+            return None
+        hold = self._hold(env)
+        res = await self.sink.store_envelope(env, channel, hold)
+        acks, extra = self._account(env, res)
+        if not acks and not extra:
+            return None
+        return self.make_ack(env.node_id, acks, extra, env.instance)
+
+    async def handle_many(self, messages: Sequence[tuple[bytes, str, str | None, str | None]]) -> list[bytes | Exception | None]:
+        """``handle`` for messages that arrived together (payload, channel, topic node, topic stream), in arrival order.
+
+        Each is verified as by ``handle``; the valid ones are stored in ONE transaction
+        (``store_envelopes``: one COMMIT, so one fsync, for the group) and acknowledged
+        only after it: one signed ack per van database, cumulative, given in the place of
+        that van's last message of the group (None elsewhere).  A message whose storage
+        failed gets its exception: not acknowledged, the broker and the van send it again.
+        """
+        out: list[bytes | Exception | None] = [None] * len(messages)
+        opened: list[tuple[int, Envelope, str, str | None]] = []
+        for i, (payload, channel, topic_node, topic_stream) in enumerate(messages):
+            env = await self._verified(payload, channel, topic_node, topic_stream)
+            if env is not None:
+                opened.append((i, env, channel, self._hold(env)))
+        if not opened:
+            return out
+        store_many = getattr(self.sink, "store_envelopes", None)
+        if store_many is not None:
+            results: list[StoreResult | Exception] = await store_many([(env, channel, hold) for _, env, channel, hold in opened])
+        else:  # a sink without group commit: one transaction each, same answers
+            results = [await self.sink.store_envelope(env, channel, hold) for _, env, channel, hold in opened]
+        # (node, instance) -> acks by stream (the last result of a stream is its newest), extra items, index of its last message
+        per_db: dict[tuple[str, str], tuple[dict[str, int], list[bytes], list[int]]] = {}
+        for (i, env, _, _), res in zip(opened, results, strict=True):
+            if isinstance(res, Exception):
+                log.warning("envelope %s/%s from %d not stored (%s): not acknowledged", env.node_id, env.stream, env.first_seq, res)
+                out[i] = res
+                continue
+            acks, extra = self._account(env, res)
+            slot = per_db.setdefault((env.node_id, env.instance), ({}, [], [i]))
+            slot[0].update(acks)
+            slot[1].extend(extra)
+            slot[2][0] = i
+        for (node_id, instance), (acks, extra, last) in per_db.items():
+            if acks or extra:
+                out[last[0]] = self.make_ack(node_id, acks, extra, instance)
+        return out
+
+    async def _verified(self, payload: bytes, channel: str, topic_node: str | None, topic_stream: str | None) -> Envelope | None:
+        """The verified envelope, or None (recorded as a rejection)."""
         try:
             env = await self._open_heartbeat(payload) if sbdbeat.is_compact(payload) else decode(payload, self.key_for)
             if env.downlink or env.stream not in UP_STREAMS:
@@ -107,6 +158,9 @@ class Ingest:
             log.warning("rejected message via %s (claimed node %s): %s", channel, claimed, exc)
             await self.sink.record_rejection(claimed, channel, str(exc))
             return None
+        return env
+
+    def _hold(self, env: Envelope) -> str | None:
         # An HLC HQ cannot merge (out of range, or too far ahead) is never observed: HQ's own
         # clock, and so every ack it stamps, stays encodable.  The items are kept, quarantined.
         hold = self.hlc.check(env.hlc)
@@ -114,7 +168,10 @@ class Ingest:
             self.hlc.observe(env.hlc)
         else:
             log.warning("envelope %s/%s from %d quarantined: %s", env.node_id, env.stream, env.first_seq, hold)
-        res = await self.sink.store_envelope(env, channel, hold)
+        return hold
+
+    def _account(self, env: Envelope, res: StoreResult) -> tuple[dict[str, int], list[bytes]]:
+        """Count what was stored; the ack's cumulative number and its extra items (quarantine, resend) for this envelope."""
         self.stored += res.new
         if res.duplicates:
             self.duplicates += res.duplicates
@@ -123,10 +180,7 @@ class Ingest:
         if env.first_seq > res.contiguous + 1 and not res.held_back:
             # A gap before this batch: ask for it now instead of waiting for the node's timeout.
             extra.append(resend_item(env.stream, res.contiguous + 1))
-        if res.contiguous <= 0 and not extra:
-            return None
-        acks = {env.stream: res.contiguous} if res.contiguous > 0 else {}
-        return self.make_ack(env.node_id, acks, extra, env.instance)
+        return ({env.stream: res.contiguous} if res.contiguous > 0 else {}), extra
 
     async def _open_heartbeat(self, payload: bytes) -> Envelope:
         """A compact satellite heartbeat becomes the envelope it stands for: one heartbeat item on ``status``."""
@@ -164,6 +218,11 @@ class SbdIngest:
         await self.ingest.handle(payload, channel="sbd")
 
 
+# At most this many messages per group commit: the write lock (one writer on SQLite) is held for one group,
+# so a second worker on the same database still gets its turn between groups.
+MAX_GROUP = 64
+
+
 class MqttIngestWorker:
     """One HQ ingest worker on the broker."""
 
@@ -174,8 +233,9 @@ class MqttIngestWorker:
         mqtt.subscriptions = [(f"$share/hq/{up}" if shared else up, 1), ("mo/v1/+/status", 1)]
         self.mqtt = mqtt
         self.connected = False
-        # One message at a time per worker: storage commits are serial anyway.
-        self._lock = asyncio.Lock()
+        # Messages that arrive while a group is being committed wait here and go in the next group (group commit).
+        self._queue: list[tuple[str, str, bytes, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Future[None] | None = None
         self._link: MqttLink | None = None
         self.sessions = 0  # broker connections so far: HQ re-retains the catalogue on each new one
 
@@ -198,7 +258,6 @@ class MqttIngestWorker:
         return True
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
-        link = self._link
         if topic.endswith("/status"):
             try:
                 doc = json.loads(payload)
@@ -212,7 +271,46 @@ class MqttIngestWorker:
         parts = up_topic_parts(topic)
         if parts is None:
             return
-        async with self._lock:
-            ack = await self.ingest.handle(payload, "mqtt", parts[0], parts[1])
-        if ack is not None and link is not None and link.connected:
-            await link.publish(topic_down(parts[0], "ack"), ack)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((parts[0], parts[1], payload, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        # Returns (and the broker gets its PUBACK) only once the group's COMMIT is done; raises if not stored.
+        await fut
+
+    async def _flush(self) -> None:
+        """Store what queued up as one group, then answer: per-(van, stream) order is arrival order."""
+        while self._queue:
+            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+            try:
+                answers = await self.ingest.handle_many([(payload, "mqtt", node, stream) for node, stream, payload, _ in group])
+            except Exception as exc:  # noqa: BLE001 - the group's transaction failed: every message hears it, none is acked
+                for *_, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            except BaseException:
+                for *_, fut in group:
+                    fut.cancel()
+                raise
+            link = self._link
+            sends: list[tuple[asyncio.Future[None], Awaitable[None]]] = []
+            for (node, _, _, fut), answer in zip(group, answers, strict=True):
+                if isinstance(answer, Exception):
+                    if not fut.done():
+                        fut.set_exception(answer)
+                elif answer is not None and link is not None and link.connected:
+                    sends.append((fut, link.publish(topic_down(node, "ack"), answer)))
+                elif not fut.done():
+                    fut.set_result(None)
+            # acks go out together (pipelined PUBACK waits), each message answered with its own ack's fate
+            sent = await asyncio.gather(*(s for _, s in sends), return_exceptions=True)
+            for (fut, _), result in zip(sends, sent, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                elif isinstance(result, BaseException):
+                    fut.cancel()
+                else:
+                    fut.set_result(None)

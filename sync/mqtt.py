@@ -12,8 +12,10 @@ Received messages are acknowledged to the broker by hand (paho's
 database was locked, the process is stopping) leaves the message
 unacknowledged and ends the session, and the broker sends it again on the
 next one (persistent session, clean start off).  A message whose handler
-fails ``MAX_ATTEMPTS`` times in a row is acknowledged anyway and logged as an
-error, so one poisonous message cannot keep the link down for good.
+fails ``MAX_ATTEMPTS`` times in a row with anything but a transient error
+(SQLite's OperationalError: locked, busy, disk; OSError) is acknowledged
+anyway and logged as an error, so one poisonous message (a bug) cannot keep
+the link down for good; a transient failure is never given up on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import sqlite3
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,8 +44,13 @@ log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
 
-# Deliveries of one message whose handler raised before it is acknowledged anyway.
+# Deliveries of one message whose handler raised (not transiently) before it is acknowledged anyway.
 MAX_ATTEMPTS = 5
+
+
+def transient(exc: BaseException) -> bool:
+    """Failures that pass (a locked or full database, I/O): the message is redelivered for as long as they last."""
+    return isinstance(exc, (sqlite3.OperationalError, OSError))
 
 
 @dataclass
@@ -148,7 +156,7 @@ class MqttLink:
             if len(self._failures) > 1000:
                 self._failures.clear()  # bounded: only counts of recent failures matter
             n = self._failures[key] = self._failures.get(key, 0) + 1
-            if n < MAX_ATTEMPTS:
+            if n < MAX_ATTEMPTS or transient(exc):
                 log.warning("message handler failed (%r): not acknowledged, the broker will send it again", exc)
                 client.disconnect()  # the broker resends unacknowledged messages only on a new session
                 return

@@ -29,6 +29,9 @@ from .mqtt import MqttLink, MqttSettings, run_forever
 
 log = logging.getLogger(__name__)
 
+# Past this many full batches waiting on a stream, batches grow this many times (up to max_batch_items).
+BACKLOG_FACTOR = 4
+
 
 @dataclass
 class UplinkStatus:
@@ -180,7 +183,9 @@ class Uplink:
             after = st.acked if fl is None else fl.upto
             if after - st.acked >= self.window_items:
                 continue
-            rows = await outbox.batch(self._db, stream, after, self.max_batch_items, self.max_batch_bytes)
+            # A large backlog goes in larger batches: per-batch costs (a signature, a COMMIT at HQ, an ack) are paid fewer times.
+            big = st.bytes > BACKLOG_FACTOR * self.max_batch_bytes
+            rows = await outbox.batch(self._db, stream, after, self.max_batch_items, self.max_batch_bytes * (BACKLOG_FACTOR if big else 1))
             if not rows:
                 continue
             env = Envelope(self.node_id, stream, rows[0].seq, tuple(r.payload for r in rows), self.hlc.tick(),

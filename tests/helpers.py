@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import re
+import subprocess
+import sys
 import urllib.error
+import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 
 class ApiClient:
-    def __init__(self, base: str) -> None:
+    """``token``: HQ's machine token (``mobile-office hq-token``), sent as ``Authorization: Bearer``."""
+
+    def __init__(self, base: str, token: str | None = None) -> None:
         self.base = base.rstrip("/")
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        if token:
+            self.opener.addheaders.append(("Authorization", f"Bearer {token}"))
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
@@ -34,3 +43,24 @@ class ApiClient:
     def login(self, username: str, password: str) -> None:
         status, doc = self.request("POST", "/api/v1/login", {"username": username, "password": password})
         assert status == 200, (status, doc)
+
+    def form_login(self, username: str, password: str) -> int:
+        """HQ's login form, as a browser posts it: the page first (its pre-session CSRF token and cookie), then the form."""
+        with self.opener.open(self.base + "/login", timeout=15) as r:
+            m = re.search(r'name="csrf" value="([^"]+)"', r.read().decode())
+        assert m is not None, "no CSRF token in the login form"
+        req = urllib.request.Request(self.base + "/login", method="POST", data=urllib.parse.urlencode(
+            {"csrf": m.group(1), "username": username, "password": password}).encode())
+        try:
+            with self.opener.open(req, timeout=15) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+
+def hq_token(hq_dir: Path, role: str = "viewer", name: str = "tests", db: str | None = None) -> str:
+    """A machine token for HQ's JSON API, made as an operator would (``mobile-office hq-token``)."""
+    args = [sys.executable, "-m", "mobile_office.cli", "hq-token", name, "--role", role, "--hq-data-dir", str(hq_dir)]
+    r = subprocess.run(args + (["--db", db] if db else []), cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()

@@ -35,10 +35,69 @@
     if (!list.length) return;
     var h = document.createElement("h2");
     h.textContent = data.dataset.heading;
-    var ul = document.createElement("ul");
-    list.forEach(function (d) { var li = document.createElement("li"); li.textContent = d; ul.appendChild(li); });
+    // a tick per document: the inventory of what the citizen handed in goes with the application (doc_received_<i>)
+    var hint = document.createElement("p");
+    hint.className = "hint";
+    hint.textContent = data.dataset.received || "";
+    var ul = document.createElement("div");
+    ul.className = "received-docs";
+    list.forEach(function (d, i) {
+      var label = document.createElement("label");
+      var box_ = document.createElement("input");
+      box_.type = "checkbox";
+      box_.name = "doc_received_" + i;
+      box_.value = d;
+      label.appendChild(box_);
+      label.appendChild(document.createTextNode(" " + d));
+      ul.appendChild(label);
+    });
     box.appendChild(h);
+    box.appendChild(hint);
     box.appendChild(ul);
   }
   select.addEventListener("change", showDocs);
+})();
+
+// A tablet that loses the van's Wi-Fi mid-form loses nothing typed.  Before the form is sent the page asks the
+// van whether it can hear it (/healthz); if not, the form stays as it is (in this page's memory only: nothing
+// is written to the tablet's storage) with a notice, and is sent by itself once the van answers again.
+(function () {
+  "use strict";
+  var form = document.querySelector("form[data-offline-hold]");
+  if (!form) return;
+  var notice = document.getElementById("offline-notice");
+  var waiting = null;
+  var sending = false;
+
+  function reachable() {
+    return fetch("/healthz", { cache: "no-store", credentials: "same-origin" })
+      .then(function (r) { return r.ok; }, function () { return false; });
+  }
+  function say(text) {
+    notice.textContent = text;
+    notice.hidden = !text;
+  }
+  function send() {
+    if (sending) return;
+    sending = true;
+    if (waiting) { clearInterval(waiting); waiting = null; }
+    var ready = window.moPhotos ? window.moPhotos.prepare(form) : Promise.resolve();
+    ready.then(function () { form.submit(); }, function () { form.submit(); });
+  }
+  function retry() {
+    if (!waiting) return;  // only a form the administrator already sent is sent by itself
+    reachable().then(function (ok) {
+      if (ok && !sending) { say(notice.dataset.sending); send(); }
+    });
+  }
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    if (sending) return;
+    reachable().then(function (ok) {
+      if (ok) { send(); return; }
+      say(notice.dataset.held);
+      if (!waiting) waiting = setInterval(retry, 3000);
+    });
+  });
+  window.addEventListener("online", retry);
 })();

@@ -489,8 +489,11 @@ class Trips:
             (visit_id, source, stop_id, arrival, departure, lat, lon, self.clock.now()),
         )
         if cur.rowcount:
+            # Where the van stood is where the person lives: the point travels sealed to HQ, like records.
+            point = json.dumps({"lat": round(lat, 6), "lon": round(lon, 6)}).encode()
+            sealed = crypto.wrap_to_public(point, self.store.hq_seal_public, crypto.evidence_context(self.store.node_id, visit_id))
             item = {"type": "visit_evidence", "id": visit_id, "source": source, "arrival": arrival, "departure": departure,
-                    "lat": round(lat, 6), "lon": round(lon, 6), "clock": self.store.time.stamp().wire()}
+                    "point_sealed": sealed.hex(), "clock": self.store.time.stamp().wire()}
             await outbox.enqueue(self.db, "evt", json.dumps(item, separators=(",", ":")).encode(), self.clock.now())
 
     async def evidence(self, visit_id: str) -> dict[str, Any] | None:

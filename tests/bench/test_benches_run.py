@@ -25,6 +25,8 @@ TINY: list[tuple[str, list[str], str]] = [
     ("sync_gps_bytes.py", [], "ratio JSON/ours"),
     ("sbd_heartbeat.py", [], "ratio credits compact/signed"),
     ("ui_render.py", ["1"], "ratio node/bare"),
+    ("pi_budget.py", ["1"], "page p95:"),
+    ("keys_bench.py", ["5", "1"], "shredding round of"),
     ("sync_drain.py", ["--tiny"], "ratio end-to-end / raw"),
     ("hq_load.py", ["--vans", "3", "--records", "2", "--positions", "20", "--backends", "sqlite", "--workers", "1",
                     "--timeout", "120"], "x base"),

@@ -14,7 +14,7 @@ from firmware_sim.modem import ModemSim, ModemSimConfig
 from provisioning.keys import NodeBundle
 from sync import sbdbeat
 from tests.conftest import Proc, free_port, http_ok, mobile_office_cmd, spawn
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, hq_token
 
 pytestmark = pytest.mark.functional
 
@@ -33,12 +33,13 @@ async def test_heartbeat_by_satellite_when_mqtt_is_down(tmp_path: Path, bundle: 
                      tmp_path / "node.log")
         procs.append(node)
         fleet: list[dict[str, object]] = []
+        hq_api = ApiClient(f"http://127.0.0.1:{hq_port}", await asyncio.to_thread(hq_token, hq_dir))
 
         async def hq_has_it() -> bool:
             nonlocal fleet
             if not await asyncio.to_thread(http_ok, f"http://127.0.0.1:{hq_port}/healthz"):
                 return False
-            fleet = await asyncio.to_thread(ApiClient(f"http://127.0.0.1:{hq_port}").get, "/api/v1/fleet")
+            fleet = await asyncio.to_thread(hq_api.get, "/api/v1/fleet")
             return bool(fleet) and fleet[0].get("link") == "sbd"
 
         await until(hq_has_it, "HQ to hold a heartbeat that came by satellite", node)

@@ -34,7 +34,10 @@ def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path, procs: list[Proc])
     api.login("admin", "демо-пароль")
     status, doc = api.request("POST", "/api/v1/applications", {"surname": "Косач", "given_name": "Лариса", "rnokpp": "3184710691", "service_code": "RES-01"})
     assert status == 201, doc
-    hq = ApiClient(f"http://127.0.0.1:{hq_port}")
+    assert "demo-hq-token.txt" in out
+    token = next(tmp_path.rglob("demo-hq-token.txt")).read_text().strip()
+    assert ApiClient(f"http://127.0.0.1:{hq_port}").request("GET", "/api/v1/stats")[0] == 401  # the token is what opens it
+    hq = ApiClient(f"http://127.0.0.1:{hq_port}", token)
     wait_until(lambda: hq.get("/api/v1/stats")["records"] == 1, 60, what="the record at HQ")
     # The simulated van's position reaches HQ through gpsd protocol and MQTT.
     wait_until(lambda: hq.get("/api/v1/fleet")[0]["lat"] is not None, 60, what="a position at HQ")

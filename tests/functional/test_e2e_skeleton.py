@@ -10,7 +10,7 @@ import pytest
 
 from provisioning.keys import NodeBundle
 from tests.conftest import ADMIN_PASSWORD, Broker, Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, hq_token
 
 pytestmark = pytest.mark.functional
 
@@ -46,7 +46,8 @@ def test_records_survive_node_kill_and_reach_hq_exactly_once(tmp_path: Path, bun
     node_port, hq_port = free_port(), free_port()
     # HQ runs once so its persistent session exists, then goes away: nothing can be acked.
     hq = start_hq(hq_dir, mosquitto, hq_port, procs, tmp_path / "hq.log")
-    wait_until(lambda: ApiClient(f"http://127.0.0.1:{hq_port}").get("/api/v1/stats") is not None, what="HQ stats")
+    token = hq_token(hq_dir)
+    wait_until(lambda: ApiClient(f"http://127.0.0.1:{hq_port}", token).get("/api/v1/stats") is not None, what="HQ stats")
     assert hq.terminate() == 0
 
     node = start_node(bundle, tmp_path / "node", mosquitto, node_port, procs, tmp_path / "node.log")
@@ -74,7 +75,7 @@ def test_records_survive_node_kill_and_reach_hq_exactly_once(tmp_path: Path, bun
     assert [r[0] for r in rows] == [s["id"] for s in saved]
     assert [r[1] for r in rows] == [s["number"] for s in saved]
     assert db.execute("SELECT COUNT(*) FROM items WHERE node_id = 'van-01' AND stream = 'rec'").fetchone()[0] == len(APPLICANTS)
-    fleet = ApiClient(f"http://127.0.0.1:{hq_port}").get("/api/v1/fleet")
+    fleet = ApiClient(f"http://127.0.0.1:{hq_port}", token).get("/api/v1/fleet")
     assert fleet[0]["node_id"] == "van-01" and fleet[0]["records"] == len(APPLICANTS)
     # Nothing personal crossed in clear: the names are not in HQ's database file.
     raw = (hq_dir / "hq.db").read_bytes()

@@ -17,7 +17,7 @@ from sync.downlink import build, command
 from sync.envelope import Envelope, encode
 from tests.conftest import ADMIN_PASSWORD, REPO, Broker, Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
 from tests.functional.test_hq_commands import publish
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, hq_token
 
 pytestmark = pytest.mark.functional
 
@@ -32,7 +32,7 @@ def test_rotation_on_a_running_van(tmp_path: Path, hq_keys: HQKeys, bundle: Node
                                          "--trust-kernel-clock", "assume"),  # commands wait for trusted time; this clock is right
                        tmp_path / "node.log"))
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz") and http_ok(f"http://127.0.0.1:{hq_port}/healthz"), 60, what="node and HQ")
-    api, hq = ApiClient(f"http://127.0.0.1:{port}"), ApiClient(f"http://127.0.0.1:{hq_port}")
+    api, hq = ApiClient(f"http://127.0.0.1:{port}"), ApiClient(f"http://127.0.0.1:{hq_port}", hq_token(hq_keys.directory))
     api.login("admin", ADMIN_PASSWORD)
     wait_until(lambda: api.get("/api/v1/status")["link"]["mqtt"] == "up", 30, what="node on the broker")
 

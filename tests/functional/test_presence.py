@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from provisioning.keys import HQKeys, NodeBundle, revoke_node
 from tests.conftest import Broker, Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, hq_token
 
 pytestmark = pytest.mark.functional
 
@@ -30,7 +30,7 @@ def start_hq(hq_dir: Path, broker_url: str, procs: list[Proc], log: Path) -> Api
     procs.append(spawn(mobile_office_cmd("hq", "--hq-data-dir", str(hq_dir), "--hq-broker", broker_url, "--hq-host", "127.0.0.1",
                                          "--hq-port", str(port)), log))
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, what="HQ to serve")
-    return ApiClient(f"http://127.0.0.1:{port}")
+    return ApiClient(f"http://127.0.0.1:{port}", hq_token(hq_dir))  # HQ's API needs a token
 
 
 def start_node(bundle: NodeBundle, data: Path, broker_url: str, procs: list[Proc], log: Path, *extra: str) -> Proc:

@@ -15,6 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from edge.app import create_app as create_node
+from hq import tokens
+from hq.app import STORE as HQ_STORE
 from hq.app import HQConfig
 from hq.app import create_app as create_hq
 from provisioning.keys import HQKeys, NodeBundle
@@ -58,6 +60,7 @@ async def test_uplink_crash_is_logged_restarted_shown_and_delivers(tmp_path: Pat
     ncfg.broker = mosquitto.url
     async with TestClient(TestServer(create_hq(hq_cfg))) as hq, TestClient(TestServer(create_node(ncfg))) as van:
         health = await (await hq.get("/healthz")).json()
+        bearer = {"Authorization": "Bearer " + await tokens.issue(hq.app[HQ_STORE].db, "tests", "viewer", 0.0)}  # HQ's API needs one
         assert health["status"] == "ok" and health["loops"]["hq-ingest"]["state"] == "running"
 
         async def status() -> dict[str, Any]:
@@ -85,8 +88,9 @@ async def test_uplink_crash_is_logged_restarted_shown_and_delivers(tmp_path: Pat
         assert len(logged) == 1 and logged[0].exc_info is not None and "injected uplink fault" in str(logged[0].exc_info[1])
 
         async def delivered() -> bool:
-            return bool((await (await hq.get("/api/v1/stats")).json())["records"] == 1 and (await status())["outbox"]["pending"] == 0)
+            return bool((await (await hq.get("/api/v1/stats", headers=bearer)).json())["records"] == 1
+                        and (await status())["outbox"]["pending"] == 0)
 
         await until(delivered, "the record at HQ and acked on the van")
         assert (await status())["loops"]["uplink"]["state"] == "running"
-        assert (await (await hq.get("/api/v1/stats")).json())["records"] == 1  # exactly once
+        assert (await (await hq.get("/api/v1/stats", headers=bearer)).json())["records"] == 1  # exactly once

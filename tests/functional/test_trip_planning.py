@@ -56,7 +56,7 @@ def start_hq_and_van(tmp_path: Path, hq_keys: HQKeys, bundle: NodeBundle, mosqui
                        tmp_path / "node.log"))
     wait_until(lambda: http_ok(f"http://127.0.0.1:{hq_port}/healthz") and http_ok(f"http://127.0.0.1:{van_port}/healthz"), 30, what="HQ and van")
     hq = ApiClient(f"http://127.0.0.1:{hq_port}")
-    assert post_form(hq, "/login", [("username", "dispatcher1"), ("password", HQ_PASSWORD)]) == 200
+    assert hq.form_login("dispatcher1", HQ_PASSWORD) == 200
     wait_until(lambda: any(n["node_id"] == "van-01" for n in hq.get("/api/v1/fleet")), 30, what="the van at HQ")
     return hq, ApiClient(f"http://127.0.0.1:{van_port}")
 

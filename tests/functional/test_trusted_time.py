@@ -27,7 +27,7 @@ from sync.downlink import build, command
 from sync.poscodec import boot32, unpack_position
 from tests.conftest import ADMIN_PASSWORD, Broker, Proc, free_port, http_ok, mobile_office_cmd, spawn
 from tests.functional.test_hq_commands import publish
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, hq_token
 
 pytestmark = pytest.mark.functional
 
@@ -89,7 +89,7 @@ async def start_hq(hq_dir: Path, broker: Broker, procs: list[Proc], log: Path) -
     procs.append(spawn(mobile_office_cmd("hq", "--hq-data-dir", str(hq_dir), "--hq-broker", broker.url, "--hq-host", "127.0.0.1",
                                          "--hq-port", str(port)), log))
     await until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, what="HQ to serve")
-    return ApiClient(f"http://127.0.0.1:{port}")
+    return ApiClient(f"http://127.0.0.1:{port}", await asyncio.to_thread(hq_token, hq_dir))  # HQ's API needs a token
 
 
 def submit(api: ApiClient, surname: str, rnokpp: str = "1759013776") -> dict[str, str]:

@@ -39,7 +39,7 @@ class HqBrowser:
             return e.code, e.read().decode()
 
     def login(self, user: str, password: str) -> None:
-        status, _ = self.post("/login", {"username": user, "password": password})
+        status = self.api.form_login(user, password)
         assert status == 200, status
 
     def csrf(self) -> str:
@@ -67,7 +67,7 @@ class Stack:
     def node_db(self) -> Path:
         return self.tmp / "node" / "node.db"
 
-    def start_node(self, gps: bool = False) -> ApiClient:
+    def start_node(self, gps: bool = False, *extra: str) -> ApiClient:
         port, gps_port = free_port(), free_port()
         if gps:  # the simulated receiver driving a trip, as a gpsd-protocol server
             sim = spawn(mobile_office_cmd("sim", "gps", "--port", str(gps_port), "--speedup", "60"), self.tmp / "gps.log")
@@ -75,7 +75,7 @@ class Stack:
             wait_until(lambda: "gpsd-protocol server on" in sim.output(), 30, what="the GPS simulator")
         node = spawn(mobile_office_cmd("node", "--bundle", str(self.bundle.directory), "--data-dir", str(self.tmp / "node"),
                                        "--broker", self.broker.url, "--gpsd", f"127.0.0.1:{gps_port}", "--http-host", "127.0.0.1",
-                                       "--http-port", str(port), "--ack-timeout", "3", "--position-interval", "1"), self.tmp / "node.log")
+                                       "--http-port", str(port), "--ack-timeout", "3", "--position-interval", "1", *extra), self.tmp / "node.log")
         self.procs.append(node)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 30, what="node")
         self.van = ApiClient(f"http://127.0.0.1:{port}")

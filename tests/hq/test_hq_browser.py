@@ -37,8 +37,9 @@ def test_hq_fleet_vault_and_roles(browser: Any, demo: tuple[str, str, Path]) -> 
     api.login("admin", PASSWORD)
     status, saved = api.request("POST", "/api/v1/applications", {"surname": "Косач", "given_name": "Лариса", "rnokpp": "3184710691", "service_code": "RES-01"})
     assert status == 201
-    wait_until(lambda: ApiClient(hq).get("/api/v1/stats")["records"] == 1, 60, what="the record at HQ")
-    wait_until(lambda: ApiClient(hq).get("/api/v1/fleet")[0]["lat"] is not None, 60, what="a position at HQ")
+    hq_api = ApiClient(hq, (data / "demo-hq-token.txt").read_text().strip())
+    wait_until(lambda: hq_api.get("/api/v1/stats")["records"] == 1, 60, what="the record at HQ")
+    wait_until(lambda: hq_api.get("/api/v1/fleet")[0]["lat"] is not None, 60, what="a position at HQ")
 
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = ctx.new_page()

@@ -55,7 +55,7 @@ def test_hq_process_on_postgres_receives_a_vans_records(tmp_path: Path, bundle, 
     import subprocess
 
     from tests.conftest import ADMIN_PASSWORD, free_port, http_ok, mobile_office_cmd, spawn, wait_until
-    from tests.helpers import ApiClient
+    from tests.helpers import ApiClient, hq_token
 
     hq_dir = bundle.directory.parent / "hq"
     r = subprocess.run(mobile_office_cmd("hq-user", "olena.k", "--role", "viewer", "--hq-data-dir", str(hq_dir), "--db", pg_url,
@@ -74,7 +74,7 @@ def test_hq_process_on_postgres_receives_a_vans_records(tmp_path: Path, bundle, 
     status, doc = van.request("POST", "/api/v1/applications",
                               {"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
     assert status == 201, doc
-    hq = ApiClient(f"http://127.0.0.1:{hq_port}")
+    hq = ApiClient(f"http://127.0.0.1:{hq_port}", hq_token(hq_dir, db=pg_url))
     wait_until(lambda: hq.get("/api/v1/stats")["records"] == 1, 60, what="the record at HQ")
     assert [n["node_id"] for n in hq.get("/api/v1/fleet")] == ["van-01"]
     # the user went to PostgreSQL, not to a SQLite file in the data directory

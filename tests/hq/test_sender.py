@@ -115,7 +115,9 @@ async def test_not_connected_is_rendered_once_for_pages_and_api(tmp_path: Path, 
         await users.add_user(store.db, "chief", "admin", CHIEF_PASSWORD, cfg.clock.now())
         await store.record_status("van-01", "online", cfg.clock.now())
         assert not app[DOWNLINK].connected
-        r = await c.post("/login", data={"username": "chief", "password": CHIEF_PASSWORD}, allow_redirects=False)
+        pre = re.search(r'name="csrf" value="([^"]+)"', await (await c.get("/login")).text())
+        assert pre is not None  # the login form's own CSRF token (kit/hardening.py)
+        r = await c.post("/login", data={"csrf": pre.group(1), "username": "chief", "password": CHIEF_PASSWORD}, allow_redirects=False)
         assert r.status == 303
         m = re.search(r'name="csrf" value="([^"]+)"', await (await c.get("/")).text())
         assert m is not None

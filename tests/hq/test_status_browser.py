@@ -54,7 +54,7 @@ def test_officer_sets_ready_viewer_cannot(browser: Any, tmp_path: Path, hq_keys:
     st.hq_user("olena.k", "records_officer")
     st.hq_user("petro", "viewer")
     saved = st.application()
-    wait_until(lambda: st.van is not None and st.van.get("/api/v1/status") and _hq_fleet_has_position(hq), 60, what="a position at HQ")
+    wait_until(lambda: st.van is not None and st.van.get("/api/v1/status") and _hq_fleet_has_position(hq, st.hq_dir), 60, what="a position at HQ")
 
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
@@ -107,8 +107,8 @@ def test_officer_sets_ready_viewer_cannot(browser: Any, tmp_path: Path, hq_keys:
     ctx.close()
 
 
-def _hq_fleet_has_position(hq: str) -> bool:
-    from tests.helpers import ApiClient
+def _hq_fleet_has_position(hq: str, hq_dir: Path) -> bool:
+    from tests.helpers import ApiClient, hq_token
 
-    fleet = ApiClient(hq).get("/api/v1/fleet")
+    fleet = ApiClient(hq, hq_token(hq_dir)).get("/api/v1/fleet")
     return bool(fleet) and fleet[0]["lat"] is not None

@@ -160,7 +160,7 @@ def test_revoked_van_cannot_connect(broker: tuple[int, Path, subprocess.Popen[by
 def test_node_and_hq_over_mutual_tls(broker: tuple[int, Path, subprocess.Popen[bytes]], hq_keys: HQKeys, bundle: NodeBundle,
                                      tmp_path: Path) -> None:
     from tests.conftest import ADMIN_PASSWORD, http_ok, mobile_office_cmd, spawn
-    from tests.helpers import ApiClient
+    from tests.helpers import ApiClient, hq_token
 
     port, _out, _proc = broker
     url = f"mqtts://127.0.0.1:{port}"
@@ -179,7 +179,7 @@ def test_node_and_hq_over_mutual_tls(broker: tuple[int, Path, subprocess.Popen[b
         status, _ = api.request("POST", "/api/v1/applications", {"surname": "Шевченко", "given_name": "Тарас", "rnokpp": "1759013776", "service_code": "RES-01"})
         assert status == 201
         wait_until(lambda: api.get("/api/v1/status")["outbox"]["by_stream"]["rec"]["pending"] == 0, 60, what="HQ's ack over mTLS")
-        assert ApiClient(f"http://127.0.0.1:{hq_port}").get("/api/v1/stats")["records"] == 1
+        assert ApiClient(f"http://127.0.0.1:{hq_port}", hq_token(hq_keys.directory)).get("/api/v1/stats")["records"] == 1
     finally:
         for p in procs:
             p.terminate()

@@ -30,7 +30,7 @@ def cli(*args: str) -> str:
 @pytest.mark.functional
 def test_node_serves_https_with_the_bundle_certificate(tmp_path: Path, procs: list[Proc]) -> None:
     hq, bundle = tmp_path / "hq", tmp_path / "bundle"
-    cli("provision", "init-hq", "--hq-dir", str(hq))
+    cli("provision", "init-hq", "--hq-dir", str(hq), "--no-passphrase")
     out = cli("provision", "add-node", "van-07", "--hq-dir", str(hq), "--out", str(bundle), "--admin", "admin",
               "--ui-name", "van-07.local", "--ui-name", "127.0.0.1")
     password = re.search(r"one-time password (\S+)", out).group(1)  # type: ignore[union-attr]

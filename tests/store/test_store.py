@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hq.store import HQStore
 from provisioning.keys import NodeBundle
 from sync import outbox
 from sync.clock import ManualClock
+from sync.db import run_sync
 from sync.envelope import Envelope
 from tests.conftest import ADMIN_PASSWORD
 from tests.store.conftest import slots
@@ -128,3 +130,25 @@ async def test_hq_detects_forged_and_missing_audit_entries(store: Store, tmp_pat
         assert (await hq2.stats())["audit_alerts"] == 0
     finally:
         await hq2.close()
+
+
+async def test_receipts_read_together_share_one_commit_and_each_is_audited_before_shown(store: Store, tmp_path: Path) -> None:
+    """Ten tablets opening receipts at once: ten durable audit entries, in far fewer COMMITs (group commit)."""
+    saved = [await store.create_application("Шевченко", "Тарас", "1759013776", "RES-01", "admin") for _ in range(10)]
+    commits: list[str] = []
+    await run_sync(store.db, lambda conn: conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None))
+    seen_by_other_connection: list[int] = []
+
+    async def open_receipt(app_id: str) -> None:
+        rec = await store.read_application(app_id, "admin", "receipt")
+        assert rec["surname"] == "Шевченко"
+        # By the time the data is shown, its audit entry is committed: another connection sees it.
+        with sqlite3.connect(tmp_path / "node.db") as other:
+            seen_by_other_connection.append(other.execute(
+                "SELECT COUNT(*) FROM audit WHERE action = 'read' AND entity_id = ?", (app_id,)).fetchone()[0])
+
+    await asyncio.gather(*(open_receipt(s.id) for s in saved))
+    await run_sync(store.db, lambda conn: conn.set_trace_callback(None))
+    assert seen_by_other_connection == [1] * 10
+    assert 1 <= len(commits) < 10, commits
+    assert await audit.verify_local(store.db) == []

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync import downlink
-from sync.envelope import topic_catalog, topic_down
+from sync.envelope import decode, topic_catalog, topic_down
 
 from .harness import NODE, hq_items, node_outbox, hq_workers, node_uplink, pending, record, submit, wait_for
 
@@ -81,3 +81,34 @@ async def test_commands_and_catalogue_reach_the_node_once(mosquitto, tmp_path: P
     assert seen == ["c-1"]
     evts = [json.loads(p) for _, p in await hq_items(hq_db, "evt")]
     assert [(e["id"], e["result"]) for e in evts] == [("c-1", "applied")]
+
+
+async def test_a_large_backlog_goes_in_larger_batches(mosquitto, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Past four full batches waiting, the uplink sends batches four times the bytes (fewer signatures, COMMITs, acks)."""
+    nk, hk = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    node_db, hq_db = tmp_path / "node.db", tmp_path / "hq.db"
+    sizes: list[int] = []  # bytes of items per envelope HQ received on the rec stream
+    async with node_outbox(node_db) as db, hq_workers(mosquitto.url, hq_db, nk, hk, n=1) as workers:
+        worker, _ = workers[0]
+        handle_many = worker.ingest.handle_many
+
+        async def watching(messages):  # type: ignore[no-untyped-def]
+            for payload, *_ in messages:
+                env = decode(payload, lambda n: nk.public_key())
+                if env.stream == "rec":
+                    sizes.append(sum(len(i) for i in env.items))
+            return await handle_many(messages)
+
+        worker.ingest.handle_many = watching  # type: ignore[method-assign]
+        await wait_for(lambda: _true(worker.connected), what="HQ worker")
+        await submit(db, 1, 300)  # ~90 B each: ~27 KB waiting, over 4 x 2 KiB
+        async with node_uplink(mosquitto.url, node_db, nk, hk, max_batch_bytes=2048) as up:
+            up.kick()
+
+            async def drained() -> bool:
+                return await pending(node_db) == 0
+
+            await wait_for(drained, 90, "outbox drained")
+    assert [s for s, _ in await hq_items(hq_db)] == list(range(1, 301))
+    assert max(sizes) > 2048, sizes  # a backlog batch is larger than the normal limit
+    assert max(sizes) <= 4 * 2048, sizes

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiosqlite
 import pytest
 
+from hq import store as hq_store_module
+from hq.db import DB
 from hq.store import HQStore
 from sync import envelope, outbox, poscodec
 from sync.clock import ManualClock
-from sync.db import transaction
+from sync.db import run_transaction_unsynced, transaction
 from sync.downlink import Downlink, build, command
 from sync.envelope import Envelope, decode, encode, parse_ack_message
 from sync.errors import EnvelopeError, OutboxFull
@@ -249,3 +254,58 @@ async def test_link_manager_over_a_real_uplink_reports_the_outbox_depth(tmp_path
         await db.close()
     hb = unpack_heartbeat((await hq_store.items("van-01", "status"))[0][1])
     assert hb.depth == {"rec": 3} and hb.trusted_time and hb.has_fix
+
+
+async def test_messages_arriving_together_commit_once_and_are_acked_per_van_after_it(
+        ingest: Ingest, keys: Keys, hq_store: HQStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit (HQ ingest at steady state): one COMMIT for the group, acks after it, exactly once, in order."""
+    commits: list[str] = []
+    real_transaction = hq_store_module.transaction
+
+    @contextlib.asynccontextmanager
+    async def counting(db: DB, key: str | None = None) -> AsyncIterator[DB]:
+        async with real_transaction(db, key) as tx:
+            yield tx
+        commits.append(key or "")  # after COMMIT
+
+    monkeypatch.setattr(hq_store_module, "transaction", counting)
+    group = [
+        (encode(Envelope("van-01", "evt", 1, (b"a",), 1), keys.node), "mqtt", "van-01", "evt"),
+        (encode(Envelope("van-01", "evt", 2, (b"b",), 2), keys.node), "mqtt", "van-01", "evt"),  # sees seq 1 of the same group
+        (encode(Envelope("van-99", "evt", 1, (b"x",), 3), keys.node), "mqtt", "van-99", "evt"),  # unknown signer: rejected
+        (encode(Envelope("van-01", "rec", 1, (b"not json",), 4), keys.node), "mqtt", "van-01", "rec"),  # stored, quarantined
+    ]
+    answers = await ingest.handle_many(group)
+    # one transaction for the three stored envelopes (the rejection is recorded in its own)
+    assert len(commits) == 2, commits
+    assert answers[0] is None and answers[2] is None
+    # one cumulative ack for van-01, in the place of its last message: both streams, the quarantined item named
+    ack = answers[3]
+    assert isinstance(ack, bytes)
+    msg = parse_ack_message(decode(ack, lambda n: keys.hq.public_key()).items)
+    assert msg.acks == {"evt": 2, "rec": 1} and [(s, q) for s, q, _ in msg.quarantined] == [("rec", 1)]
+    assert [s for s, _ in await hq_store.items("van-01", "evt")] == [1, 2]
+    # the same group again (a redelivery): nothing new, the same ack numbers
+    again = await ingest.handle_many(group)
+    assert ingest.duplicates == 3
+    assert [s for s, _ in await hq_store.items("van-01", "evt")] == [1, 2]
+    assert parse_ack_message(decode(again[3] or b"", lambda n: keys.hq.public_key()).items).acks == {"evt": 2, "rec": 1}
+
+
+async def test_unsynced_bookkeeping_leaves_every_other_commit_synchronous(node_db: aiosqlite.Connection) -> None:
+    """The uplink's "sent" marks skip the fsync; the connection is back to synchronous=FULL right after (and on error)."""
+    seen: list[int] = []
+
+    def mark(conn: sqlite3.Connection) -> None:
+        seen.append(int(conn.execute("PRAGMA synchronous").fetchone()[0]))
+        conn.execute("UPDATE outbox_stream SET acked = acked")
+
+    def fail(conn: sqlite3.Connection) -> None:
+        raise RuntimeError("boom")
+
+    await run_transaction_unsynced(node_db, mark)
+    with pytest.raises(RuntimeError):
+        await run_transaction_unsynced(node_db, fail)
+    async with node_db.execute("PRAGMA synchronous") as cur:
+        after = await cur.fetchone()
+    assert seen == [1] and after is not None and after[0] == 2  # NORMAL inside, FULL again outside

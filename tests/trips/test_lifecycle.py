@@ -22,6 +22,7 @@ from edge.visits import HomeVisits
 from firmware_sim.gps_pty import jittered
 from firmware_sim.route import Route
 from hq.planning import sealed_assignment
+from hq.trips import evidence_distance
 from provisioning.keys import HQKeys, NodeBundle
 from sync import outbox
 from sync.clock import ManualClock
@@ -241,8 +242,15 @@ async def test_home_visit_gets_its_gps_stop_as_evidence(day: Day, hq_keys: HQKey
     async with day.store.db.execute("SELECT category, n FROM visit_category_counts") as cur:
         assert [tuple(r) async for r in cur] == [("age80", 1)]
     async with day.store.db.execute("SELECT payload FROM outbox WHERE stream = 'evt'") as cur:
-        kinds = [json.loads(r[0])["type"] async for r in cur]
-    assert kinds.count("visit_evidence") == 1
+        docs = [json.loads(r[0]) async for r in cur]
+    assert [d["type"] for d in docs].count("visit_evidence") == 1
+    # The point travels sealed to HQ: no coordinate, no category in any event HQ receives.
+    sent = next(d for d in docs if d["type"] == "visit_evidence")
+    assert "lat" not in sent and "lon" not in sent and not any("categor" in json.dumps(d) or "age80" in json.dumps(d) for d in docs)
+    assert evidence_distance("van-01", sent, hq_keys.seal, None) is None  # HQ has no address point: nothing to show
+    assert evidence_distance("van-01", sent, hq_keys.seal, (hv["lat"], hv["lon"])) < 80  # type: ignore[operator]
+    with pytest.raises(CryptoError):
+        evidence_distance("van-02", sent, hq_keys.seal, (hv["lat"], hv["lon"]))  # bound to this van and visit
     # The visit's sealed details are shredded a retention period after its finish.
     day.clock.advance(8 * DAY)
     assert await day.store.shred_expired(7 * DAY) >= 1

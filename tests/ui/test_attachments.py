@@ -147,7 +147,9 @@ async def test_photo_from_the_page_reaches_hq_byte_for_byte(both: tuple[TestClie
     jpeg_id = next(a["id"] for a in listed if a["content_type"] == "image/jpeg")
     for user, pw, expect in (("viewer.v", "довгий-пароль-2", 403), ("olena.k", "довгий-пароль-1", 200)):
         hq.session.cookie_jar.clear()
-        r = await hq.post("/login", data={"username": user, "password": pw}, allow_redirects=False)
+        pre = re.search(r'name="csrf" value="([^"]+)"', await (await hq.get("/login")).text())
+        assert pre  # HQ's login form carries a pre-session token too (kit/hardening.py)
+        r = await hq.post("/login", data={"csrf": pre.group(1), "username": user, "password": pw}, allow_redirects=False)
         assert r.status == 303
         page = await (await hq.get(f"/records/{app_id}/attachments")).text()
         assert page.count("отримано повністю") == 2
