@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, Proc, free_port, http_ok, mobile_office_cmd, spawn, wait_until
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, hq_token
 from tests.ui.conftest import axe_violations, browser, login, screenshot  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.functional]
@@ -36,8 +36,8 @@ def demo(tmp_path: Path, procs: list[Proc]) -> Iterator[tuple[str, str, Path]]:
     p.terminate()
 
 
-def hq_records(hq: str) -> int:
-    return int(ApiClient(hq).get("/api/v1/stats")["records"])
+def hq_records(hq: str, token: str) -> int:
+    return int(ApiClient(hq, token).get("/api/v1/stats")["records"])
 
 
 def test_vault_search_open_export_in_two_languages(browser: Any, demo: tuple[str, str, Path]) -> None:  # noqa: F811
@@ -55,7 +55,8 @@ def test_vault_search_open_export_in_two_languages(browser: Any, demo: tuple[str
     status, other = api.request("POST", "/api/v1/applications", {"surname": "Франко", "given_name": "Іван", "rnokpp": "2245134672",
                                                                  "service_code": "RES-01"})
     assert status == 201, other
-    wait_until(lambda: hq_records(hq) == 2, 60, what="both records at HQ")
+    demo_token = (data / "demo-hq-token.txt").read_text().strip()
+    wait_until(lambda: hq_records(hq, demo_token) == 2, 60, what="both records at HQ")
 
     ctx = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = ctx.new_page()
@@ -121,6 +122,16 @@ def test_vault_search_open_export_in_two_languages(browser: Any, demo: tuple[str
     assert {row["number"] for row in csv.DictReader(io.StringIO(r.body().decode("utf-8-sig")))} == {saved["number"], other["number"]}
     assert page.request.get(hq + "/api/v1/records/export?format=json").status == 422  # no reason
     assert page.request.get(hq + f"/api/v1/records/export?reason=x1x&identifier={RNOKPP}").status == 422  # never in a URL
+
+    # The back office's importer: a machine token of the export-only role; a viewer's token may not, no token is 401.
+    importer = ApiClient(hq, hq_token(data / "hq", role="back_office", name="importer"))
+    status, doc = importer.request("GET", "/api/v1/records/export?reason=nightly%20import&format=json&node_id=van-01")
+    assert status == 200 and doc["schema"] == "mo.records.v1" and doc["exported_by"] == "token:importer" and doc["count"] == 2
+    assert {r["applicant"].get("unzr") for r in doc["records"]} == {UNZR, None}
+    status, _ = ApiClient(hq, hq_token(data / "hq", role="viewer", name="monitor")).request("GET", "/api/v1/records/export?reason=x1x")
+    assert status == 403
+    assert ApiClient(hq).request("GET", "/api/v1/records/export?reason=x1x")[0] == 401
+    assert importer.request("GET", "/api/v1/retention")[0] == 200
 
     # The retention report: nothing closed long enough yet.
     page.goto(hq + "/retention")
