@@ -66,6 +66,8 @@ async def i18n_context(request: web.Request) -> dict[str, Any]:
 async def page(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
     ctx.setdefault("session", request.app[SESSIONS].get(request))
     ctx.setdefault("csrf_token", csrf_token(request))  # the session's, or before login the pre-session token (kit/hardening.py)
+    for k, v in (await i18n_context(request)).items():  # a page drawn by a middleware (a throttled login) misses the processor
+        ctx.setdefault(k, v)
     ctx["when"] = when
     ctx["can"] = lambda perm: ctx["session"] is not None and users.allowed(ctx["session"].role, perm)
     return aiohttp_jinja2.render_template(template, request, ctx, status=status)
