@@ -132,6 +132,8 @@ def test_vault_search_open_export_in_two_languages(browser: Any, demo: tuple[str
     assert status == 403
     assert ApiClient(hq).request("GET", "/api/v1/records/export?reason=x1x")[0] == 401
     assert importer.request("GET", "/api/v1/retention")[0] == 200
+    loops = ApiClient(hq).get("/healthz")["loops"]  # both run supervised
+    assert loops["hq-vault-index"]["state"] == "running" and loops["hq-retention"]["state"] == "running"
 
     # The retention report: nothing closed long enough yet.
     page.goto(hq + "/retention")
