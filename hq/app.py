@@ -20,7 +20,7 @@ from sync.ingest import Ingest, MqttIngestWorker, SbdIngest
 from sync.mqtt import MqttSettings
 
 from . import appstatus, attachments, auth, sms, tokens, trips, users
-from . import catalog_admin, indicators, prereg_admin, schedule
+from . import catalog_admin, indicators, pages, prereg_admin, retention, schedule
 from . import web as web_routes
 from .appkeys import CONFIG, DIRECTIP, DOWNLINK, INGEST, SBD_INGEST, SESSIONS, STORE, WORKER
 from .config import HQConfig
@@ -116,7 +116,8 @@ def create_app(config: HQConfig) -> web.Application:
     app[LOOPS] = Loops(config.clock)  # supervised background loops, shown in /healthz
     app[SESSIONS] = Sessions(config.clock, config.session_timeout, cookie="mo_hq_session", max_age=config.session_lifetime)
     app[hardening.GUARD] = auth.guard(app, LoginThrottle(config.clock, config.login_throttle))
-    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                         context_processors=[pages.i18n_context])
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_directip_ctx)
@@ -135,5 +136,6 @@ def create_app(config: HQConfig) -> web.Application:
     prereg_admin.add_routes(app)
     schedule.add_routes(app)
     indicators.add_routes(app)
+    retention.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app

@@ -27,7 +27,9 @@ SETTINGS_FIELDS = {"data_dir": "hq_data_dir", "broker": "hq_broker", "mqtt_versi
                    "status_resend_after": "status_resend_after", "max_clock_skew": "hq_max_clock_skew", "ack_poll_interval": "ack_poll_interval", "sms_url": "sms_url",
                    "sms_retry_min": "sms_retry_min", "sms_retry_max": "sms_retry_max", "tile_url": "tile_url",
                    "tile_attribution": "tile_attribution", "db": "db",
-                   "schedule_days": "schedule_days", "schedule_timezone": "schedule_timezone"}
+                   "schedule_days": "schedule_days", "schedule_timezone": "schedule_timezone",
+                   "retention_days": "hq_retention_days", "retention_interval": "hq_retention_interval",
+                   "vault_index_interval": "vault_index_interval", "export_max_records": "export_max_records"}
 
 
 @dataclass
@@ -64,6 +66,11 @@ class HQConfig:
     # The public schedule (hq/schedule.py).
     schedule_days: int = _D["schedule_days"]
     schedule_timezone: str = _D["schedule_timezone"]
+    # The vault's keyed index, exports and retention (hq/vault.py, hq/export.py, hq/retention.py).
+    retention_days: float = _D["hq_retention_days"]
+    retention_interval: float = _D["hq_retention_interval"]
+    vault_index_interval: float = _D["vault_index_interval"]
+    export_max_records: int = _D["export_max_records"]
 
     @property
     def db_target(self) -> Path | str:

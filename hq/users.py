@@ -12,13 +12,15 @@ from sync.crypto import SCRYPT_N, kek_from_password
 from .db import DB, migrate, transaction
 from .errors import HQError
 
-ROLES = ("viewer", "dispatcher", "records_officer", "admin")
+ROLES = ("viewer", "dispatcher", "records_officer", "admin", "back_office")
 # What each role may do beyond looking at the fleet.
 PERMISSIONS = {
     "viewer": frozenset(),
     "dispatcher": frozenset({"command"}),
-    "records_officer": frozenset({"open_records"}),
-    "admin": frozenset({"command", "open_records", "manage_users"}),
+    "records_officer": frozenset({"open_records", "export_records"}),
+    "admin": frozenset({"command", "open_records", "export_records", "manage_users"}),
+    # The back office's importer (a machine token): exports records, opens nothing one by one.
+    "back_office": frozenset({"export_records"}),
 }
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
 

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
+from kit import i18n as lang_mech
 from kit.sessions import Session, Sessions
+from kit.tasks import LOOPS, background
 from kit.web import HttpProblem, json_response
 from provisioning.rotation import command_args
 from sync.crypto import unwrap_with_private, wrap_to_public
 from sync.downlink import COMMANDS
 from sync.errors import CryptoError
 
-from . import appstatus, fleet, planning, sms, users, vault
+from . import appstatus, attachments, export, fleet, planning, sms, users, vault
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE, WORKER
-from .pages import allow_tiles, page, session, tile_origin  # noqa: F401  (tile_origin: imported from here by tests)
+from .pages import allow_tiles, opening_reason, page, session, tile_origin, tr  # noqa: F401  (tile_origin: imported from here by tests)
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -29,7 +33,7 @@ async def login_submit(request: web.Request) -> web.Response:
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     role = await users.check_password(request.app[STORE].db, username, password) if username and password else None
     if role is None:
-        return await page(request, "hq_login.html", {"error": "Неправильне ім'я користувача або пароль", "username": username}, 401)
+        return await page(request, "hq_login.html", {"error": tr(request, "login.failed"), "username": username}, 401)
     sessions: Sessions = request.app[SESSIONS]
     session = sessions.create(username, role)
     resp = web.HTTPSeeOther("/")
@@ -75,23 +79,47 @@ async def fleet_live(request: web.Request) -> web.Response:
     return json_response(view)
 
 
+def _vault_keys(request: web.Request) -> vault.VaultKeys:
+    return vault.VaultKeys.of(request.app[CONFIG].keys.seal_ring)
+
+
+def _filter_and_page(request: web.Request, q: Any) -> tuple[vault.RecordFilter, int, int]:
+    f = vault.RecordFilter.from_mapping(q)
+    try:
+        limit, offset = int(q.get("limit", "50") or 50), int(q.get("offset", "0") or 0)
+    except ValueError:
+        limit, offset = 50, 0
+    return f, max(1, min(limit, vault.PAGE_MAX)), max(0, offset)
+
+
+async def _search(request: web.Request, f: vault.RecordFilter, s: Session, limit: int, offset: int,
+                  ids: list[str] | None = None, cap: int = vault.PAGE_MAX) -> tuple[list[dict[str, Any]], int]:
+    # The identifier search opens records to index them: only for those who may open records.
+    keys = _vault_keys(request) if f.identifier and users.allowed(s.role, "open_records") else None
+    if f.identifier and keys is None:
+        raise HttpProblem("Ваша роль не дає доступу до цієї дії", code="forbidden", status=403)
+    try:
+        return await vault.search(request.app[STORE], f, keys, limit, offset, ids, cap)
+    except vault.VaultError as exc:
+        raise HttpProblem(tr(request, "error.bad_filter"), code="bad_filter", status=422) from exc
+
+
 async def records(request: web.Request) -> web.Response:
-    session(request)
-    recs = await vault.list_records(request.app[STORE])
-    status = await appstatus.statuses(request.app[STORE], [r["id"] for r in recs])
-    return await page(request, "records.html", {"records": recs, "status": status, "labels": appstatus.LABELS,
-                                                 "status_set": request.query.get("status_set")})
-
-
-async def opening_reason(request: web.Request, s: Session) -> str:
-    """The form that opens personal data (a record, an attachment): its csrf checked, the stated reason (required, audited)."""
-    form = await request.post()
-    request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
-    reason = str(form.get("reason", "")).strip()
-    if len(reason) < 3:
-        raise HttpProblem("Вкажіть підставу для перегляду персональних даних", code="reason_required", status=422,
-                          fields={"reason": "обов'язкове"})
-    return reason[:200]
+    """The list with search and paging; an identifier comes by POST (never in a URL or a log)."""
+    s = session(request)
+    q: Any = request.query
+    if request.method == "POST":
+        q = await request.post()
+        request.app[SESSIONS].check_csrf(s, str(q.get("csrf", "")))
+    f, limit, offset = _filter_and_page(request, q)
+    recs, total = await _search(request, f, s, limit, offset)
+    plain = {k: v for k, v in vars(f).items() if v and k != "identifier"}
+    return await page(request, "records.html", {
+        "records": recs, "status": {r["id"]: r["status"] for r in recs}, "labels": appstatus.LABELS, "statuses": appstatus.STATUSES,
+        "status_set": request.query.get("status_set"), "f": f, "total": total, "limit": limit, "offset": offset,
+        "prev_q": urlencode({**plain, "limit": limit, "offset": max(0, offset - limit)}),
+        "next_q": urlencode({**plain, "limit": limit, "offset": offset + limit}),
+        "nodes": sorted({n["node_id"] for n in await request.app[STORE].fleet()})})
 
 
 async def record_open(request: web.Request) -> web.Response:
@@ -100,7 +128,7 @@ async def record_open(request: web.Request) -> web.Response:
     try:
         rec = await vault.open_record(request.app[STORE], request.app[CONFIG].keys.seal_ring, request.match_info["id"], s.username, reason)
     except vault.VaultError as exc:
-        raise HttpProblem("Запис не знайдено або він не відкривається ключем ЦНАП", code="not_found", status=404) from exc
+        raise HttpProblem(tr(request, "error.not_found"), code="not_found", status=404) from exc
     openings = await vault.openings(request.app[STORE], request.match_info["id"])
     store = request.app[STORE]
     cur = await appstatus.current(store, rec["id"])
@@ -109,7 +137,8 @@ async def record_open(request: web.Request) -> web.Response:
         blob = e.pop("reason_sealed", None)
         e["reason"] = _open_reason(request, rec["id"], blob) if blob else ""
     ctx = {"rec": rec, "openings": openings, "status": cur, "labels": appstatus.LABELS, "next_statuses": appstatus.TRANSITIONS[cur],
-           "edits": edits, "notices": await sms.notices(store, rec["id"]), "handover": await appstatus.handover_of(store, rec["id"])}
+           "edits": edits, "notices": await sms.notices(store, rec["id"]), "handover": await appstatus.handover_of(store, rec["id"]),
+           "files": await attachments.list_for_record(store, rec["id"])}
     return await page(request, "record.html", ctx)
 
 
@@ -123,6 +152,85 @@ def _open_reason(request: web.Request, record_id: str, blob_hex: str) -> str:
         return unwrap_with_private(bytes.fromhex(blob_hex), request.app[CONFIG].keys.seal, _refusal_contexts("", record_id)[1]).decode()
     except (ValueError, CryptoError):
         return "(причину не вдалося відкрити)"
+
+
+def _export_response(request: web.Request, doc: dict[str, Any], fmt: str) -> web.Response:
+    stamp = str(doc["exported_at"]).replace(":", "").replace("-", "")[:15]
+    name = f"mo-records-v1-{stamp}.{fmt}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    if fmt == "csv":
+        # BOM: a spreadsheet opens the Cyrillic right; csv readers with utf-8-sig read it back
+        return web.Response(text="\ufeff" + export.to_csv(doc), content_type="text/csv", charset="utf-8", headers=headers)
+    resp = json_response(doc)
+    resp.headers.update(headers)
+    return resp
+
+
+async def _export(request: web.Request, s: Session, q: Any, reason: str, ids: list[str] | None) -> web.Response:
+    if not users.allowed(s.role, "export_records"):
+        raise HttpProblem("Ваша роль не дає доступу до цієї дії", code="forbidden", status=403)
+    f = vault.RecordFilter.from_mapping(q)
+    fmt = str(q.get("format", "json"))
+    cfg = request.app[CONFIG]
+    try:
+        doc = await export.export(request.app[STORE], _vault_keys(request), f, ids, s.username, reason, fmt, cfg.export_max_records)
+    except export.ExportError as exc:
+        msg = tr(request, "error.bad_format") if exc.code == "bad_format" else str(exc)
+        raise HttpProblem(msg, code=exc.code, status=422) from exc
+    except vault.VaultError as exc:
+        raise HttpProblem(tr(request, "error.bad_filter"), code="bad_filter", status=422) from exc
+    return _export_response(request, doc, fmt)
+
+
+async def export_form(request: web.Request) -> web.Response:
+    """The records page's export: the selected records (``id``), else everything the search matches."""
+    s = session(request, "open_records")
+    reason = await opening_reason(request, s)
+    form = await request.post()
+    ids = [str(i) for i in form.getall("id", [])] or None
+    return await _export(request, s, form, reason, ids)
+
+
+async def export_api(request: web.Request) -> web.Response:
+    """The back office's importer: ``GET /api/v1/records/export?reason=...&format=json|csv&<filter>`` with a machine token.
+
+    No identifier in a URL (it would be personal data in logs): search by identifier on the page.
+    """
+    s = session(request)
+    q = request.query
+    if q.get("identifier"):
+        raise HttpProblem("Пошук за ідентифікатором не передається в адресі; використайте сторінку", code="identifier_in_url", status=422,
+                          fields={"identifier": "не в адресі"})
+    reason = str(q.get("reason", "")).strip()
+    if len(reason) < 3:
+        raise HttpProblem(tr(request, "error.reason_required"), code="reason_required", status=422,
+                          fields={"reason": tr(request, "error.required")})
+    ids = [str(i) for i in q.getall("id", [])] or None
+    return await _export(request, s, q, reason[:200], ids)
+
+
+async def set_language(request: web.Request) -> web.Response:
+    lang = request.match_info["lang"]
+    if lang not in lang_mech.LANGUAGES:
+        raise HttpProblem("Невідома мова", code="unknown_language", status=404)
+    resp = web.HTTPSeeOther(lang_mech.local_path(request.query.get("next", "/")))
+    resp.set_cookie(lang_mech.COOKIE, lang, max_age=365 * 24 * 3600, samesite="Strict", path="/", httponly=True)
+    raise resp
+
+
+async def vault_index_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The keyed identifier index, kept up to date by a supervised loop (a search also catches up first)."""
+    cfg = app[CONFIG]
+    await vault.create_schema(app[STORE])
+    keys = vault.VaultKeys.of(cfg.keys.seal_ring)
+
+    async def loop() -> None:
+        while True:
+            await vault.refresh_index(app[STORE], keys)  # a failing round is logged and restarted by the supervisor
+            await cfg.clock.sleep(cfg.vault_index_interval)
+
+    async with background(loop, "hq-vault-index", app[LOOPS]):
+        yield
 
 
 async def record_status(request: web.Request) -> web.Response:
@@ -262,6 +370,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/", dashboard)
     app.router.add_get("/fleet.json", fleet_live)
     app.router.add_get("/records", records)
+    app.router.add_post("/records", records)  # a search by identifier: in the body, never in the URL
+    app.router.add_post("/records/export", export_form)
+    app.router.add_get("/api/v1/records/export", export_api)
+    app.router.add_get("/lang/{lang}", set_language)
+    app.cleanup_ctx.append(vault_index_ctx)
     app.router.add_post("/records/{id}", record_open)
     app.router.add_post("/commands", send_command)
     app.router.add_post("/visits", assign_visit)

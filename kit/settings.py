@@ -275,6 +275,11 @@ HQ = SettingGroup(
         Setting("schedule_timezone", time_zone, "Europe/Kyiv", "time zone of the planned stops' time windows (IANA name), for the public schedule", "ZONE"),
         Setting("tile_attribution", str, "", "attribution the tile server requires, shown on the map (e.g. © OpenStreetMap contributors)", "TEXT"),
         Setting("db", db_url, None, "HQ's database on PostgreSQL (password via ~/.pgpass or PGPASSWORD); none: SQLite hq.db in --hq-data-dir, which keeps the keys either way", "URL"),
+        Setting("hq_retention_days", positive_float, 1826.0, "days HQ keeps a case's personal data after it is closed (issued or "
+                "refused), then crypto-shreds it; default five years (docs/hq.md: Retention)", "DAYS"),
+        Setting("hq_retention_interval", positive_float, 3600.0, "seconds between HQ's retention rounds", "SECONDS"),
+        Setting("vault_index_interval", positive_float, 30.0, "seconds between rounds of HQ's keyed identifier index over new records", "SECONDS"),
+        Setting("export_max_records", positive_int, 10000, "most records one export to the back office may hold (narrow the filter)", "N"),
         Setting("hq_passphrase_file", Path, None, "file whose first line is the passphrase of HQ's private keys "
                 "(default: $MO_HQ_PASSPHRASE; none: keys unencrypted)", "FILE"),
         Setting("hq_tls_cert", Path, None, "HTTPS certificate (PEM, chain) of the dashboard and API; default: DIR/https/hq.crt when "

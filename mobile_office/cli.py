@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from kit import settings
 
@@ -139,8 +141,9 @@ def cmd_hq(args: argparse.Namespace) -> int:
 def _add_hq_user(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("hq-user", help="add or update a user of the HQ dashboard")
     p.add_argument("name", help="username, e.g. olena.k")
-    p.add_argument("--role", required=True, choices=("viewer", "dispatcher", "records_officer", "admin"),
-                   help="viewer sees the fleet; dispatcher also sends commands; records_officer opens records; admin all")
+    p.add_argument("--role", required=True, choices=("viewer", "dispatcher", "records_officer", "admin", "back_office"),
+                   help="viewer sees the fleet; dispatcher also sends commands; records_officer opens and exports records; admin all;"
+                        " back_office only exports (the back office's importer)")
     p.add_argument("--hq-data-dir", type=Path, required=True, help="HQ's data directory")
     p.add_argument("--password", help="the password (default: a random one, printed once)")
     p.add_argument("--db", type=settings.db_url, help="HQ's PostgreSQL database, as given to `mobile-office hq --db` (default: SQLite in --hq-data-dir)")
@@ -171,13 +174,43 @@ def cmd_hq_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_hq_retention(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("hq-retention", help="HQ's retention report: the closed cases whose personal data was shredded (--run: shred now)")
+    p.add_argument("--hq-data-dir", type=Path, required=True, help="HQ's data directory")
+    p.add_argument("--db", type=settings.db_url, help="HQ's PostgreSQL database, as given to `mobile-office hq --db` (default: SQLite in --hq-data-dir)")
+    p.add_argument("--run", action="store_true", help="run a retention round first (HQ's loop does it every --hq-retention-interval)")
+    p.add_argument("--hq-retention-days", type=settings.positive_float, default=settings.HQ.defaults()["hq_retention_days"],
+                   help="days personal data is kept after a case is closed (as given to `mobile-office hq`)")
+    p.add_argument("--limit", type=settings.positive_int, default=1000, help="most entries to print (newest first)")
+    p.set_defaults(func=cmd_hq_retention)
+
+
+def cmd_hq_retention(args: argparse.Namespace) -> int:
+    from hq import retention
+    from hq.store import HQStore
+    from sync.clock import SystemClock
+
+    async def main() -> dict[str, Any]:
+        store = await HQStore.open(args.db or args.hq_data_dir / "hq.db", SystemClock())
+        try:
+            await retention.create_schema(store)
+            removed = await retention.run_round(store, args.hq_retention_days) if args.run else []
+            return {"retention_days": args.hq_retention_days, "removed_now": len(removed), **await retention.report(store, args.limit)}
+        finally:
+            await store.close()
+
+    print(json.dumps(asyncio.run(main()), ensure_ascii=False, indent=1))
+    return 0
+
+
 def _add_hq_token(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("hq-token", help="a machine token for HQ's JSON API (printed once; HQ keeps only its hash), or revoke one",
                        description="Prints a token for 'Authorization: Bearer TOKEN' on HQ's /api/v1/ routes, acting with ROLE. "
                        "Issuing a name again replaces its token; --revoke ends it at once.")
     p.add_argument("name", help="what the token is for, e.g. reporting or monitoring")
-    p.add_argument("--role", choices=("viewer", "dispatcher", "records_officer", "admin"), default=None,
-                   help="what the token may do, as for users (required unless --revoke)")
+    p.add_argument("--role", choices=("viewer", "dispatcher", "records_officer", "admin", "back_office"), default=None,
+                   help="what the token may do, as for users (back_office: the back office's importer, exports records only;"
+                        " required unless --revoke)")
     p.add_argument("--hq-data-dir", type=Path, required=True, help="HQ's data directory")
     p.add_argument("--db", type=settings.db_url, help="HQ's PostgreSQL database, as given to `mobile-office hq --db` (default: SQLite in --hq-data-dir)")
     p.add_argument("--revoke", action="store_true", help="revoke the token of this name instead")
@@ -589,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_node, _add_hq, _add_hq_user, _add_hq_token, _add_provision, _add_sim, _add_report, _add_config_docs):
+    for add in (_add_demo, _add_node, _add_hq, _add_hq_user, _add_hq_token, _add_hq_retention, _add_provision, _add_sim, _add_report,
+                _add_config_docs):
         add(sub)
     return parser
 
