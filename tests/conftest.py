@@ -8,6 +8,7 @@ component skips its tests with the reason, never silently.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -128,16 +129,24 @@ class Proc:
     process: subprocess.Popen[bytes]
     log: Path
 
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # Its own session (spawn): a wrapper's children (faketime forks the node) go with it, none is left running.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
     def kill(self) -> None:
+        self._signal_group(signal.SIGKILL)
         if self.process.poll() is None:
-            self.process.kill()
             self.process.wait(10)
 
     def terminate(self) -> int:
         if self.process.poll() is None:
             self.process.terminate()
-            return self.process.wait(20)
-        return self.process.returncode
+            code = self.process.wait(20)
+        else:
+            code = self.process.returncode
+        self._signal_group(signal.SIGTERM)  # whatever it started and left behind
+        return code
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -146,7 +155,8 @@ class Proc:
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})},
+                                start_new_session=True)
     return Proc(proc, log)
 
 
