@@ -133,6 +133,10 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+class _BatchFailed(Exception):
+    """Applying an envelope's new items together failed (the cause is chained): the envelope goes again item by item."""
+
+
 class HQStore:
     def __init__(self, db: DB, clock: Clock) -> None:
         self.db = db
@@ -168,9 +172,10 @@ class HQStore:
         item whose resend conflicts with what HQ holds: that one is never acknowledged.
         """
         # One writer per (node, stream): on PostgreSQL, workers ingest other vans in parallel.
-        async with transaction(self.db, f"{env.node_id}/{env.stream}"):
-            now = self.clock.now()
-            return await in_one_hop(self.db, lambda db: self._store_in_transaction(db, env, via, hold, now))
+        (res,) = await self.store_envelopes([(env, via, hold)])
+        if isinstance(res, Exception):
+            raise res
+        return res
 
     async def store_envelopes(self, group: list[tuple[Envelope, str, str | None]]) -> list[StoreResult | Exception]:
         """``store_envelope`` for envelopes that arrived together: ONE transaction, one COMMIT (group commit).
@@ -196,13 +201,23 @@ class HQStore:
         for env, via, hold in group:
             await db.execute("SAVEPOINT envelope")
             try:
-                results.append(await self._store_in_transaction(db, env, via, hold, now))
+                try:
+                    res = await self._store_in_transaction(db, env, via, hold, now, one_by_one=False)
+                except _BatchFailed as failed:
+                    # the envelope again from its savepoint, each new item under its own: only the failing ones are quarantined
+                    await db.execute("ROLLBACK TO SAVEPOINT envelope")
+                    log.warning("batch %s/%s from %d failed (%s): applying item by item", env.node_id, env.stream, env.first_seq,
+                                type(failed.__cause__).__name__)
+                    res = await self._store_in_transaction(db, env, via, hold, now, one_by_one=True)
+                results.append(res)
             except Exception as exc:  # noqa: BLE001 - returned for this envelope (logged by ingest); the group commits
                 await db.execute("ROLLBACK TO SAVEPOINT envelope")
                 results.append(exc)
             await db.execute("RELEASE SAVEPOINT envelope")
 
-    async def _store_in_transaction(self, db: DB, env: Envelope, via: str, hold: str | None, now: float) -> StoreResult:
+    async def _store_in_transaction(self, db: DB, env: Envelope, via: str, hold: str | None, now: float,
+                                    one_by_one: bool) -> StoreResult:
+        """Inside the caller's ``SAVEPOINT envelope``; ``_BatchFailed`` if applying the new items together failed."""
         res = StoreResult(0)
         await db.execute(
             "INSERT INTO node_state(node_id, last_seen, link, trusted_time) VALUES (?, ?, ?, ?)"
@@ -229,19 +244,22 @@ class HQStore:
             else:
                 res.duplicates += 1
         res.new = len(fresh)
-        await self._store_fresh(db, env, via, fresh, hold, now, res, base)
+        await self._store_fresh(db, env, via, fresh, hold, now, res, base, one_by_one)
         if res.new:
             await db.execute(
                 "INSERT INTO class_bytes(node_id, stream, bytes, items) VALUES (?, ?, ?, ?) ON CONFLICT(node_id, stream)"
                 " DO UPDATE SET bytes = class_bytes.bytes + excluded.bytes, items = class_bytes.items + excluded.items",
                 (env.node_id, env.stream, sum(len(x[1]) for x in fresh), res.new),
             )
-        # (each statement is a round trip on PostgreSQL: no separate "make sure the row exists")
+        # (each statement is a round trip on PostgreSQL: no separate "make sure the row exists"; the first
+        # conflicting item, which caps the ack below, is read in the same trip: only _conflict above writes it)
         rows = await fetch_all(
-            db, "SELECT contiguous FROM instance_streams WHERE node_id = ? AND instance = ? AND stream = ?",
-            (env.node_id, env.instance, env.stream),
+            db, "SELECT (SELECT contiguous FROM instance_streams WHERE node_id = ? AND instance = ? AND stream = ?),"
+            " (SELECT MIN(seq) FROM item_conflicts WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ?)",
+            (env.node_id, env.instance, env.stream, env.node_id, env.stream, base, base + SEQ_SPAN),
         )
-        contiguous = int(rows[0][0]) if rows else 0
+        contiguous = int(rows[0][0]) if rows and rows[0][0] is not None else 0
+        first_conflict = None if not rows or rows[0][1] is None else int(rows[0][1])
         for (seq,) in await fetch_all(
             db, "SELECT seq FROM items WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ? ORDER BY seq",
             (env.node_id, env.stream, base + contiguous, base + SEQ_SPAN),
@@ -264,13 +282,8 @@ class HQStore:
         if env.stream == "audit":
             for problem in await audit.verify_new(db, env.node_id, now):
                 log.warning("audit chain of %s: %s", env.node_id, problem)
-        crows = await fetch_all(
-            db, "SELECT MIN(seq) FROM item_conflicts WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ?",
-            (env.node_id, env.stream, base, base + SEQ_SPAN),
-        )
-        crow = crows[0] if crows else None
-        if crow is not None and crow[0] is not None and int(crow[0]) - base - 1 < contiguous:
-            contiguous, res.held_back = int(crow[0]) - base - 1, True
+        if first_conflict is not None and first_conflict - base - 1 < contiguous:
+            contiguous, res.held_back = first_conflict - base - 1, True
         res.contiguous = contiguous
         return res
 
@@ -315,8 +328,9 @@ class HQStore:
         )
 
     async def _store_fresh(self, db: DB, env: Envelope, via: str, fresh: list[tuple[int, bytes, bytes]], hold: str | None,
-                           now: float, res: StoreResult, base: int) -> None:
-        """Store and apply new items: all under one savepoint, or, if anything fails, each under its own."""
+                           now: float, res: StoreResult, base: int, one_by_one: bool) -> None:
+        """Store and apply new items: all together (``_BatchFailed`` if anything fails: the caller rolls the
+        envelope back and comes again ``one_by_one``), or each under its own savepoint."""
         if not fresh:
             return
         hlc = env.hlc if hold is None else -1  # an HLC HQ would not take is not kept as one
@@ -330,18 +344,17 @@ class HQStore:
             return await self._apply(db, env.node_id, env.stream, seq, item, project=env.stream != "pos" or seq == newest_pos)
 
         quarantined: list[tuple[int, str]] = []
-        await db.execute("SAVEPOINT batch")
-        try:
-            await db.executemany(sql, [(env.node_id, env.stream, seq, item, hlc, via, now, d) for seq, item, d in fresh])
-            for seq, item, _ in fresh:
-                reason = await apply(seq, item)
-                if reason is not None:
-                    quarantined.append((seq, reason))
-        except Exception as exc:  # noqa: BLE001 - any failure of the batch: retried item by item below, each quarantined alone
-            await db.execute("ROLLBACK TO SAVEPOINT batch")
-            await db.execute("RELEASE SAVEPOINT batch")
-            log.warning("batch %s/%s from %d failed (%s): applying item by item", env.node_id, env.stream, env.first_seq, type(exc).__name__)
-            quarantined = []
+        if not one_by_one:
+            # (no savepoint of its own: two statements, two round trips on PostgreSQL, for every message)
+            try:
+                await db.executemany(sql, [(env.node_id, env.stream, seq, item, hlc, via, now, d) for seq, item, d in fresh])
+                for seq, item, _ in fresh:
+                    reason = await apply(seq, item)
+                    if reason is not None:
+                        quarantined.append((seq, reason))
+            except Exception as exc:  # any failure of the batch: the envelope is stored again item by item
+                raise _BatchFailed() from exc
+        else:
             for seq, item, d in fresh:
                 await db.execute("SAVEPOINT item")
                 try:
@@ -356,8 +369,6 @@ class HQStore:
                 await db.execute("RELEASE SAVEPOINT item")
                 if reason is not None:
                     quarantined.append((seq, reason))
-        else:
-            await db.execute("RELEASE SAVEPOINT batch")
         for seq, reason in quarantined:
             res.quarantined.append((seq - base, reason))
             await db.execute(
