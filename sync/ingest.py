@@ -241,7 +241,12 @@ class MqttIngestWorker:
         self.sessions = 0  # broker connections so far: HQ re-retains the catalogue on each new one
 
     async def run(self) -> None:
-        await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._state)
+        try:
+            await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._state)
+        finally:
+            # acks still waiting for PUBACKs: their messages were not PUBACKed, the broker sends them again
+            for task in list(self._answering):
+                task.cancel()
 
     def _state(self, up: bool) -> None:
         self.connected = up
