@@ -41,7 +41,7 @@ from sync.linkmgr import unpack_heartbeat
 from sync.ingest import StoreResult
 
 from . import audit, timefix
-from .db import DB, backend, connect, fetch_all, lock_streams, migrate, transaction
+from .db import DB, backend, connect, fetch_all, in_one_hop, lock_streams, migrate, transaction
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,10 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+class _BatchFailed(Exception):
+    """Applying an envelope's new items together failed (the cause is chained): the envelope goes again item by item."""
+
+
 class HQStore:
     def __init__(self, db: DB, clock: Clock) -> None:
         self.db = db
@@ -168,8 +172,10 @@ class HQStore:
         item whose resend conflicts with what HQ holds: that one is never acknowledged.
         """
         # One writer per (node, stream): on PostgreSQL, workers ingest other vans in parallel.
-        async with transaction(self.db, f"{env.node_id}/{env.stream}"):
-            return await self._store_in_transaction(env, via, hold, self.clock.now())
+        (res,) = await self.store_envelopes([(env, via, hold)])
+        if isinstance(res, Exception):
+            raise res
+        return res
 
     async def store_envelopes(self, group: list[tuple[Envelope, str, str | None]]) -> list[StoreResult | Exception]:
         """``store_envelope`` for envelopes that arrived together: ONE transaction, one COMMIT (group commit).
@@ -186,30 +192,45 @@ class HQStore:
         async with transaction(self.db, keys[0]):
             await lock_streams(self.db, keys[1:])
             now = self.clock.now()
-            for env, via, hold in group:
-                await self.db.execute("SAVEPOINT envelope")
-                try:
-                    results.append(await self._store_in_transaction(env, via, hold, now))
-                except Exception as exc:  # noqa: BLE001 - returned for this envelope (logged by ingest); the group commits
-                    await self.db.execute("ROLLBACK TO SAVEPOINT envelope")
-                    results.append(exc)
-                await self.db.execute("RELEASE SAVEPOINT envelope")
+            # on SQLite the group's statements run in one trip to the connection's thread (BEGIN, this, COMMIT)
+            await in_one_hop(self.db, lambda db: self._store_group(db, group, now, results))
         return results
 
-    async def _store_in_transaction(self, env: Envelope, via: str, hold: str | None, now: float) -> StoreResult:
+    async def _store_group(self, db: DB, group: list[tuple[Envelope, str, str | None]], now: float,
+                           results: list[StoreResult | Exception]) -> None:
+        for env, via, hold in group:
+            await db.execute("SAVEPOINT envelope")
+            try:
+                try:
+                    res = await self._store_in_transaction(db, env, via, hold, now, one_by_one=False)
+                except _BatchFailed as failed:
+                    # the envelope again from its savepoint, each new item under its own: only the failing ones are quarantined
+                    await db.execute("ROLLBACK TO SAVEPOINT envelope")
+                    log.warning("batch %s/%s from %d failed (%s): applying item by item", env.node_id, env.stream, env.first_seq,
+                                type(failed.__cause__).__name__)
+                    res = await self._store_in_transaction(db, env, via, hold, now, one_by_one=True)
+                results.append(res)
+            except Exception as exc:  # noqa: BLE001 - returned for this envelope (logged by ingest); the group commits
+                await db.execute("ROLLBACK TO SAVEPOINT envelope")
+                results.append(exc)
+            await db.execute("RELEASE SAVEPOINT envelope")
+
+    async def _store_in_transaction(self, db: DB, env: Envelope, via: str, hold: str | None, now: float,
+                                    one_by_one: bool) -> StoreResult:
+        """Inside the caller's ``SAVEPOINT envelope``; ``_BatchFailed`` if applying the new items together failed."""
         res = StoreResult(0)
-        await self.db.execute(
+        await db.execute(
             "INSERT INTO node_state(node_id, last_seen, link, trusted_time) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(node_id) DO UPDATE SET last_seen = excluded.last_seen, link = excluded.link,"
             " trusted_time = excluded.trusted_time",
             (env.node_id, now, via, int(env.trusted_time)),
         )
-        ordinal, newest = await self._instance(env.node_id, env.instance, now)
+        ordinal, newest = await self._instance(db, env.node_id, env.instance, now)
         base = ordinal * SEQ_SPAN
         first, last = base + env.first_seq, base + env.last_seq
         # (fetch_all: one trip to SQLite's thread per query; this runs for every message)
         held = {int(r[0]): bytes(r[1]) if r[1] is not None else hashlib.sha256(bytes(r[2])).digest() for r in await fetch_all(
-            self.db,
+            db,
             "SELECT seq, digest, CASE WHEN digest IS NULL THEN payload END FROM items WHERE node_id = ? AND stream = ? AND seq BETWEEN ? AND ?",
             (env.node_id, env.stream, first, last),
         )}
@@ -219,98 +240,97 @@ class HQStore:
             if seq not in held:
                 fresh.append((seq, item, digest))
             elif held[seq] != digest:
-                await self._conflict(env, seq, digest, now, res, base)
+                await self._conflict(db, env, seq, digest, now, res, base)
             else:
                 res.duplicates += 1
         res.new = len(fresh)
-        await self._store_fresh(env, via, fresh, hold, now, res, base)
+        await self._store_fresh(db, env, via, fresh, hold, now, res, base, one_by_one)
         if res.new:
-            await self.db.execute(
+            await db.execute(
                 "INSERT INTO class_bytes(node_id, stream, bytes, items) VALUES (?, ?, ?, ?) ON CONFLICT(node_id, stream)"
                 " DO UPDATE SET bytes = class_bytes.bytes + excluded.bytes, items = class_bytes.items + excluded.items",
                 (env.node_id, env.stream, sum(len(x[1]) for x in fresh), res.new),
             )
-        # (each statement is a round trip on PostgreSQL: no separate "make sure the row exists")
+        # (each statement is a round trip on PostgreSQL: no separate "make sure the row exists"; the first
+        # conflicting item, which caps the ack below, is read in the same trip: only _conflict above writes it)
         rows = await fetch_all(
-            self.db, "SELECT contiguous FROM instance_streams WHERE node_id = ? AND instance = ? AND stream = ?",
-            (env.node_id, env.instance, env.stream),
+            db, "SELECT (SELECT contiguous FROM instance_streams WHERE node_id = ? AND instance = ? AND stream = ?),"
+            " (SELECT MIN(seq) FROM item_conflicts WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ?)",
+            (env.node_id, env.instance, env.stream, env.node_id, env.stream, base, base + SEQ_SPAN),
         )
-        contiguous = int(rows[0][0]) if rows else 0
+        contiguous = int(rows[0][0]) if rows and rows[0][0] is not None else 0
+        first_conflict = None if not rows or rows[0][1] is None else int(rows[0][1])
         for (seq,) in await fetch_all(
-            self.db, "SELECT seq FROM items WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ? ORDER BY seq",
+            db, "SELECT seq FROM items WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ? ORDER BY seq",
             (env.node_id, env.stream, base + contiguous, base + SEQ_SPAN),
         ):
             if seq != base + contiguous + 1:
                 break
             contiguous = seq - base
-        await self.db.execute(
+        await db.execute(
             "INSERT INTO instance_streams(node_id, instance, stream, contiguous) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(node_id, instance, stream) DO UPDATE SET contiguous = excluded.contiguous",
             (env.node_id, env.instance, env.stream, contiguous),
         )
         if newest:
             # readers of stream_state (event folds) follow the van's newest instance, in HQ's seq numbers
-            await self.db.execute(
+            await db.execute(
                 "INSERT INTO stream_state(node_id, stream, contiguous) VALUES (?, ?, ?)"
                 " ON CONFLICT(node_id, stream) DO UPDATE SET contiguous = excluded.contiguous",
                 (env.node_id, env.stream, base + contiguous),
             )
         if env.stream == "audit":
-            for problem in await audit.verify_new(self.db, env.node_id, now):
+            for problem in await audit.verify_new(db, env.node_id, now):
                 log.warning("audit chain of %s: %s", env.node_id, problem)
-        crows = await fetch_all(
-            self.db, "SELECT MIN(seq) FROM item_conflicts WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ?",
-            (env.node_id, env.stream, base, base + SEQ_SPAN),
-        )
-        crow = crows[0] if crows else None
-        if crow is not None and crow[0] is not None and int(crow[0]) - base - 1 < contiguous:
-            contiguous, res.held_back = int(crow[0]) - base - 1, True
+        if first_conflict is not None and first_conflict - base - 1 < contiguous:
+            contiguous, res.held_back = first_conflict - base - 1, True
         res.contiguous = contiguous
         return res
 
-    async def _instance(self, node_id: str, instance: str, now: float) -> tuple[int, bool]:
+    async def _instance(self, db: DB, node_id: str, instance: str, now: float) -> tuple[int, bool]:
         """(ordinal of this node instance, whether it is the node's newest); a new one is registered."""
         rows = await fetch_all(
-            self.db, "SELECT i.ordinal, (SELECT MAX(ordinal) FROM node_instances m WHERE m.node_id = i.node_id)"
+            db, "SELECT i.ordinal, (SELECT MAX(ordinal) FROM node_instances m WHERE m.node_id = i.node_id)"
             " FROM node_instances i WHERE i.node_id = ? AND i.instance = ?", (node_id, instance)
         )
         row = rows[0] if rows else None
         if row is not None:
             return int(row[0]), int(row[0]) == int(row[1])
-        async with self.db.execute("SELECT COUNT(*) FROM node_instances WHERE node_id = ?", (node_id,)) as cur:
+        async with db.execute("SELECT COUNT(*) FROM node_instances WHERE node_id = ?", (node_id,)) as cur:
             crow = await cur.fetchone()
         ordinal = int(crow[0]) if crow else 0
-        await self.db.execute(
+        await db.execute(
             "INSERT INTO node_instances(node_id, instance, ordinal, first_seen) VALUES (?, ?, ?, ?)", (node_id, instance, ordinal, now)
         )
         if ordinal:
             log.warning("van %s sends from a new database (instance %s, the %d. it has had): re-flashed or card replaced",
                         node_id, instance or "legacy", ordinal + 1)
             # the new database starts its own audit chain
-            await self.db.execute(
+            await db.execute(
                 "INSERT INTO audit_state(node_id, verified_seq, last_hash, broken) VALUES (?, ?, ?, 0)"
                 " ON CONFLICT(node_id) DO UPDATE SET verified_seq = excluded.verified_seq, last_hash = excluded.last_hash, broken = 0",
                 (node_id, ordinal * SEQ_SPAN, GENESIS),
             )
         return ordinal, True
 
-    async def _conflict(self, env: Envelope, seq: int, digest: bytes, now: float, res: StoreResult, base: int) -> None:
+    async def _conflict(self, db: DB, env: Envelope, seq: int, digest: bytes, now: float, res: StoreResult, base: int) -> None:
         """A resend whose content differs from what HQ holds under its key: quarantined, alerted, never acknowledged."""
         reason = "conflict: differs from the item HQ holds under this number"
         log.warning("item %s/%s/%d: %s", env.node_id, env.stream, seq - base, reason)
         res.quarantined.append((seq - base, reason))
-        await self.db.execute(
+        await db.execute(
             "INSERT INTO item_conflicts(node_id, stream, seq, digest, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (env.node_id, env.stream, seq, digest, now),
         )
-        await self.db.execute(
+        await db.execute(
             "INSERT INTO quarantine(node_id, stream, seq, reason, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (env.node_id, env.stream, seq, reason, now),
         )
 
-    async def _store_fresh(self, env: Envelope, via: str, fresh: list[tuple[int, bytes, bytes]], hold: str | None,
-                           now: float, res: StoreResult, base: int) -> None:
-        """Store and apply new items: all under one savepoint, or, if anything fails, each under its own."""
+    async def _store_fresh(self, db: DB, env: Envelope, via: str, fresh: list[tuple[int, bytes, bytes]], hold: str | None,
+                           now: float, res: StoreResult, base: int, one_by_one: bool) -> None:
+        """Store and apply new items: all together (``_BatchFailed`` if anything fails: the caller rolls the
+        envelope back and comes again ``one_by_one``), or each under its own savepoint."""
         if not fresh:
             return
         hlc = env.hlc if hold is None else -1  # an HLC HQ would not take is not kept as one
@@ -321,45 +341,42 @@ class HQStore:
         async def apply(seq: int, item: bytes) -> str | None:
             if hold is not None:
                 return hold
-            return await self._apply(env.node_id, env.stream, seq, item, project=env.stream != "pos" or seq == newest_pos)
+            return await self._apply(db, env.node_id, env.stream, seq, item, project=env.stream != "pos" or seq == newest_pos)
 
         quarantined: list[tuple[int, str]] = []
-        await self.db.execute("SAVEPOINT batch")
-        try:
-            await self.db.executemany(sql, [(env.node_id, env.stream, seq, item, hlc, via, now, d) for seq, item, d in fresh])
-            for seq, item, _ in fresh:
-                reason = await apply(seq, item)
-                if reason is not None:
-                    quarantined.append((seq, reason))
-        except Exception as exc:  # noqa: BLE001 - any failure of the batch: retried item by item below, each quarantined alone
-            await self.db.execute("ROLLBACK TO SAVEPOINT batch")
-            await self.db.execute("RELEASE SAVEPOINT batch")
-            log.warning("batch %s/%s from %d failed (%s): applying item by item", env.node_id, env.stream, env.first_seq, type(exc).__name__)
-            quarantined = []
+        if not one_by_one:
+            # (no savepoint of its own: two statements, two round trips on PostgreSQL, for every message)
+            try:
+                await db.executemany(sql, [(env.node_id, env.stream, seq, item, hlc, via, now, d) for seq, item, d in fresh])
+                for seq, item, _ in fresh:
+                    reason = await apply(seq, item)
+                    if reason is not None:
+                        quarantined.append((seq, reason))
+            except Exception as exc:  # any failure of the batch: the envelope is stored again item by item
+                raise _BatchFailed() from exc
+        else:
             for seq, item, d in fresh:
-                await self.db.execute("SAVEPOINT item")
+                await db.execute("SAVEPOINT item")
                 try:
-                    await self.db.execute(sql, (env.node_id, env.stream, seq, item, hlc, via, now, d))
+                    await db.execute(sql, (env.node_id, env.stream, seq, item, hlc, via, now, d))
                     reason = await apply(seq, item)
                 except Exception as exc:  # noqa: BLE001 - one hostile item is quarantined (logged with its repr), never a stuck stream
-                    await self.db.execute("ROLLBACK TO SAVEPOINT item")
+                    await db.execute("ROLLBACK TO SAVEPOINT item")
                     reason = f"cannot apply: {type(exc).__name__}"
                     log.warning("item %s/%s/%d quarantined: %r", env.node_id, env.stream, seq - base, exc)
                     # held as received, so the stream behind it moves on
-                    await self.db.execute(sql, (env.node_id, env.stream, seq, item, hlc, via, now, d))
-                await self.db.execute("RELEASE SAVEPOINT item")
+                    await db.execute(sql, (env.node_id, env.stream, seq, item, hlc, via, now, d))
+                await db.execute("RELEASE SAVEPOINT item")
                 if reason is not None:
                     quarantined.append((seq, reason))
-        else:
-            await self.db.execute("RELEASE SAVEPOINT batch")
         for seq, reason in quarantined:
             res.quarantined.append((seq - base, reason))
-            await self.db.execute(
+            await db.execute(
                 "INSERT INTO quarantine(node_id, stream, seq, reason, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (env.node_id, env.stream, seq, reason[:200], now),
             )
 
-    async def _apply(self, node_id: str, stream: str, seq: int, item: bytes, project: bool = True) -> str | None:
+    async def _apply(self, db: DB, node_id: str, stream: str, seq: int, item: bytes, project: bool = True) -> str | None:
         """Project a newly stored item into the tables the dashboard reads; a reason if it cannot be."""
         if stream == "pos":
             if not item:
@@ -372,8 +389,8 @@ class HQStore:
                 return None
             # an impossible time (a receiver's rollover date) is never shown: HQ's arrival time stands in, untrusted;
             # an untrusted one is corrected by its boot's time fix, now or when the fix comes (hq/timefix.py)
-            pos_time, trusted = await timefix.position_time(self.db, node_id, p, self.clock.now())
-            await self.db.execute(
+            pos_time, trusted = await timefix.position_time(db, node_id, p, self.clock.now())
+            await db.execute(
                 "INSERT INTO node_state(node_id, lat, lon, pos_time, pos_trusted, pos_mono, pos_boot) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(node_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, pos_time = excluded.pos_time,"
                 " pos_trusted = excluded.pos_trusted, pos_mono = excluded.pos_mono, pos_boot = excluded.pos_boot"
@@ -386,13 +403,13 @@ class HQStore:
             except SyncError as exc:
                 return str(exc)
             # Only the newest heartbeat held says what waits now: a late one fills history, raises no backlog alert.
-            await self.db.execute(
+            await db.execute(
                 "UPDATE node_state SET depth = ? WHERE node_id = ?"
                 " AND ? >= (SELECT MAX(seq) FROM items WHERE node_id = ? AND stream = 'status')",
                 (json.dumps(hb.depth), node_id, seq, node_id),
             )
             if hb.has_fix and timefix.plausible(hb.time):
-                await self.db.execute(
+                await db.execute(
                     "UPDATE node_state SET lat = ?, lon = ?, pos_time = ? WHERE node_id = ? AND (pos_time IS NULL OR pos_time <= ?)",
                     (hb.lat, hb.lon, hb.time, node_id, hb.time),
                 )
@@ -401,7 +418,7 @@ class HQStore:
                 try:
                     doc = safejson.loads(item)
                     if isinstance(doc, dict) and doc.get("type") == "time_fix":
-                        await timefix.time_fix(self.db, node_id, doc, self.clock.now())
+                        await timefix.time_fix(db, node_id, doc, self.clock.now())
                 except (ValueError, KeyError, TypeError) as exc:
                     return f"malformed time fix: {type(exc).__name__}"
         elif stream == "rec":
@@ -413,15 +430,15 @@ class HQStore:
                 if kind not in RECORD_TYPES:
                     return f"unknown record schema {str(kind)[:40]!r}"
                 if kind == "application":
-                    await self.db.execute(
+                    await db.execute(
                         "INSERT INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code, citizen)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["id"]), str(doc["number"]), str(doc["service_code"]), float(doc["created"]),
                          item.decode(), _text(doc.get("package")), None if doc.get("citizen") is None else str(doc["citizen"])[:40]),
                     )
-                    await timefix.record_clock(self.db, node_id, str(doc["id"]), doc)
+                    await timefix.record_clock(db, node_id, str(doc["id"]), doc)
                 elif kind == "applicant":
-                    await self.db.execute(
+                    await db.execute(
                         "INSERT INTO applicants(node_id, seq, record_id, created, sealed) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["id"]), float(doc["created"]), item.decode()),
                     )
@@ -434,7 +451,7 @@ class HQStore:
                     score = int(doc["score"])
                     if not 1 <= score <= 5:
                         return f"rating score {score} out of 1..5"
-                    await self.db.execute(
+                    await db.execute(
                         "INSERT INTO ratings(node_id, seq, application_id, score, at, comment_sealed) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (node_id, seq, str(doc["application_id"]), score, float(doc["at"]), _text(doc.get("comment_sealed"))),
                     )

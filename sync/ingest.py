@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -236,11 +236,17 @@ class MqttIngestWorker:
         # Messages that arrive while a group is being committed wait here and go in the next group (group commit).
         self._queue: list[tuple[str, str, bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Future[None] | None = None
+        self._answering: set[asyncio.Future[None]] = set()  # groups whose acks wait for the broker's PUBACKs
         self._link: MqttLink | None = None
         self.sessions = 0  # broker connections so far: HQ re-retains the catalogue on each new one
 
     async def run(self) -> None:
-        await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._state)
+        try:
+            await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._state)
+        finally:
+            # acks still waiting for PUBACKs: their messages were not PUBACKed, the broker sends them again
+            for task in list(self._answering):
+                task.cancel()
 
     def _state(self, up: bool) -> None:
         self.connected = up
@@ -294,23 +300,37 @@ class MqttIngestWorker:
                     fut.cancel()
                 raise
             link = self._link
-            sends: list[tuple[asyncio.Future[None], Awaitable[None]]] = []
+            sends: list[tuple[asyncio.Future[None], str, bytes]] = []
             for (node, _, _, fut), answer in zip(group, answers, strict=True):
                 if isinstance(answer, Exception):
                     if not fut.done():
                         fut.set_exception(answer)
                 elif answer is not None and link is not None and link.connected:
-                    sends.append((fut, link.publish(topic_down(node, "ack"), answer)))
+                    sends.append((fut, topic_down(node, "ack"), answer))
                 elif not fut.done():
                     fut.set_result(None)
-            # acks go out together (pipelined PUBACK waits), each message answered with its own ack's fate
-            sent = await asyncio.gather(*(s for _, s in sends), return_exceptions=True)
-            for (fut, _), result in zip(sends, sent, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, Exception):
-                    fut.set_exception(result)
-                elif isinstance(result, BaseException):
-                    fut.cancel()
-                else:
-                    fut.set_result(None)
+            if sends and link is not None:
+                # The next group is stored while these acks wait for the broker's PUBACKs (they took as long
+                # as the storage itself); each message is still PUBACKed only once its own ack is out.
+                task = asyncio.ensure_future(self._answer(link, sends))
+                self._answering.add(task)
+                task.add_done_callback(self._answering.discard)
+
+    @staticmethod
+    async def _answer(link: MqttLink, sends: list[tuple[asyncio.Future[None], str, bytes]]) -> None:
+        """Publish a group's acks together (pipelined PUBACK waits); each message answered with its own ack's fate."""
+        try:
+            sent = await asyncio.gather(*(link.publish(topic, answer) for _, topic, answer in sends), return_exceptions=True)
+        except BaseException:
+            for fut, _, _ in sends:
+                fut.cancel()
+            raise
+        for (fut, _, _), result in zip(sends, sent, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            elif isinstance(result, BaseException):
+                fut.cancel()
+            else:
+                fut.set_result(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
@@ -13,7 +14,8 @@ import aiosqlite
 import pytest
 
 from hq import store as hq_store_module
-from hq.db import DB
+from hq.db import DB, in_one_hop
+from hq.db import transaction as hq_transaction
 from hq.store import HQStore
 from sync import envelope, outbox, poscodec
 from sync.clock import ManualClock
@@ -290,6 +292,56 @@ async def test_messages_arriving_together_commit_once_and_are_acked_per_van_afte
     assert ingest.duplicates == 3
     assert [s for s, _ in await hq_store.items("van-01", "evt")] == [1, 2]
     assert parse_ack_message(decode(again[3] or b"", lambda n: keys.hq.public_key()).items).acks == {"evt": 2, "rec": 1}
+
+
+async def test_a_group_is_stored_in_one_trip_to_sqlites_thread_whatever_its_size(
+        ingest: Ingest, keys: Keys, hq_store: HQStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HQ ingest at steady state: a group's statements run in ONE hop to SQLite's thread (BEGIN, the group, COMMIT),
+    not one per statement; what is stored and acknowledged is the same as statement by statement."""
+    if hq_store.backend != "sqlite":
+        pytest.skip("PostgreSQL has no connection thread: its statements are round trips")
+    db = hq_store.db
+    assert isinstance(db, aiosqlite.Connection)
+    hops: list[int] = []
+    real_execute = db._execute
+
+    async def counting(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops[-1] += 1
+        return await real_execute(fn, *args, **kwargs)
+
+    monkeypatch.setattr(db, "_execute", counting)
+    seq = {"rec": 0, "pos": 0}
+
+    def message(van: str, stream: str) -> tuple[bytes, str, str, str]:
+        seq[stream] += 1
+        item = poscodec.pack_position(poscodec.Position(1_780_000_000 + seq[stream], 48.5, 32.2, 11.0, 45.0, True)) \
+            if stream == "pos" else b"not json"  # a record HQ cannot apply: stored, quarantined, acknowledged
+        return encode(Envelope(van, stream, seq[stream], (item,), seq["rec"] + seq["pos"]), keys.node), "mqtt", van, stream
+
+    for size in (2, 40):
+        hops.append(0)
+        answers = await ingest.handle_many([message("van-01", "pos" if i % 3 else "rec") for i in range(size)])
+        assert not any(isinstance(a, Exception) for a in answers)
+    assert hops[0] == hops[1] <= 3, hops
+    acks = parse_ack_message(decode(answers[-1] or b"", lambda n: keys.hq.public_key()).items)
+    assert acks.acks == {"pos": seq["pos"], "rec": seq["rec"]}
+    assert [s for s, _ in await hq_store.items("van-01", "pos")] == list(range(1, seq["pos"] + 1))
+    assert len(await hq_store.quarantined()) == seq["rec"]
+
+
+async def test_a_one_hop_body_may_only_await_the_database(hq_store: HQStore) -> None:
+    """On SQLite the body runs on the connection's thread: anything else it awaits is refused, and nothing is kept."""
+    if hq_store.backend != "sqlite":
+        pytest.skip("on PostgreSQL the body runs as written")
+
+    async def body(db: DB) -> None:
+        await db.execute("INSERT INTO rejections(at, claimed_node, channel, reason) VALUES (?, ?, ?, ?)", (1.0, "x", "mqtt", "test"))
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="awaited something other than the database"):
+        async with hq_transaction(hq_store.db):
+            await in_one_hop(hq_store.db, body)
+    assert (await hq_store.stats())["rejected"] == 0
 
 
 async def test_unsynced_bookkeeping_leaves_every_other_commit_synchronous(node_db: aiosqlite.Connection) -> None:
