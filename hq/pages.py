@@ -35,6 +35,10 @@ def session(request: web.Request, permission: str | None = None) -> Session:
 
 
 def language(request: web.Request) -> str:
+    # A citizen's public page can be linked in a language (?lang=en) without a cookie.
+    asked = request.query.get("lang", "")
+    if request.path.startswith("/public/") and asked in lang_mech.LANGUAGES:
+        return asked
     return lang_mech.language(request.cookies)
 
 

@@ -37,11 +37,11 @@ from kit import data_path
 from kit.geo import haversine
 from sync import crypto, figures
 from kit.web import HttpProblem, json_response
-from . import projections
+from . import i18n, projections
 from .db import migrate, transaction
 
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
-from .pages import allow_tiles, page, session
+from .pages import allow_tiles, language, page, session
 
 MIGRATIONS = [
     """
@@ -71,9 +71,12 @@ async def create_schema(db: Any) -> None:
     await migrate(db, "hq_trips", MIGRATIONS)
 
 
-def category_labels() -> dict[str, str]:
+def category_labels(lang: str = "uk") -> dict[str, str]:
+    """The categories' names for a page: Ukrainian from the domain data, other languages from HQ's catalogue (data's name if it lacks one)."""
     doc = json.loads(data_path("citizen_categories.json").read_text(encoding="utf-8"))
-    return {"finished": "усього візитів", **{c["code"]: c["name"] for c in doc["categories"]}}
+    names = {c["code"]: c["name"] if lang == "uk" or f"citizen_category.{c['code']}" not in i18n.E else i18n.translate(f"citizen_category.{c['code']}", lang)
+             for c in doc["categories"]}
+    return {"finished": i18n.translate("ind.finished", lang), **names}
 
 
 def places() -> dict[str, dict[str, Any]]:
@@ -353,7 +356,7 @@ async def trips_page(request: web.Request) -> web.Response:
     d0, d1, rep = await _report(request)
     nodes = sorted(rep["per_van"])
     ctx = {"rep": rep, "from": d0.isoformat(), "to": d1.isoformat(), "nodes": nodes, "node_id": request.query.get("node_id", ""),
-           "places": places(), "purposes": PURPOSES, "session": s, "labels": category_labels(),
+           "places": places(), "purposes": PURPOSES, "session": s, "labels": category_labels(language(request)),
            "sent": request.query.get("planned"), "tile_url": request.app[CONFIG].tile_url,
            "tile_attribution": request.app[CONFIG].tile_attribution}
     resp = await page(request, "trips.html", ctx)
