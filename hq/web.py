@@ -21,7 +21,7 @@ from sync.errors import CryptoError
 
 from . import appstatus, attachments, export, fleet, planning, sms, users, vault
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE, WORKER
-from .pages import allow_tiles, opening_reason, page, session, tile_origin, tr  # noqa: F401  (tile_origin: imported from here by tests)
+from .pages import allow_tiles, language, opening_reason, page, session, tile_origin, tr  # noqa: F401  (tile_origin: imported from here by tests)
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -55,11 +55,12 @@ async def dashboard(request: web.Request) -> web.Response:
     session(request)
     store = request.app[STORE]
     now = request.app[CONFIG].clock.now()
-    view = await fleet.fleet_view(store, now)
+    lang = language(request)
+    view = await fleet.fleet_view(store, now, lang)
     since = now - 24 * 3600
     tracks = {n["node_id"]: await fleet.track(store, n["node_id"], since) for n in view["nodes"]}
     ctx = {"view": view, "stats": await store.stats(), "ingest_up": request.app[WORKER].connected,
-           "map": fleet.svg_map(tracks, view["nodes"]), "commands": sorted(COMMANDS), "categories": CATEGORIES,
+           "map": fleet.svg_map(tracks, view["nodes"], lang=lang), "commands": sorted(COMMANDS), "categories": CATEGORIES,
            "sent_commands": await appstatus.commands(store), "tile_url": request.app[CONFIG].tile_url,
            "tile_attribution": request.app[CONFIG].tile_attribution,
            "map_data": fleet.map_data(tracks, view["nodes"])}
@@ -74,7 +75,8 @@ async def dashboard(request: web.Request) -> web.Response:
 async def fleet_live(request: web.Request) -> web.Response:
     """What the dashboard's script polls: the fleet with alerts, as of now."""
     session(request)
-    view = await fleet.fleet_view(request.app[STORE], request.app[CONFIG].clock.now())
+    # The page's script shows these alerts: in the page's language (a client without the cookie gets Ukrainian, as before).
+    view = await fleet.fleet_view(request.app[STORE], request.app[CONFIG].clock.now(), language(request))
     view["commands"] = await appstatus.commands(request.app[STORE])  # the console's acks, live
     return json_response(view)
 
