@@ -395,6 +395,11 @@ E: dict[str, dict[str, str]] = {
                        "en": "Click on the map to set the coordinates of the stop whose field you chose (or of the first without coordinates)."},
     "trips.map_label": {"uk": "Мапа для вибору зупинки", "en": "Map to pick a stop"},
     "trips.send_plan": {"uk": "Надіслати план фургону", "en": "Send the plan to the van"},
+    "trips.err.place": {"uk": "Зупинка {n}: оберіть місце або вкажіть широту й довготу", "en": "Stop {n}: choose a place or enter latitude and longitude"},
+    "trips.err.outside": {"uk": "Зупинка {n}: координати поза Україною", "en": "Stop {n}: the coordinates are outside Ukraine"},
+    "trips.err.time": {"uk": "Зупинка {n}: час має вигляд ГГ:ХХ", "en": "Stop {n}: a time looks like HH:MM"},
+    "trips.err.no_stops": {"uk": "Додайте хоча б одну зупинку", "en": "Add at least one stop"},
+    "trips.err.kind": {"uk": "Невідомий вид виїзду", "en": "Unknown kind of trip"},
     # indicators
     "ind.title": {"uk": "Показники", "en": "Indicators"},
     "ind.h1": {"uk": "Показники програми «Мобільний офіс»", "en": "Mobile Office programme indicators"},

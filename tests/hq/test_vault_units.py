@@ -273,3 +273,8 @@ def test_handler_labels_have_both_languages() -> None:
     uk = trips.category_labels("uk")
     assert en.keys() == uk.keys() and not any(CYRILLIC.search(v) for v in en.values())
     assert all(CYRILLIC.search(v) for v in uk.values())
+    # The planning form's errors: Ukrainian in the message (the API's language), the page's language through the key.
+    with pytest.raises(trips.TripPlanError) as err:
+        trips.parse_stops([{"place": "", "lat": "1", "lon": "1"}])
+    assert str(err.value) == "Зупинка 1: координати поза Україною"
+    assert CATALOGUE[err.value.key]["en"].format(**err.value.values) == "Stop 1: the coordinates are outside Ukraine"
