@@ -130,8 +130,12 @@ def test_hq_pages_in_english(browser: Any, demo: tuple[str, str, Path]) -> None:
     assert "IDP settlement" in text and "Remote settlement" in text and "School 5" in text and "10:00–12:00" in text
     assert ukrainian_words(public, stop_names) == []
     assert axe_violations(public) == []
-    public.goto(hq + "/public/schedule")  # without the link's language: Ukrainian, as before
+    public.click("#lang-switch")  # the citizen's own choice wins over the link's language
+    public.wait_for_load_state()
     assert public.inner_text("h1") == "Де буде мобільний офіс ЦНАП" and "Поселення ВПО" in public.inner_text("main")
+    public.context.clear_cookies()
+    public.goto(hq + "/public/schedule")  # no cookie, no link's language: Ukrainian, as before
+    assert public.evaluate("document.documentElement.lang") == "uk" and "Поселення ВПО" in public.inner_text("main")
     # The machines' JSON keeps its Ukrainian label whatever the page's language.
     feed = public.request.get(hq + "/public/schedule.json?lang=en").json()
     assert "Поселення ВПО" in str(feed)
