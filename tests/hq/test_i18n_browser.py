@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.helpers import ApiClient
 from tests.hq.test_hq_browser import PASSWORD, demo  # noqa: F401  (fixture)
-from tests.ui.conftest import axe_violations, browser, login  # noqa: F401  (fixture)
+from tests.ui.conftest import axe_violations, browser, login, screenshot  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.functional]
 
@@ -103,6 +103,7 @@ def test_hq_pages_in_english(browser: Any, demo: tuple[str, str, Path]) -> None:
     assert "All vans" in page.inner_text("#indicator-table")
     assert ukrainian_words(page) == []
     assert axe_violations(page) == []
+    screenshot(page, "hq-indicators-en", docs=True)
 
     # Pre-registration: the form's errors too.
     page.goto(hq + "/prereg")
@@ -130,6 +131,7 @@ def test_hq_pages_in_english(browser: Any, demo: tuple[str, str, Path]) -> None:
     assert "IDP settlement" in text and "Remote settlement" in text and "School 5" in text and "10:00–12:00" in text
     assert ukrainian_words(public, stop_names) == []
     assert axe_violations(public) == []
+    screenshot(public, "hq-public-schedule-en", docs=True)
     public.click("#lang-switch")  # the citizen's own choice wins over the link's language
     public.wait_for_load_state()
     assert public.inner_text("h1") == "Де буде мобільний офіс ЦНАП" and "Поселення ВПО" in public.inner_text("main")
