@@ -15,6 +15,7 @@ from typing import Any
 from sync.errors import EnvelopeError
 from sync.poscodec import unpack_position
 
+from .i18n import translator
 from .store import HQStore
 
 SILENT_AFTER = 30 * 60.0  # seconds without any message
@@ -26,33 +27,32 @@ BACKLOG_RECORDS = 200  # records waiting on the van
 class Alert:
     node_id: str
     code: str  # silent, backlog, forged, audit_chain, quarantine, new_instance, conflict
-    message: str  # Ukrainian, for the dispatcher
+    message: str  # for the dispatcher, in the page's language (Ukrainian unless asked)
 
 
 def alerts_for(node: dict[str, Any], now: float, rejected: int, audit_breaks: int, quarantined: int,
-               new_instance_at: float | None = None, conflicts: int = 0) -> list[Alert]:
+               new_instance_at: float | None = None, conflicts: int = 0, lang: str = "uk") -> list[Alert]:
+    t = translator(lang)
     out = []
     nid = node["node_id"]
     last = node.get("last_seen")
     if last is None or now - float(last) > SILENT_AFTER:
-        mins = "ніколи" if last is None else f"{(now - float(last)) / 60:.0f} хв тому"
-        out.append(Alert(nid, "silent", f"Немає зв'язку: останнє повідомлення {mins}"))
+        mins = t("alert.never") if last is None else t("alert.minutes_ago").format(n=f"{(now - float(last)) / 60:.0f}")
+        out.append(Alert(nid, "silent", t("alert.silent").format(when=mins)))
     depth = node.get("outbox_depth") or {}
     waiting = int(depth.get("rec", 0))
     if waiting > BACKLOG_RECORDS:
-        out.append(Alert(nid, "backlog", f"На фургоні чекають відправлення {waiting} записів"))
+        out.append(Alert(nid, "backlog", t("alert.backlog").format(n=waiting)))
     if rejected:
-        out.append(Alert(nid, "forged", f"Відхилено підроблених або пошкоджених повідомлень: {rejected}"))
+        out.append(Alert(nid, "forged", t("alert.forged").format(n=rejected)))
     if audit_breaks:
-        out.append(Alert(nid, "audit_chain", "Розрив ланцюжка журналу аудиту: перевірте фургон"))
+        out.append(Alert(nid, "audit_chain", t("alert.audit_chain")))
     if quarantined:
-        out.append(Alert(nid, "quarantine", f"Записів у карантині: {quarantined}"))
+        out.append(Alert(nid, "quarantine", t("alert.quarantine").format(n=quarantined)))
     if new_instance_at is not None and now - new_instance_at <= NEW_INSTANCE_ALERT:
-        out.append(Alert(nid, "new_instance", "Фургон надсилає з нової бази даних (перевстановлення або заміна картки пам'яті): "
-                                              "перевірте, чи не було втручання"))
+        out.append(Alert(nid, "new_instance", t("alert.new_instance")))
     if conflicts:
-        out.append(Alert(nid, "conflict", f"Записів, що відрізняються від уже отриманих під тим самим номером: {conflicts}. "
-                                          "Їх не підтверджено, фургон зберігає їх"))
+        out.append(Alert(nid, "conflict", t("alert.conflict").format(n=conflicts)))
     return out
 
 
@@ -61,7 +61,7 @@ async def _counts(store: HQStore, sql: str) -> dict[str, int]:
         return {str(r[0]): int(r[1]) async for r in cur}
 
 
-async def fleet_view(store: HQStore, now: float) -> dict[str, Any]:
+async def fleet_view(store: HQStore, now: float, lang: str = "uk") -> dict[str, Any]:
     nodes = await store.fleet()
     rejected = await _counts(store, "SELECT claimed_node, COUNT(*) FROM rejections GROUP BY claimed_node")
     breaks = await _counts(store, "SELECT node_id, COUNT(*) FROM audit_alerts GROUP BY node_id")
@@ -71,7 +71,7 @@ async def fleet_view(store: HQStore, now: float) -> dict[str, Any]:
         new_instance = {str(r[0]): float(r[1]) async for r in cur}
     alerts = [a for n in nodes for a in alerts_for(n, now, rejected.get(n["node_id"], 0), breaks.get(n["node_id"], 0),
                                                       quarantined.get(n["node_id"], 0), new_instance.get(n["node_id"]),
-                                                      conflicts.get(n["node_id"], 0))]
+                                                      conflicts.get(n["node_id"], 0), lang)]
     return {"nodes": nodes, "alerts": [a.__dict__ for a in alerts], "now": now}
 
 
@@ -93,11 +93,14 @@ async def track(store: HQStore, node_id: str, since: float, limit: int = 5000) -
     return sorted(points)
 
 
-def svg_map(tracks: dict[str, list[tuple[float, float, float]]], vans: list[dict[str, Any]], width: int = 640, height: int = 420) -> str:
+def svg_map(tracks: dict[str, list[tuple[float, float, float]]], vans: list[dict[str, Any]], width: int = 640, height: int = 420,
+            lang: str = "uk") -> str:
     """An equirectangular sketch of tracks and last positions: works with no tile server at all."""
+    say = translator(lang)
+    none_label, map_label = _esc(say("fleet.map_none")), _esc(say("fleet.map_name"))
     pts = [(lat, lon) for t in tracks.values() for _, lat, lon in t] + [(v["lat"], v["lon"]) for v in vans if v.get("lat") is not None]
     if not pts:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="Немає позицій"></svg>'
+        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{none_label}"></svg>'
     lat0, lat1 = min(p[0] for p in pts), max(p[0] for p in pts)
     lon0, lon1 = min(p[1] for p in pts), max(p[1] for p in pts)
     k = math.cos(math.radians((lat0 + lat1) / 2))
@@ -107,7 +110,7 @@ def svg_map(tracks: dict[str, list[tuple[float, float, float]]], vans: list[dict
     def xy(lat: float, lon: float) -> tuple[float, float]:
         return (width / 2 + (lon - cx) * k / span * width * 0.95, height / 2 - (lat - cy) / span * height * 0.95)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="Мапа парку">',
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{map_label}">',
              f'<rect width="{width}" height="{height}" fill="#f4f7f9" stroke="#9ab"/>']
     for nid, t in tracks.items():
         if len(t) > 1:
@@ -118,7 +121,7 @@ def svg_map(tracks: dict[str, list[tuple[float, float, float]]], vans: list[dict
             continue
         x, y = xy(v["lat"], v["lon"])
         color = "#1b5e20" if v.get("status") == "online" else "#a4001c"
-        as_of = f" · дані станом на {_as_of(v['position_time'])}" if v.get("position_time") else ""
+        as_of = " · " + say("fleet.map_as_of").format(when=_as_of(v["position_time"])) if v.get("position_time") else ""
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="{color}"><title>{_esc(v["node_id"])}{as_of}</title></circle>')
         parts.append(f'<text x="{x + 9:.1f}" y="{y + 4:.1f}" font-size="13">{_esc(v["node_id"])}</text>')
     parts.append("</svg>")

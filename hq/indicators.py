@@ -22,7 +22,8 @@ from sync import figures
 
 from . import catalog_admin, projections, trips
 from .appkeys import CONFIG, STORE
-from .pages import page, session
+from .pages import language, page, session
+from .i18n import translator
 
 Row = tuple[Any, ...]
 
@@ -126,14 +127,16 @@ def bar_chart(title: str, rows: list[tuple[str, list[float]]], series: list[str]
     return Markup("".join(parts))
 
 
-def charts(ind: dict[str, Any], labels: dict[str, str]) -> dict[str, Markup]:
+def charts(ind: dict[str, Any], labels: dict[str, str], lang: str = "uk") -> dict[str, Markup]:
+    t = translator(lang)
+    apps, refusals = t("ind.s_applications"), t("ind.s_refusals")
     return {
-        "months": bar_chart("Заяви, відмови й скарги за місяцями", [(m["month"], [m["applications"], m["refusals"], m["complaints"]])
-                                                                      for m in ind["months"]], ["заяви", "відмови", "скарги"]),
-        "vans": bar_chart("Заяви й відмови за фургонами", [(n, [r["applications"], r["refusals"]]) for n, r in ind["per_van"].items()],
-                          ["заяви", "відмови"]),
-        "categories": bar_chart("Домашні візити за категоріями громадян",
-                                [(labels.get(c, c), [float(n)]) for c, n in ind["fleet"]["home_visits_by_category"].items()], ["візити"]),
+        "months": bar_chart(t("ind.chart_months"), [(m["month"], [m["applications"], m["refusals"], m["complaints"]])
+                                                    for m in ind["months"]], [apps, refusals, t("ind.s_complaints")]),
+        "vans": bar_chart(t("ind.chart_vans"), [(n, [r["applications"], r["refusals"]]) for n, r in ind["per_van"].items()],
+                          [apps, refusals]),
+        "categories": bar_chart(t("ind.cap_categories"),
+                                [(labels.get(c, c), [float(n)]) for c, n in ind["fleet"]["home_visits_by_category"].items()], [t("ind.s_visits")]),
     }
 
 
@@ -168,8 +171,9 @@ async def _indicators(request: web.Request) -> dict[str, Any]:
 async def indicators_page(request: web.Request) -> web.Response:
     s = session(request)
     ind = await _indicators(request)
-    labels = trips.category_labels()
-    ctx = {"session": s, "ind": ind, "charts": charts(ind, labels), "labels": labels, "node_id": request.query.get("node_id", ""),
+    lang = language(request)
+    labels = trips.category_labels(lang)
+    ctx = {"session": s, "ind": ind, "charts": charts(ind, labels, lang), "labels": labels, "node_id": request.query.get("node_id", ""),
            "service": request.query.get("service", ""), "nodes": sorted(n["node_id"] for n in await request.app[STORE].fleet())}
     return await page(request, "indicators.html", ctx)
 

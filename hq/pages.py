@@ -35,6 +35,10 @@ def session(request: web.Request, permission: str | None = None) -> Session:
 
 
 def language(request: web.Request) -> str:
+    # A citizen's public page can be linked in a language (?lang=en) without a cookie.
+    asked = request.query.get("lang", "")
+    if request.path.startswith("/public/") and asked in lang_mech.LANGUAGES:
+        return asked
     return lang_mech.language(request.cookies)
 
 
@@ -60,6 +64,8 @@ async def i18n_context(request: web.Request) -> dict[str, Any]:
     lang = language(request)
     # The language switch comes back here; a page answering a form (POST) goes back to the page the form was on.
     path = request.path_qs if request.method == "GET" else lang_mech.local_path(urlsplit(request.headers.get("Referer", "/")).path or "/")
+    if request.path.startswith("/public/"):
+        path = request.path  # a link's ?lang= would otherwise win over the switch
     return {"t": i18n.translator(lang), "lang": lang, "path": path, "ordered": i18n.ordered}
 
 

@@ -35,6 +35,7 @@ from sync.crypto import wrap_to_public
 from .appkeys import CONFIG, DOWNLINK, STORE
 from .db import DB, migrate, transaction
 from .errors import HQError
+from .i18n import translate
 from .events import fold_events
 from .sender import NotConnected
 from .trips import record_visit_plan
@@ -64,7 +65,11 @@ STATES = {"assigned": "Призначено", "cancelled": "Скасовано",
 
 
 class PlanningError(HQError):
-    """An assignment that cannot be made; the message is for people."""
+    """An assignment that cannot be made; the message is for people (Ukrainian; ``key`` gives it in the page's language)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(translate(key, "uk"))
+        self.key = key
 
 
 async def create_schema(db: DB) -> None:
@@ -86,9 +91,9 @@ def point(lat: str, lon: str) -> tuple[float, float] | None:
     try:
         p = (float(lat), float(lon))
     except ValueError as exc:
-        raise PlanningError("Координати адреси: широта й довгота числами, наприклад 47.91 і 33.39") from exc
+        raise PlanningError("visits.err.point") from exc
     if not (44.0 <= p[0] <= 53.0 and 22.0 <= p[1] <= 41.0):
-        raise PlanningError("Координати адреси поза Україною")
+        raise PlanningError("visits.err.outside")
     return p
 
 
@@ -98,7 +103,7 @@ async def assign_home_visit(app: Any, node_id: str, details: dict[str, Any], pla
     cfg = app[CONFIG]
     seal = cfg.keys.node_seal_keys().get(node_id)
     if seal is None:
-        raise PlanningError("Фургон не має ключа для запечатаних призначень: видайте йому новий пакет реєстрації")
+        raise PlanningError("visits.err.no_key")
     item = sealed_assignment(seal, node_id, details, planned_date, assigned_to)
     vid, now, db = str(item["id"]), cfg.clock.now(), app[STORE].db
     async with transaction(db):
@@ -122,15 +127,15 @@ async def change(app: Any, visit_id: str, *, cancel: bool = False, planned_date:
                               (visit_id,)) as cur:
             row = await cur.fetchone()
         if row is None:
-            raise PlanningError("Візит не знайдено")
+            raise PlanningError("visits.err.not_found")
         node_id, old_date, assigned_to, state, version, sealed = row
         if state not in ("assigned",):
-            raise PlanningError("Змінити можна лише призначений візит, який ще не розпочато і не скасовано")
+            raise PlanningError("visits.err.not_assigned")
         if not cancel:
             try:
                 date.fromisoformat(planned_date or "")
             except ValueError as exc:
-                raise PlanningError("Нова дата має вигляд РРРР-ММ-ДД") from exc
+                raise PlanningError("visits.err.date") from exc
         version, day = int(version) + 1, old_date if cancel else planned_date
         msg_id = f"{visit_id}-v{version}"
         item = {"id": msg_id, "kind": "home_visit", "visit_id": visit_id, "version": version, "status": "cancelled" if cancel else "assigned",

@@ -33,9 +33,9 @@ from kit.tasks import LOOPS, background
 from kit.web import HttpProblem, json_response
 from sync.crypto import wrap_to_public
 
-from . import catalog_admin
+from . import catalog_admin, i18n
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
-from .pages import page, session
+from .pages import language, page, session
 from .trips import places
 from .db import DB, migrate, transaction
 from .errors import HQError
@@ -88,38 +88,39 @@ def prereg_item(node_seal: Any, node_id: str, details: dict[str, Any], day: str,
     return item
 
 
-async def validate(app: web.Application, form: dict[str, str]) -> dict[str, Any]:
-    """The form, checked; PreregError with every field that is wrong (the dispatcher sees them all at once)."""
+async def validate(app: web.Application, form: dict[str, str], lang: str = "uk") -> dict[str, Any]:
+    """The form, checked; PreregError with every field that is wrong (the dispatcher sees them all at once), in the page's language."""
     fields: dict[str, str] = {}
+    t = i18n.translator(lang)
     name = form.get("name", "").strip()
     if not 3 <= len(name) <= 120:
-        fields["name"] = "Вкажіть прізвище та ім'я (3–120 символів)"
+        fields["name"] = t("prereg.err.name")
     phone = form.get("phone", "").strip()
     if phone and (not PHONE_RE.match(phone) or not 10 <= sum(ch.isdigit() for ch in phone) <= 15):
-        fields["phone"] = "Телефон: 10–15 цифр, наприклад +380671234567"
+        fields["phone"] = t("prereg.err.phone")
     node_id = form.get("node_id", "")
     fleet = {n["node_id"] for n in await app[STORE].fleet()}
     if node_id not in fleet:
-        fields["node_id"] = "Оберіть фургон зі списку"
+        fields["node_id"] = t("prereg.err.node")
     elif node_id not in app[CONFIG].keys.node_seal_keys():
-        fields["node_id"] = "Фургон не має ключа для запечатаних записів: видайте йому новий пакет реєстрації"
+        fields["node_id"] = t("prereg.err.no_key")
     services = {s["code"]: s["name"] for s in (await catalog_admin.current(app[STORE].db))["doc"]["services"]}
     code = form.get("service_code", "")
     if code not in services:
-        fields["service_code"] = "Оберіть послугу з каталогу"
+        fields["service_code"] = t("prereg.err.service")
     day = form.get("date", "").strip()
     today = datetime.fromtimestamp(app[CONFIG].clock.now(), timezone.utc).date()
     try:
         if date.fromisoformat(day) < today:
-            fields["date"] = "Дата вже минула"
+            fields["date"] = t("prereg.err.past")
     except ValueError:
-        fields["date"] = "Дата має вигляд РРРР-ММ-ДД"
+        fields["date"] = t("prereg.err.date")
     slot = form.get("slot", "").strip() or None
     if slot is not None and not SLOT_RE.match(slot):
-        fields["slot"] = "Час має вигляд ГГ:ХХ, наприклад 10:30"
+        fields["slot"] = t("prereg.err.slot")
     stop = form.get("stop", "").strip()[:200] or None
     if fields:
-        raise PreregError("Перевірте поля форми", fields)
+        raise PreregError(t("prereg.err.form"), fields)
     details = {"name": name, "phone": phone or None, "purpose": services[code]}
     return {"node_id": node_id, "details": details, "day": day, "slot": slot, "service_code": code, "stop": stop}
 
@@ -247,7 +248,7 @@ async def prereg_submit(request: web.Request) -> web.Response:
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     values = {k: str(form.get(k, "")) for k in ("name", "phone", "node_id", "service_code", "date", "slot", "stop")}
     try:
-        data = await validate(request.app, values)
+        data = await validate(request.app, values, language(request))
     except PreregError as exc:
         # The page again with what was typed (the name stays in the browser only, never in HQ's store).
         return await prereg_page(request, exc.fields, values, status=422)

@@ -183,7 +183,7 @@ async def schedule_page(request: web.Request) -> web.Response:
     days: dict[str, list[dict[str, Any]]] = {}
     for e in items:
         days.setdefault(e["date"], []).append(e)
-    return await page(request, "public_schedule.html", {"days": days, "session": None})
+    return await page(request, "public_schedule.html", {"days": days, "session": None, "purposes": PURPOSES})
 
 
 async def schedule_json(request: web.Request) -> web.Response:

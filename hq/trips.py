@@ -37,11 +37,11 @@ from kit import data_path
 from kit.geo import haversine
 from sync import crypto, figures
 from kit.web import HttpProblem, json_response
-from . import projections
+from . import i18n, projections
 from .db import migrate, transaction
 
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
-from .pages import allow_tiles, page, session
+from .pages import allow_tiles, language, page, session, tr
 
 MIGRATIONS = [
     """
@@ -64,16 +64,23 @@ Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 
 class TripPlanError(ValueError):
-    """A plan that cannot be made; the message is for people."""
+    """A plan that cannot be made; the message is for people (Ukrainian; ``key`` and ``values`` give it in the page's language)."""
+
+    def __init__(self, key: str, **values: object) -> None:
+        super().__init__(i18n.translate(key, "uk").format(**values))
+        self.key, self.values = key, values
 
 
 async def create_schema(db: Any) -> None:
     await migrate(db, "hq_trips", MIGRATIONS)
 
 
-def category_labels() -> dict[str, str]:
+def category_labels(lang: str = "uk") -> dict[str, str]:
+    """The categories' names for a page: Ukrainian from the domain data, other languages from HQ's catalogue (data's name if it lacks one)."""
     doc = json.loads(data_path("citizen_categories.json").read_text(encoding="utf-8"))
-    return {"finished": "усього візитів", **{c["code"]: c["name"] for c in doc["categories"]}}
+    names = {c["code"]: c["name"] if lang == "uk" or f"citizen_category.{c['code']}" not in i18n.E else i18n.translate(f"citizen_category.{c['code']}", lang)
+             for c in doc["categories"]}
+    return {"finished": i18n.translate("ind.finished", lang), **names}
 
 
 def places() -> dict[str, dict[str, Any]]:
@@ -103,18 +110,18 @@ def parse_stops(rows: Iterable[dict[str, str]]) -> list[dict[str, Any]]:
             try:
                 stop.update(lat=float(r.get("lat") or ""), lon=float(r.get("lon") or ""))
             except ValueError as exc:
-                raise TripPlanError(f"Зупинка {i}: оберіть місце або вкажіть широту й довготу") from exc
+                raise TripPlanError("trips.err.place", n=i) from exc
             if not (44.0 <= stop["lat"] <= 53.0 and 22.0 <= stop["lon"] <= 41.0):
-                raise TripPlanError(f"Зупинка {i}: координати поза Україною")
+                raise TripPlanError("trips.err.outside", n=i)
             stop["name"] = (r.get("name") or place or f"Зупинка {i}").strip()[:200]
         for key in ("from", "to"):
             value = (r.get(key) or "").strip()
             if value and not TIME_RE.match(value):
-                raise TripPlanError(f"Зупинка {i}: час має вигляд ГГ:ХХ")
+                raise TripPlanError("trips.err.time", n=i)
             stop[key] = value or None
         out.append(stop)
     if not out:
-        raise TripPlanError("Додайте хоча б одну зупинку")
+        raise TripPlanError("trips.err.no_stops")
     return out
 
 
@@ -125,7 +132,7 @@ async def plan_trip(app: web.Application, node_id: str, title: str, planned_date
     ``presence_public``: whether the public schedule may say "the van is here now" for this trip's stops.
     """
     if kind not in ("van", "home_round"):
-        raise TripPlanError("Невідомий вид виїзду")
+        raise TripPlanError("trips.err.kind")
     store, cfg = app[STORE], app[CONFIG]
     trip_id = uuid.uuid4().hex
     item = trip_item(trip_id, kind, title, planned_date, assigned_to, stops)
@@ -353,7 +360,7 @@ async def trips_page(request: web.Request) -> web.Response:
     d0, d1, rep = await _report(request)
     nodes = sorted(rep["per_van"])
     ctx = {"rep": rep, "from": d0.isoformat(), "to": d1.isoformat(), "nodes": nodes, "node_id": request.query.get("node_id", ""),
-           "places": places(), "purposes": PURPOSES, "session": s, "labels": category_labels(),
+           "places": places(), "purposes": PURPOSES, "session": s, "labels": category_labels(language(request)),
            "sent": request.query.get("planned"), "tile_url": request.app[CONFIG].tile_url,
            "tile_attribution": request.app[CONFIG].tile_attribution}
     resp = await page(request, "trips.html", ctx)
@@ -396,7 +403,7 @@ async def trip_plan_submit(request: web.Request) -> web.Response:
                         str(form.get("assigned_to", "")).strip() or None, stops, s.username,
                         presence_public=not form.get("hide_presence"))
     except TripPlanError as exc:
-        raise HttpProblem(str(exc), code="plan_failed", status=422) from exc
+        raise HttpProblem(tr(request, exc.key, **exc.values), code="plan_failed", status=422) from exc
     raise web.HTTPSeeOther("/trips?planned=1")
 
 

@@ -21,7 +21,7 @@ from sync.errors import CryptoError
 
 from . import appstatus, attachments, export, fleet, planning, sms, users, vault
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE, WORKER
-from .pages import allow_tiles, opening_reason, page, session, tile_origin, tr  # noqa: F401  (tile_origin: imported from here by tests)
+from .pages import allow_tiles, language, opening_reason, page, session, tile_origin, tr  # noqa: F401  (tile_origin: imported from here by tests)
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -55,11 +55,12 @@ async def dashboard(request: web.Request) -> web.Response:
     session(request)
     store = request.app[STORE]
     now = request.app[CONFIG].clock.now()
-    view = await fleet.fleet_view(store, now)
+    lang = language(request)
+    view = await fleet.fleet_view(store, now, lang)
     since = now - 24 * 3600
     tracks = {n["node_id"]: await fleet.track(store, n["node_id"], since) for n in view["nodes"]}
     ctx = {"view": view, "stats": await store.stats(), "ingest_up": request.app[WORKER].connected,
-           "map": fleet.svg_map(tracks, view["nodes"]), "commands": sorted(COMMANDS), "categories": CATEGORIES,
+           "map": fleet.svg_map(tracks, view["nodes"], lang=lang), "commands": sorted(COMMANDS), "categories": CATEGORIES,
            "sent_commands": await appstatus.commands(store), "tile_url": request.app[CONFIG].tile_url,
            "tile_attribution": request.app[CONFIG].tile_attribution,
            "map_data": fleet.map_data(tracks, view["nodes"])}
@@ -74,7 +75,8 @@ async def dashboard(request: web.Request) -> web.Response:
 async def fleet_live(request: web.Request) -> web.Response:
     """What the dashboard's script polls: the fleet with alerts, as of now."""
     session(request)
-    view = await fleet.fleet_view(request.app[STORE], request.app[CONFIG].clock.now())
+    # The page's script shows these alerts: in the page's language (a client without the cookie gets Ukrainian, as before).
+    view = await fleet.fleet_view(request.app[STORE], request.app[CONFIG].clock.now(), language(request))
     view["commands"] = await appstatus.commands(request.app[STORE])  # the console's acks, live
     return json_response(view)
 
@@ -291,10 +293,10 @@ async def send_command(request: web.Request) -> web.Response:
     request.app[SESSIONS].check_csrf(s, str(form.get("csrf", "")))
     node_id, kind = str(form.get("node_id", "")), str(form.get("kind", ""))
     if kind not in COMMANDS:
-        raise HttpProblem("Невідома команда", code="unknown_command", status=422, fields={"kind": "невідома команда"})
+        raise HttpProblem(tr(request, "fleet.err.command"), code="unknown_command", status=422, fields={"kind": tr(request, "fleet.err.command_field")})
     store = request.app[STORE]
     if node_id not in {n["node_id"] for n in await store.fleet()}:
-        raise HttpProblem("Невідомий фургон", code="unknown_node", status=422, fields={"node_id": "невідомий фургон"})
+        raise HttpProblem(tr(request, "fleet.err.node"), code="unknown_node", status=422, fields={"node_id": tr(request, "fleet.err.node_field")})
     cmd_id = uuid.uuid4().hex[:12]
     args = command_args(request.app[CONFIG].keys, node_id, kind)  # sealed new keys, HQ's sealing key
     await request.app[DOWNLINK].command(node_id, cmd_id, kind, **args)  # NotConnected: 503 broker_down
@@ -314,20 +316,21 @@ async def assign_visit(request: web.Request) -> web.Response:
                                "purpose": str(form.get("purpose", "")).strip()[:200],
                                "categories": [c for c in form.getall("category", []) if c in CATEGORIES]}
     if not details["name"] or not details["address"]:
-        raise HttpProblem("Вкажіть особу й адресу візиту", code="validation_failed", status=422,
-                          fields={"name": "обов'язкове", "address": "обов'язкове"})
+        raise HttpProblem(tr(request, "visits.err.person"), code="validation_failed", status=422,
+                          fields={"name": tr(request, "error.required"), "address": tr(request, "error.required")})
     try:
         # The address's point (typed, or picked on the map) travels sealed with the details: HQ keeps no point.
         p = planning.point(str(form.get("lat", "")), str(form.get("lon", "")))
     except planning.PlanningError as exc:
-        raise HttpProblem(str(exc), code="validation_failed", status=422, fields={"lat": str(exc), "lon": str(exc)}) from exc
+        msg = tr(request, exc.key)
+        raise HttpProblem(msg, code="validation_failed", status=422, fields={"lat": msg, "lon": msg}) from exc
     if p is not None:
         details["lat"], details["lon"] = p
     try:
         vid = await planning.assign_home_visit(request.app, node_id, details, str(form.get("planned_date", "")) or None,
                                                str(form.get("assigned_to", "")) or None, s.username)
     except planning.PlanningError as exc:
-        raise HttpProblem(str(exc), code="assign_failed", status=409) from exc
+        raise HttpProblem(tr(request, exc.key), code="assign_failed", status=409) from exc
     raise web.HTTPSeeOther(f"/visits?assigned={vid}")
 
 
@@ -359,7 +362,8 @@ async def visit_change(request: web.Request) -> web.Response:
         await planning.change(request.app, request.match_info["id"], cancel=action == "cancel",
                               planned_date=str(form.get("planned_date", "")).strip() or None)
     except planning.PlanningError as exc:
-        raise HttpProblem(str(exc), code="change_failed", status=422, fields={"planned_date": str(exc)}) from exc
+        msg = tr(request, exc.key)
+        raise HttpProblem(msg, code="change_failed", status=422, fields={"planned_date": msg}) from exc
     raise web.HTTPSeeOther(f"/visits?changed={request.match_info['id']}")
 
 

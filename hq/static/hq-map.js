@@ -7,7 +7,10 @@
   var dataEl = document.getElementById("map-data");
   if (!el || !dataEl || !window.L) return;
   var data = JSON.parse(dataEl.textContent);
-  function when(ts) { return ts ? new Date(ts * 1000).toLocaleString("uk-UA") : "—"; }
+  var words = document.getElementById("hq-words");  // the page's words in its language (hq/i18n.py)
+  var asOf = words ? JSON.parse(words.textContent).map_as_of : "дані станом на {when}";
+  var locale = document.documentElement.lang === "en" ? "en-GB" : "uk-UA";
+  function when(ts) { return ts ? new Date(ts * 1000).toLocaleString(locale) : "—"; }
   // Shown before the map is built: Leaflet sizes and fits the view to the element.
   el.hidden = false;
   var fallback = document.getElementById("svg-map");
@@ -24,7 +27,7 @@
   data.vans.forEach(function (v) {
     var color = v.status === "online" ? "#1b5e20" : "#a4001c";
     markers[v.node_id] = L.circleMarker([v.lat, v.lon], { radius: 8, color: color, fillColor: color, fillOpacity: 0.9 })
-      .addTo(map).bindTooltip(v.node_id + " · дані станом на " + when(v.as_of), { permanent: true, direction: "right" });
+      .addTo(map).bindTooltip(v.node_id + " · " + asOf.replace("{when}", when(v.as_of)), { permanent: true, direction: "right" });
     bounds.push([v.lat, v.lon]);
   });
   if (bounds.length) map.fitBounds(bounds, { padding: [20, 20], maxZoom: 15 }); else map.setView([49.0, 31.5], 6);
@@ -34,7 +37,7 @@
       var m = markers[n.node_id];
       if (!m || n.lat === null) return;
       m.setLatLng([n.lat, n.lon]);
-      m.setTooltipContent(n.node_id + " · дані станом на " + when(n.position_time));
+      m.setTooltipContent(n.node_id + " · " + asOf.replace("{when}", when(n.position_time)));
     });
   });
 })();

@@ -2,15 +2,18 @@
 // Without JavaScript the page shows the state at load time.
 (function () {
   "use strict";
-  var names = { online: "на зв'язку", offline: "поза зв'язком" };
-  var acks = { applied: "виконано", expired: "прострочено", unknown: "невідома фургону", failed: "не вдалося", duplicate: "повтор" };
-  function when(ts) { return ts ? new Date(ts * 1000).toLocaleString("uk-UA") : "—"; }
+  // The page's words in its language (hq/i18n.py, drawn into the page by the server).
+  var w = JSON.parse(document.getElementById("hq-words").textContent);
+  var names = { online: w.online, offline: w.offline, revoked: w.revoked };
+  var acks = { applied: w.applied, expired: w.expired, unknown: w.ack_unknown, failed: w.failed, duplicate: w.duplicate };
+  var locale = document.documentElement.lang === "en" ? "en-GB" : "uk-UA";
+  function when(ts) { return ts ? new Date(ts * 1000).toLocaleString(locale) : "—"; }
   function refresh() {
     fetch("/fleet.json", { credentials: "same-origin" }).then(function (r) { return r.ok ? r.json() : null; }).then(function (v) {
       if (!v) return;
       var ul = document.getElementById("alerts");
       ul.textContent = "";
-      if (!v.alerts.length) { var li = document.createElement("li"); li.className = "ok"; li.textContent = "Тривог немає"; ul.appendChild(li); }
+      if (!v.alerts.length) { var li = document.createElement("li"); li.className = "ok"; li.textContent = w.no_alerts; ul.appendChild(li); }
       v.alerts.forEach(function (a) {
         var li = document.createElement("li"); li.className = "alert alert-" + a.code;
         var b = document.createElement("strong"); b.textContent = a.node_id; li.appendChild(b);
@@ -20,7 +23,7 @@
         var row = document.getElementById("node-" + n.node_id);
         if (!row) return;
         var c = row.cells;
-        c[1].textContent = names[n.status] || "невідомо"; c[1].className = n.status;
+        c[1].textContent = names[n.status] || w.unknown; c[1].className = n.status;
         c[2].textContent = when(n.last_seen);
         c[5].textContent = when(n.position_time);
         c[7].textContent = n.records;
@@ -30,7 +33,7 @@
         if (!row || !c.acked_at) return;
         var cell = row.cells[4];
         cell.className = "ack-" + c.result;
-        cell.textContent = (acks[c.result] || c.result) + " (станом на " + when(c.acked_at) + ", час фургона)";
+        cell.textContent = (acks[c.result] || c.result) + " (" + w.ack_as_of.replace("{when}", when(c.acked_at)) + ")";
       });
       document.dispatchEvent(new CustomEvent("hq-fleet", { detail: v }));
     }).catch(function () {});

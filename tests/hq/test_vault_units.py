@@ -7,13 +7,14 @@ import base64
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hq import appstatus, export, retention, users, vault
+from hq import appstatus, export, planning, prereg_admin, retention, trips, users, vault
 from hq.db import transaction
 from hq.i18n import E as CATALOGUE
 from hq.store import HQStore
@@ -245,3 +246,35 @@ async def test_retention_shreds_only_closed_cases_past_their_period(hq: HQStore,
 def test_every_hq_string_in_both_languages() -> None:
     missing = [k for k, v in CATALOGUE.items() if not v.get("uk") or not v.get("en")]
     assert missing == []
+
+
+HQ_TEMPLATES = Path(__file__).resolve().parents[2] / "hq" / "templates"
+CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+
+
+def test_hq_pages_take_every_string_from_the_catalogue() -> None:
+    """Every page's t("key") is in the catalogue, no page hard-codes Ukrainian, and both languages fill the same {placeholders}."""
+    used: set[str] = set()
+    for tpl in sorted(HQ_TEMPLATES.glob("*.html")):
+        text = tpl.read_text(encoding="utf-8")
+        used |= set(re.findall(r"""\bt\(\s*["']([a-z0-9_.]+)["']\s*\)""", text))
+        assert not CYRILLIC.search(text), f"{tpl.name}: {CYRILLIC.search(text)}"
+    assert sorted(k for k in used if k not in CATALOGUE) == []
+    fields = re.compile(r"\{(\w*)\}")
+    assert [k for k, v in CATALOGUE.items() if sorted(fields.findall(v["uk"])) != sorted(fields.findall(v["en"]))] == []
+
+
+def test_handler_labels_have_both_languages() -> None:
+    """Codes a handler hands a page (states, purposes, categories) are all in the catalogue, so no English page falls back to Ukrainian."""
+    codes = ([f"purpose.{c}" for c in trips.PURPOSES] + [f"visit.state.{c}" for c in planning.STATES]
+             + [f"delivery.{c}" for c in planning.DELIVERY] + [f"prereg.state.{c}" for c in prereg_admin.STATES])
+    assert [k for k in codes if k not in CATALOGUE] == []
+    en = trips.category_labels("en")
+    uk = trips.category_labels("uk")
+    assert en.keys() == uk.keys() and not any(CYRILLIC.search(v) for v in en.values())
+    assert all(CYRILLIC.search(v) for v in uk.values())
+    # The planning form's errors: Ukrainian in the message (the API's language), the page's language through the key.
+    with pytest.raises(trips.TripPlanError) as err:
+        trips.parse_stops([{"place": "", "lat": "1", "lon": "1"}])
+    assert str(err.value) == "Зупинка 1: координати поза Україною"
+    assert CATALOGUE[err.value.key]["en"].format(**err.value.values) == "Stop 1: the coordinates are outside Ukraine"
