@@ -521,6 +521,9 @@ MESSAGES_EN: list[tuple[str, str]] = [
     ("Цей візит не можна завершити зараз", "This visit cannot be finished now"),
     ("Внутрішня помилка. Номер інциденту: {n}", "Internal error. Incident number: {n}"),
     ("Браузер не зберігає вибрані файли: оберіть їх ще раз", "The browser does not keep chosen files: please choose them again"),
+    ("Підпис має надійти одним зображенням PNG", "The signature must arrive as one PNG image"),
+    ("Візит уже розпочато або завершено: змінити чи скасувати його не можна",
+     "The visit has already started or finished: it can no longer be changed or cancelled"),
 ]
 
 

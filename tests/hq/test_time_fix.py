@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hq import vault
+from hq import appstatus, vault
 from hq.fleet import fleet_view
 from hq.store import HQStore
 from kit.timesource import WEEK_ROLLOVER_S
@@ -24,6 +24,8 @@ BEHIND = 3 * 86400.0
 @pytest.fixture
 async def hq(tmp_path: Path) -> AsyncIterator[HQStore]:
     store = await HQStore.open(tmp_path / "hq.db", ManualClock(TRUE))
+    await appstatus.create_schema(store)  # the records list shows each record's status, as in the app
+    await vault.create_schema(store)
     yield store
     await store.close()
 

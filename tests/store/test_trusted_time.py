@@ -146,8 +146,8 @@ async def test_queue_without_trusted_time_keeps_its_own_day_and_joins_the_true_o
 async def client(bundle: NodeBundle, tmp_path: Path, clock: ManualClock) -> AsyncIterator[TestClient]:
     cfg = node_config(bundle, tmp_path / "node")
     cfg.clock = clock
-    # a node whose only trusted time would be GPS: neither this machine's kernel flag nor "assume" counts
-    cfg.trust_kernel_clock = cfg.assume_clock_synchronised = False
+    # the kernel's flag is the test clock's (clock.synced), never this machine's "assume"
+    cfg.trust_kernel_clock, cfg.assume_clock_synchronised = True, False
     async with TestClient(TestServer(create_app(cfg))) as c:
         yield c
 

@@ -24,6 +24,7 @@ from edge.app import create_app
 from edge.appkeys import VISITS
 from edge.i18n import translate_message
 from edge.validation import FieldError, edrpou_check_digit, validate_document, validate_edrpou
+from hq import i18n as hq_i18n
 from hq.planning import sealed_assignment
 from provisioning.keys import HQKeys, NodeBundle
 from sync.crypto import SealedRecord, open_with_hq_key
@@ -52,11 +53,15 @@ def sent_to_hq(tmp_path: Path, hq_keys: HQKeys, app_id: str) -> dict[str, str]:
     raise AssertionError(f"no outbox entry for {app_id}")
 
 
-def hq_record_page(rec: dict[str, Any]) -> str:
+def hq_record_page(fields: dict[str, Any]) -> str:
+    """HQ's record template (the vault's page) with these opened application fields, in Ukrainian."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader("hq/templates"), autoescape=True)
-    env.globals.update(when=str, labels={"accepted": "Прийнято"}, status="accepted", next_statuses=[], edits=[], notices=[], openings=[])
+    env.globals.update(t=lambda key: hq_i18n.CATALOGUE.translate(key, "uk"), ordered=hq_i18n.ordered, when=str,
+                       labels={"accepted": "Прийнято"}, status="accepted", next_statuses=[], edits=[], notices=[], openings=[],
+                       files=[], handover=None)
     template = env.from_string(Path("hq/templates/record.html").read_text().replace('{% extends "base_hq.html" %}', ""))
-    return template.render(rec={"id": "x", "number": "N", "node_id": "van-01", "service_code": "SOC-01", "created": 0, **rec})
+    return template.render(rec={"id": "x", "number": "N", "node_id": "van-01", "service_code": "SOC-01", "created": 0, "received": 0,
+                                "acked": 0, "application": fields, "applicant_state": "none"})
 
 
 # -- item 1: no РНОКПП --------------------------------------------------------------
@@ -115,7 +120,8 @@ async def test_guardian_at_a_home_visit_is_sealed_and_on_the_receipt(client: Tes
     app_id = (await r.json())["id"]
     fields = sent_to_hq(tmp_path, hq_keys, app_id)
     assert fields["rep_kind"] == "guardian" and fields["rep_basis_date"] == "2020-03-01" and fields["rep_document_number"] == "000123456"
-    assert "Коваленко Олег" in hq_record_page(fields)
+    page = hq_record_page(fields)  # the vault shows the representative's fields one by one
+    assert 'data-field="rep_surname">Коваленко<' in page and 'data-field="rep_given_name">Олег<' in page
     # nothing of the representative in clear in the database file
     raw = (tmp_path / "node" / "node.db").read_bytes() + b"".join(p.read_bytes() for p in (tmp_path / "node").glob("node.db-wal"))
     assert "Коваленко".encode() not in raw and b"000123456" not in raw
