@@ -21,12 +21,12 @@ from typing import Any
 
 from aiohttp import web
 
-from kit.tasks import LOOPS, background
 from sync import reconcile, safejson
 from .db import migrate, transaction
+from .resend import resend_rounds
 
 from . import sms
-from .appkeys import CONFIG, DOWNLINK, STORE
+from .appkeys import DOWNLINK, STORE
 from .errors import HQError
 from .sender import NotConnected
 from .store import HQStore
@@ -290,18 +290,12 @@ async def resend_due(app: web.Application, resend_after: float = RESEND_AFTER) -
 
 async def status_ctx(app: web.Application) -> AsyncIterator[None]:
     """Schema, then one background loop: project acks, resend what the vans have not confirmed."""
-    cfg = app[CONFIG]
     await create_schema(app[STORE])
 
-    async def loop() -> None:
-        while True:
-            try:
-                await project_acks(app[STORE])
-                await project_handovers(app)
-                await resend_due(app, cfg.status_resend_after)
-            except Exception:  # the loop must survive one bad round; logged with its traceback
-                log.exception("status downlink round failed")
-            await cfg.clock.sleep(cfg.ack_poll_interval)
+    async def round_(app: web.Application, resend_after: float) -> None:
+        await project_acks(app[STORE])
+        await project_handovers(app)
+        await resend_due(app, resend_after)
 
-    async with background(loop, "hq-status-downlink", app[LOOPS]):
+    async with resend_rounds(app, "hq-status-downlink", "status", round_):
         yield

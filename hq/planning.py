@@ -29,10 +29,10 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from kit.tasks import LOOPS, background
 from sync.crypto import wrap_to_public
 
 from .appkeys import CONFIG, DOWNLINK, STORE
+from .resend import resend_rounds
 from .db import DB, migrate, transaction
 from .errors import HQError
 from .i18n import translate
@@ -232,17 +232,11 @@ async def listing(db: DB, since_day: str, limit: int = 200) -> list[dict[str, An
 
 async def visits_ctx(app: web.Application) -> AsyncIterator[None]:
     """Schema, then one loop: fold acks and visit events, resend what the vans have not confirmed."""
-    cfg = app[CONFIG]
     await create_schema(app[STORE].db)
 
-    async def loop() -> None:
-        while True:
-            try:
-                await project(app[STORE].db)
-                await resend_due(app, cfg.status_resend_after)
-            except Exception:  # one bad round must not stop the loop; logged with its traceback
-                log.exception("home-visit downlink round failed")
-            await cfg.clock.sleep(cfg.ack_poll_interval)
+    async def round_(app: web.Application, resend_after: float) -> None:
+        await project(app[STORE].db)
+        await resend_due(app, resend_after)
 
-    async with background(loop, "hq-visit-downlink", app[LOOPS]):
+    async with resend_rounds(app, "hq-visit-downlink", "home-visit", round_):
         yield

@@ -29,12 +29,12 @@ from typing import Any
 
 from aiohttp import web
 
-from kit.tasks import LOOPS, background
 from kit.web import HttpProblem, json_response
 from sync.crypto import wrap_to_public
 
 from . import catalog_admin, i18n
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
+from .resend import resend_rounds
 from .pages import language, page, session
 from .trips import places
 from .db import DB, migrate, transaction
@@ -274,19 +274,13 @@ async def prereg_json(request: web.Request) -> web.Response:
 
 async def _prereg_ctx(app: web.Application) -> AsyncIterator[None]:
     """Schema, then one loop: fold acks and arrivals, resend what the vans have not confirmed."""
-    cfg = app[CONFIG]
     await create_schema(app[STORE].db)
 
-    async def loop() -> None:
-        while True:
-            try:
-                await project(app[STORE].db)
-                await resend_due(app, cfg.status_resend_after)
-            except Exception:  # one bad round must not stop the loop; logged with its traceback
-                log.exception("pre-registration downlink round failed")
-            await cfg.clock.sleep(cfg.ack_poll_interval)
+    async def round_(app: web.Application, resend_after: float) -> None:
+        await project(app[STORE].db)
+        await resend_due(app, resend_after)
 
-    async with background(loop, "hq-prereg-downlink", app[LOOPS]):
+    async with resend_rounds(app, "hq-prereg-downlink", "pre-registration", round_):
         yield
 
 
