@@ -54,7 +54,7 @@ async def put(store: HQStore, keys: HQKeys, rid: str, *, node: str = "van-01", s
             seq = next(SEQ)
             await store.db.execute("INSERT INTO items(node_id, stream, seq, payload, hlc, via, received) VALUES (?, 'rec', ?, ?, 0, 'mqtt', ?)",
                                    (node, seq, item, store.clock.now()))
-            assert await store._apply(node, "rec", seq, item) is None
+            assert await store._apply(store.db, node, "rec", seq, item) is None
             await store.db.execute("INSERT INTO stream_state(node_id, stream, contiguous) VALUES (?, 'rec', ?)"
                                    " ON CONFLICT (node_id, stream) DO UPDATE SET contiguous = excluded.contiguous", (node, seq))
     return str(app_doc["number"])
@@ -205,7 +205,7 @@ async def test_retention_shreds_only_closed_cases_past_their_period(hq: HQStore,
         async with transaction(hq.db):
             await hq.db.execute("INSERT INTO items(node_id, stream, seq, payload, hlc, via, received) VALUES ('van-01', 'rec', ?, ?, 0, 'mqtt', ?)",
                                 (seq, item, clock.now()))
-            assert await hq._apply("van-01", "rec", seq, item) is None
+            assert await hq._apply(hq.db, "van-01", "rec", seq, item) is None
     for rid, steps in (("a" * 32, ("ready", "issued")), ("b" * 32, ("refused",)), ("c" * 32, ("in_progress",))):
         for st in steps:
             await appstatus.set_status(hq, rid, st, "olena", 1, notify_sms=False)
