@@ -95,10 +95,13 @@ def test_van_day(browser: Any, demo: str) -> None:
     # A photo of the passport from the tablet (here: a file given to the camera input), sealed at once.
     page.set_input_files("#attach-camera", files=[{"name": "passport.jpg", "mimeType": "image/jpeg", "buffer": PHOTO}])
     page.click("#attach-submit")
+    # the upload leaves once photos.js has read the photo (edge/static/photos.js): wait for the page it brings
+    page.locator("#attachments li").first.wait_for()
     assert page.locator("#attachments li").count() == 1 and "JPEG" in page.inner_text("#attachments")
     # A text file dressed up as a photo is refused in Ukrainian.
     page.set_input_files("#attach-file", files=[{"name": "scan.jpg", "mimeType": "image/jpeg", "buffer": b"not an image"}])
     page.click("#attach-submit")
+    page.wait_for_selector("#attach-error:has-text('не є фото')")
     assert "не є фото" in page.inner_text("#attach-error")
     assert page.locator("#attachments li").count() == 1
     photo = page.request.get(demo + str(page.get_attribute("#attachments a", "href")))
