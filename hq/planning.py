@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from sync.crypto import wrap_to_public
 
 from .appkeys import CONFIG, DOWNLINK, STORE
-from .resend import resend_rounds
+from .resend import resend_rounds, send_due
 from .db import DB, migrate, transaction
 from .errors import HQError
 from .i18n import translate
@@ -199,12 +199,7 @@ async def resend_due(app: Any, resend_after: float) -> int:
         (today, cfg.clock.now() - resend_after),
     ) as cur:
         due = [str(r[0]) for r in await cur.fetchall()]
-    sent = 0
-    for mid in due:
-        if not await send(app, mid):
-            break  # no broker: next round
-        sent += 1
-    return sent
+    return await send_due(app, due, send)
 
 
 def delivery(sent_at: float | None, acked_at: float | None, result: str | None) -> str:

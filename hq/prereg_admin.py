@@ -34,7 +34,7 @@ from sync.crypto import wrap_to_public
 
 from . import catalog_admin, i18n
 from .appkeys import CONFIG, DOWNLINK, SESSIONS, STORE
-from .resend import resend_rounds
+from .resend import resend_rounds, send_due
 from .pages import language, page, session
 from .trips import places
 from .db import DB, migrate, transaction
@@ -212,12 +212,7 @@ async def resend_due(app: web.Application, resend_after: float) -> int:
         (today, cfg.clock.now() - resend_after),
     ) as cur:
         due = [str(r[0]) for r in await cur.fetchall()]
-    sent = 0
-    for pid in due:
-        if not await send(app, pid):
-            break  # no broker: next round
-        sent += 1
-    return sent
+    return await send_due(app, due, send)
 
 
 # -- web ------------------------------------------------------------------------

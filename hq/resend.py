@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 Round = Callable[[web.Application, float], Awaitable[object]]
 
 
+async def send_due(app: web.Application, due: list[str], send: Callable[[web.Application, str], Awaitable[bool]]) -> int:
+    """Send each due item in order until the broker is gone (``send`` answers False): the rest wait for the next round."""
+    sent = 0
+    for item_id in due:
+        if not await send(app, item_id):
+            break
+        sent += 1
+    return sent
+
+
 @contextlib.asynccontextmanager
 async def resend_rounds(app: web.Application, name: str, what: str, round_: Round) -> AsyncIterator[None]:
     """Run ``round_(app, resend_after)`` for the app's lifetime, as the supervised loop ``name``."""
