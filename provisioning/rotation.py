@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sync import crypto, sbdbeat
-from sync.envelope import MacKey, hq_mac_key
+from sync.envelope import MacKey, MacVerifier, hq_mac_key
 
 from .ca import CA
 from .errors import ProvisioningError
@@ -114,7 +114,7 @@ def finish_rotation(hq_dir: Path, node_id: str) -> None:
         os.remove(with_suffix)
 
 
-class KeyRing:
+class KeyRing(MacVerifier):
     """Verifies with the current key or, during a rotation, the next one (then finishes the rotation).
 
     MAC-authenticated envelopes (sync.envelope) are checked with the keys HQ shares with the van: one per
