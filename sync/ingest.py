@@ -289,7 +289,7 @@ class MqttIngestWorker:
 
     async def run(self) -> None:
         try:
-            await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._state)
+            await run_forever(self.mqtt, self._on_message, self._session, self.clock, self._state, on_batch=self._on_batch)
         finally:
             # acks still waiting for PUBACKs: their messages were not PUBACKed, the broker sends them again
             for task in list(self._answering):
@@ -311,25 +311,47 @@ class MqttIngestWorker:
         return True
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
-        if topic.endswith("/status"):
-            try:
-                doc = json.loads(payload)
-                node = topic.split("/")[2]
-                depth = doc.get("depth")
-                await self.ingest.sink.record_status(node, str(doc.get("state", "?")), self.clock.now(),
-                                                     depth if isinstance(depth, dict) else None)
-            except (ValueError, AttributeError):
-                log.warning("unreadable status on %s", topic)
-            return
-        parts = up_topic_parts(topic)
-        if parts is None:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((parts[0], parts[1], payload, fut))
-        if self._flusher is None or self._flusher.done():
+        (outcome,) = await self._on_batch([(topic, payload)])
+        if outcome is not None:
+            raise outcome
+
+    async def _on_batch(self, messages: list[tuple[str, bytes]]) -> list[BaseException | None]:
+        """Messages that arrived together: each one's outcome once its group's COMMIT is done (and its ack out),
+        so the broker gets each PUBACK only then; an exception in the place of one not stored."""
+        outcomes: list[BaseException | None] = [None] * len(messages)
+        waiting: list[tuple[int, asyncio.Future[None]]] = []
+        loop = asyncio.get_running_loop()
+        for i, (topic, payload) in enumerate(messages):
+            if topic.endswith("/status"):
+                try:
+                    await self._status(topic, payload)
+                except Exception as exc:  # noqa: BLE001 - this message's outcome (the broker sends it again)
+                    outcomes[i] = exc
+                continue
+            parts = up_topic_parts(topic)
+            if parts is None:
+                continue
+            fut: asyncio.Future[None] = loop.create_future()
+            self._queue.append((parts[0], parts[1], payload, fut))
+            waiting.append((i, fut))
+        if waiting and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.ensure_future(self._flush())
-        # Returns (and the broker gets its PUBACK) only once the group's COMMIT is done; raises if not stored.
-        await fut
+        for i, fut in waiting:
+            try:
+                await fut
+            except Exception as exc:  # noqa: BLE001 - not stored: not acknowledged
+                outcomes[i] = exc
+        return outcomes
+
+    async def _status(self, topic: str, payload: bytes) -> None:
+        try:
+            doc = json.loads(payload)
+            node = topic.split("/")[2]
+            depth = doc.get("depth")
+            await self.ingest.sink.record_status(node, str(doc.get("state", "?")), self.clock.now(),
+                                                 depth if isinstance(depth, dict) else None)
+        except (ValueError, AttributeError):
+            log.warning("unreadable status on %s", topic)
 
     async def _flush(self) -> None:
         """Store what queued up as one group, then answer: per-(van, stream) order is arrival order."""

@@ -44,6 +44,8 @@ from .errors import LinkDown, PublishTimeout
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
+# Messages that arrived together, in order -> each one's outcome in its place (None: handled, acknowledge it).
+BatchHandler = Callable[[list[tuple[str, bytes]]], Awaitable[list[BaseException | None]]]
 
 # Deliveries of one message whose handler raised (not transiently) before it is acknowledged anyway.
 MAX_ATTEMPTS = 5
@@ -85,8 +87,12 @@ def _message_key(topic: str, payload: bytes) -> bytes:
 class MqttLink:
     """A connected MQTT session.  Leaves by raising LinkDown when the connection drops."""
 
-    def __init__(self, settings: MqttSettings, on_message: MessageHandler, failures: dict[bytes, int] | None = None) -> None:
+    def __init__(self, settings: MqttSettings, on_message: MessageHandler, failures: dict[bytes, int] | None = None,
+                 on_batch: BatchHandler | None = None) -> None:
+        """``on_batch``: when given, messages that arrive together are handed to it in one call (one task for the lot,
+        not one per message: what a high-rate receiver such as HQ's ingest wants); ``on_message`` is not called then."""
         self.settings = settings
+        self._on_batch = on_batch
         # failed deliveries per message (topic + payload digest), kept across sessions by run_forever
         self._failures = {} if failures is None else failures
         self._on_message = on_message
@@ -95,7 +101,7 @@ class MqttLink:
         self._closed = asyncio.Event()
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._client: paho.Client | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._inbox: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = collections.deque()  # paho thread -> loop
         self._drain_scheduled = False
         self.session_present = False
@@ -155,9 +161,33 @@ class MqttLink:
     def _drain(self) -> None:
         self._drain_scheduled = False
         inbox = self._inbox
+        batch: list[tuple[str, bytes, int, int]] = []
         while inbox:
             handler, args = inbox.popleft()
-            handler(*args)
+            if self._on_batch is not None and handler == self._dispatch:
+                batch.append(args)
+            else:
+                handler(*args)
+        if batch:
+            self._dispatch_batch(batch)
+
+    def _dispatch_batch(self, batch: list[tuple[str, bytes, int, int]]) -> None:
+        assert self._on_batch is not None
+        client = self._client
+        handled = self._on_batch([(topic, payload) for topic, payload, _, _ in batch])
+        task: asyncio.Future[list[BaseException | None]] = asyncio.ensure_future(handled)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._batch_done(t, client, batch))
+
+    def _batch_done(self, task: asyncio.Future[list[BaseException | None]], client: paho.Client | None,
+                    batch: list[tuple[str, bytes, int, int]]) -> None:
+        self._tasks.discard(task)
+        if client is None or client is not self._client or self._closed.is_set() or task.cancelled():
+            return  # that session is gone (or we are stopping): the broker sends them again on the next one
+        exc = task.exception()
+        outcomes = [exc] * len(batch) if exc is not None else task.result()
+        for (topic, payload, mid, qos), outcome in zip(batch, outcomes, strict=True):
+            self._settle(client, topic, payload, mid, qos, outcome)
 
     def _dispatch(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         client = self._client
@@ -171,7 +201,10 @@ class MqttLink:
             return  # that session is gone: the broker sends the message again on the next one
         if task.cancelled():
             return
-        exc = task.exception()
+        self._settle(client, topic, payload, mid, qos, task.exception())
+
+    def _settle(self, client: paho.Client, topic: str, payload: bytes, mid: int, qos: int, exc: BaseException | None) -> None:
+        """Acknowledge a handled message to the broker, or count its failure (see the module doc)."""
         if exc is None:
             if self._failures:  # (the digest only when some message has failed: not a cost on every message)
                 self._failures.pop(_message_key(topic, payload), None)
@@ -348,14 +381,15 @@ async def run_forever(
     on_state: Callable[[bool], None] | None = None,
     min_backoff: float = 0.5,
     max_backoff: float = 30.0,
+    on_batch: BatchHandler | None = None,
 ) -> None:
-    """Keep a session up: connect, run ``session(link)``, reconnect with jittered backoff."""
+    """Keep a session up: connect, run ``session(link)``, reconnect with jittered backoff (``on_batch``: see MqttLink)."""
     backoff = min_backoff
     was_up: bool | None = None
     failures: dict[bytes, int] = {}
     while True:
         try:
-            async with MqttLink(settings, on_message, failures) as link:
+            async with MqttLink(settings, on_message, failures, on_batch) as link:
                 backoff = min_backoff
                 if was_up is not True:
                     log.info("MQTT connected to %s as %s", settings.url, settings.client_id)

@@ -9,7 +9,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sync.errors import LinkDown
-from sync.mqtt import MqttLink, MqttSettings
+from sync.clock import SystemClock
+from sync.mqtt import MqttLink, MqttSettings, run_forever
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.functional
@@ -79,3 +80,46 @@ async def test_publish_many_answers_each_message(mosquitto: Broker) -> None:
             assert all(isinstance(a, LinkDown) for a in answers)  # an answer for each, nothing raised
     finally:
         reader.loop_stop()
+
+
+async def test_a_batch_handler_settles_each_message_by_its_own_outcome(mosquitto: Broker) -> None:
+    """Messages that arrive together go to the batch handler in one call; the one it fails is delivered again."""
+    calls: list[list[bytes]] = []
+    stored: list[bytes] = []
+    fail_once = {b"bad"}
+
+    async def on_batch(messages: list[tuple[str, bytes]]) -> list[BaseException | None]:
+        calls.append([p for _, p in messages])
+        outcomes: list[BaseException | None] = []
+        for _, payload in messages:
+            if payload in fail_once:
+                fail_once.discard(payload)
+                outcomes.append(OSError("disk busy"))  # transient: never given up on
+            else:
+                stored.append(payload)
+                outcomes.append(None)
+        return outcomes
+
+    async def never(topic: str, payload: bytes) -> None:
+        raise AssertionError("with a batch handler, messages go to it")
+
+    settings = MqttSettings(url=mosquitto.url, client_id="batch-reader", subscriptions=[("t/batch", 1)])
+    connected = asyncio.Event()
+
+    async def session(link: MqttLink) -> None:
+        connected.set()
+
+    task = asyncio.create_task(run_forever(settings, never, session, SystemClock(), min_backoff=0.1, max_backoff=0.5, on_batch=on_batch))
+    try:
+        await asyncio.wait_for(connected.wait(), 30)
+        while b"warm-up" not in stored:
+            await asyncio.to_thread(_publish_burst, mosquitto, "t/batch", [b"warm-up"])
+            await asyncio.sleep(0.05)
+        burst = [b"m%03d" % i for i in range(200)]
+        await asyncio.to_thread(_publish_burst, mosquitto, "t/batch", [*burst[:100], b"bad", *burst[100:]])
+        await _until(lambda: set(burst) | {b"bad"} <= set(stored), "every message handled")
+        assert stored.count(b"bad") == 1  # failed once, handled when the broker sent it again
+        assert max(len(c) for c in calls) > 1  # a burst arrives as batches, not one call per message
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
