@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hq.store import HQStore
+from hq.store import SEQ_SPAN, HQStore
 from sync import poscodec
 from sync.clock import ManualClock
 from sync.envelope import Envelope
@@ -130,6 +130,16 @@ async def test_a_mixed_group_leaves_what_one_by_one_storing_leaves(targets: tupl
         assert isinstance(results[14], StoreResult) and results[14].held_back and results[14].contiguous == 1
         quarantined = {(r[0], r[1], r[2]) for r in (await dump(fast))["quarantine"]}
         assert ("van-02", "rec", 3) in quarantined and ("van-04", "rec", 2) in quarantined
+        # after the re-flash each of van-05's instances goes fast: only the newest one's moves stream_state
+        assert await store_both(fast, slow, [env("van-05", "rec", 3, app(53))]) == [StoreResult(3, new=1)]
+        assert [r for r in (await dump(fast))["stream_state"] if r[0] == "van-05"] == [("van-05", "rec", SEQ_SPAN + 1)]
+        results = await store_both(fast, slow, [env("van-05", "rec", 2, app(56), instance="b2"),
+                                                env("van-05", "pos", 1, pos(1_780_000_070), instance="b2")])
+        assert results == [StoreResult(2, new=1), StoreResult(1, new=1)]
+        assert fast.fast_envelopes == 6 + 3
+        state = await dump(fast)
+        assert state == await dump(slow)
+        assert [r for r in state["stream_state"] if r[0] == "van-05"] == [("van-05", "pos", SEQ_SPAN + 1), ("van-05", "rec", SEQ_SPAN + 2)]
     finally:
         await fast.close()
         await slow.close()
