@@ -8,12 +8,14 @@ PostgreSQL (tests/pgcluster.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hq.db import DB, connect, lock_streams, transaction
 from hq.store import SEQ_SPAN, HQStore
 from sync import poscodec
 from sync.clock import ManualClock
@@ -229,3 +231,34 @@ async def test_a_resend_of_a_held_envelope_in_a_group_with_new_ones(targets: tup
     finally:
         await fast.close()
         await slow.close()
+
+
+async def test_a_group_holds_every_stream_lock_it_took_in_one_statement(pg_url: str) -> None:
+    """lock_streams: all the group's other (node, stream) locks in one statement; each one blocks another worker until COMMIT."""
+    a, b, watcher = await connect(pg_url), await connect(pg_url), await connect(pg_url)
+
+    async def count(sql: str) -> int:
+        async with watcher.execute(sql) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    try:
+        async with transaction(a, "van-01/pos"):
+            await lock_streams(a, ["van-02/pos", "van-03/rec", "van-04/rec"])  # three keys: padded to four with the last again
+            assert await count("SELECT COUNT(DISTINCT objid) FROM pg_locks WHERE locktype = 'advisory' AND granted") == 4
+            await asyncio.wait_for(_enter_and_leave(b, "van-05/pos"), 60)  # another van's stream goes ahead
+            blocked = asyncio.create_task(_enter_and_leave(b, "van-03/rec"))
+            for _ in range(300):
+                if await count("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert not blocked.done()
+        await blocked  # A committed: B gets the lock
+    finally:
+        for c in (a, b, watcher):
+            await c.close()
+
+
+async def _enter_and_leave(db: DB, key: str) -> None:
+    async with transaction(db, key):
+        pass
