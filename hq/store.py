@@ -20,6 +20,20 @@ data is k = 0) stores its seq n as ``k * SEQ_SPAN + n``.  Projections keyed by
 numbers.  Each item's SHA-256 is kept: a resend whose content differs from
 what HQ holds under the same key is a conflict, quarantined, alerted and
 never acknowledged (the van keeps it).
+
+Fast path: a van online sends one position or one application per message,
+and on PostgreSQL every statement is a network round trip, so the ~10
+statements per envelope above were what sized HQ.  ``store_envelopes``
+therefore stores a group's steady-state envelopes together, a fixed handful
+of multi-row statements per group: stream pos or rec, no hold, an instance
+HQ already knows, every item parsed and checked first, continuing its
+stream's contiguous run with nothing of it held yet.  Everything else goes
+the per-envelope way above (the reference the fast path is tested
+against): status, evt and audit; a gap, its fill or a resend; an item that
+would be quarantined; a re-flash (the van whole); positions of a van whose
+heartbeat or time fix is in the same group.  A (node, stream) goes all one
+way, so its order holds; if a fast statement fails, the fast envelopes go
+again the per-envelope way, item by item if needed.
 """
 
 from __future__ import annotations
@@ -248,7 +262,8 @@ class HQStore:
     async def store_envelopes(self, group: list[tuple[Envelope, str, str | None]]) -> list[StoreResult | Exception]:
         """``store_envelope`` for envelopes that arrived together: ONE transaction, one COMMIT (group commit).
 
-        Each envelope runs under its own SAVEPOINT, in arrival order (so two of one
+        The fast path (module doc) stores the steady-state envelopes together; each
+        other envelope runs under its own SAVEPOINT, in arrival order (so two of one
         (node, stream) see each other, as in separate transactions): one that
         fails is rolled back alone and its exception returned in its place (not
         acknowledged: the van resends), the others commit.  On PostgreSQL the
@@ -431,7 +446,8 @@ class HQStore:
             size[0] += sum(len(item) for item in env.items)
             size[1] += len(env.items)
             runs[(env.node_id, env.instance, env.stream)] = f  # the newest of the run
-        # node_state says what the van's last envelope of the group said (whichever path stored it)
+        # node_state says what the van's last envelope of the group said (whichever path stored it); its rows
+        # in node order, as every worker writes them, so two workers' groups do not wait on each other in a circle
         seen = {env.node_id: (env.node_id, now, via, int(env.trusted_time)) for env, via, _ in group}
         await _insert_rows(db, "INSERT INTO items(node_id, stream, seq, payload, hlc, via, received, digest)", items)
         await _insert_rows(db, "INSERT INTO node_state(node_id, last_seen, link, trusted_time)", [seen[n] for n in sorted({f.env.node_id for f in fast})],
@@ -443,7 +459,8 @@ class HQStore:
                            " ON CONFLICT DO NOTHING")
         await _insert_rows(db, "INSERT INTO ratings(node_id, seq, application_id, score, at, comment_sealed)", projections["ratings"],
                            " ON CONFLICT DO NOTHING")
-        await _insert_rows(db, "INSERT INTO node_state(node_id, lat, lon, pos_time, pos_trusted, pos_mono, pos_boot)", list(positions.values()),
+        await _insert_rows(db, "INSERT INTO node_state(node_id, lat, lon, pos_time, pos_trusted, pos_mono, pos_boot)",
+                           [positions[n] for n in sorted(positions)],
                            " ON CONFLICT(node_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, pos_time = excluded.pos_time,"
                            " pos_trusted = excluded.pos_trusted, pos_mono = excluded.pos_mono, pos_boot = excluded.pos_boot"
                            " WHERE node_state.pos_time IS NULL OR excluded.pos_time >= node_state.pos_time")
