@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -56,6 +57,20 @@ class IngestSink(Protocol):
     async def record_status(self, node_id: str, state: str, at: float, depth: dict[str, Any] | None = None) -> None: ...
 
 
+def _check_uplink(env: Envelope, topic_node: str | None, topic_stream: str | None) -> None:
+    """An uplink's envelope must be an up stream, from the van and on the stream its topic names."""
+    if env.downlink or env.stream not in UP_STREAMS:
+        raise EnvelopeError("an uplink must carry an up stream")
+    if topic_node is not None and topic_node != env.node_id:
+        raise EnvelopeError(f"topic names node {topic_node!r} but the signature is {env.node_id!r}")
+    if topic_stream is not None and topic_stream != env.stream:
+        raise EnvelopeError("topic stream does not match the envelope")
+
+
+# Groups at least this large are verified off the event loop (a thread hop costs about what two verifications do).
+OFFLOAD_MIN = 4
+
+
 def up_topic_parts(topic: str) -> tuple[str, str] | None:
     parts = topic.split("/")
     if len(parts) == 5 and parts[0] == "mo" and parts[1] == "v1" and parts[3] == "up":
@@ -86,6 +101,7 @@ class Ingest:
         self.duplicates = 0
         self.stored = 0
         self._ack_seq = 0
+        self._verifier: ThreadPoolExecutor | None = None  # made on the first large group
 
     async def handle(self, payload: bytes, channel: str = "mqtt", topic_node: str | None = None, topic_stream: str | None = None) -> bytes | None:
         """Verify and store one envelope.  Returns the signed ack to send back, or None.
@@ -114,8 +130,22 @@ class Ingest:
         """
         out: list[bytes | Exception | None] = [None] * len(messages)
         opened: list[tuple[int, Envelope, str, str | None]] = []
-        for i, (payload, channel, topic_node, topic_stream) in enumerate(messages):
-            env = await self._verified(payload, channel, topic_node, topic_stream)
+        if len(messages) >= OFFLOAD_MIN:
+            # Signatures are checked on a thread of their own (the library releases the GIL): the event
+            # loop meanwhile takes in the next messages and sends the last group's acks.
+            if self._verifier is None:
+                self._verifier = ThreadPoolExecutor(1, thread_name_prefix="verify")
+            checked = await asyncio.get_running_loop().run_in_executor(self._verifier, self._check_all, messages)
+        else:
+            checked = self._check_all(messages)
+        for i, ((payload, channel, topic_node, topic_stream), env_or_error) in enumerate(zip(messages, checked, strict=True)):
+            if isinstance(env_or_error, Envelope):
+                env: Envelope | None = env_or_error
+            elif env_or_error is None:  # a compact satellite heartbeat: opened here, it reads the store
+                env = await self._verified(payload, channel, topic_node, topic_stream)
+            else:
+                await self._reject(env_or_error, channel, topic_node)
+                env = None
             if env is not None:
                 opened.append((i, env, channel, self._hold(env)))
         if not opened:
@@ -146,19 +176,34 @@ class Ingest:
         """The verified envelope, or None (recorded as a rejection)."""
         try:
             env = await self._open_heartbeat(payload) if sbdbeat.is_compact(payload) else decode(payload, self.key_for)
-            if env.downlink or env.stream not in UP_STREAMS:
-                raise EnvelopeError("an uplink must carry an up stream")
-            if topic_node is not None and topic_node != env.node_id:
-                raise EnvelopeError(f"topic names node {topic_node!r} but the signature is {env.node_id!r}")
-            if topic_stream is not None and topic_stream != env.stream:
-                raise EnvelopeError("topic stream does not match the envelope")
+            _check_uplink(env, topic_node, topic_stream)
         except EnvelopeError as exc:
-            self.rejected += 1
-            claimed = topic_node or "?"
-            log.warning("rejected message via %s (claimed node %s): %s", channel, claimed, exc)
-            await self.sink.record_rejection(claimed, channel, str(exc))
+            await self._reject(exc, channel, topic_node)
             return None
         return env
+
+    def _check_all(self, messages: Sequence[tuple[bytes, str, str | None, str | None]]) -> list[Envelope | EnvelopeError | None]:
+        """Each message verified (thread-safe: no state of ours is touched): its envelope, its error,
+        or None for a compact satellite heartbeat (``_verified`` opens those on the event loop)."""
+        out: list[Envelope | EnvelopeError | None] = []
+        for payload, _, topic_node, topic_stream in messages:
+            if sbdbeat.is_compact(payload):
+                out.append(None)
+                continue
+            try:
+                env = decode(payload, self.key_for)
+                _check_uplink(env, topic_node, topic_stream)
+            except EnvelopeError as exc:
+                out.append(exc)
+            else:
+                out.append(env)
+        return out
+
+    async def _reject(self, exc: EnvelopeError, channel: str, topic_node: str | None) -> None:
+        self.rejected += 1
+        claimed = topic_node or "?"
+        log.warning("rejected message via %s (claimed node %s): %s", channel, claimed, exc)
+        await self.sink.record_rejection(claimed, channel, str(exc))
 
     def _hold(self, env: Envelope) -> str | None:
         # An HLC HQ cannot merge (out of range, or too far ahead) is never observed: HQ's own
@@ -320,7 +365,7 @@ class MqttIngestWorker:
     async def _answer(link: MqttLink, sends: list[tuple[asyncio.Future[None], str, bytes]]) -> None:
         """Publish a group's acks together (pipelined PUBACK waits); each message answered with its own ack's fate."""
         try:
-            sent = await asyncio.gather(*(link.publish(topic, answer) for _, topic, answer in sends), return_exceptions=True)
+            sent = await link.publish_many([(topic, answer) for _, topic, answer in sends])
         except BaseException:
             for fut, _, _ in sends:
                 fut.cancel()
@@ -328,9 +373,7 @@ class MqttIngestWorker:
         for (fut, _, _), result in zip(sends, sent, strict=True):
             if fut.done():
                 continue
-            if isinstance(result, Exception):
+            if result is not None:
                 fut.set_exception(result)
-            elif isinstance(result, BaseException):
-                fut.cancel()
             else:
                 fut.set_result(None)

@@ -21,12 +21,13 @@ the link down for good; a transient failure is never given up on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import random
 import sqlite3
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -76,6 +77,11 @@ class MqttSettings:
         return u.hostname or "127.0.0.1", u.port or default
 
 
+def _message_key(topic: str, payload: bytes) -> bytes:
+    """What identifies one message across deliveries (for counting its handler's failures)."""
+    return hashlib.sha256(topic.encode() + b"\0" + payload).digest()
+
+
 class MqttLink:
     """A connected MQTT session.  Leaves by raising LinkDown when the connection drops."""
 
@@ -90,6 +96,8 @@ class MqttLink:
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._client: paho.Client | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inbox: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = collections.deque()  # paho thread -> loop
+        self._drain_scheduled = False
         self.session_present = False
 
     # -- paho thread -> event loop --------------------------------------
@@ -102,12 +110,20 @@ class MqttLink:
         self._loop.call_soon_threadsafe(self._on_disconnect, str(reason))
 
     def _cb_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._on_puback, mid, reason.is_failure, str(reason))
+        self._hand_over(self._on_puback, (mid, reason.is_failure, str(reason)))
 
     def _cb_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self._hand_over(self._dispatch, (msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+
+    def _hand_over(self, handler: Callable[..., None], args: tuple[Any, ...]) -> None:
+        """Messages and PUBACKs that arrive together cross to the event loop together, in order: one wake-up
+        for the lot, not one per packet.  (_drain clears the flag before it empties the inbox, so a packet
+        appended meanwhile is never stranded.)"""
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._dispatch, msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+        self._inbox.append((handler, args))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon_threadsafe(self._drain)
 
     # -- on the event loop -----------------------------------------------
     def _on_connect(self, ok: bool, session_present: bool, reason: str) -> None:
@@ -136,14 +152,20 @@ class MqttLink:
         else:
             fut.set_result(None)
 
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        inbox = self._inbox
+        while inbox:
+            handler, args = inbox.popleft()
+            handler(*args)
+
     def _dispatch(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         client = self._client
         task = asyncio.ensure_future(self._on_message(topic, payload))
         self._tasks.add(task)
-        key = hashlib.sha256(topic.encode() + b"\0" + payload).digest()
-        task.add_done_callback(lambda t: self._task_done(t, client, key, mid, qos))
+        task.add_done_callback(lambda t: self._task_done(t, client, topic, payload, mid, qos))
 
-    def _task_done(self, task: asyncio.Task[None], client: paho.Client | None, key: bytes, mid: int, qos: int) -> None:
+    def _task_done(self, task: asyncio.Task[None], client: paho.Client | None, topic: str, payload: bytes, mid: int, qos: int) -> None:
         self._tasks.discard(task)
         if client is None or client is not self._client or self._closed.is_set():
             return  # that session is gone: the broker sends the message again on the next one
@@ -151,8 +173,10 @@ class MqttLink:
             return
         exc = task.exception()
         if exc is None:
-            self._failures.pop(key, None)
+            if self._failures:  # (the digest only when some message has failed: not a cost on every message)
+                self._failures.pop(_message_key(topic, payload), None)
         else:
+            key = _message_key(topic, payload)
             if len(self._failures) > 1000:
                 self._failures.clear()  # bounded: only counts of recent failures matter
             n = self._failures[key] = self._failures.get(key, 0) + 1
@@ -275,6 +299,41 @@ class MqttLink:
         except TimeoutError as exc:
             self._pending.pop(info.mid, None)
             raise PublishTimeout(f"no PUBACK for {topic} within {self.settings.publish_timeout}s") from exc
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]], qos: int = 1) -> list[Exception | None]:
+        """Publish several messages and wait for their PUBACKs together, under one timeout.
+
+        Each message's fate in its place: None (PUBACKed) or the exception ``publish`` would have raised.
+        """
+        client = self._client
+        if client is None or self._closed.is_set():
+            return [LinkDown("not connected") for _ in messages]
+        out: list[Exception | None] = [None] * len(messages)
+        waiting: dict[asyncio.Future[None], int] = {}
+        loop = asyncio.get_running_loop()
+        for i, (topic, payload) in enumerate(messages):
+            info = client.publish(topic, payload, qos=qos)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                out[i] = LinkDown(f"publish failed: {paho.error_string(info.rc)}")
+            elif qos:
+                fut = self._pending.get(info.mid)
+                if fut is None:
+                    fut = self._pending[info.mid] = loop.create_future()
+                waiting[fut] = i
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=self.settings.publish_timeout)
+            for fut, i in waiting.items():
+                if fut in late:
+                    fut.cancel()
+                    out[i] = PublishTimeout(f"no PUBACK for {messages[i][0]} within {self.settings.publish_timeout}s")
+                elif fut.cancelled():
+                    out[i] = LinkDown("publish cancelled")
+                else:
+                    exc = fut.exception()
+                    out[i] = exc if isinstance(exc, Exception) else None
+            for mid in [m for m, f in self._pending.items() if f in late]:
+                del self._pending[mid]
+        return out
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
