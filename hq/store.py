@@ -196,12 +196,17 @@ async def _insert_rows(db: DB, head: str, rows: list[tuple[Any, ...]], tail: str
 @functools.lru_cache(maxsize=16)
 def _check_sql(n: int) -> str:
     """Per (node, instance, stream) key of the fast path: its contiguous, first conflict, the van's newest instance, the first held
-    item in the run's range (its first to one past its last)."""
-    one = ("SELECT CAST(? AS BIGINT), (SELECT contiguous FROM instance_streams WHERE node_id = ? AND instance = ? AND stream = ?),"
-           " (SELECT MIN(seq) FROM item_conflicts WHERE node_id = ? AND stream = ? AND seq > ? AND seq < ?),"
-           " (SELECT MAX(ordinal) FROM node_instances WHERE node_id = ?),"
-           " (SELECT MIN(seq) FROM items WHERE node_id = ? AND stream = ? AND seq BETWEEN ? AND ?)")
-    return " UNION ALL ".join([one] * n)
+    item in the run's range (its first to one past its last).  The keys are a VALUES list the subqueries correlate with
+    (columnN: both engines' names for a VALUES list's columns), so PostgreSQL plans four subqueries, not four per key."""
+    big = "CAST(? AS BIGINT)"
+    row = f"({big}, ?, ?, ?, {big}, {big}, {big}, {big})"
+    return ("SELECT v.column1, (SELECT s.contiguous FROM instance_streams s WHERE s.node_id = v.column2 AND s.instance = v.column3"
+            " AND s.stream = v.column4),"
+            " (SELECT MIN(c.seq) FROM item_conflicts c WHERE c.node_id = v.column2 AND c.stream = v.column4 AND c.seq > v.column5"
+            " AND c.seq < v.column6),"
+            " (SELECT MAX(m.ordinal) FROM node_instances m WHERE m.node_id = v.column2),"
+            " (SELECT MIN(i.seq) FROM items i WHERE i.node_id = v.column2 AND i.stream = v.column4 AND i.seq BETWEEN v.column7 AND v.column8)"
+            f" FROM (VALUES {', '.join([row] * n)}) AS v")
 
 
 async def _select_in(db: DB, head: str, values: list[str]) -> list[tuple[Any, ...]]:
@@ -362,8 +367,7 @@ class HQStore:
             params: list[Any] = []
             for n, (run, ordinal) in enumerate(part):
                 env, last, base = run[0].env, run[-1].env, ordinal * SEQ_SPAN
-                params += [n, env.node_id, env.instance, env.stream, env.node_id, env.stream, base, base + SEQ_SPAN, env.node_id,
-                           env.node_id, env.stream, base + env.first_seq, base + last.last_seq + 1]
+                params += [n, env.node_id, env.instance, env.stream, base, base + SEQ_SPAN, base + env.first_seq, base + last.last_seq + 1]
             width = len(params) // len(part)
             rows = await fetch_all(db, _check_sql(_pow2(len(part))), params + params[-width:] * (_pow2(len(part)) - len(part)))
             for n, contiguous, first_conflict, newest, held in rows:
