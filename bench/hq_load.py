@@ -46,9 +46,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hq.store import HQStore  # noqa: E402
+from provisioning.rotation import KeyRing  # noqa: E402
 from sync import crypto, poscodec  # noqa: E402
 from sync.clock import SystemClock  # noqa: E402
-from sync.envelope import Envelope, decode, encode, parse_ack_message, topic_up  # noqa: E402
+from sync.envelope import Envelope, MacKey, decode, encode, parse_ack_message, topic_up, van_mac_key  # noqa: E402
 from sync.ingest import Ingest, MqttIngestWorker  # noqa: E402
 from sync.mqtt import MqttSettings  # noqa: E402
 
@@ -59,7 +60,8 @@ RAW = serialization.Encoding.Raw
 
 async def worker_main(target: str, broker: str, name: str, keyfile: Path) -> None:
     spec = json.loads(keyfile.read_text())
-    vans = {n: Ed25519PublicKey.from_public_bytes(bytes.fromhex(h)) for n, h in spec["vans"].items()}
+    hq_seal = X25519PrivateKey.from_private_bytes(bytes.fromhex(spec["hq_seal"]))
+    vans = rings({n: Ed25519PublicKey.from_public_bytes(bytes.fromhex(h)) for n, h in spec["vans"].items()}, hq_seal)
     hq_key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(spec["hq_sign"]))
     clock = SystemClock()
     store = await HQStore.open(target, clock)
@@ -100,13 +102,19 @@ def sealed_application(van: str, i: int, hq_seal: X25519PrivateKey, node_key: by
                        "wrap_hq": base64.b64encode(s.wrap_hq).decode(), "package": None}, separators=(",", ":")).encode()
 
 
-def build_fleet(keys: dict[str, Ed25519PrivateKey], records: int, positions: int, rec_batch: int, pos_batch: int) -> Fleet:
-    hq_seal = X25519PrivateKey.generate()
+def rings(vans: dict[str, Ed25519PublicKey], hq_seal: X25519PrivateKey) -> dict[str, KeyRing]:
+    """HQ's view of the vans' keys, as hq/app.py has it (provisioning.rotation.NodeKeyCache): signatures and MACs."""
+    return {n: KeyRing(pub, None, lambda: None, n, [hq_seal]) for n, pub in vans.items()}
+
+
+def build_fleet(keys: dict[str, Ed25519PrivateKey], records: int, positions: int, rec_batch: int, pos_batch: int,
+                hq_seal: X25519PrivateKey, auth: str = "mac") -> Fleet:
     per_van: list[list[tuple[str, bytes]]] = []
     expected = {}
     hlc = 1
     for v, (van, key) in enumerate(keys.items()):
         node_key = os.urandom(32)
+        signer: Ed25519PrivateKey | MacKey = van_mac_key(van, key, hq_seal.public_key()) if auth == "mac" else key
         out = []
         recs = [sealed_application(van, i, hq_seal, node_key) for i in range(1, records + 1)]
         pos = [poscodec.pack_position(poscodec.Position(1_780_000_000 + i, 48.5 + v * 0.01 + i * 1e-5, 32.2 + i * 1e-5, 11.0, 45.0, True))
@@ -121,7 +129,7 @@ def build_fleet(keys: dict[str, Ed25519PrivateKey], records: int, positions: int
                     continue
                 chunk = tuple(items[c:c + batch])
                 hlc += 1
-                out.append((topic_up(van, stream), encode(Envelope(van, stream, c + 1, chunk, hlc, trusted_time=True), key)))
+                out.append((topic_up(van, stream), encode(Envelope(van, stream, c + 1, chunk, hlc, trusted_time=True), signer)))
                 cursors[stream] = c + len(chunk)
         if records:
             expected[(van, "rec")] = records
@@ -285,7 +293,7 @@ async def _held_records(target: str) -> int:
         await store.close()
 
 
-async def direct(target: str, fleet: Fleet, vans: dict[str, Ed25519PublicKey], n: int) -> tuple[float, float, int]:
+async def direct(target: str, fleet: Fleet, vans: dict[str, KeyRing], n: int) -> tuple[float, float, int]:
     """Storage alone, in this process, no broker: (seconds, CPU seconds, items) for the first n messages."""
     store = await HQStore.open(target, SystemClock())
     try:
@@ -307,6 +315,8 @@ def main() -> None:
     ap.add_argument("--position-batch", type=int, default=60, help="positions per envelope")
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--uplink-auth", choices=("mac", "signature"), default="mac",
+                    help="how the vans authenticate their envelopes (a van's --uplink-auth; mac is its default)")
     ap.add_argument("--timeout", type=float, default=300.0, help="per scenario")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -331,18 +341,19 @@ def main() -> None:
                 pg = start_postgres()
         try:
             keys = {f"van-{i:04d}": Ed25519PrivateKey.generate() for i in range(1, args.vans + 1)}
-            hq_sign = Ed25519PrivateKey.generate()
+            hq_sign, hq_seal = Ed25519PrivateKey.generate(), X25519PrivateKey.generate()
             keyfile = tmp / "keys.json"
             keyfile.write_text(json.dumps({
+                "hq_seal": hq_seal.private_bytes(RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption()).hex(),
                 "vans": {n: k.public_key().public_bytes(RAW, serialization.PublicFormat.Raw).hex() for n, k in keys.items()},
                 "hq_sign": hq_sign.private_bytes(RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption()).hex()}))
             os.chmod(keyfile, 0o600)
             t = time.perf_counter()
-            fleet = build_fleet(keys, args.records, args.positions, args.record_batch, args.position_batch)
+            fleet = build_fleet(keys, args.records, args.positions, args.record_batch, args.position_batch, hq_seal, args.uplink_auth)
             size = sum(len(p) for _, p in fleet.messages) // len(fleet.messages)
             print(f"fleet: {args.vans} vans, {len(fleet.messages)} messages (mean {size} B), {fleet.records} sealed applications,"
-                  f" {fleet.positions} positions (signed and sealed in {time.perf_counter() - t:.1f} s, not timed)")
-            pubs = {n: k.public_key() for n, k in keys.items()}
+                  f" {fleet.positions} positions ({'MACed' if args.uplink_auth == 'mac' else 'signed'} and sealed in {time.perf_counter() - t:.1f} s, not timed)")
+            pubs = rings({n: k.public_key() for n, k in keys.items()}, hq_seal)
             n_direct = min(len(fleet.messages), 400)
             for backend in backends:
                 target = pg.create_database("direct") if backend == "postgresql" and pg else str(tmp / "direct.db")

@@ -162,7 +162,8 @@ async def _uplink_ctx(app: web.Application) -> AsyncIterator[None]:
         return {"lat": fix.lat, "lon": fix.lon, "t": t, "speed": fix.speed, "course": fix.track}
 
     uplink = Uplink(cfg.db_path, cfg.node_id, cfg.sign_key, cfg.hq_sign_public, mqtt, cfg.clock, ack_timeout=cfg.ack_timeout,
-                    max_clock_skew=cfg.max_clock_skew, trusted_time=trusted_time, latest_position=latest_position)
+                    max_clock_skew=cfg.max_clock_skew, trusted_time=trusted_time, latest_position=latest_position,
+                    hq_seal_public=cfg.hq_seal_public if cfg.uplink_auth == "mac" else None)
     app[UPLINK] = uplink
     store, sessions = app[STORE], app[SESSIONS]
     store.on_enqueued.append(uplink.kick)

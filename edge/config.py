@@ -27,7 +27,7 @@ _D = settings.NODE.defaults()
 # Fields that are settings of the same name.
 SETTINGS_FIELDS = ("data_dir", "broker", "mqtt_version", "gpsd", "modem", "sbd_after", "sbd_interval", "http_host", "http_port",
                    "session_timeout", "session_max_age", "lock_grace", "password_min_length", "track_retention_days", "position_interval",
-                   "ack_timeout", "max_clock_skew", "mqtt_keepalive", "retention_days", "shred_interval", "photo_max_side",
+                   "ack_timeout", "uplink_auth", "max_clock_skew", "mqtt_keepalive", "retention_days", "shred_interval", "photo_max_side",
                    "photo_quality")
 
 
@@ -58,6 +58,7 @@ class NodeConfig:
     track_retention_days: float = _D["track_retention_days"]
     position_interval: float = _D["position_interval"]
     ack_timeout: float = _D["ack_timeout"]
+    uplink_auth: str = _D["uplink_auth"]
     max_clock_skew: float = _D["max_clock_skew"]
     secure_cookies: bool = False  # follows https (nodecli)
     mqtt_tls: ssl.SSLContext | None = None  # mutual TLS to the broker (mqtts://)

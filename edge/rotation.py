@@ -77,6 +77,8 @@ async def receive_hq_seal(app: web.Application, doc: dict[str, Any]) -> None:
         data = json.dumps({"kid": kid, "public": base64.b64encode(raw).decode()}).encode()
         await asyncio.get_running_loop().run_in_executor(None, write_atomic, bundle / HQ_SEAL_FILE, data, 0o644)
     app[STORE].hq_seal_public = public
+    if UPLINK in app:
+        app[UPLINK].use_hq_seal_public(public)
     log.warning("HQ's sealing key is now %s: new records are sealed to it", kid)
 
 

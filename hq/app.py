@@ -46,7 +46,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     # Reloaded when provisioning changes a node record: enrolment, revocation and key rotation act without a restart.
-    key_for = NodeKeyCache(cfg.keys.directory)
+    key_for = NodeKeyCache(cfg.keys.directory, cfg.keys.seal_ring)
     # Status and heartbeats count only from vans whose key HQ still accepts.
     app[STORE].node_active = lambda node: key_for(node) is not None
     ingest = Ingest(app[STORE], key_for, cfg.keys.sign, cfg.clock, max_clock_skew=cfg.max_clock_skew,

@@ -202,6 +202,8 @@ NODE = SettingGroup(
         Setting("sbd_after", positive_float, 300.0, "seconds without MQTT before heartbeats go by satellite", "SECONDS"),
         Setting("sbd_interval", positive_float, 900.0, "seconds between satellite heartbeats while MQTT is down", "SECONDS"),
         Setting("ack_timeout", positive_float, 10.0, "seconds before an unacknowledged batch is sent again", "SECONDS"),
+        Setting("uplink_auth", str, "mac", "how the van authenticates what it sends HQ: mac (HMAC under the key it shares with HQ, "
+                "30x cheaper for HQ to check) or signature (Ed25519, for an HQ older than this version)", choices=("mac", "signature")),
         Setting("max_clock_skew", positive_float, 30 * 86400.0, "seconds a message from HQ may be stamped ahead of the van's clock; "
                 "further ahead, it is refused and its clock never taken (the van may boot with a stale clock)", "SECONDS"),
         Setting("position_interval", positive_float, 5.0, "seconds between positions sent to HQ", "SECONDS"),

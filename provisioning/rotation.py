@@ -17,7 +17,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sync import crypto, sbdbeat
+from sync.envelope import MacKey, MacVerifier, hq_mac_key
 
 from .ca import CA
 from .errors import ProvisioningError
@@ -113,11 +114,45 @@ def finish_rotation(hq_dir: Path, node_id: str) -> None:
         os.remove(with_suffix)
 
 
-class KeyRing:
-    """Verifies with the current key or, during a rotation, the next one (then finishes the rotation)."""
+class KeyRing(MacVerifier):
+    """Verifies with the current key or, during a rotation, the next one (then finishes the rotation).
 
-    def __init__(self, current: Ed25519PublicKey, next_key: Ed25519PublicKey | None, on_next: Callable[[], None]) -> None:
+    MAC-authenticated envelopes (sync.envelope) are checked with the keys HQ shares with the van: one per
+    signing key of the van and sealing key of HQ (older sealing keys too: a van learns a new one only
+    when HQ's command reaches it), each derived once.
+    """
+
+    def __init__(self, current: Ed25519PublicKey, next_key: Ed25519PublicKey | None, on_next: Callable[[], None],
+                 node_id: str = "", seals: Sequence[X25519PrivateKey] = ()) -> None:
         self.current, self.next_key, self.on_next = current, next_key, on_next
+        self.node_id = node_id
+        self.seals = tuple(seals)
+        self._macs: dict[tuple[bytes, int], MacKey] = {}
+
+    def _mac_keys(self, public: Ed25519PublicKey) -> Iterator[MacKey]:
+        raw = _raw_pub(public)
+        for i, seal in enumerate(self.seals):
+            key = self._macs.get((raw, i))
+            if key is None:
+                key = self._macs[(raw, i)] = hq_mac_key(self.node_id, public, seal)
+            yield key
+
+    def _mac_matches(self, public: Ed25519PublicKey, tag: bytes, data: bytes) -> bool:
+        for key in self._mac_keys(public):
+            try:
+                key.verify_mac(tag, data)
+            except InvalidSignature:
+                continue
+            return True
+        return False
+
+    def verify_mac(self, tag: bytes, data: bytes) -> None:
+        if self.next_key is not None and self._mac_matches(self.next_key, tag, data):
+            self.current, self.next_key = self.next_key, None
+            self.on_next()
+            return
+        if not self._mac_matches(self.current, tag, data):
+            raise InvalidSignature()
 
     def verify(self, signature: bytes, data: bytes) -> None:
         if self.next_key is not None:
@@ -138,8 +173,10 @@ class NodeKeyCache:
     (Enrolment, revocation and rotation take effect in a running HQ without a restart.)
     """
 
-    def __init__(self, hq_dir: Path) -> None:
+    def __init__(self, hq_dir: Path, seals: Sequence[X25519PrivateKey] = ()) -> None:
+        """``seals``: HQ's sealing keys, newest first (for MAC-authenticated envelopes; without them only signatures pass)."""
         self.nodes = hq_dir / "nodes"
+        self.seals = tuple(seals)
         self._stamp: float | None = None
         self._keys: dict[str, KeyRing] = {}
 
@@ -155,7 +192,7 @@ class NodeKeyCache:
             node_id = str(doc["node_id"])
             nxt = Ed25519PublicKey.from_public_bytes(b64d(doc["next_sign_public"])) if doc.get("next_sign_public") else None
             keys[node_id] = KeyRing(Ed25519PublicKey.from_public_bytes(b64d(doc["sign_public"])), nxt,
-                                    functools.partial(finish_rotation, self.nodes.parent, node_id))
+                                    functools.partial(finish_rotation, self.nodes.parent, node_id), node_id, self.seals)
         self._keys, self._stamp = keys, stamp
 
     def __call__(self, node_id: str) -> KeyRing | None:

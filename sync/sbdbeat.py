@@ -18,11 +18,8 @@ Layout (big-endian, 46 bytes)::
     5H  backlog         pending items of rec, pos, evt, blob, audit, saturating at 65535
     8s  MAC             HMAC-SHA256(key, the 38 bytes before)[:8]
 
-The MAC key is shared at enrolment without a new secret on the card: the
-node turns its Ed25519 signing key into an X25519 key (the standard map of
-RFC 7748 / RFC 8032, as libsodium's ``crypto_sign_ed25519_sk_to_curve25519``),
-HQ turns the node's enrolled Ed25519 public key into the matching X25519
-public key, and both run X25519 against HQ's sealing key pair, then HKDF.
+The MAC key is shared at enrolment without a new secret on the card
+(sync.pairkey: X25519 between the van's signing key and HQ's sealing key).
 A 64-bit tag makes a forgery a 2^-64 guess per message, each of which costs
 the forger a satellite session; a replay is caught by the sequence number.
 """
@@ -35,11 +32,10 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import pairkey
 from .errors import EnvelopeError, SyncError
 
 MARKER = 0xB1
@@ -47,7 +43,8 @@ MAC_LEN = 8
 _BODY = struct.Struct(">B4s4sIIBiiBB5H")
 SIZE = _BODY.size + MAC_LEN
 BACKLOG_STREAMS = ("rec", "pos", "evt", "blob", "audit")
-_P = 2**255 - 19
+# The heartbeat key's label (sync.pairkey): what the deployed vans use, so it never changes.
+PURPOSE = b"mo sbd heartbeat v1"
 
 
 @dataclass(frozen=True)
@@ -78,30 +75,14 @@ def provisional_instance(tag: bytes) -> str:
     return tag.hex()
 
 
-def _hkdf(shared: bytes, node_id: str) -> bytes:
-    return HKDF(hashes.SHA256(), 32, salt=None, info=b"mo sbd heartbeat v1|" + node_id.encode()).derive(shared)
-
-
-def _x25519_private(sign: Ed25519PrivateKey) -> X25519PrivateKey:
-    seed = sign.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    return X25519PrivateKey.from_private_bytes(hashlib.sha512(seed).digest()[:32])  # clamped by X25519 itself
-
-
-def _x25519_public(sign_public: Ed25519PublicKey) -> X25519PublicKey:
-    """The Montgomery u of the node's Edwards point: u = (1 + y) / (1 - y) mod p."""
-    y = int.from_bytes(sign_public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw), "little") & ((1 << 255) - 1)
-    u = (1 + y) * pow((1 - y) % _P, _P - 2, _P) % _P
-    return X25519PublicKey.from_public_bytes(u.to_bytes(32, "little"))
-
-
 def node_mac_key(node_id: str, sign: Ed25519PrivateKey, hq_seal_public: X25519PublicKey) -> bytes:
     """The van's side of the heartbeat key (its signing key, HQ's public sealing key)."""
-    return _hkdf(_x25519_private(sign).exchange(hq_seal_public), node_id)
+    return pairkey.van_key(PURPOSE, node_id, sign, hq_seal_public)
 
 
 def hq_mac_key(node_id: str, node_sign_public: Ed25519PublicKey, hq_seal: X25519PrivateKey) -> bytes:
     """HQ's side of the same key (the van's enrolled public signing key, HQ's private sealing key)."""
-    return _hkdf(hq_seal.exchange(_x25519_public(node_sign_public)), node_id)
+    return pairkey.hq_key(PURPOSE, node_id, node_sign_public, hq_seal)
 
 
 def pack(node_id: str, seq: int, hb: Heartbeat, key: bytes, instance: str = "") -> bytes:

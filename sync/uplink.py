@@ -18,12 +18,13 @@ from pathlib import Path
 
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from . import outbox
 from .clock import DEFAULT_MAX_SKEW, HLC, Clock
 from .db import open_db
 from .downlink import Downlink, Handler
-from .envelope import Envelope, decode, encode, parse_ack_message, topic_catalog, topic_status, topic_up
+from .envelope import Envelope, MacKey, decode, encode, van_mac_key, parse_ack_message, topic_catalog, topic_status, topic_up
 from .errors import EnvelopeError
 from .mqtt import MqttLink, MqttSettings, run_forever
 
@@ -66,10 +67,15 @@ class Uplink:
         latest_position: Callable[[], dict[str, object] | None] = lambda: None,
         heartbeat: float = 60.0,
         max_clock_skew: float = DEFAULT_MAX_SKEW,
+        hq_seal_public: X25519PublicKey | None = None,
     ) -> None:
+        """``hq_seal_public``: uplinks are MAC-authenticated under the key the van shares with HQ (sync.envelope);
+        without it they are signed."""
         self.db_path = db_path
         self.node_id = node_id
         self._key = signing_key
+        self._hq_seal_public = hq_seal_public
+        self._mac = self._mac_key()
         self._hq_key = hq_key
         self.clock = clock
         self.hlc = HLC(clock, max_skew=max_clock_skew)
@@ -103,6 +109,16 @@ class Uplink:
     def use_signing_key(self, key: Ed25519PrivateKey) -> None:
         """Key rotation: envelopes from now on are signed with ``key`` (HQ learnt it from the rotation)."""
         self._key = key
+        self._mac = self._mac_key()
+
+    def use_hq_seal_public(self, public: X25519PublicKey) -> None:
+        """HQ's sealing key rotated: the shared MAC key follows (HQ keeps the older sealing keys, so both pass meanwhile)."""
+        if self._hq_seal_public is not None:
+            self._hq_seal_public = public
+            self._mac = self._mac_key()
+
+    def _mac_key(self) -> MacKey | None:
+        return None if self._hq_seal_public is None else van_mac_key(self.node_id, self._key, self._hq_seal_public)
 
     def kick(self) -> None:
         """Something new is in the outbox (or an ack moved): drain now."""
@@ -190,7 +206,7 @@ class Uplink:
                 continue
             env = Envelope(self.node_id, stream, rows[0].seq, tuple(r.payload for r in rows), self.hlc.tick(),
                            trusted_time=self.trusted_time(), instance=self.instance)
-            await link.publish(topic_up(self.node_id, stream), encode(env, self._key))
+            await link.publish(topic_up(self.node_id, stream), encode(env, self._mac or self._key))
             async with self._write:
                 await outbox.mark_sent(self._db, stream, rows[0].seq, rows[-1].seq, self.clock.now())
             self._inflight[stream] = _InFlight(rows[-1].seq, now if fl is None else fl.since)

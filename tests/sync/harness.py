@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiosqlite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from hq.db import connect as hq_connect
 from hq.store import HQStore
+from provisioning.rotation import KeyRing
 from sync import outbox
 from sync.clock import SystemClock
+from sync.envelope import Verifier
 from sync.db import open_db, transaction
 from sync.ingest import Ingest, MqttIngestWorker
 from sync.mqtt import MqttSettings
@@ -38,10 +41,13 @@ async def submit(db: aiosqlite.Connection, start: int, n: int, stream: str = "re
 
 @contextlib.asynccontextmanager
 async def hq_workers(url: str, db_path: Path | str, node_key: Ed25519PrivateKey, hq_key: Ed25519PrivateKey, n: int = 1,
-                     shared: bool = True) -> AsyncIterator[list[tuple[MqttIngestWorker, HQStore]]]:
-    """``n`` HQ workers, each with its own connection to the one HQ database, sharing the subscription."""
+                     shared: bool = True, seals: Sequence[X25519PrivateKey] = ()) -> AsyncIterator[list[tuple[MqttIngestWorker, HQStore]]]:
+    """``n`` HQ workers, each with its own connection to the one HQ database, sharing the subscription.
+
+    ``seals``: HQ's sealing keys, to take the van's MAC-authenticated envelopes (signatures only without).
+    """
     clock = SystemClock()
-    pub = node_key.public_key()
+    pub: Verifier = KeyRing(node_key.public_key(), None, lambda: None, NODE, seals) if seals else node_key.public_key()
     out = []
     tasks = []
     for w in range(n):
@@ -62,9 +68,9 @@ async def hq_workers(url: str, db_path: Path | str, node_key: Ed25519PrivateKey,
 
 @contextlib.asynccontextmanager
 async def node_uplink(url: str, db_path: Path, node_key: Ed25519PrivateKey, hq_key: Ed25519PrivateKey,
-                      ack_timeout: float = 3.0, **kw: int) -> AsyncIterator[Uplink]:
+                      ack_timeout: float = 3.0, hq_seal_public: X25519PublicKey | None = None, **kw: int) -> AsyncIterator[Uplink]:
     up = Uplink(db_path, NODE, node_key, hq_key.public_key(), MqttSettings(url=url, client_id=NODE), SystemClock(),
-                ack_timeout=ack_timeout, **kw)  # type: ignore[arg-type]
+                ack_timeout=ack_timeout, hq_seal_public=hq_seal_public, **kw)  # type: ignore[arg-type]
     task = asyncio.create_task(up.run())
     try:
         yield up
