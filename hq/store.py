@@ -193,6 +193,27 @@ async def _insert_rows(db: DB, head: str, rows: list[tuple[Any, ...]], tail: str
         i += n
 
 
+@functools.lru_cache(maxsize=256)
+def _padded_sql(table: str, columns: str, n: int, tail: str) -> str:
+    names, types = zip(*(c.strip().split(" ", 1) for c in columns.split(",")), strict=True)
+    row = "(" + ", ".join(f"CAST(? AS {t})" for t in types) + ")"
+    picks = ", ".join(f"v.column{k}" for k in range(1, len(names) + 1))
+    # WHERE: drops the padding, and is what SQLite needs to read ON CONFLICT after INSERT ... SELECT as the upsert
+    return (f"INSERT INTO {table}({', '.join(names)}) SELECT {picks} FROM (VALUES {', '.join([row] * n)}) AS v"
+            f" WHERE v.column1 IS NOT NULL{tail}")
+
+
+async def _insert_padded(db: DB, table: str, columns: str, rows: list[tuple[Any, ...]], tail: str = "") -> None:
+    """``INSERT INTO table SELECT`` every row from a VALUES list padded with NULL rows to a power of two: ONE statement
+    (per 256 rows) whose text repeats.  ``columns``: "name TYPE, ..." (TEXT, BIGINT, DOUBLE PRECISION: each parameter is
+    cast, PostgreSQL types a VALUES list from it); the first column is never NULL in a real row."""
+    width = columns.count(",") + 1
+    for start in range(0, len(rows), _MAX_ROWS):
+        part = rows[start:start + _MAX_ROWS]
+        n = _pow2(len(part))
+        await db.execute(_padded_sql(table, columns, n, tail), [v for r in part for v in r] + [None] * (width * (n - len(part))))
+
+
 @functools.lru_cache(maxsize=16)
 def _check_sql(n: int) -> str:
     """Per (node, instance, stream) key of the fast path: its contiguous, first conflict, the van's newest instance, the first held
@@ -454,30 +475,32 @@ class HQStore:
         # in node order, as every worker writes them, so two workers' groups do not wait on each other in a circle
         seen = {env.node_id: (env.node_id, now, via, int(env.trusted_time)) for env, via, _ in group}
         await _insert_rows(db, "INSERT INTO items(node_id, stream, seq, payload, hlc, via, received, digest)", items)
-        await _insert_rows(db, "INSERT INTO node_state(node_id, last_seen, link, trusted_time)", [seen[n] for n in sorted({f.env.node_id for f in fast})],
-                           " ON CONFLICT(node_id) DO UPDATE SET last_seen = excluded.last_seen, link = excluded.link,"
-                           " trusted_time = excluded.trusted_time")
-        await _insert_rows(db, "INSERT INTO records(node_id, seq, record_id, number, service_code, created, sealed, package_code, citizen)",
-                           projections["records"], " ON CONFLICT DO NOTHING")
-        await _insert_rows(db, "INSERT INTO applicants(node_id, seq, record_id, created, sealed)", projections["applicants"],
-                           " ON CONFLICT DO NOTHING")
-        await _insert_rows(db, "INSERT INTO ratings(node_id, seq, application_id, score, at, comment_sealed)", projections["ratings"],
-                           " ON CONFLICT DO NOTHING")
-        await _insert_rows(db, "INSERT INTO node_state(node_id, lat, lon, pos_time, pos_trusted, pos_mono, pos_boot)",
-                           [positions[n] for n in sorted(positions)],
-                           " ON CONFLICT(node_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, pos_time = excluded.pos_time,"
-                           " pos_trusted = excluded.pos_trusted, pos_mono = excluded.pos_mono, pos_boot = excluded.pos_boot"
-                           " WHERE node_state.pos_time IS NULL OR excluded.pos_time >= node_state.pos_time")
-        await _insert_rows(db, "INSERT INTO class_bytes(node_id, stream, bytes, items)", [(*k, *v) for k, v in sizes.items()],
-                           " ON CONFLICT(node_id, stream) DO UPDATE SET bytes = class_bytes.bytes + excluded.bytes,"
-                           " items = class_bytes.items + excluded.items")
-        await _insert_rows(db, "INSERT INTO instance_streams(node_id, instance, stream, contiguous)",
-                           [(*k, f.env.last_seq) for k, f in runs.items()],
-                           " ON CONFLICT(node_id, instance, stream) DO UPDATE SET contiguous = excluded.contiguous")
+        # one row per van: what its last envelope said, and its newest position if the group has one (a van without
+        # keeps its position: NULL never moves it, as the slow path writes no position then)
+        moves = "excluded.pos_time IS NOT NULL AND (node_state.pos_time IS NULL OR excluded.pos_time >= node_state.pos_time)"
+        await _insert_padded(
+            db, "node_state", "node_id TEXT, last_seen DOUBLE PRECISION, link TEXT, trusted_time BIGINT, lat DOUBLE PRECISION,"
+            " lon DOUBLE PRECISION, pos_time DOUBLE PRECISION, pos_trusted BIGINT, pos_mono DOUBLE PRECISION, pos_boot BIGINT",
+            [(*seen[n], *(positions[n][1:] if n in positions else (None,) * 6)) for n in sorted({f.env.node_id for f in fast})],
+            " ON CONFLICT(node_id) DO UPDATE SET last_seen = excluded.last_seen, link = excluded.link, trusted_time = excluded.trusted_time, "
+            + ", ".join(f"{c} = CASE WHEN {moves} THEN excluded.{c} ELSE node_state.{c} END"
+                        for c in ("lat", "lon", "pos_time", "pos_trusted", "pos_mono", "pos_boot")))
+        await _insert_padded(db, "records", "node_id TEXT, seq BIGINT, record_id TEXT, number TEXT, service_code TEXT, created DOUBLE PRECISION,"
+                             " sealed TEXT, package_code TEXT, citizen TEXT", projections["records"], " ON CONFLICT DO NOTHING")
+        await _insert_padded(db, "applicants", "node_id TEXT, seq BIGINT, record_id TEXT, created DOUBLE PRECISION, sealed TEXT",
+                             projections["applicants"], " ON CONFLICT DO NOTHING")
+        await _insert_padded(db, "ratings", "node_id TEXT, seq BIGINT, application_id TEXT, score BIGINT, at DOUBLE PRECISION, comment_sealed TEXT",
+                             projections["ratings"], " ON CONFLICT DO NOTHING")
+        await _insert_padded(db, "class_bytes", "node_id TEXT, stream TEXT, bytes BIGINT, items BIGINT", [(*k, *v) for k, v in sorted(sizes.items())],
+                             " ON CONFLICT(node_id, stream) DO UPDATE SET bytes = class_bytes.bytes + excluded.bytes,"
+                             " items = class_bytes.items + excluded.items")
+        await _insert_padded(db, "instance_streams", "node_id TEXT, instance TEXT, stream TEXT, contiguous BIGINT",
+                             [(*k, f.env.last_seq) for k, f in sorted(runs.items())],
+                             " ON CONFLICT(node_id, instance, stream) DO UPDATE SET contiguous = excluded.contiguous")
         # readers of stream_state (event folds) follow the van's newest instance, in HQ's seq numbers
-        await _insert_rows(db, "INSERT INTO stream_state(node_id, stream, contiguous)",
-                           [(f.env.node_id, f.env.stream, f.ordinal * SEQ_SPAN + f.env.last_seq) for f in runs.values() if f.newest],
-                           " ON CONFLICT(node_id, stream) DO UPDATE SET contiguous = excluded.contiguous")
+        await _insert_padded(db, "stream_state", "node_id TEXT, stream TEXT, contiguous BIGINT",
+                             [(f.env.node_id, f.env.stream, f.ordinal * SEQ_SPAN + f.env.last_seq) for _, f in sorted(runs.items()) if f.newest],
+                             " ON CONFLICT(node_id, stream) DO UPDATE SET contiguous = excluded.contiguous")
         out = []
         for f in fast:
             res = StoreResult(f.env.last_seq, new=len(f.env.items))
