@@ -320,8 +320,12 @@ async def lock_streams(db: DB, keys: Sequence[str]) -> None:
     locks in the same order, so two group commits never deadlock.
     """
     if isinstance(db, PgConnection):
-        for key in keys:
-            await db.execute(f"SELECT pg_advisory_xact_lock({LOCK_STREAM}, {_key_int(key)})")
+        # one round trip for all of them (a select list runs left to right); padded to a power of two with the
+        # last key again (taking a held lock again is harmless), so the statement's text repeats and is prepared once
+        for start in range(0, len(keys), 64):
+            ints = [_key_int(key) for key in keys[start:start + 64]]
+            ints += ints[-1:] * ((1 << (len(ints) - 1).bit_length()) - len(ints))
+            await db.execute("SELECT " + ", ".join([f"pg_advisory_xact_lock({LOCK_STREAM}, ?)"] * len(ints)), ints)
 
 
 async def migrate(db: DB, component: str, scripts: Sequence[str]) -> int:

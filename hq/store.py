@@ -20,15 +20,32 @@ data is k = 0) stores its seq n as ``k * SEQ_SPAN + n``.  Projections keyed by
 numbers.  Each item's SHA-256 is kept: a resend whose content differs from
 what HQ holds under the same key is a conflict, quarantined, alerted and
 never acknowledged (the van keeps it).
+
+Fast path: a van online sends one position or one application per message,
+and on PostgreSQL every statement is a network round trip, so the ~10
+statements per envelope above were what sized HQ.  ``store_envelopes``
+therefore stores a group's steady-state envelopes together, a fixed handful
+of multi-row statements per group: stream pos or rec, no hold, an instance
+HQ already knows, every item parsed and checked first, continuing its
+stream's contiguous run with nothing of it held yet.  Everything else goes
+the per-envelope way above (the reference the fast path is tested
+against): status, evt and audit; a gap, its fill or a resend; an item that
+would be quarantined; a re-flash (the van whole); positions of a van whose
+heartbeat or time fix is in the same group.  A (node, stream) goes all one
+way, so its order holds; if a fast statement fails, the fast envelopes go
+again the per-envelope way, item by item if needed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 import logging
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,13 +154,104 @@ class _BatchFailed(Exception):
     """Applying an envelope's new items together failed (the cause is chained): the envelope goes again item by item."""
 
 
+@dataclass
+class _Fast:
+    """An envelope for the fast path: its projection rows, parsed and checked before anything is written."""
+
+    index: int  # in the group
+    env: Envelope
+    via: str
+    rows: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)  # (table, (item's index, values...))
+    position: tuple[Any, ...] | None = None  # its newest position as node_state takes it
+    ordinal: int = -1  # its instance's; -1 until the group's check passes
+    newest: bool = False
+    first_conflict: int | None = None
+
+
+# Statement sizes are powers of two (each text repeats: PostgreSQL prepares it once), at most this many rows or keys.
+_MAX_ROWS = 256
+_KEYS_PER_QUERY = 64
+
+
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+@functools.lru_cache(maxsize=256)
+def _values_sql(head: str, width: int, n: int, tail: str) -> str:
+    row = "(" + ", ".join(["?"] * width) + ")"
+    return f"{head} VALUES {', '.join([row] * n)}{tail}"
+
+
+async def _insert_rows(db: DB, head: str, rows: list[tuple[Any, ...]], tail: str = "") -> None:
+    """``head VALUES (...), (...) tail`` for every row, in a few statements of power-of-two sizes (at most 256 rows:
+    far below SQLite's 32766 parameters).  Rows of an upsert must not touch one key twice (PostgreSQL refuses)."""
+    i = 0
+    while i < len(rows):
+        n = min(_MAX_ROWS, 1 << ((len(rows) - i).bit_length() - 1))
+        await db.execute(_values_sql(head, len(rows[i]), n, tail), [v for r in rows[i:i + n] for v in r])
+        i += n
+
+
+@functools.lru_cache(maxsize=256)
+def _padded_sql(table: str, columns: str, n: int, tail: str) -> str:
+    names, types = zip(*(c.strip().split(" ", 1) for c in columns.split(",")), strict=True)
+    row = "(" + ", ".join(f"CAST(? AS {t})" for t in types) + ")"
+    picks = ", ".join(f"v.column{k}" for k in range(1, len(names) + 1))
+    # WHERE: drops the padding, and is what SQLite needs to read ON CONFLICT after INSERT ... SELECT as the upsert
+    return (f"INSERT INTO {table}({', '.join(names)}) SELECT {picks} FROM (VALUES {', '.join([row] * n)}) AS v"
+            f" WHERE v.column1 IS NOT NULL{tail}")
+
+
+async def _insert_padded(db: DB, table: str, columns: str, rows: list[tuple[Any, ...]], tail: str = "") -> None:
+    """``INSERT INTO table SELECT`` every row from a VALUES list padded with NULL rows to a power of two: ONE statement
+    (per 256 rows) whose text repeats.  ``columns``: "name TYPE, ..." (TEXT, BIGINT, DOUBLE PRECISION: each parameter is
+    cast, PostgreSQL types a VALUES list from it); the first column is never NULL in a real row."""
+    width = columns.count(",") + 1
+    for start in range(0, len(rows), _MAX_ROWS):
+        part = rows[start:start + _MAX_ROWS]
+        n = _pow2(len(part))
+        await db.execute(_padded_sql(table, columns, n, tail), [v for r in part for v in r] + [None] * (width * (n - len(part))))
+
+
+@functools.lru_cache(maxsize=16)
+def _check_sql(n: int) -> str:
+    """Per (node, instance, stream) key of the fast path: its contiguous, first conflict, the van's newest instance, the first held
+    item in the run's range (its first to one past its last).  The keys are a VALUES list the subqueries correlate with
+    (columnN: both engines' names for a VALUES list's columns), so PostgreSQL plans four subqueries, not four per key."""
+    big = "CAST(? AS BIGINT)"
+    row = f"({big}, ?, ?, ?, {big}, {big}, {big}, {big})"
+    return ("SELECT v.column1, (SELECT s.contiguous FROM instance_streams s WHERE s.node_id = v.column2 AND s.instance = v.column3"
+            " AND s.stream = v.column4),"
+            " (SELECT MIN(c.seq) FROM item_conflicts c WHERE c.node_id = v.column2 AND c.stream = v.column4 AND c.seq > v.column5"
+            " AND c.seq < v.column6),"
+            " (SELECT MAX(m.ordinal) FROM node_instances m WHERE m.node_id = v.column2),"
+            " (SELECT MIN(i.seq) FROM items i WHERE i.node_id = v.column2 AND i.stream = v.column4 AND i.seq BETWEEN v.column7 AND v.column8)"
+            f" FROM (VALUES {', '.join([row] * n)}) AS v")
+
+
+async def _select_in(db: DB, head: str, values: list[str]) -> list[tuple[Any, ...]]:
+    """``head (?, ...)`` over the values, padded to a power of two (the text repeats)."""
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(values), _KEYS_PER_QUERY):
+        part = values[start:start + _KEYS_PER_QUERY]
+        part += part[-1:] * (_pow2(len(part)) - len(part))
+        rows += await fetch_all(db, f"{head} ({', '.join(['?'] * len(part))})", part)
+    return rows
+
+
 class HQStore:
+    # False: every envelope through the per-envelope path (the reference the fast path is tested against)
+    fast_path = True
+
     def __init__(self, db: DB, clock: Clock) -> None:
         self.db = db
         self.clock = clock
         # Vans HQ still listens to (enrolled, not revoked); the app ties it to the key directory.
         self.node_active: Callable[[str], bool] = lambda _node: True
         self._ignored_status: set[str] = set()
+        self.fast_envelopes = 0  # how many envelopes the fast path stored (tests and benches look)
+        self._ordinals: dict[tuple[str, str], int] = {}  # (node, instance) -> ordinal, as committed (never changes once given)
 
     @property
     def backend(self) -> str:
@@ -180,7 +288,8 @@ class HQStore:
     async def store_envelopes(self, group: list[tuple[Envelope, str, str | None]]) -> list[StoreResult | Exception]:
         """``store_envelope`` for envelopes that arrived together: ONE transaction, one COMMIT (group commit).
 
-        Each envelope runs under its own SAVEPOINT, in arrival order (so two of one
+        The fast path (module doc) stores the steady-state envelopes together; each
+        other envelope runs under its own SAVEPOINT, in arrival order (so two of one
         (node, stream) see each other, as in separate transactions): one that
         fails is rolled back alone and its exception returned in its place (not
         acknowledged: the van resends), the others commit.  On PostgreSQL the
@@ -198,22 +307,208 @@ class HQStore:
 
     async def _store_group(self, db: DB, group: list[tuple[Envelope, str, str | None]], now: float,
                            results: list[StoreResult | Exception]) -> None:
-        for env, via, hold in group:
-            await db.execute("SAVEPOINT envelope")
+        out: list[StoreResult | Exception | None] = [None] * len(group)
+        fast = await self._plan(db, group, now) if self.fast_path else []
+        taken = {f.index for f in fast}
+        # the slow path first, in arrival order; the fast one after it writes each van's node_state
+        # from its last envelope of the group, so the end state is the one arrival order gives
+        for i, (env, via, hold) in enumerate(group):
+            if i not in taken:
+                out[i] = await self._store_slow(db, env, via, hold, now)
+        if fast:
+            await db.execute("SAVEPOINT fast")
             try:
-                try:
-                    res = await self._store_in_transaction(db, env, via, hold, now, one_by_one=False)
-                except _BatchFailed as failed:
-                    # the envelope again from its savepoint, each new item under its own: only the failing ones are quarantined
-                    await db.execute("ROLLBACK TO SAVEPOINT envelope")
-                    log.warning("batch %s/%s from %d failed (%s): applying item by item", env.node_id, env.stream, env.first_seq,
-                                type(failed.__cause__).__name__)
-                    res = await self._store_in_transaction(db, env, via, hold, now, one_by_one=True)
-                results.append(res)
-            except Exception as exc:  # noqa: BLE001 - returned for this envelope (logged by ingest); the group commits
+                for f, res in zip(fast, await self._store_fast(db, group, fast, now), strict=True):
+                    out[f.index] = res
+                self.fast_envelopes += len(fast)
+            except Exception as exc:  # noqa: BLE001 - the same envelopes again through the reference path, item by item if needed
+                await db.execute("ROLLBACK TO SAVEPOINT fast")
+                log.warning("fast path of %d envelopes failed (%s): storing them one by one", len(fast), type(exc).__name__)
+                for f in fast:
+                    out[f.index] = await self._store_slow(db, f.env, f.via, None, now)
+            await db.execute("RELEASE SAVEPOINT fast")
+        results.extend(r for r in out if r is not None)
+
+    async def _store_slow(self, db: DB, env: Envelope, via: str, hold: str | None, now: float) -> StoreResult | Exception:
+        """One envelope under its own SAVEPOINT (the reference behaviour); its exception if it cannot be stored."""
+        await db.execute("SAVEPOINT envelope")
+        res: StoreResult | Exception
+        try:
+            try:
+                res = await self._store_in_transaction(db, env, via, hold, now, one_by_one=False)
+            except _BatchFailed as failed:
+                # the envelope again from its savepoint, each new item under its own: only the failing ones are quarantined
                 await db.execute("ROLLBACK TO SAVEPOINT envelope")
-                results.append(exc)
-            await db.execute("RELEASE SAVEPOINT envelope")
+                log.warning("batch %s/%s from %d failed (%s): applying item by item", env.node_id, env.stream, env.first_seq,
+                            type(failed.__cause__).__name__)
+                res = await self._store_in_transaction(db, env, via, hold, now, one_by_one=True)
+        except Exception as exc:  # noqa: BLE001 - returned for this envelope (logged by ingest); the group commits
+            await db.execute("ROLLBACK TO SAVEPOINT envelope")
+            res = exc
+        await db.execute("RELEASE SAVEPOINT envelope")
+        return res
+
+    # -- the fast path: a group's steady-state envelopes in a few multi-row statements ------------
+
+    async def _plan(self, db: DB, group: list[tuple[Envelope, str, str | None]], now: float) -> list[_Fast]:
+        """The envelopes the fast path can store exactly as the slow path would, in arrival order.
+
+        A (node, stream) goes all fast or all slow, so its order holds.  Fast: stream pos or rec, no
+        hold, a known instance (one per (node, stream) in the group), every item parsed and valid
+        without a lookup, the envelopes continuing the stream's contiguous run without a gap, and
+        nothing of theirs (nor the item after the last) already held.
+        """
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for i, (env, _, _) in enumerate(group):
+            by_key.setdefault((env.node_id, env.stream), []).append(i)
+        unknown = {(env.node_id, env.instance) for env, _, _ in group if (env.node_id, env.instance) not in self._ordinals}
+        if unknown:
+            # read committed rows only (nothing of this group is written yet): an ordinal never changes once given
+            for node_id, instance, ordinal in await _select_in(
+                    db, "SELECT node_id, instance, ordinal FROM node_instances WHERE node_id IN", sorted({n for n, _ in unknown})):
+                self._ordinals[(str(node_id), str(instance))] = int(ordinal)
+            unknown = {k for k in unknown if k not in self._ordinals}
+        # a van registering an instance in this group (a re-flash) goes the slow way whole: which instance is newest changes
+        slow_nodes = {n for n, _ in unknown}
+        # status heartbeats and time fixes move the fleet position too: that van's positions keep arrival order, slowly
+        moves_position = {env.node_id for env, _, _ in group if env.stream in ("status", "evt")}
+        candidates: list[_Fast] = []
+        keys: list[tuple[list[_Fast], int]] = []
+        for (node_id, stream), idx in by_key.items():
+            if stream not in ("pos", "rec") or node_id in slow_nodes or (stream == "pos" and node_id in moves_position):
+                continue
+            parsed = [self._parse(i, *group[i], now) for i in idx]
+            ok = [f for f in parsed if f is not None]
+            if len(ok) < len(parsed) or len({f.env.instance for f in ok}) > 1 or any(
+                    b.env.first_seq != a.env.last_seq + 1 for a, b in itertools.pairwise(ok)):
+                continue
+            keys.append((ok, self._ordinals[(node_id, ok[0].env.instance)]))
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            part = keys[start:start + _KEYS_PER_QUERY]
+            params: list[Any] = []
+            for n, (run, ordinal) in enumerate(part):
+                env, last, base = run[0].env, run[-1].env, ordinal * SEQ_SPAN
+                params += [n, env.node_id, env.instance, env.stream, base, base + SEQ_SPAN, base + env.first_seq, base + last.last_seq + 1]
+            width = len(params) // len(part)
+            rows = await fetch_all(db, _check_sql(_pow2(len(part))), params + params[-width:] * (_pow2(len(part)) - len(part)))
+            for n, contiguous, first_conflict, newest, held in rows:
+                run, ordinal = part[int(n)]
+                if held is not None or run[0].env.first_seq != (0 if contiguous is None else int(contiguous)) + 1:
+                    continue  # a resend, a gap or a gap's fill: the slow path's item-by-item look at what is held
+                for f in run:
+                    f.ordinal, f.newest, f.first_conflict = ordinal, int(newest) == ordinal, first_conflict
+            candidates += [f for run, _ in part for f in run if f.ordinal >= 0]
+        candidates.sort(key=lambda f: f.index)
+        return candidates
+
+    @staticmethod
+    def _parse(index: int, env: Envelope, via: str, hold: str | None, now: float) -> _Fast | None:
+        """The envelope's projection rows as ``_apply`` would write them, or None: the slow path decides."""
+        if hold is not None or not env.items:
+            return None
+        f = _Fast(index, env, via)
+        try:
+            if env.stream == "pos":
+                newest = max((i for i, item in enumerate(env.items) if item), default=None)
+                for i, item in enumerate(env.items):
+                    if item:
+                        p = poscodec.unpack_position(item)
+                        if i == newest:
+                            if not p.trusted_time and p.mono is not None and p.boot is not None:
+                                return None  # its time may be corrected by its boot's fix: looked up slowly
+                            pos_time, trusted = (p.time, p.trusted_time) if timefix.plausible(p.time) else (now, False)
+                            f.position = (p.lat, p.lon, pos_time, int(trusted), None if trusted else p.mono,
+                                          None if trusted else p.boot)
+                return f
+            for n, item in enumerate(env.items):
+                doc = safejson.loads(item)
+                if not isinstance(doc, dict):
+                    return None
+                kind = doc.get("type", "application")
+                if kind not in RECORD_TYPES:
+                    return None
+                if kind == "application":
+                    clock = doc.get("clock")
+                    if isinstance(clock, dict) and not clock.get("trusted", True):
+                        return None  # its time waits for its boot's fix (hq/timefix.py)
+                    f.rows.append(("records", (n, str(doc["id"]), str(doc["number"]), str(doc["service_code"]), float(doc["created"]),
+                                               item.decode(), _text(doc.get("package")),
+                                               None if doc.get("citizen") is None else str(doc["citizen"])[:40])))
+                elif kind == "applicant":
+                    f.rows.append(("applicants", (n, str(doc["id"]), float(doc["created"]), item.decode())))
+                elif kind == "handover":
+                    if not (isinstance(doc["id"], str) and isinstance(doc["application_id"], str) and isinstance(doc["fields"], dict)
+                            and isinstance(doc["wrap_hq"], str)):
+                        return None
+                else:
+                    score = int(doc["score"])
+                    if not 1 <= score <= 5:
+                        return None
+                    f.rows.append(("ratings", (n, str(doc["application_id"]), score, float(doc["at"]), _text(doc.get("comment_sealed")))))
+        except Exception:  # noqa: BLE001 - whatever _apply would quarantine is for the slow path to quarantine
+            return None
+        return f
+
+    async def _store_fast(self, db: DB, group: list[tuple[Envelope, str, str | None]], fast: list[_Fast],
+                          now: float) -> list[StoreResult]:
+        """Store the planned envelopes with one multi-row statement per table; their results in the same order."""
+        items: list[tuple[Any, ...]] = []
+        projections: dict[str, list[tuple[Any, ...]]] = {"records": [], "applicants": [], "ratings": []}
+        positions: dict[str, tuple[Any, ...]] = {}
+        sizes: dict[tuple[str, str], list[int]] = {}
+        runs: dict[tuple[str, str, str], _Fast] = {}
+        for f in fast:
+            env, base = f.env, f.ordinal * SEQ_SPAN
+            for n, item in enumerate(env.items):
+                items.append((env.node_id, env.stream, base + env.first_seq + n, item, env.hlc, f.via, now, hashlib.sha256(item).digest()))
+            for table, (n, *values) in f.rows:
+                projections[table].append((env.node_id, base + env.first_seq + n, *values))
+            # only the newest position moves the fleet map: the latest of the highest time, as the slow path's chain of upserts ends
+            old = positions.get(env.node_id)
+            if f.position is not None and (old is None or f.position[2] >= old[3]):
+                positions[env.node_id] = (env.node_id, *f.position)
+            size = sizes.setdefault((env.node_id, env.stream), [0, 0])
+            size[0] += sum(len(item) for item in env.items)
+            size[1] += len(env.items)
+            runs[(env.node_id, env.instance, env.stream)] = f  # the newest of the run
+        # node_state says what the van's last envelope of the group said (whichever path stored it); its rows
+        # in node order, as every worker writes them, so two workers' groups do not wait on each other in a circle
+        seen = {env.node_id: (env.node_id, now, via, int(env.trusted_time)) for env, via, _ in group}
+        await _insert_rows(db, "INSERT INTO items(node_id, stream, seq, payload, hlc, via, received, digest)", items)
+        # one row per van: what its last envelope said, and its newest position if the group has one (a van without
+        # keeps its position: NULL never moves it, as the slow path writes no position then)
+        moves = "excluded.pos_time IS NOT NULL AND (node_state.pos_time IS NULL OR excluded.pos_time >= node_state.pos_time)"
+        await _insert_padded(
+            db, "node_state", "node_id TEXT, last_seen DOUBLE PRECISION, link TEXT, trusted_time BIGINT, lat DOUBLE PRECISION,"
+            " lon DOUBLE PRECISION, pos_time DOUBLE PRECISION, pos_trusted BIGINT, pos_mono DOUBLE PRECISION, pos_boot BIGINT",
+            [(*seen[n], *(positions[n][1:] if n in positions else (None,) * 6)) for n in sorted({f.env.node_id for f in fast})],
+            " ON CONFLICT(node_id) DO UPDATE SET last_seen = excluded.last_seen, link = excluded.link, trusted_time = excluded.trusted_time, "
+            + ", ".join(f"{c} = CASE WHEN {moves} THEN excluded.{c} ELSE node_state.{c} END"
+                        for c in ("lat", "lon", "pos_time", "pos_trusted", "pos_mono", "pos_boot")))
+        await _insert_padded(db, "records", "node_id TEXT, seq BIGINT, record_id TEXT, number TEXT, service_code TEXT, created DOUBLE PRECISION,"
+                             " sealed TEXT, package_code TEXT, citizen TEXT", projections["records"], " ON CONFLICT DO NOTHING")
+        await _insert_padded(db, "applicants", "node_id TEXT, seq BIGINT, record_id TEXT, created DOUBLE PRECISION, sealed TEXT",
+                             projections["applicants"], " ON CONFLICT DO NOTHING")
+        await _insert_padded(db, "ratings", "node_id TEXT, seq BIGINT, application_id TEXT, score BIGINT, at DOUBLE PRECISION, comment_sealed TEXT",
+                             projections["ratings"], " ON CONFLICT DO NOTHING")
+        await _insert_padded(db, "class_bytes", "node_id TEXT, stream TEXT, bytes BIGINT, items BIGINT", [(*k, *v) for k, v in sorted(sizes.items())],
+                             " ON CONFLICT(node_id, stream) DO UPDATE SET bytes = class_bytes.bytes + excluded.bytes,"
+                             " items = class_bytes.items + excluded.items")
+        await _insert_padded(db, "instance_streams", "node_id TEXT, instance TEXT, stream TEXT, contiguous BIGINT",
+                             [(*k, f.env.last_seq) for k, f in sorted(runs.items())],
+                             " ON CONFLICT(node_id, instance, stream) DO UPDATE SET contiguous = excluded.contiguous")
+        # readers of stream_state (event folds) follow the van's newest instance, in HQ's seq numbers
+        await _insert_padded(db, "stream_state", "node_id TEXT, stream TEXT, contiguous BIGINT",
+                             [(f.env.node_id, f.env.stream, f.ordinal * SEQ_SPAN + f.env.last_seq) for _, f in sorted(runs.items()) if f.newest],
+                             " ON CONFLICT(node_id, stream) DO UPDATE SET contiguous = excluded.contiguous")
+        out = []
+        for f in fast:
+            res = StoreResult(f.env.last_seq, new=len(f.env.items))
+            base = f.ordinal * SEQ_SPAN
+            if f.first_conflict is not None and int(f.first_conflict) - base - 1 < res.contiguous:
+                res.contiguous, res.held_back = int(f.first_conflict) - base - 1, True
+            out.append(res)
+        return out
 
     async def _store_in_transaction(self, db: DB, env: Envelope, via: str, hold: str | None, now: float,
                                     one_by_one: bool) -> StoreResult:
