@@ -67,6 +67,9 @@ def _check_uplink(env: Envelope, topic_node: str | None, topic_stream: str | Non
         raise EnvelopeError("topic stream does not match the envelope")
 
 
+# A message as verification left it: its envelope, why it was refused, or None for a compact satellite heartbeat.
+Checked = Envelope | EnvelopeError | None
+
 # Groups at least this large are verified off the event loop (a thread hop costs about what two verifications do).
 OFFLOAD_MIN = 4
 
@@ -119,7 +122,17 @@ class Ingest:
             return None
         return self.make_ack(env.node_id, acks, extra, env.instance)
 
-    async def handle_many(self, messages: Sequence[tuple[bytes, str, str | None, str | None]]) -> list[bytes | Exception | None]:
+    async def check_many(self, messages: Sequence[tuple[bytes, str, str | None, str | None]]) -> list[Checked]:
+        """Each message verified (see ``_check_all``); a large lot on a thread of its own (the crypto releases the GIL),
+        so the event loop meanwhile takes in messages, stores the previous group and sends its acks."""
+        if len(messages) < OFFLOAD_MIN:
+            return self._check_all(messages)
+        if self._verifier is None:
+            self._verifier = ThreadPoolExecutor(1, thread_name_prefix="verify")
+        return await asyncio.get_running_loop().run_in_executor(self._verifier, self._check_all, messages)
+
+    async def handle_many(self, messages: Sequence[tuple[bytes, str, str | None, str | None]],
+                          checked: Sequence[Checked] | None = None) -> list[bytes | Exception | None]:
         """``handle`` for messages that arrived together (payload, channel, topic node, topic stream), in arrival order.
 
         Each is verified as by ``handle``; the valid ones are stored in ONE transaction
@@ -127,17 +140,12 @@ class Ingest:
         only after it: one signed ack per van database, cumulative, given in the place of
         that van's last message of the group (None elsewhere).  A message whose storage
         failed gets its exception: not acknowledged, the broker and the van send it again.
+        ``checked``: what ``check_many`` already said of these messages (checked ahead, as they arrived).
         """
         out: list[bytes | Exception | None] = [None] * len(messages)
         opened: list[tuple[int, Envelope, str, str | None]] = []
-        if len(messages) >= OFFLOAD_MIN:
-            # Signatures are checked on a thread of their own (the library releases the GIL): the event
-            # loop meanwhile takes in the next messages and sends the last group's acks.
-            if self._verifier is None:
-                self._verifier = ThreadPoolExecutor(1, thread_name_prefix="verify")
-            checked = await asyncio.get_running_loop().run_in_executor(self._verifier, self._check_all, messages)
-        else:
-            checked = self._check_all(messages)
+        if checked is None:
+            checked = await self.check_many(messages)
         for i, ((payload, channel, topic_node, topic_stream), env_or_error) in enumerate(zip(messages, checked, strict=True)):
             if isinstance(env_or_error, Envelope):
                 env: Envelope | None = env_or_error
@@ -182,10 +190,10 @@ class Ingest:
             return None
         return env
 
-    def _check_all(self, messages: Sequence[tuple[bytes, str, str | None, str | None]]) -> list[Envelope | EnvelopeError | None]:
+    def _check_all(self, messages: Sequence[tuple[bytes, str, str | None, str | None]]) -> list[Checked]:
         """Each message verified (thread-safe: no state of ours is touched): its envelope, its error,
         or None for a compact satellite heartbeat (``_verified`` opens those on the event loop)."""
-        out: list[Envelope | EnvelopeError | None] = []
+        out: list[Checked] = []
         for payload, _, topic_node, topic_stream in messages:
             if sbdbeat.is_compact(payload):
                 out.append(None)
@@ -280,8 +288,9 @@ class MqttIngestWorker:
         mqtt.subscriptions = [(f"$share/hq/{up}" if shared else up, 1), ("mo/v1/+/status", 1)]
         self.mqtt = mqtt
         self.connected = False
-        # Messages that arrive while a group is being committed wait here and go in the next group (group commit).
-        self._queue: list[tuple[str, str, bytes, asyncio.Future[None]]] = []
+        # Messages that arrive while a group is being committed wait here and go in the next group (group commit),
+        # each with the verification of the lot it arrived in (started on arrival) and its place in that lot.
+        self._queue: list[tuple[str, str, bytes, asyncio.Future[None], asyncio.Future[list[Checked]], int]] = []
         self._flusher: asyncio.Future[None] | None = None
         self._answering: set[asyncio.Future[None]] = set()  # groups whose acks wait for the broker's PUBACKs
         self._link: MqttLink | None = None
@@ -321,6 +330,7 @@ class MqttIngestWorker:
         outcomes: list[BaseException | None] = [None] * len(messages)
         waiting: list[tuple[int, asyncio.Future[None]]] = []
         loop = asyncio.get_running_loop()
+        ups: list[tuple[int, str, str, bytes]] = []
         for i, (topic, payload) in enumerate(messages):
             if topic.endswith("/status"):
                 try:
@@ -329,11 +339,16 @@ class MqttIngestWorker:
                     outcomes[i] = exc
                 continue
             parts = up_topic_parts(topic)
-            if parts is None:
-                continue
-            fut: asyncio.Future[None] = loop.create_future()
-            self._queue.append((parts[0], parts[1], payload, fut))
-            waiting.append((i, fut))
+            if parts is not None:
+                ups.append((i, parts[0], parts[1], payload))
+        if ups:
+            # verified now, while the group before is stored: the group finds its messages checked
+            lot = [(payload, "mqtt", node, stream) for _, node, stream, payload in ups]
+            checking: asyncio.Future[list[Checked]] = asyncio.ensure_future(self.ingest.check_many(lot))
+            for k, (i, node, stream, payload) in enumerate(ups):
+                fut: asyncio.Future[None] = loop.create_future()
+                self._queue.append((node, stream, payload, fut, checking, k))
+                waiting.append((i, fut))
         if waiting and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.ensure_future(self._flush())
         for i, fut in waiting:
@@ -358,19 +373,24 @@ class MqttIngestWorker:
         while self._queue:
             group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
             try:
-                answers = await self.ingest.handle_many([(payload, "mqtt", node, stream) for node, stream, payload, _ in group])
+                lots: dict[int, list[Checked]] = {}
+                for *_, checking, _ in group:
+                    if id(checking) not in lots:
+                        lots[id(checking)] = await checking
+                answers = await self.ingest.handle_many([(payload, "mqtt", node, stream) for node, stream, payload, *_ in group],
+                                                        [lots[id(checking)][k] for *_, checking, k in group])
             except Exception as exc:  # noqa: BLE001 - the group's transaction failed: every message hears it, none is acked
-                for *_, fut in group:
+                for _, _, _, fut, _, _ in group:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
             except BaseException:
-                for *_, fut in group:
+                for _, _, _, fut, _, _ in group:
                     fut.cancel()
                 raise
             link = self._link
             sends: list[tuple[asyncio.Future[None], str, bytes]] = []
-            for (node, _, _, fut), answer in zip(group, answers, strict=True):
+            for (node, _, _, fut, _, _), answer in zip(group, answers, strict=True):
                 if isinstance(answer, Exception):
                     if not fut.done():
                         fut.set_exception(answer)

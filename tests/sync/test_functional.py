@@ -92,12 +92,12 @@ async def test_a_large_backlog_goes_in_larger_batches(mosquitto, tmp_path: Path)
         worker, _ = workers[0]
         handle_many = worker.ingest.handle_many
 
-        async def watching(messages):  # type: ignore[no-untyped-def]
+        async def watching(messages, checked=None):  # type: ignore[no-untyped-def]
             for payload, *_ in messages:
                 env = decode(payload, lambda n: nk.public_key())
                 if env.stream == "rec":
                     sizes.append(sum(len(i) for i in env.items))
-            return await handle_many(messages)
+            return await handle_many(messages, checked)
 
         worker.ingest.handle_many = watching  # type: ignore[method-assign]
         await wait_for(lambda: _true(worker.connected), what="HQ worker")
