@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -96,6 +96,16 @@ async def wait_for(pred, timeout: float = 60.0, what: str = "condition") -> None
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+async def until(pred: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """``wait_for`` for a plain (not async) condition: polls it until true; the timeout only bounds a hang."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 async def hq_items(db_path: Path | str, stream: str = "rec") -> list[tuple[int, bytes]]:

@@ -16,6 +16,8 @@ from sync.db import open_db, transaction
 from sync.mqtt import MAX_ATTEMPTS, MqttLink, MqttSettings, run_forever
 from tests.conftest import Broker
 
+from .harness import until
+
 pytestmark = pytest.mark.functional
 
 
@@ -54,14 +56,6 @@ def _publish(broker: Broker, topic: str, payload: bytes) -> None:
     c.disconnect()
 
 
-async def _until(pred, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    end = asyncio.get_running_loop().time() + timeout
-    while not pred():
-        if asyncio.get_running_loop().time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def _subscribed(broker: Broker, topic: str, seen: list[bytes]) -> None:
     """The link subscribes without waiting for SUBACK: publish a warm-up until it comes through."""
     while b"warm-up" not in seen:
@@ -98,7 +92,7 @@ async def test_a_message_whose_handler_fails_is_delivered_again(mosquitto: Broke
         for p in (b"m1", b"m2", b"m3"):
             await asyncio.to_thread(_publish, mosquitto, "mo/v1/van-xx/down/cmd", p)
         # at least once: a success whose ack was cut by another message's failure comes again (handlers are idempotent)
-        await _until(lambda: {b"m1", b"m2", b"m3"} <= set(stored), "every message stored")
+        await until(lambda: {b"m1", b"m2", b"m3"} <= set(stored), "every message stored")
         assert seen.count(b"m1") >= 2 and seen.count(b"m2") >= MAX_ATTEMPTS + 2
     finally:
         task.cancel()
@@ -127,7 +121,7 @@ async def test_a_message_that_always_fails_is_given_up_after_a_bound(mosquitto: 
         await _subscribed(mosquitto, "mo/v1/van-yy/down/cmd", seen)
         await asyncio.to_thread(_publish, mosquitto, "mo/v1/van-yy/down/cmd", b"poison")
         await asyncio.to_thread(_publish, mosquitto, "mo/v1/van-yy/down/cmd", b"after")
-        await _until(lambda: b"after" in stored and seen.count(b"poison") >= MAX_ATTEMPTS, "the link to move past the poison")
+        await until(lambda: b"after" in stored and seen.count(b"poison") >= MAX_ATTEMPTS, "the link to move past the poison")
         assert seen.count(b"poison") == MAX_ATTEMPTS
     finally:
         task.cancel()

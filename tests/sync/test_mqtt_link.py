@@ -13,6 +13,8 @@ from sync.clock import SystemClock
 from sync.mqtt import MqttLink, MqttSettings, run_forever
 from tests.conftest import Broker
 
+from .harness import until
+
 pytestmark = pytest.mark.functional
 
 
@@ -28,14 +30,6 @@ def _publish_burst(broker: Broker, topic: str, payloads: list[bytes]) -> None:
     c.disconnect()
 
 
-async def _until(pred, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    end = asyncio.get_running_loop().time() + timeout
-    while not pred():
-        if asyncio.get_running_loop().time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_a_burst_reaches_the_handler_in_arrival_order(mosquitto: Broker) -> None:
     seen: list[bytes] = []
 
@@ -49,7 +43,7 @@ async def test_a_burst_reaches_the_handler_in_arrival_order(mosquitto: Broker) -
             await asyncio.sleep(0.05)
         burst = [b"m%04d" % i for i in range(500)]
         await asyncio.to_thread(_publish_burst, mosquitto, "t/burst", burst)
-        await _until(lambda: len([p for p in seen if p != b"warm-up"]) >= len(burst), "the whole burst")
+        await until(lambda: len([p for p in seen if p != b"warm-up"]) >= len(burst), "the whole burst")
     assert [p for p in seen if p != b"warm-up"] == burst
 
 
@@ -71,7 +65,7 @@ async def test_publish_many_answers_each_message(mosquitto: Broker) -> None:
                 await asyncio.sleep(0.05)
             batch = [("t/many", b"a%03d" % i) for i in range(100)]
             assert await link.publish_many(batch) == [None] * len(batch)  # every PUBACK came
-            await _until(lambda: len(got) >= 101, "the reader to get the batch")
+            await until(lambda: len(got) >= 101, "the reader to get the batch")
             assert sorted(got[-100:]) == sorted(p for _, p in batch)
             mosquitto.stop()
             with pytest.raises(LinkDown):
@@ -117,7 +111,7 @@ async def test_a_batch_handler_settles_each_message_by_its_own_outcome(mosquitto
             await asyncio.sleep(0.05)
         burst = [b"m%03d" % i for i in range(200)]
         await asyncio.to_thread(_publish_burst, mosquitto, "t/batch", [*burst[:100], b"bad", *burst[100:]])
-        await _until(lambda: set(burst) | {b"bad"} <= set(stored), "every message handled")
+        await until(lambda: set(burst) | {b"bad"} <= set(stored), "every message handled")
         assert stored.count(b"bad") == 1  # failed once, handled when the broker sent it again
         assert max(len(c) for c in calls) > 1  # a burst arrives as batches, not one call per message
     finally:
