@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ class KeyRing(MacVerifier):
         self.node_id = node_id
         self.seals = tuple(seals)
         self._macs: dict[tuple[bytes, int], MacKey] = {}
+        self._promoting = threading.Lock()
 
     def _mac_keys(self, public: Ed25519PublicKey) -> Iterator[MacKey]:
         raw = _raw_pub(public)
@@ -147,24 +149,33 @@ class KeyRing(MacVerifier):
         return False
 
     def verify_mac(self, tag: bytes, data: bytes) -> None:
-        if self.next_key is not None and self._mac_matches(self.next_key, tag, data):
-            self.current, self.next_key = self.next_key, None
-            self.on_next()
+        next_key = self.next_key
+        if next_key is not None and self._mac_matches(next_key, tag, data):
+            self._promote(next_key)
             return
         if not self._mac_matches(self.current, tag, data):
             raise InvalidSignature()
 
     def verify(self, signature: bytes, data: bytes) -> None:
-        if self.next_key is not None:
+        next_key = self.next_key
+        if next_key is not None:
             try:
-                self.next_key.verify(signature, data)
+                next_key.verify(signature, data)
             except InvalidSignature:
                 pass
             else:
-                self.current, self.next_key = self.next_key, None
-                self.on_next()
+                self._promote(next_key)
                 return
         self.current.verify(signature, data)
+
+    def _promote(self, next_key: Ed25519PublicKey) -> None:
+        """The van signed with its next key: that key alone from now on, and the rotation finished once
+        (HQ verifies on a thread of its own and, for a few messages, on its event loop: both may get here)."""
+        with self._promoting:
+            if self.next_key is not next_key:
+                return  # the other one did it
+            self.current, self.next_key = next_key, None
+        self.on_next()
 
 
 class NodeKeyCache:

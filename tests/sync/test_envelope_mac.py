@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,29 @@ async def test_a_van_sends_its_records_macd_and_hq_without_the_key_keeps_them_wa
 async def _true(v: bool) -> bool:
     await asyncio.sleep(0)
     return v
+
+
+def test_a_rotation_finishes_once_when_two_threads_see_the_next_key() -> None:
+    """HQ verifies on a thread of its own and, for a few messages, on its event loop: one promotion, one on_next."""
+    old_van, new_van, seal = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), X25519PrivateKey.generate()
+    for _ in range(20):
+        finished: list[int] = []
+        ring = KeyRing(old_van.public_key(), new_van.public_key(), lambda f=finished: f.append(1),
+                       NODE, [seal])
+        _race(ring, [encode(_env(), van_mac_key(NODE, new_van, seal.public_key())), encode(_env(), new_van)] * 4)
+        assert finished == [1] and ring.current == new_van.public_key() and ring.next_key is None
+
+
+def _race(ring: KeyRing, messages: list[bytes]) -> None:
+    """Every message decoded at once, each on its own thread."""
+    start = threading.Barrier(len(messages))
+
+    def check(data: bytes) -> None:
+        start.wait()
+        decode(data, lambda n: ring)
+
+    threads = [threading.Thread(target=check, args=(m,)) for m in messages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
