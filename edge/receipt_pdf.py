@@ -14,6 +14,8 @@ from pathlib import Path
 import segno
 from fpdf import FPDF
 
+from . import payqr
+
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu"))
 REGULAR, BOLD = "DejaVuSans.ttf", "DejaVuSans-Bold.ttf"
 
@@ -63,8 +65,10 @@ class ReceiptData:
     refusal: str = ""  # HQ's written reason for a refusal (issue 18 item 6)
 
 
-def _qr(pdf: FPDF, text: str, x: float, y: float, size: float) -> None:
-    qr = segno.make(text, error="m", micro=False)  # segno picks a Micro QR for short text: phones and banking apps cannot read those
+def _qr(pdf: FPDF, text: str, x: float, y: float, size: float, payment: bool = False) -> None:
+    """``payment``: the NBU's symbol (edge/payqr.py: its version bounds, and the hryvnia sign in a white circle at the centre)."""
+    # segno picks a Micro QR for short text: phones and banking apps cannot read those
+    qr = payqr.symbol(text) if payment else segno.make(text, error="m", micro=False)
     matrix = [list(row) for row in qr.matrix]
     n = len(matrix) + 8  # 4-module quiet zone on each side
     cell = size / n
@@ -80,6 +84,14 @@ def _qr(pdf: FPDF, text: str, x: float, y: float, size: float) -> None:
                 c += 1
             # one rectangle per run of dark modules: a payment QR has thousands of modules
             pdf.rect(x + (start + 4) * cell, y + (r + 4) * cell, (c - start) * cell, cell, style="F")
+    if payment:
+        d = payqr.MARK * len(matrix) * cell
+        left, top = x + (size - d) / 2, y + (size - d) / 2
+        pdf.set_fill_color(255, 255, 255)
+        pdf.ellipse(left, top, d, d, style="F")
+        pdf.set_font("DejaVu", "B", d * 0.75 * 72 / 25.4)  # mm to pt
+        pdf.set_xy(left, top)
+        pdf.cell(d, d, "\u20b4", align="C")
 
 
 def a4_document(title: str, creator: str) -> tuple[FPDF, float]:
@@ -130,7 +142,7 @@ def render(d: ReceiptData) -> bytes:
         if top + 50 > pdf.h - pdf.b_margin:
             pdf.add_page()
             top = pdf.get_y()
-        _qr(pdf, d.payment_url, pdf.l_margin, top, 48)
+        _qr(pdf, d.payment_url, pdf.l_margin, top, 48, payment=True)
         pdf.set_xy(pdf.l_margin + 52, top + 4)
         pdf.set_font("DejaVu", "", 9)
         pdf.multi_cell(width - 52, 5, "\n".join([*d.payment, d.payment_caption]), new_x="LMARGIN", new_y="NEXT")

@@ -69,6 +69,19 @@ def qr_svg(text: str, scale: int) -> str:
     return str(segno.make(text, error="m", micro=False).svg_inline(scale=scale, title=text))  # never a Micro QR: phones cannot read those
 
 
+@functools.lru_cache(maxsize=256)
+def payment_qr_svg(url: str, scale: int) -> str:
+    """The payment QR as the NBU draws it (edge/payqr.py): its symbol, and the hryvnia sign in a white circle at the centre."""
+    qr = payqr.symbol(url)
+    side = qr.symbol_size(scale=scale)[0]
+    d = payqr.MARK * qr.symbol_size(scale=scale, border=0)[0]
+    mark = (f'<circle cx="{side / 2:g}" cy="{side / 2:g}" r="{d / 2:g}" fill="#fff"/>'
+            f'<text x="{side / 2:g}" y="{side / 2:g}" text-anchor="middle" dominant-baseline="central" font-size="{d * 0.75:g}"'
+            ' font-weight="bold" font-family="DejaVu Sans, sans-serif">\u20b4</text>')
+    svg = str(qr.svg_inline(scale=scale, title=url))
+    return svg.replace("</svg>", mark + "</svg>")
+
+
 def hhmm(ts: float | None) -> str:
     return "" if ts is None else datetime.fromtimestamp(float(ts)).strftime("%H:%M")
 
@@ -322,7 +335,7 @@ async def _terms_ctx(request: web.Request, service: Any, number: str, app_id: st
     return {
         "term": term_text(service, lang), "fee": fee_text(service, lang), "pay_url": pay_url,
         "pay_purpose": payqr.purpose(service.fee, number) if pay_url else "",
-        "pay_qr": qr_svg(pay_url, 3) if pay_url else "",
+        "pay_qr": payment_qr_svg(pay_url, 3) if pay_url else "",
         "delivery": await delivery.one(request.app[STORE].db, app_id), "when": _when,
     }
 

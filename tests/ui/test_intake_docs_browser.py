@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import pytest
 
 from tests.conftest import wait_until
-from tests.ui.conftest import axe_violations, login, screenshot
+from tests.ui.conftest import ARTIFACTS, axe_violations, login, screenshot
+from tests.unit.test_receipt_terms import nbu_fields, qr_texts
 from tests.ui.test_van_day import PASSWORD, demo  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.functional]
@@ -35,6 +37,11 @@ def test_paid_receipt_signed_form_and_delivery(browser: Any, demo: str) -> None:
     assert page.inner_text("#service-term") == "до 5 робочих днів; про готовність повідомимо"
     assert page.inner_text("#service-fee") == "адміністративний збір 302.80 грн"
     assert page.is_visible("#payment svg")
+    if shutil.which("zbarimg"):  # the page's payment QR, hryvnia mark and all, read as a phone reads the screen
+        shot = ARTIFACTS / "van-receipt-paid-qr.png"
+        page.locator("#payment svg").screenshot(path=str(shot))
+        (text,) = qr_texts(shot)
+        assert nbu_fields(text)[:4] == ["BCD", "002", "1", "UCT"]
     assert axe_violations(page) == []
     screenshot(page, "van-receipt-paid", docs=True)
 

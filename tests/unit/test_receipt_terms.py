@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import segno
 from aiohttp.test_utils import TestClient, TestServer
 from pypdf import PdfReader
 
 from edge.app import create_app
-from edge.catalog import Catalog
+from edge import receipt_pdf
+from edge.catalog import Catalog, Fee
+from edge.receipt_pdf import BOLD, font_dir
+from edge.views import payment_qr_svg
+from fpdf import FPDF
 from edge import payqr
 from edge.service_terms import _uk_days
 from provisioning.keys import NodeBundle
@@ -104,9 +107,34 @@ def test_payment_qr_decodes_field_by_field(tmp_path: Path) -> None:
     fee = Catalog.load().services["PRO-01"].fee
     assert fee is not None
     png = tmp_path / "pay.png"
-    segno.make(payqr.url(fee, "VAN-01-20261130-0007"), error="m", micro=False).save(str(png), scale=6)
+    payqr.symbol(payqr.url(fee, "VAN-01-20261130-0007")).save(str(png), scale=6)
     (text,) = qr_texts(png)
     check_nbu(nbu_fields(text), fee_doc, "VAN-01-20261130-0007")
+
+
+@needs_zbar
+@pytest.mark.parametrize("fee, level", [
+    (Fee("85.00", "ГУК у Кіровоградській обл.", "UA213223130000026007233566001", "37918230", "Адмінзбір {number}"), "M"),
+    # the longest details the catalogue allows: 70-letter recipient, 140-letter purpose (UTF-8: two bytes a letter)
+    (Fee("99999.99", "Є" * 70, "UA213223130000026007233566001", "37918230", "Ї" * 140), "L"),
+])
+def test_the_payment_symbol_keeps_the_nbu_bounds_and_reads_with_its_hryvnia_mark(fee: Fee, level: str, tmp_path: Path) -> None:
+    url = payqr.url(fee, "VAN-01-20261130-0007")
+    qr = payqr.symbol(url)
+    assert payqr.MIN_VERSION <= qr.version <= payqr.MAX_VERSION and qr.error == level  # type: ignore[operator]
+    # the PDF's drawing, mark included, read back by a decoder as a phone would read the printed page
+    pdf = FPDF(unit="mm", format="A4")
+    pdf.add_font("DejaVu", "B", str(font_dir() / BOLD))
+    pdf.add_page()
+    receipt_pdf._qr(pdf, url, 20, 20, 60, payment=True)
+    pdf.output(str(tmp_path / "q.pdf"))
+    subprocess.run(["pdftoppm", "-r", "200", "-png", str(tmp_path / "q.pdf"), str(tmp_path / "q")], check=True)
+    assert qr_texts(next(tmp_path.glob("q*.png"))) == [url]
+    # the page's drawing: the same symbol with the white circle and the sign at its centre
+    svg = payment_qr_svg(url, 3)
+    side = qr.symbol_size(scale=3)[0]
+    assert f'<circle cx="{side / 2:g}" cy="{side / 2:g}" r="{payqr.MARK * qr.symbol_size(scale=3, border=0)[0] / 2:g}"' in svg
+    assert "\u20b4</text></svg>" in svg
 
 
 @pytest.fixture
