@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kit.files import write_atomic
+
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -38,18 +40,7 @@ def _overwrite(path: Path, data: bytes) -> None:
     """
     with open(path, "r+b") as old:
         size = os.fstat(old.fileno()).st_size
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(path, data, 0o600)
         old.seek(0)
         old.write(b"\0" * size)
         old.flush()
