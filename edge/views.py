@@ -478,8 +478,8 @@ async def application_pdf(request: web.Request) -> web.Response:
         "Content-Disposition": f'inline; filename="application-{ctx["rec"]["number"]}.pdf"', "Cache-Control": "no-store"})
 
 
-async def signature_add(request: web.Request) -> web.Response:
-    """The citizen signed on the tablet (edge/static/signature.js): a PNG kept sealed with the record, like a photo."""
+async def _upload_to_application(request: web.Request) -> tuple[Session, str, list[Upload], str | None]:
+    """What a file upload to a saved application checks first: the intake role, the application's id, the form's CSRF token."""
     s = _unlocked(request)
     roles.require(s, "intake")
     app_id = request.match_info["id"]
@@ -487,6 +487,12 @@ async def signature_add(request: web.Request) -> web.Response:
         raise HttpError("Заяву не знайдено", code="not_found", status=404)
     form, uploads, upload_error = await read_form(request)
     request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
+    return s, app_id, uploads, upload_error
+
+
+async def signature_add(request: web.Request) -> web.Response:
+    """The citizen signed on the tablet (edge/static/signature.js): a PNG kept sealed with the record, like a photo."""
+    s, app_id, uploads, upload_error = await _upload_to_application(request)
     if upload_error or len(uploads) != 1 or uploads[0].content_type != "image/png":
         raise HttpError("Підпис має надійти одним зображенням PNG", code="bad_signature", status=422)
     try:
@@ -541,13 +547,7 @@ async def handover_submit(request: web.Request) -> web.Response:
 
 async def attachments_add(request: web.Request) -> web.Response:
     """Add photos or scans to a saved application (multipart; the camera of the tablet or a file)."""
-    s = _unlocked(request)
-    roles.require(s, "intake")
-    app_id = request.match_info["id"]
-    if not ID_RE.match(app_id):
-        raise HttpError("Заяву не знайдено", code="not_found", status=404)
-    form, uploads, upload_error = await read_form(request)
-    request.app[SESSIONS].check_csrf(s, form.get("csrf", ""))
+    s, app_id, uploads, upload_error = await _upload_to_application(request)
     back = f"/applications/{app_id}/receipt"
     if upload_error or not uploads:
         # A flash in the session, not the URL: a file name may carry a citizen's name.
